@@ -1,0 +1,11 @@
+"""quantloop: compile quantized CNNs onto spatial DNN accelerators.
+
+Bit-widths and mappings are chosen together: fewer bits per value pack more values into every
+memory word and buffer, which opens mappings that do not exist at 8 or 16 bits.
+"""
+
+__version__ = "0.1.0"
+
+from quantloop.errors import QuantloopError
+
+__all__ = ["QuantloopError", "__version__"]

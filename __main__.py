@@ -1,0 +1,3 @@
+from quantloop.cli import main
+
+raise SystemExit(main())

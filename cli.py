@@ -1,0 +1,72 @@
+"""The `quantloop` command line.
+
+Each sub-command lives in its own module under `quantloop.commands` and exposes
+`HELP: str`, `add_arguments(parser)` and `run(args) -> int`. Command modules import heavy
+libraries inside `run`, so building the parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import traceback
+
+from quantloop import __version__
+from quantloop.errors import QuantloopError
+
+_ORDER = ["compile", "opt", "map", "cost", "targets", "zoo", "eval", "report"]
+
+
+def _command_names() -> list[str]:
+    import quantloop.commands as package
+
+    found = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+    return [n for n in _ORDER if n in found] + sorted(found - set(_ORDER))
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"quantloop.commands.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quantloop",
+        description="Compile quantized CNNs onto spatial DNN accelerators.",
+    )
+    parser.add_argument("--version", action="version", version=f"quantloop {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _command_names():
+        module = _command_module(name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(_command_module(args.command).run(args) or 0)
+    except QuantloopError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"quantloop: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("quantloop: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
