@@ -1,0 +1,230 @@
+"""The `qnn` dialect: a graph of CNN ops whose tensor element types carry quantization.
+
+A model is a builtin `ModuleOp` holding one `func.func @main`; its arguments are the model
+inputs and its `func.return` returns the outputs. This module is the public entry point:
+types, ops, the dialect object, a context, and text printing / parsing.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import Builtin, ModuleOp
+from xdsl.dialects.func import Func
+from xdsl.ir import Attribute, Dialect
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import ParseError, VerifyException
+
+from quantloop.errors import QuantloopError
+from quantloop.ir.ops import (
+    ACTIVATIONS,
+    QNN_OPS,
+    AddOp,
+    AvgPoolOp,
+    BatchNormOp,
+    ClipOp,
+    ConcatOp,
+    ConstantOp,
+    Conv2dOp,
+    DequantizeOp,
+    DropoutOp,
+    FlattenOp,
+    GemmOp,
+    GlobalAvgPoolOp,
+    IdentityOp,
+    MatMulOp,
+    MaxPoolOp,
+    QuantizeOp,
+    ReluOp,
+    ReshapeOp,
+    SoftmaxOp,
+    broadcast_shapes,
+    conv_output_size,
+    matmul_shape,
+    op_label,
+)
+from quantloop.ir.types import (
+    QUANTIZED_TYPES,
+    IntType,
+    Pot2Type,
+    PotType,
+    QuantizedType,
+    UniformPerAxisType,
+    UniformType,
+    element_type,
+    float_text,
+    is_float,
+    is_quantized,
+    is_signed,
+    storage_bits,
+    with_element,
+)
+from quantloop.ir.weights import DenseWeightsAttr, Weights
+
+QNN = Dialect(
+    "qnn",
+    list(QNN_OPS),
+    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr],
+)
+
+#: Dialects every quantloop context loads; other dialects (e.g. `accel`) are appended here
+#: by their module, or passed to `make_context`.
+DEFAULT_DIALECTS: list[Dialect] = [Builtin, Func, QNN]
+
+
+def _optional_dialects() -> list[Dialect]:
+    try:
+        from quantloop.ir import accel
+    except ImportError:
+        return []
+    dialect = getattr(accel, "ACCEL", None)
+    return [dialect] if isinstance(dialect, Dialect) else []
+
+
+def make_context(*extra_dialects: Dialect) -> Context:
+    """A context with builtin, func, qnn (and accel, once it exists) plus `extra_dialects` loaded."""
+    ctx = Context()
+    seen: set[str] = set()
+    for dialect in [*DEFAULT_DIALECTS, *_optional_dialects(), *extra_dialects]:
+        if dialect.name not in seen:
+            ctx.load_dialect(dialect)
+            seen.add(dialect.name)
+    return ctx
+
+
+class QnnPrinter(Printer):
+    """xDSL printer that elides large `#qnn.dense` weights and prints per-axis types as aliases.
+
+    `alias_per_axis`: per-axis types print as `!qnn_q<N>`; `alias_definitions()` gives the
+    `!qnn_q<N> = !qnn.uniform<...>` lines that must precede the module text.
+    """
+
+    def __init__(self, *, elide_weights_over: int | None = 16, alias_per_axis: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.elide_weights_over = elide_weights_over
+        self.alias_per_axis = alias_per_axis
+        self._aliases: dict[UniformPerAxisType, str] = {}
+
+    def print_attribute(self, attribute: Attribute) -> None:
+        if isinstance(attribute, UniformPerAxisType):
+            if self.alias_per_axis:
+                alias = self._aliases.setdefault(attribute, f"!qnn_q{len(self._aliases)}")
+                self.print_string(alias)
+            else:
+                self.print_string("!qnn.uniform")
+                attribute.print_parameters(self)
+            return
+        super().print_attribute(attribute)
+
+    def alias_definitions(self) -> str:
+        lines = []
+        for attr, alias in self._aliases.items():
+            text = io.StringIO()
+            QnnPrinter(stream=text, alias_per_axis=False).print_attribute(attr)
+            lines.append(f"{alias} = {text.getvalue()}\n")
+        return "".join(lines)
+
+
+def print_module(module: ModuleOp, elide_weights_over: int | None = 16, alias_per_axis: bool = True) -> str:
+    """The module as MLIR text. Constants with more than `elide_weights_over` values print as
+    `#qnn.dense<elided>` (None keeps every weight, so the text can be parsed and run again)."""
+    body = io.StringIO()
+    printer = QnnPrinter(stream=body, elide_weights_over=elide_weights_over, alias_per_axis=alias_per_axis)
+    printer.print_op(module)
+    aliases = printer.alias_definitions()
+    return (aliases + "\n" if aliases else "") + body.getvalue() + "\n"
+
+
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in str(message).strip().splitlines() if line.strip())
+
+
+def parse_module(text: str, source_name: str = "<string>", ctx: Context | None = None) -> ModuleOp:
+    """Parse and verify MLIR text; errors become one-line `QuantloopError`s naming source and line."""
+    ctx = ctx or make_context()
+    try:
+        module = Parser(ctx, text, name=source_name).parse_module()
+    except ParseError as err:
+        line = err.span.get_line_col()[0]
+        raise QuantloopError(f"{source_name}:{line}: {_one_line(err.msg)}") from err
+    except VerifyException as err:
+        raise QuantloopError(f"{source_name}: {_first_line(err)}") from err
+    verify_module(module, source_name)
+    return module
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(err).__name__
+
+
+def verify_module(module: ModuleOp, source_name: str = "<module>") -> None:
+    """Verify every op; a failure becomes a one-line `QuantloopError` with the op's message."""
+    try:
+        module.verify()
+    except VerifyException as err:
+        raise QuantloopError(f"{source_name}: {_verify_message(err)}") from err
+
+
+def _verify_message(err: VerifyException) -> str:
+    """xDSL appends the offending IR to verifier messages; keep the sentence."""
+    text = str(err)
+    for line in text.splitlines():
+        if re.search(r"qnn\.|!qnn|#qnn|expected|must|does not", line):
+            return line.strip()
+    return _first_line(err)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "QNN",
+    "QNN_OPS",
+    "QUANTIZED_TYPES",
+    "DEFAULT_DIALECTS",
+    "AddOp",
+    "AvgPoolOp",
+    "BatchNormOp",
+    "ClipOp",
+    "ConcatOp",
+    "ConstantOp",
+    "Conv2dOp",
+    "DenseWeightsAttr",
+    "DequantizeOp",
+    "DropoutOp",
+    "FlattenOp",
+    "GemmOp",
+    "GlobalAvgPoolOp",
+    "IdentityOp",
+    "IntType",
+    "MatMulOp",
+    "MaxPoolOp",
+    "Pot2Type",
+    "PotType",
+    "QnnPrinter",
+    "QuantizeOp",
+    "QuantizedType",
+    "ReluOp",
+    "ReshapeOp",
+    "SoftmaxOp",
+    "UniformPerAxisType",
+    "UniformType",
+    "Weights",
+    "broadcast_shapes",
+    "conv_output_size",
+    "element_type",
+    "float_text",
+    "is_float",
+    "is_quantized",
+    "is_signed",
+    "make_context",
+    "matmul_shape",
+    "op_label",
+    "parse_module",
+    "print_module",
+    "storage_bits",
+    "verify_module",
+    "with_element",
+]

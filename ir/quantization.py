@@ -1,0 +1,281 @@
+"""Quantization numerics: scales, zero points, integer codes, and their inverses (pure numpy).
+
+Conventions (shared by the qnn types, the calibration pass, the packer and the fake-quant export):
+
+* Uniform codes: ``q = clip(round_half_even(x / scale) + zp, qmin, qmax)`` computed in float32, exactly as
+  ONNX ``QuantizeLinear`` defines it; ``x' = (q - zp) * scale`` as ``DequantizeLinear``.
+  ``signed`` b-bit codes span ``[-2^(b-1), 2^(b-1) - 1]``; with ``narrow_range`` the most negative code is
+  dropped so the range is symmetric ``[-(2^(b-1) - 1), 2^(b-1) - 1]``. Unsigned codes span ``[0, 2^b - 1]``.
+* Weights: symmetric, signed, narrow range, one scale per output channel (axis 0), zero point 0.
+* Activations: symmetric, zero point 0. Unsigned when the producer is a ReLU / ReLU6 (the range starts at
+  0, so no code is wasted on negative values); signed otherwise. An asymmetric variant
+  (``symmetric=False``) is available for callers that want a zero point.
+* Power-of-two codes (papers 003/004, LightPE-1/2) are stored as signed b-bit two's-complement integers
+  whose sign is the value's sign and whose magnitude indexes exponents; 0 is the zero code:
+
+  - ``pot``: magnitude ``m`` in ``1 .. 2^(b-1) - 1`` means ``2^-(m-1) * scale``, so b = 4 gives
+    ``±{1, 1/2, ..., 1/64} * scale`` and 0 (LightPE-1 stores ``±2^-m`` with one sign and 3 exponent bits;
+    we give up one exponent for an exact zero).
+  - ``pot2``: ``k = (b - 1) // 2`` bits per term; magnitude ``(f1 << k) | f2`` with term ``f`` meaning
+    ``0`` when ``f = 0`` and ``2^-(f-1)`` otherwise; value ``(t(f1) + t(f2)) * scale`` with ``f1 <= f2``
+    (canonical: the larger term first). b = 8 gives LightPE-2's ``±(2^-m1 + 2^-m2)``, m in 0..6, plus 0.
+    Legal bits: 3..8 (for even b one bit is unused).
+
+  Encoding picks the nearest representable level (ties go to the smaller magnitude); the scale maps the
+  largest level to the clipping value of the channel.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+Scheme = Literal["int", "pot", "pot2"]
+UNIFORM_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+POT_BITS = range(2, 9)
+POT2_BITS = range(3, 9)
+_MSE_GRID = np.linspace(0.3, 1.0, 71)
+
+
+def qrange(bits: int, signed: bool, narrow_range: bool = False) -> tuple[int, int]:
+    """Smallest and largest integer code of a b-bit uniform type."""
+    if bits not in UNIFORM_BITS:
+        raise ValueError(f"uniform quantization: {bits} bits is not a legal storage width {UNIFORM_BITS}")
+    if signed:
+        qmax = (1 << (bits - 1)) - 1
+        return (-qmax if narrow_range else -qmax - 1), qmax
+    return (1 if narrow_range else 0), (1 << bits) - 1
+
+
+def _broadcast(param: np.ndarray | float, ndim: int, axis: int | None) -> np.ndarray:
+    arr = np.asarray(param)
+    if axis is None or arr.ndim == 0:
+        return arr
+    shape = [1] * ndim
+    shape[axis] = arr.size
+    return arr.reshape(shape)
+
+
+def quantize(
+    x: np.ndarray,
+    scale: np.ndarray | float,
+    zero_point: np.ndarray | int,
+    bits: int,
+    signed: bool,
+    axis: int | None = None,
+    narrow_range: bool = False,
+) -> np.ndarray:
+    """Integer codes of ``x`` (int32): float32 ``x / scale``, round half to even, add zero point, clip."""
+    qmin, qmax = qrange(bits, signed, narrow_range)
+    x = np.asarray(x, dtype=np.float32)
+    s = _broadcast(np.asarray(scale, dtype=np.float32), x.ndim, axis)
+    z = _broadcast(np.asarray(zero_point, dtype=np.float32), x.ndim, axis)
+    q = np.rint(x / s) + z
+    return np.clip(q, qmin, qmax).astype(np.int32)
+
+
+def dequantize(
+    q: np.ndarray, scale: np.ndarray | float, zero_point: np.ndarray | int, axis: int | None = None
+) -> np.ndarray:
+    """Float32 values of integer codes: ``(q - zp) * scale`` as DequantizeLinear computes it."""
+    q = np.asarray(q)
+    s = _broadcast(np.asarray(scale, dtype=np.float32), q.ndim, axis)
+    z = _broadcast(np.asarray(zero_point, dtype=np.int64), q.ndim, axis)
+    return (q.astype(np.int64) - z).astype(np.float32) * s
+
+
+def fake_quant(
+    x: np.ndarray,
+    scale: np.ndarray | float,
+    zero_point: np.ndarray | int,
+    bits: int,
+    signed: bool,
+    axis: int | None = None,
+    narrow_range: bool = False,
+) -> np.ndarray:
+    """``dequantize(quantize(x))`` in float32, the value a b-bit tensor carries through the network."""
+    return dequantize(quantize(x, scale, zero_point, bits, signed, axis, narrow_range), scale, zero_point, axis)
+
+
+# ----------------------------------------------------------------------------- power-of-two schemes
+
+
+def _pot_levels(bits: int) -> np.ndarray:
+    if bits not in POT_BITS:
+        raise ValueError(f"pot quantization: {bits} bits is not a legal width (2..8)")
+    count = (1 << (bits - 1)) - 1
+    return np.concatenate([[0.0], 2.0 ** -np.arange(count)])
+
+
+def _term(field: np.ndarray) -> np.ndarray:
+    return np.where(field == 0, 0.0, 2.0 ** -(np.maximum(field, 1) - 1.0))
+
+
+def _pot2_table(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct magnitudes (scale 1) and the canonical code magnitude of each."""
+    if bits not in POT2_BITS:
+        raise ValueError(f"pot2 quantization: {bits} bits is not a legal width (3..8)")
+    k = (bits - 1) // 2
+    f1, f2 = np.meshgrid(np.arange(1 << k), np.arange(1 << k), indexing="ij")
+    canonical = ((f2 == 0) | ((f1 >= 1) & (f1 <= f2))).ravel()  # larger term first, an absent term last
+    f1, f2 = f1.ravel()[canonical], f2.ravel()[canonical]
+    values = _term(f1) + _term(f2)
+    codes = (f1 << k) | f2
+    order = np.lexsort((codes, values))
+    values, codes = values[order], codes[order]
+    keep = np.concatenate([[True], np.diff(values) > 0])
+    return values[keep], codes[keep]
+
+
+def _level_table(scheme: Scheme, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    if scheme == "pot":
+        levels = _pot_levels(bits)
+        mags = np.concatenate([[0], np.arange(1, levels.size)])
+        order = np.argsort(levels)
+        return levels[order], mags[order]
+    if scheme == "pot2":
+        return _pot2_table(bits)
+    raise ValueError(f"power-of-two quantization: unknown scheme {scheme!r} (expected pot or pot2)")
+
+
+def max_level(scheme: Scheme, bits: int) -> float:
+    """Largest representable magnitude at scale 1 (1 for pot, 2 for pot2, qmax for int)."""
+    if scheme == "int":
+        return float(qrange(bits, True, narrow_range=True)[1])
+    return float(_level_table(scheme, bits)[0][-1])
+
+
+def pot_encode(
+    x: np.ndarray, scale: np.ndarray | float, scheme: Scheme, bits: int, axis: int | None = None
+) -> np.ndarray:
+    """Signed codes (int32) of the nearest ``pot``/``pot2`` level to ``x / scale`` (see module docstring)."""
+    levels, mags = _level_table(scheme, bits)
+    x = np.asarray(x, dtype=np.float32)
+    s = _broadcast(np.asarray(scale, dtype=np.float32), x.ndim, axis)
+    r = np.abs(x / s).astype(np.float64)
+    midpoints = (levels[1:] + levels[:-1]) / 2
+    idx = np.searchsorted(midpoints, r, side="right")
+    idx = np.where((idx > 0) & (r == midpoints[np.maximum(idx - 1, 0)]), idx - 1, idx)
+    return (np.sign(x).astype(np.int32) * mags[idx]).astype(np.int32)
+
+
+def pot_decode(
+    codes: np.ndarray, scale: np.ndarray | float, scheme: Scheme, bits: int, axis: int | None = None
+) -> np.ndarray:
+    """Float32 values of ``pot``/``pot2`` codes: ``sign * level(|code|) * scale``."""
+    codes = np.asarray(codes)
+    lo, hi = qrange(bits, True, narrow_range=True)
+    if codes.size and (codes.min() < lo or codes.max() > hi):
+        raise ValueError(f"{scheme} decode: codes outside [{lo}, {hi}] for {bits} bits")
+    mags = np.abs(codes)
+    if scheme == "pot":
+        _pot_levels(bits)
+        level = _term(mags)
+    elif scheme == "pot2":
+        _pot2_table(bits)
+        k = (bits - 1) // 2
+        level = _term(mags >> k) + _term(mags & ((1 << k) - 1))
+    else:
+        raise ValueError(f"power-of-two quantization: unknown scheme {scheme!r} (expected pot or pot2)")
+    s = _broadcast(np.asarray(scale, dtype=np.float32), codes.ndim, axis)
+    return (np.sign(codes) * level).astype(np.float32) * s
+
+
+# ----------------------------------------------------------------------------- weight / activation scales
+
+
+def _channel_matrix(w: np.ndarray, axis: int) -> np.ndarray:
+    w = np.asarray(w, dtype=np.float32)
+    return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+
+
+def weight_scales(
+    w: np.ndarray,
+    bits: int,
+    clip: Literal["minmax", "mse"] = "minmax",
+    scheme: Scheme = "int",
+    axis: int = 0,
+) -> np.ndarray:
+    """Per-channel (along ``axis``) float32 scales for symmetric signed weight quantization.
+
+    ``minmax`` maps each channel's max |w| to the largest level; ``mse`` searches the clipping value
+    ``ratio * max|w|`` over a grid of ratios in [0.3, 1] and keeps, per channel, the one with the least
+    squared error of the fake-quantized weights. Channels that are all zero get scale 1.
+    """
+    mat = _channel_matrix(w, axis)
+    absmax = np.abs(mat).max(axis=1) if mat.size else np.zeros(mat.shape[0], np.float32)
+    top = max_level(scheme, bits)
+    safe_max = np.where(absmax > 0, absmax, np.float32(top))
+    base = (safe_max / np.float32(top)).astype(np.float32)
+    if clip == "minmax":
+        return base
+    if clip != "mse":
+        raise ValueError(f"weight clipping: unknown method {clip!r} (expected minmax or mse)")
+    best_scale, best_err = base, np.full(base.shape, np.inf)
+    for ratio in _MSE_GRID:
+        scale = (base * np.float32(ratio)).astype(np.float32)
+        approx = weight_fake_quant(mat, scale, bits, scheme, axis=0)
+        err = np.square(approx - mat, dtype=np.float64).sum(axis=1)
+        better = err < best_err
+        best_scale = np.where(better, scale, best_scale)
+        best_err = np.where(better, err, best_err)
+    return best_scale.astype(np.float32)
+
+
+def weight_encode(w: np.ndarray, scale: np.ndarray, bits: int, scheme: Scheme = "int", axis: int = 0) -> np.ndarray:
+    """Signed integer codes of weights under per-channel ``scale`` (int: narrow range, zero point 0)."""
+    if scheme == "int":
+        return quantize(w, scale, 0, bits, True, axis=axis, narrow_range=True)
+    return pot_encode(w, scale, scheme, bits, axis=axis)
+
+
+def weight_decode(codes: np.ndarray, scale: np.ndarray, bits: int, scheme: Scheme = "int", axis: int = 0) -> np.ndarray:
+    """Float32 weights from codes; the inverse of :func:`weight_encode` on its image."""
+    if scheme == "int":
+        return dequantize(codes, scale, 0, axis=axis)
+    return pot_decode(codes, scale, scheme, bits, axis=axis)
+
+
+def weight_fake_quant(w: np.ndarray, scale: np.ndarray, bits: int, scheme: Scheme = "int", axis: int = 0) -> np.ndarray:
+    return weight_decode(weight_encode(w, scale, bits, scheme, axis), scale, bits, scheme, axis)
+
+
+def tensor_range(
+    x: np.ndarray, method: Literal["minmax", "percentile"] = "minmax", percentile: float = 99.99
+) -> tuple[float, float]:
+    """(lo, hi) of a calibration tensor: its extremes, or the ``100-p`` / ``p`` percentiles."""
+    x = np.asarray(x, dtype=np.float32).ravel()
+    if x.size == 0:
+        raise ValueError("activation range: empty calibration tensor")
+    if method == "minmax":
+        return float(x.min()), float(x.max())
+    if method != "percentile":
+        raise ValueError(f"activation range: unknown method {method!r} (expected minmax or percentile)")
+    if not 50.0 < percentile <= 100.0:
+        raise ValueError(f"activation range: percentile {percentile} is not in (50, 100]")
+    lo, hi = np.percentile(x, [100.0 - percentile, percentile])
+    return float(lo), float(hi)
+
+
+def activation_params(
+    lo: float, hi: float, bits: int, signed: bool, symmetric: bool = True
+) -> tuple[float, int]:
+    """(scale, zero_point) covering [lo, hi] with b-bit codes; the range is widened to include 0.
+
+    Symmetric (default): zero point 0; unsigned codes cover [0, hi] (negative inputs clip to 0, as after
+    a ReLU), signed ones [-m, m] with m = max(|lo|, |hi|) and the full two's-complement range.
+    Asymmetric: the code range [qmin, qmax] spans [min(lo, 0), max(hi, 0)] and 0 maps to an exact code.
+    A degenerate range (all zeros) gets scale 1.
+    """
+    qmin, qmax = qrange(bits, signed)
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if symmetric:
+        m = hi if not signed else max(-lo, hi)
+        scale = np.float32(m / qmax) if m > 0 else np.float32(1.0)
+        return float(scale), 0
+    if hi == lo:
+        return 1.0, 0 if signed else qmin
+    scale = np.float32((hi - lo) / (qmax - qmin))
+    zp = int(np.clip(np.rint(qmin - lo / float(scale)), qmin, qmax))
+    return float(scale), zp
