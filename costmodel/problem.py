@@ -1,0 +1,160 @@
+"""One convolution layer in Timeloop's 8-dim form, and the bit-widths of its three data spaces.
+
+Dims are always in the fixed order `DIMS` = N, G, C, M, P, Q, R, S (arrays use this order).
+Timeloop pairing (as in the exercises' problem shape): P pairs with R and Wstride/Wdilation,
+Q pairs with S and Hstride/Hdilation, so an input tile of p × r spans
+`(p − 1)·Wstride + (r − 1)·Wdilation + 1` columns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quantloop.errors import QuantloopError
+
+DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
+DIM_INDEX: dict[str, int] = {d: i for i, d in enumerate(DIMS)}
+DATASPACES: tuple[str, ...] = ("Weights", "Inputs", "Outputs")
+DS_INDEX: dict[str, int] = {d: i for i, d in enumerate(DATASPACES)}
+
+#: Which dims index which data space. Inputs are indexed by P, Q, R, S through the sliding window.
+DATASPACE_DIMS: dict[str, frozenset[str]] = {
+    "Weights": frozenset("GCMRS"),
+    "Inputs": frozenset("NGCPQRS"),
+    "Outputs": frozenset("NGMPQ"),
+}
+
+#: bool[3, 8]: RELEVANT[ds, dim] is True when `dim` indexes data space `ds`.
+RELEVANT = np.array([[d in DATASPACE_DIMS[ds] for d in DIMS] for ds in DATASPACES], dtype=bool)
+
+SCHEMES: tuple[str, ...] = ("int", "pot", "pot2")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A conv / depthwise conv / matmul layer as Timeloop's conv problem (N=batch, G=groups).
+
+    Depthwise conv: G = channels, C = M = 1. A fully connected layer: P = Q = R = S = 1.
+    """
+
+    N: int = 1
+    G: int = 1
+    C: int = 1
+    M: int = 1
+    P: int = 1
+    Q: int = 1
+    R: int = 1
+    S: int = 1
+    Wstride: int = 1
+    Hstride: int = 1
+    Wdilation: int = 1
+    Hdilation: int = 1
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        for key in DIMS + ("Wstride", "Hstride", "Wdilation", "Hdilation"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} must be a positive integer, got {value!r}")
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {d: int(getattr(self, d)) for d in DIMS}
+
+    @property
+    def dim_array(self) -> np.ndarray:
+        """int64[8] in `DIMS` order."""
+        return np.array([getattr(self, d) for d in DIMS], dtype=np.int64)
+
+    @property
+    def macs(self) -> int:
+        return int(np.prod(self.dim_array))
+
+    @property
+    def input_width(self) -> int:
+        """Input extent paired with P and R: (P − 1)·Wstride + (R − 1)·Wdilation + 1."""
+        return (self.P - 1) * self.Wstride + (self.R - 1) * self.Wdilation + 1
+
+    @property
+    def input_height(self) -> int:
+        """Input extent paired with Q and S: (Q − 1)·Hstride + (S − 1)·Hdilation + 1."""
+        return (self.Q - 1) * self.Hstride + (self.S - 1) * self.Hdilation + 1
+
+    @property
+    def tensor_sizes(self) -> dict[str, int]:
+        """Number of values (not words) of each data space."""
+        return {
+            "Weights": self.G * self.C * self.M * self.R * self.S,
+            "Inputs": self.N * self.G * self.C * self.input_width * self.input_height,
+            "Outputs": self.N * self.G * self.M * self.P * self.Q,
+        }
+
+    def with_dims(self, **dims: int) -> "Problem":
+        values = {k: getattr(self, k) for k in DIMS + ("Wstride", "Hstride", "Wdilation", "Hdilation", "name")}
+        values.update(dims)
+        return Problem(**values)
+
+
+_BITS_RE = re.compile(r"^w(\d+)a(\d+)(?:o(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Bits:
+    """Bits per value of each data space, and the weight scheme.
+
+    `None` for a data space means stock Timeloop: one value per storage word at every level
+    (whatever the word width). An integer b packs ⌊W / b⌋ values into a W-bit word at every
+    storage level (quantization fork semantics; a value never straddles two words).
+    `outputs` is also the partial-sum width (as in the fork). `scheme` is the weight
+    quantization: "int" (uniform), "pot" (sign + power of two), "pot2" (sum of two powers of two).
+    """
+
+    weights: int | None = None
+    inputs: int | None = None
+    outputs: int | None = None
+    scheme: str = "int"
+
+    def __post_init__(self) -> None:
+        for ds in ("weights", "inputs", "outputs"):
+            b = getattr(self, ds)
+            if b is not None and (not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1):
+                raise QuantloopError(f"bits: {ds} must be a positive integer or None, got {b!r}")
+        if self.scheme not in SCHEMES:
+            raise QuantloopError(f"bits: scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+
+    @classmethod
+    def parse(cls, text: str, scheme: str = "int") -> "Bits":
+        """Parse `w4a8` (weights 4, inputs 8, outputs 8) or `w4a8o16` (outputs 16).
+
+        Without `o`, outputs take the activation width: the next layer reads them as its inputs,
+        which is how the core paper's fork was run (its partial sums share the output width).
+        """
+        m = _BITS_RE.match(text.strip().lower())
+        if not m:
+            raise QuantloopError(f"bits {text!r}: expected the form w<bits>a<bits>[o<bits>], e.g. w4a8")
+        w, a, o = int(m.group(1)), int(m.group(2)), m.group(3)
+        return cls(weights=w, inputs=a, outputs=int(o) if o else a, scheme=scheme)
+
+    def of(self, dataspace: str) -> int | None:
+        return {"Weights": self.weights, "Inputs": self.inputs, "Outputs": self.outputs}[dataspace]
+
+    def as_tuple(self) -> tuple[int | None, int | None, int | None]:
+        """(Weights, Inputs, Outputs) in `DATASPACES` order."""
+        return (self.weights, self.inputs, self.outputs)
+
+    def __str__(self) -> str:
+        parts = [f"{n}{'-' if b is None else b}" for n, b in zip("wao", self.as_tuple())]
+        return "".join(parts) + ("" if self.scheme == "int" else f":{self.scheme}")
+
+
+STOCK_BITS = Bits()
+
+
+def values_per_word(word_bits: int, bits: int | None) -> int:
+    """Values of `bits` bits held by one `word_bits` word (1 when bits is None: stock Timeloop)."""
+    if bits is None or word_bits <= 1:
+        return 1
+    return max(1, word_bits // bits)
