@@ -1085,7 +1085,8 @@ class ConstantOp(IRDLOperation, _Named):
             label = self.node_name or self.name
             raise QuantloopError(
                 f"constant {label}: weights were elided from the printed IR; "
-                "print it with elide_weights_over=None (quantloop opt --elide-weights -1) to keep them"
+                "print it with full weights (print_module(..., elide_weights_over=None), "
+                "or quantloop opt without --elide-weights)"
             )
         return data.reshape(_shape(self.output))
 

@@ -148,8 +148,8 @@ def parse_module(text: str, source_name: str = "<string>", ctx: Context | None =
     try:
         module = Parser(ctx, text, name=source_name).parse_module()
     except ParseError as err:
-        line = err.span.get_line_col()[0]
-        raise QuantloopError(f"{source_name}:{line}: {_one_line(err.msg)}") from err
+        location = err.span.get_location()
+        raise QuantloopError(f"{source_name}:{location.line}:{location.col}: {_one_line(err.msg)}") from err
     except VerifyException as err:
         raise QuantloopError(f"{source_name}: {_first_line(err)}") from err
     verify_module(module, source_name)

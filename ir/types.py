@@ -66,6 +66,15 @@ def _parse_float(parser: AttrParser) -> float:
     return float(value)
 
 
+def _verified(cls: type[ParametrizedAttribute], parser: AttrParser, start: int, params: list[Attribute]) -> list[Attribute]:
+    """Verify parsed parameters now, so a bad value is reported at its line in the source."""
+    try:
+        cls.new(params)
+    except VerifyException as err:
+        parser.raise_error(str(err), start, parser.pos)
+    return params
+
+
 def _parse_bool_keyword(parser: AttrParser) -> bool:
     if parser.parse_optional_keyword("true") is not None:
         return True
@@ -101,6 +110,7 @@ class IntType(ParametrizedAttribute, TypeAttribute):
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
+        start = parser.pos
         with parser.in_angle_brackets():
             parser.parse_keyword("bits")
             parser.parse_punctuation("=")
@@ -109,7 +119,7 @@ class IntType(ParametrizedAttribute, TypeAttribute):
             parser.parse_keyword("signed")
             parser.parse_punctuation("=")
             signed = _parse_bool_keyword(parser)
-        return [IntAttr(bits), IntAttr(int(signed))]
+        return _verified(cls, parser, start, [IntAttr(bits), IntAttr(int(signed))])
 
 
 def _check_zero_point(type_name: str, bits: int, signed: bool, zero_point: int) -> None:
@@ -169,7 +179,9 @@ class UniformType(ParametrizedAttribute, TypeAttribute):
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
         """Parses both spellings; a per-axis one yields 5 parameters, which `new` routes."""
-        return _parse_uniform(parser)
+        start = parser.pos
+        params = _parse_uniform(parser)
+        return _verified(cls, parser, start, params)
 
     @classmethod
     def new(cls, params: Sequence[Attribute]):  # type: ignore[override]
@@ -249,7 +261,11 @@ class UniformPerAxisType(ParametrizedAttribute, TypeAttribute):
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
         """Also accepted under its own name, `!qnn.uniform_per_axis<...>`."""
-        return _parse_uniform(parser)
+        start = parser.pos
+        params = _parse_uniform(parser)
+        if len(params) != 5:
+            parser.raise_error("!qnn.uniform_per_axis needs an axis: <i8:f32:AXIS, {scale:zp, ...}>", start, parser.pos)
+        return _verified(cls, parser, start, params)
 
 
 def _parse_uniform(parser: AttrParser) -> list[Attribute]:
@@ -308,11 +324,12 @@ class PotType(ParametrizedAttribute, TypeAttribute):
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
+        start = parser.pos
         with parser.in_angle_brackets():
             parser.parse_keyword("bits")
             parser.parse_punctuation("=")
             bits = parser.parse_integer(allow_boolean=False, allow_negative=False)
-        return [IntAttr(bits)]
+        return _verified(cls, parser, start, [IntAttr(bits)])
 
 
 @irdl_attr_definition
@@ -342,11 +359,12 @@ class Pot2Type(ParametrizedAttribute, TypeAttribute):
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
+        start = parser.pos
         with parser.in_angle_brackets():
             parser.parse_keyword("bits")
             parser.parse_punctuation("=")
             bits = parser.parse_integer(allow_boolean=False, allow_negative=False)
-        return [IntAttr(bits)]
+        return _verified(cls, parser, start, [IntAttr(bits)])
 
 
 QuantizedType = IntType | UniformType | UniformPerAxisType | PotType | Pot2Type
