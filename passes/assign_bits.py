@@ -1,0 +1,237 @@
+"""`qnn-assign-bits`: give every weight and activation a bit-width (`!qnn.int<bits = b, signed = s>`).
+
+Rules:
+- Weights (constants feeding the weight operand of conv2d / gemm / matmul) are signed,
+  `w` bits. Biases and other constants stay float; calibration quantizes biases.
+- Activations: each op result gets the activation bit-width of the op that produces it, so a
+  layer's "activations" entry sets the bits of the tensor it writes, which is the input of the
+  layers that read it. Signedness follows the values: unsigned after relu, clip / fused act with
+  a lower bound >= 0, softmax, and after ops that keep a non-negative input non-negative
+  (pools, add of two non-negative tensors, reshape, flatten, concat, identity, dropout);
+  signed otherwise.
+- Ops that only move values (maxpool, reshape, flatten, identity, dropout) pass their input's
+  integer type through unchanged unless the bits file names them.
+- Model inputs are signed with `input-bits` bits (default 8: the first layer's input is kept at
+  8 bits, as most mixed-precision work does).
+- Values that already carry a quantized type (QDQ / QONNX models) keep it; dequantize results
+  and float values read by a `qnn.quantize` stay f32.
+
+Options: `bits=w8a8` (uniform default: w<weight bits>a<activation bits>), `file=bits.json` with
+per-layer entries keyed by op name, `{"conv1": {"weights": 4, "activations": 8}, ...}`
+(either key may be left out; unlisted layers get the default), `input-bits=8`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.func import FuncOp
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from quantloop.errors import QuantloopError
+from quantloop.ir.qnn import (
+    AddOp,
+    AvgPoolOp,
+    ClipOp,
+    ConcatOp,
+    ConstantOp,
+    Conv2dOp,
+    DequantizeOp,
+    DropoutOp,
+    FlattenOp,
+    GemmOp,
+    GlobalAvgPoolOp,
+    IdentityOp,
+    IntType,
+    MatMulOp,
+    MaxPoolOp,
+    QuantizeOp,
+    ReluOp,
+    ReshapeOp,
+    SoftmaxOp,
+    is_float,
+    is_quantized,
+    is_signed,
+    op_label,
+)
+from quantloop.ir.types import INT_BITS
+
+WEIGHT_OPERAND = {Conv2dOp: 1, GemmOp: 1, MatMulOp: 1}
+PASS_THROUGH = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
+KEEPS_NONNEGATIVE = (MaxPoolOp, AvgPoolOp, GlobalAvgPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp, ConcatOp, AddOp)
+_SPEC = re.compile(r"^w(\d+)a(\d+)$")
+
+
+@dataclass(frozen=True)
+class LayerBits:
+    weights: int | None = None
+    activations: int | None = None
+
+
+def check_bits(bits: int, where: str) -> int:
+    if bits not in INT_BITS:
+        legal = ", ".join(str(b) for b in sorted(INT_BITS))
+        raise QuantloopError(f"{where}: {bits} bits is not a legal bit-width (legal: {legal})")
+    return bits
+
+
+def parse_bits_spec(spec: str) -> tuple[int, int]:
+    """`w4a8` -> (4, 8)."""
+    match = _SPEC.match(spec.strip().lower())
+    if match is None:
+        raise QuantloopError(f"bits '{spec}': expected w<weight bits>a<activation bits>, such as w8a8 or w4a8")
+    return check_bits(int(match[1]), f"bits '{spec}'"), check_bits(int(match[2]), f"bits '{spec}'")
+
+
+def load_bits_file(path: str | Path) -> dict[str, LayerBits]:
+    """Per-layer bits from JSON: `{"conv1": {"weights": 4, "activations": 8}, ...}`."""
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise QuantloopError(f"{path}: bits file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise QuantloopError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(table, dict):
+        raise QuantloopError(f"{path}: expected an object keyed by layer name, got {type(table).__name__}")
+    layers: dict[str, LayerBits] = {}
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise QuantloopError(f"{path}: layer '{name}' must map to an object like {{\"weights\": 4, \"activations\": 8}}")
+        unknown = set(entry) - {"weights", "activations"}
+        if unknown:
+            raise QuantloopError(
+                f"{path}: layer '{name}' has unknown keys {sorted(unknown)} (expected 'weights' and/or 'activations')"
+            )
+        values: dict[str, int] = {}
+        for key, bits in entry.items():
+            if not isinstance(bits, int) or isinstance(bits, bool):
+                raise QuantloopError(f"{path}: layer '{name}' {key} must be an integer, got {bits!r}")
+            values[key] = check_bits(bits, f"{path}: layer '{name}' {key}")
+        layers[name] = LayerBits(**values)
+    return layers
+
+
+def _lower_bound(op: Operation) -> float | None:
+    """The lower clamp an op applies to its result, if any."""
+    if isinstance(op, ReluOp):
+        return 0.0
+    if isinstance(op, ClipOp):
+        return op.min
+    if isinstance(op, (Conv2dOp, GemmOp, AddOp)):
+        if op.act == "relu":
+            return 0.0
+        if op.act == "clip":
+            return op.act_min
+    return None
+
+
+def _quantized_explicitly(value: SSAValue) -> bool:
+    """A float value that a `qnn.quantize` reads (QDQ models) is quantized by that op: leave it float."""
+    return any(isinstance(use.operation, QuantizeOp) for use in value.uses)
+
+
+def _unsigned_quantized(value: SSAValue) -> bool:
+    return is_quantized(value) and not is_signed(value)
+
+
+def _with_elem(value: SSAValue, elem: Attribute) -> Attribute:
+    t = value.type
+    return TensorType(elem, t.get_shape()) if isinstance(t, TensorType) else t
+
+
+def _retype(value: SSAValue, elem: Attribute) -> SSAValue:
+    name = value.name_hint
+    new = Rewriter.replace_value_with_new_type(value, _with_elem(value, elem))
+    new.name_hint = name
+    return new
+
+
+@dataclass(frozen=True)
+class AssignBitsPass(ModulePass):
+    name = "qnn-assign-bits"
+
+    bits: str = "w8a8"
+    file: str = ""
+    input_bits: int = 8
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        default_w, default_a = parse_bits_spec(self.bits)
+        check_bits(self.input_bits, "qnn-assign-bits input-bits")
+        table = load_bits_file(self.file) if self.file else {}
+        named = {o.node_name: o for o in op.walk() if getattr(o, "node_name", None)}
+        unknown = sorted(set(table) - set(named))
+        if unknown:
+            known = ", ".join(sorted(named)) or "none"
+            raise QuantloopError(
+                f"{self.file}: unknown layer names {', '.join(unknown)} (layers in the model: {known})"
+            )
+        for name, entry in table.items():
+            if entry.weights is not None and type(named[name]) not in WEIGHT_OPERAND:
+                raise QuantloopError(f"{self.file}: layer '{name}' ({named[name].name}) has no weights to give bits to")
+
+        for func in (o for o in op.walk() if isinstance(o, FuncOp)):
+            self._assign_function(func, default_w, default_a, table)
+
+    def _assign_function(self, func: FuncOp, default_w: int, default_a: int, table: dict[str, LayerBits]) -> None:
+        nonnegative: set[SSAValue] = set()
+        for arg in list(func.body.block.args):
+            if is_float(arg) and not _quantized_explicitly(arg):
+                _retype(arg, IntType(self.input_bits, True))
+        weight_bits: dict[ConstantOp, tuple[int, Operation]] = {}
+        for o in func.body.walk():
+            if type(o) in WEIGHT_OPERAND:
+                entry = table.get(o.node_name or "", LayerBits())
+                bits = entry.weights or default_w
+                producer = o.operands[WEIGHT_OPERAND[type(o)]].owner
+                if isinstance(producer, ConstantOp):
+                    if producer in weight_bits and weight_bits[producer][0] != bits:
+                        other = weight_bits[producer][1]
+                        raise QuantloopError(
+                            f"{op_label(o)} and {op_label(other)} share weights but were given "
+                            f"{bits} and {weight_bits[producer][0]} bits"
+                        )
+                    weight_bits[producer] = (bits, o)
+        for constant, (bits, _) in weight_bits.items():
+            if is_float(constant.results[0]):
+                _retype(constant.results[0], IntType(bits, True))
+
+        for o in list(func.body.walk()):
+            if isinstance(o, (ConstantOp, DequantizeOp)) or o.parent_op() is not func or not o.results:
+                continue
+            for result in list(o.results):
+                if not is_float(result) or _quantized_explicitly(result):
+                    continue
+                entry = table.get(o.node_name or "", LayerBits()) if hasattr(o, "node_name") else LayerBits()
+                ints = [v.type.element_type for v in o.operands if isinstance(v.type, TensorType)]
+                ints = [t for t in ints if isinstance(t, IntType)]
+                if self._is_nonnegative(o, nonnegative):
+                    nonnegative.add(result)
+                if isinstance(o, PASS_THROUGH) and entry.activations is None and ints:
+                    elem = IntType(ints[0].bits, ints[0].signed and result not in nonnegative)
+                else:
+                    elem = IntType(entry.activations or default_a, result not in nonnegative)
+                new = _retype(result, elem)
+                if result in nonnegative:
+                    nonnegative.discard(result)
+                    nonnegative.add(new)
+        func.update_function_type()
+
+    @staticmethod
+    def _is_nonnegative(o: Operation, nonnegative: set[SSAValue]) -> bool:
+        bound = _lower_bound(o)
+        if bound is not None:
+            return bound >= 0
+        if isinstance(o, SoftmaxOp):
+            return True
+        if isinstance(o, KEEPS_NONNEGATIVE):
+            inputs = [v for v in o.operands if not isinstance(v.owner, ConstantOp)]
+            return bool(inputs) and all(v in nonnegative or _unsigned_quantized(v) for v in inputs)
+        return False

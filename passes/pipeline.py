@@ -1,0 +1,99 @@
+"""Parse pass pipelines (`p1,p2{opt=v k=w}`, xdsl-opt syntax) and run them with MLIR-style IR dumps."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.utils.arg_spec import parse_pipeline as parse_spec
+from xdsl.utils.exceptions import ArgSpecParseError, VerifyException
+
+from quantloop.errors import QuantloopError
+from quantloop.ir.qnn import print_module, verify_module
+from quantloop.passes.registry import available_passes
+
+
+def dump_header(pass_name: str) -> str:
+    return f"// -----// IR Dump After {pass_name} //----- //"
+
+
+def parse_pipeline(spec: str) -> list[ModulePass]:
+    """Pass instances for a pipeline spec such as `qnn-canonicalize,qnn-assign-bits{bits=w4a8}`."""
+    known = available_passes()
+    try:
+        specs = list(parse_spec(spec))
+    except (ArgSpecParseError, ValueError) as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise QuantloopError(f"pass pipeline '{spec}': {message}") from err
+    passes: list[ModulePass] = []
+    for pass_spec in specs:
+        if pass_spec.name not in known:
+            raise QuantloopError(
+                f"pass pipeline '{spec}': unknown pass '{pass_spec.name}' (known passes: {', '.join(sorted(known))})"
+            )
+        pass_class = known[pass_spec.name]()
+        try:
+            passes.append(pass_class.from_pass_spec(pass_spec))
+        except (ValueError, TypeError) as err:
+            raise QuantloopError(f"pass {pass_spec.name}: {err}") from err
+    return passes
+
+
+def run_pipeline(
+    module: ModuleOp,
+    passes: Sequence[ModulePass] | str,
+    ctx: Context,
+    *,
+    print_ir_after_all: bool = False,
+    print_ir_after: Collection[str] = (),
+    dump_dir: Path | None = None,
+    out: TextIO | None = None,
+    elide_weights_over: int | None = 16,
+    verify_each: bool = True,
+) -> ModuleOp:
+    """Run `passes` on `module` in place and return it.
+
+    After every pass (with `print_ir_after_all`, or when its name is in `print_ir_after`) the
+    module is printed to `out` under MLIR's `// -----// IR Dump After <pass> //----- //` header,
+    with constants over `elide_weights_over` values elided. `dump_dir` receives
+    `00_input.mlir`, `01_<pass>.mlir`, ... with every weight, so each file can be run again.
+    With `verify_each` the module is verified after every pass, naming the pass that broke it.
+    """
+    if isinstance(passes, str):
+        passes = parse_pipeline(passes)
+    out = sys.stdout if out is None else out
+    wanted = set(print_ir_after)
+    if dump_dir is not None:
+        dump_dir = Path(dump_dir)
+        dump_dir.mkdir(parents=True, exist_ok=True)
+    step = 0
+
+    def after_pass(previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
+        nonlocal step
+        if previous is None:
+            if dump_dir is not None:
+                (dump_dir / "00_input.mlir").write_text(print_module(op, elide_weights_over=None))
+            return
+        step += 1
+        if verify_each:
+            try:
+                verify_module(op, f"after pass {previous.name}")
+            except QuantloopError as err:
+                raise QuantloopError(f"internal error: {err}", exit_code=1) from err
+        if print_ir_after_all or previous.name in wanted:
+            out.write(dump_header(previous.name) + "\n")
+            out.write(print_module(op, elide_weights_over=elide_weights_over))
+            out.write("\n")
+        if dump_dir is not None:
+            (dump_dir / f"{step:02d}_{previous.name}.mlir").write_text(print_module(op, elide_weights_over=None))
+
+    try:
+        PassPipeline(tuple(passes), after_pass).apply(ctx, module)
+    except VerifyException as err:
+        raise QuantloopError(f"internal error: a pass produced invalid IR: {err}", exit_code=1) from err
+    return module
