@@ -1,0 +1,312 @@
+"""Timeloop v0.4 problem and mapping YAML, read and written.
+
+Problem: `problem.instance` with the 8 conv dims (G optional, default 1), strides, dilations, and
+the quantization fork's `bitwidths` (aliases `datawidths`, `wordwidths`; `commonBitwidth`).
+Mapping: a list of `{target, type: temporal | spatial | datatype | bypass, factors, permutation,
+split, keep, bypass}`. `permutation` lists dims INNERMOST first; in a spatial entry the first
+`split` dims of the permutation are spatial-X and the rest spatial-Y. Entries that target one
+of a level's `spatial_stages` (Timeloop's dummy levels such as inter_PE_spatial) are folded into
+that storage level's fan-out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from quantloop.costmodel.mapping import LevelMapping, Mapping
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
+from quantloop.errors import QuantloopError
+from quantloop.targets.arch import Arch
+
+_TIMELOOP_DIM_ORDER = "CMRSNPQG"
+_BITS_KEYS = ("bitwidths", "datawidths", "wordwidths")
+
+
+def _load_yaml(path: str | Path) -> object:
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise QuantloopError(f"{path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise QuantloopError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+# ---------------------------------------------------------------- problem
+
+
+def problem_from_dict(data: dict, source: str = "problem") -> tuple[Problem, Bits | None]:
+    """(Problem, Bits from the fork's bitwidths or None when the file has none)."""
+    if not isinstance(data, dict) or not isinstance(data.get("problem"), dict):
+        raise QuantloopError(f"{source}: expected a top-level `problem:` mapping")
+    inst = data["problem"].get("instance")
+    if not isinstance(inst, dict):
+        raise QuantloopError(f"{source}: problem.instance is missing")
+    values: dict = {}
+    for key in DIMS + ("Wstride", "Hstride", "Wdilation", "Hdilation"):
+        v = inst.get(key, 1 if key in ("G", "N", "Wstride", "Hstride", "Wdilation", "Hdilation") else None)
+        if v is None:
+            raise QuantloopError(f"{source}: problem.instance.{key} is missing")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise QuantloopError(f"{source}: problem.instance.{key}: expected a positive integer, got {v!r}")
+        values[key] = v
+    name = data["problem"].get("shape", {}).get("name", "") if isinstance(data["problem"].get("shape"), dict) else ""
+    problem = Problem(**values, name=name or Path(source).parent.name)
+    bits = None
+    for key in _BITS_KEYS:
+        if key in inst:
+            table = inst[key]
+            if not isinstance(table, dict) or set(table) - set(DATASPACES):
+                raise QuantloopError(f"{source}: problem.instance.{key}: expected {{Weights, Inputs, Outputs}} integers")
+            bits = Bits(weights=table.get("Weights"), inputs=table.get("Inputs"), outputs=table.get("Outputs"))
+    if "commonBitwidth" in inst:
+        b = inst["commonBitwidth"]
+        bits = Bits(weights=b, inputs=b, outputs=b)
+    return problem, bits
+
+
+def read_problem(path: str | Path) -> tuple[Problem, Bits | None]:
+    return problem_from_dict(_load_yaml(path), str(path))
+
+
+def problem_to_dict(problem: Problem, bits: Bits | None = None) -> dict:
+    inst = {d: getattr(problem, d) for d in DIMS}
+    inst.update(Wstride=problem.Wstride, Hstride=problem.Hstride, Wdilation=problem.Wdilation,
+                Hdilation=problem.Hdilation)
+    if bits is not None and any(b is not None for b in bits.as_tuple()):
+        inst["bitwidths"] = {ds: b for ds, b in zip(DATASPACES, bits.as_tuple()) if b is not None}
+    projection = {
+        "Weights": [[["C"]], [["M"]], [["R"]], [["S"]], [["G"]]],
+        "Inputs": [[["N"]], [["C"]], [["R", "Wdilation"], ["P", "Wstride"]], [["S", "Hdilation"], ["Q", "Hstride"]], [["G"]]],
+        "Outputs": [[["N"]], [["M"]], [["Q"]], [["P"]], [["G"]]],
+    }
+    return {
+        "problem": {
+            "version": "0.4",
+            "instance": inst,
+            "shape": {
+                "name": problem.name,
+                "coefficients": [{"name": c, "default": 1} for c in ("Wstride", "Hstride", "Wdilation", "Hdilation")],
+                "data_spaces": [
+                    {"name": ds, "projection": projection[ds], **({"read_write": True} if ds == "Outputs" else {})}
+                    for ds in DATASPACES
+                ],
+                "dimensions": list(_TIMELOOP_DIM_ORDER),
+            },
+        }
+    }
+
+
+def write_problem(path: str | Path, problem: Problem, bits: Bits | None = None) -> None:
+    Path(path).write_text(yaml.safe_dump(problem_to_dict(problem, bits), sort_keys=False))
+
+
+# ---------------------------------------------------------------- mapping
+
+
+def _parse_factors(value, source: str) -> dict[str, int]:
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, str):
+        items = []
+        for tok in value.split():
+            if len(tok) < 2 or not tok[1:].isdigit():
+                raise QuantloopError(f"{source}: bad factor {tok!r} (expected e.g. C16)")
+            items.append((tok[0], int(tok[1:])))
+    elif isinstance(value, list):
+        items = []
+        for tok in value:
+            tok = str(tok).replace("=", "")
+            items.append((tok[0], int(tok[1:])))
+    else:
+        raise QuantloopError(f"{source}: factors must be a string like 'C16 M1 ...'")
+    out = {}
+    for d, f in items:
+        if d not in DIMS:
+            raise QuantloopError(f"{source}: unknown dim {d!r} in factors")
+        out[d] = int(f)
+    return out
+
+
+def _parse_permutation(value, source: str) -> list[str]:
+    perm = list(value) if isinstance(value, (str, list)) else []
+    for d in perm:
+        if d not in DIMS:
+            raise QuantloopError(f"{source}: unknown dim {d!r} in permutation")
+    return perm
+
+
+def _resolve(arch: Arch, target: str, source: str) -> tuple[int, bool]:
+    for i, lvl in enumerate(arch.levels):
+        if lvl.name == target:
+            return i, False
+        if any(s.name == target for s in lvl.spatial_stages):
+            return i, True
+    raise QuantloopError(f"{source}: unknown level {target!r} for target {arch.name}")
+
+
+def mapping_from_list(arch: Arch, entries: list, source: str = "mapping") -> Mapping:
+    if isinstance(entries, dict) and "mapping" in entries:
+        entries = entries["mapping"]
+    if not isinstance(entries, list):
+        raise QuantloopError(f"{source}: expected a `mapping:` list")
+    L = arch.num_levels
+    temporal: list[list] = [[] for _ in range(L)]
+    sx: list[dict] = [{} for _ in range(L)]
+    sy: list[dict] = [{} for _ in range(L)]
+    keep: list[set | None] = [None] * L
+    for n, e in enumerate(entries):
+        where = f"{source}: mapping[{n}]"
+        if not isinstance(e, dict) or "target" not in e or "type" not in e:
+            raise QuantloopError(f"{where}: each entry needs `target` and `type`")
+        idx, dummy = _resolve(arch, str(e["target"]), where)
+        kind = e["type"]
+        if kind in ("datatype", "bypass"):
+            if dummy:
+                if e.get("keep"):
+                    raise QuantloopError(f"{where}: the spatial level {e['target']} cannot keep data")
+                continue
+            kept = set(e.get("keep") or [])
+            if kind == "datatype" and not e.get("keep") and not e.get("bypass"):
+                continue
+            bad = (kept | set(e.get("bypass") or [])) - set(DATASPACES)
+            if bad:
+                raise QuantloopError(f"{where}: unknown data spaces {sorted(bad)}")
+            if keep[idx] is None:
+                keep[idx] = set(arch.levels[idx].may_keep)
+            keep[idx] = (keep[idx] | kept) - set(e.get("bypass") or [])
+        elif kind == "temporal":
+            factors = _parse_factors(e.get("factors", ""), where)
+            perm = _parse_permutation(e.get("permutation", ""), where)
+            loops = [d for d in DIMS if d not in perm and factors.get(d, 1) > 1] + list(reversed(perm))
+            active = [(d, factors.get(d, 1)) for d in loops if factors.get(d, 1) > 1]
+            if dummy and active:
+                raise QuantloopError(f"{where}: temporal loops {active} at the spatial-only level {e['target']}")
+            if not dummy:
+                temporal[idx] = active
+        elif kind == "spatial":
+            factors = _parse_factors(e.get("factors", ""), where)
+            perm = _parse_permutation(e.get("permutation", ""), where)
+            perm += [d for d in DIMS if d not in perm]
+            split = int(e.get("split", len(perm)))
+            for pos, d in enumerate(perm):
+                f = factors.get(d, 1)
+                if f > 1:
+                    table = sx[idx] if pos < split else sy[idx]
+                    table[d] = table.get(d, 1) * f
+        else:
+            raise QuantloopError(f"{where}: unknown type {kind!r} (expected temporal, spatial, datatype or bypass)")
+    levels = []
+    for i in range(L):
+        k = keep[i] if keep[i] is not None else set(arch.levels[i].may_keep)
+        levels.append(LevelMapping(tuple(temporal[i]), tuple(sx[i].items()), tuple(sy[i].items()), frozenset(k)))
+    return Mapping(tuple(levels))
+
+
+def read_mapping(path: str | Path, arch: Arch) -> Mapping:
+    return mapping_from_list(arch, _load_yaml(path), str(path))
+
+
+def _factor_string(factors: dict[str, int]) -> str:
+    return " ".join(f"{d}{factors.get(d, 1)}" for d in _TIMELOOP_DIM_ORDER)
+
+
+def _split_axis(loops: tuple, stages: list[int]) -> list[dict[str, int]]:
+    """Distribute (dim, factor) loops of one axis over stages with the given fan-outs."""
+    out = [dict() for _ in stages]
+    room = list(stages)
+    for d, f in loops:
+        remaining = f
+        for i in range(len(stages)):
+            if remaining == 1:
+                break
+            g = _gcd(remaining, room[i])
+            if g > 1:
+                out[i][d] = out[i].get(d, 1) * g
+                room[i] //= g
+                remaining //= g
+        if remaining > 1:  # does not fit the stages: keep it on the last stage (the check reports it)
+            out[-1][d] = out[-1].get(d, 1) * remaining
+    return out
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
+    """Timeloop v0.4 mapping entries (innermost level first, like timeloop-mapper writes them)."""
+    datatype, loops = [], []
+    for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
+        stages = list(lvl.spatial_stages)
+        for st in reversed(stages):
+            datatype.append({"target": st.name, "type": "datatype", "keep": [], "bypass": list(DATASPACES)})
+        datatype.append({
+            "target": lvl.name, "type": "datatype",
+            "keep": [ds for ds in DATASPACES if ds in lm.keep],
+            "bypass": [ds for ds in DATASPACES if ds not in lm.keep],
+        })
+    for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
+        stages = list(lvl.spatial_stages)
+        if stages:
+            xs = _split_axis(lm.spatial_x, [s.x for s in stages])
+            ys = _split_axis(lm.spatial_y, [s.y for s in stages])
+            spatial = [(s.name, x, y) for s, x, y in zip(stages, xs, ys)]
+        else:
+            spatial = [(lvl.name, dict(lm.spatial_x), dict(lm.spatial_y))]
+        for name, x, y in reversed(spatial):
+            perm = list(x) + list(y)
+            perm += [d for d in _TIMELOOP_DIM_ORDER if d not in perm]
+            loops.append({"target": name, "type": "spatial", "factors": _factor_string({**x, **y}),
+                          "permutation": "".join(perm), "split": len(x)})
+            if name != lvl.name:
+                loops.append({"target": name, "type": "temporal", "factors": _factor_string({}),
+                              "permutation": _TIMELOOP_DIM_ORDER})
+        inner_first = [d for d, _ in reversed(lm.temporal)]
+        inner_first += [d for d in _TIMELOOP_DIM_ORDER if d not in inner_first]
+        loops.append({"target": lvl.name, "type": "temporal", "factors": _factor_string(dict(lm.temporal)),
+                      "permutation": "".join(inner_first)})
+    return datatype + loops
+
+
+def write_mapping(path: str | Path, arch: Arch, mapping: Mapping) -> None:
+    Path(path).write_text(yaml.safe_dump({"mapping": mapping_to_list(arch, mapping)}, sort_keys=False))
+
+
+def format_map_txt(arch: Arch, mapping: Mapping, problem: Problem | None = None) -> str:
+    """The loop nest as Timeloop's timeloop-model.map.txt prints it (tile sizes when `problem` is given)."""
+    from quantloop.costmodel.model import _Nest  # tile sizes come from the model's own tables
+
+    tiles = None
+    if problem is not None:
+        nest = _Nest(problem, mapping.to_arrays())
+        tiles = [[int(nest.footprint(k, nest.inner[:, l])[0][0]) for k in range(3)] for l in range(arch.num_levels)]
+    lines: list[str] = []
+    depth = 0
+
+    def header(name: str, kept: list[str]) -> None:
+        lines.append(f"{name} [ {' '.join(kept)} ] ")
+        lines.append("-" * (len(name) + 4 + sum(len(k) + 1 for k in kept)))
+
+    for l, (lvl, lm) in enumerate(zip(arch.levels, mapping.levels)):
+        kept = [f"{ds}:{tiles[l][k]}" if tiles else ds for k, ds in enumerate(DATASPACES) if ds in lm.keep]
+        header(lvl.name, kept)
+        for d, f in lm.temporal:
+            lines.append("|" + "  " * depth + f" for {d} in [0:{f})")
+            depth += 1
+        if lm.spatial_x or lm.spatial_y:
+            lines.append("")
+            header(f"{lvl.name} fan-out", [])
+            for d, f in lm.spatial_x:
+                lines.append("|" + "  " * depth + f" for {d} in [0:{f}) (Spatial-X)")
+                depth += 1
+            for d, f in lm.spatial_y:
+                lines.append("|" + "  " * depth + f" for {d} in [0:{f}) (Spatial-Y)")
+                depth += 1
+        lines.append("")
+    lines.append("|" + "  " * depth + " << Compute >>")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,83 @@
+"""Finding targets: built-in YAML files, a path, folders on QUANTLOOP_TARGET_PATH, and
+`quantloop.targets` entry points (value: a YAML path, or a callable returning one)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+from quantloop.errors import QuantloopError
+from quantloop.targets.arch import Arch
+from quantloop.targets.schema import load_arch_file
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+ENV_VAR = "QUANTLOOP_TARGET_PATH"
+ENTRY_POINT_GROUP = "quantloop.targets"
+
+
+@dataclass(frozen=True)
+class TargetEntry:
+    name: str
+    path: Path
+    source: str  # "built-in", "$QUANTLOOP_TARGET_PATH", "entry point <dist>"
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def _entry_point_paths() -> list[TargetEntry]:
+    found = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            value = ep.load()
+        except Exception as err:  # a broken plug-in is the user's to fix; say which one
+            raise QuantloopError(f"entry point {ep.name} ({ep.value}): cannot load ({err})") from None
+        path = Path(value() if callable(value) else value)
+        found.append(TargetEntry(ep.name, path, f"entry point {ep.value}"))
+    return found
+
+
+def discover() -> list[TargetEntry]:
+    """Every target found, in priority order (built-in, QUANTLOOP_TARGET_PATH, entry points)."""
+    entries = [TargetEntry(p.stem, p, "built-in") for p in _yaml_files(BUILTIN_DIR)]
+    for folder in filter(None, os.environ.get(ENV_VAR, "").split(os.pathsep)):
+        folder_path = Path(folder)
+        if not folder_path.is_dir():
+            raise QuantloopError(f"{ENV_VAR}: {folder} is not a folder")
+        entries += [TargetEntry(p.stem, p, f"${ENV_VAR} ({folder})") for p in _yaml_files(folder_path)]
+    entries += _entry_point_paths()
+    seen, unique = set(), []
+    for e in entries:
+        if e.name not in seen:
+            seen.add(e.name)
+            unique.append(e)
+    return unique
+
+
+def list_targets() -> list[str]:
+    return [e.name for e in discover()]
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path: str, mtime: float, source: str) -> Arch:
+    return load_arch_file(path, source)
+
+
+def load_target(name_or_path: str | os.PathLike | Arch) -> Arch:
+    """A target by built-in / plugged-in name, or by path to a YAML file."""
+    if isinstance(name_or_path, Arch):
+        return name_or_path
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or os.sep in text:
+        if not path.is_file():
+            raise QuantloopError(f"{text}: target file not found")
+        return _load_cached(str(path.resolve()), path.stat().st_mtime, str(path))
+    for entry in discover():
+        if entry.name == text:
+            return _load_cached(str(entry.path), entry.path.stat().st_mtime, entry.source)
+    raise QuantloopError(f"target {text!r}: unknown (known targets: {', '.join(list_targets())})")
