@@ -214,27 +214,16 @@ class _Nest:
         one = np.ones_like(vol)
         return vol, one, one
 
-    def union_footprint(self, ds: int, parent: int, child: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distinct values of ds over all children of one `parent` instance (down to level `child`,
-        L = the MACs) in one step: the child tile unrolled by the fan-outs of levels parent..child−1."""
-        pr = self.problem
-        ext_c = self.inner[:, child]
+    def multicast_volume(self, ds: int, parent: int, child: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Child tile times the fan-out factors (levels parent..child−1) of dims that index ds.
+
+        Timeloop's spatial analysis multicasts only across fan-out dims that do not index the data
+        space; children whose tiles merely overlap (sliding windows, e.g. spatial Q and S) are
+        each sent their own copy, so the parent reads the sum of their tiles."""
+        vol, w, h = self.footprint(ds, self.inner[:, child])
         spatial = self.spatial_above[:, child] // self.spatial_above[:, parent]
-        if ds != _INPUTS:
-            vol = np.prod(np.where(RELEVANT[ds], ext_c * spatial, 1), axis=-1)
-            return vol, np.ones_like(vol), np.ones_like(vol)
-        _, w, h = self.footprint(ds, ext_c)
-        other = (ext_c * spatial)[:, [_N, _G, _C]].prod(axis=1)
-        span_w = w.copy()
-        span_h = h.copy()
-        for k in range(parent, child):
-            below = self.inner[:, k + 1]
-            sp = self.SP[:, k]
-            span_w += (sp[:, _P] - 1) * below[:, _P] * pr.Wstride + (sp[:, _R] - 1) * below[:, _R] * pr.Wdilation
-            span_h += (sp[:, _Q] - 1) * below[:, _Q] * pr.Hstride + (sp[:, _S] - 1) * below[:, _S] * pr.Hdilation
-        uw = np.minimum(span_w, w * spatial[:, _P] * spatial[:, _R])
-        uh = np.minimum(span_h, h * spatial[:, _Q] * spatial[:, _S])
-        return other * uw * uh, uw, uh
+        fan = np.prod(np.where(RELEVANT[ds], spatial, 1), axis=1)
+        return vol * fan, w, h
 
     def visits(self, ds: int, n_loops: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
         """Values received by one instance whose tile is (vol, w, h), under the first n_loops
@@ -249,6 +238,9 @@ class _Nest:
         if ds == _INPUTS:
             soft = active & _SLIDING[ds][gdim]
             soft_suffix = np.flip(np.logical_or.accumulate(np.flip(soft, 1), axis=1), 1)
+            # an indexing loop inside j that wraps when j steps resets the window (no halo reuse)
+            inner_indexing = np.zeros_like(soft_suffix)
+            inner_indexing[:, :-1] = soft_suffix[:, 1:] | hard_suffix[:, 1:]
             step_w = self.step_w[:, :n_loops]
             step_h = self.step_h[:, :n_loops]
             reset_w = (gf - 1) * step_w
@@ -261,7 +253,7 @@ class _Nest:
             dh = np.abs(step_h - after_h)
             w2, h2, v2 = w[:, None], h[:, None], vol[:, None]
             overlap = np.maximum(w2 - dw, 0) * np.maximum(h2 - dh, 0) * (v2 // (w2 * h2))
-            delta = np.where(hard_suffix, v2, np.where(soft_suffix, v2 - overlap, 0))
+            delta = np.where(hard_suffix | inner_indexing, v2, np.where(soft_suffix, v2 - overlap, 0))
         else:
             delta = np.where(hard_suffix, vol[:, None], 0)
         return vol + np.sum((gf - 1) * self.prefix[:, :n_loops] * delta, axis=1)
@@ -315,11 +307,12 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
                 sel = kept[:, l] & (nxt[:, l] == c)
                 if not sel.any():
                     continue
-                uv, uw, uh = nest.union_footprint(ds, l, c)
                 if c == L:
-                    f = uv * nest.total_steps
+                    f = nest.multicast_volume(ds, l, c)[0] * nest.total_steps
                 else:
-                    f = nest.visits(ds, 8 * c, uv, uw, uh)
+                    cv, cw, ch = nest.footprint(ds, nest.inner[:, c])
+                    fan = nest.multicast_volume(ds, l, c)[0] // cv
+                    f = nest.visits(ds, 8 * c, cv, cw, ch) * fan
                 flow = np.where(sel, f, flow)
             o = opw[l, ds]
             ucap[:, l, ds] = np.where(kept[:, l], _ceil_div(vol, o), 0)
