@@ -47,6 +47,7 @@ def merge_shape(declared: tuple, given: tuple[int, ...], text: str) -> tuple[int
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from quantloop.backend.accuracy import input_signature, make_session, top1_session
     from quantloop.errors import QuantloopError
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     x, y = check_dataset(x, y, shape, dtype, num_classes, str(args.data))
     accuracy = top1_session(session, x, y, batch_size)
     correct = round(accuracy * len(y))
-    Console().print(
-        f"[bold]{args.model}[/bold] on {args.data}: top-1 [bold green]{100 * accuracy:.2f} %[/bold green] "
-        f"({correct}/{len(y)})"
+    line = Text.assemble(
+        (args.model, "bold"), f" on {args.data}: top-1 ", (f"{100 * accuracy:.2f} %", "bold green"), f" ({correct}/{len(y)})"
     )
+    Console(soft_wrap=True).print(line)
     return 0

@@ -36,19 +36,25 @@ def _load_zoo(spec: str) -> tuple[np.ndarray, np.ndarray]:
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise QuantloopError(f"{path}: no such data file")
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic == b"\x93NUMPY":
+        raise QuantloopError(f"{path}: not an .npz archive (a single .npy array); save with numpy.savez(x=..., y=...)")
+    if not zipfile.is_zipfile(path):
+        raise QuantloopError(f"{path}: not an .npz file (not a zip archive); save with numpy.savez(x=..., y=...)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise QuantloopError(f"{path}: not an .npz archive (a single .npy array); save with numpy.savez(x=..., y=...)")
-            if "x" not in data.files:
-                found = ", ".join(data.files) or "none"
-                raise QuantloopError(f"{path}: no array named 'x' (found: {found})")
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise QuantloopError(f"{path}: not a readable .npz file ({_first_line(err)})") from err
+    with data:
+        if "x" not in data.files:
+            found = ", ".join(data.files) or "none"
+            raise QuantloopError(f"{path}: no array named 'x' (found: {found})")
+        try:
             x = data["x"]
             y = data["y"] if "y" in data.files else None
-    except QuantloopError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise QuantloopError(f"{path}: not a readable .npz file ({err})") from err
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise QuantloopError(f"{path}: not a readable .npz file ({_first_line(err)})") from err
     return x, y
 
 
@@ -99,3 +105,8 @@ def check_dataset(
         limit = f"0..{num_classes - 1}" if num_classes is not None else "non-negative"
         raise QuantloopError(f"{source}: labels range {low}..{high}, the model's classes are {limit}")
     return x, y.astype(np.int64)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
