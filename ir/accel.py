@@ -531,7 +531,8 @@ class LayerOp(IRDLOperation):
     follow the image height; P, R, Wstride, Wdilation its width). gemm: rows of the (possibly transposed)
     input are N, its columns C, the result's last dim M; P = Q = R = S = 1. `pads` (ONNX order top, left,
     bottom, right), `strides`, `dilations`, `group`, `act` (+ `act_min`/`act_max` for clip) and the gemm
-    attributes (`trans_a`, `trans_b`, `alpha`, `beta`) are the original operator's, for the backend.
+    attributes (`trans_a`, `trans_b`, `alpha`, `beta`) are the original operator's, for the backend;
+    `source` names that operator (qnn.conv2d, qnn.gemm, qnn.matmul).
     """
 
     name = "accel.layer"
@@ -556,6 +557,7 @@ class LayerOp(IRDLOperation):
     trans_b = opt_prop_def(Attribute)
     alpha = opt_prop_def(FloatAttr)
     beta = opt_prop_def(FloatAttr)
+    source = opt_prop_def(StringAttr)
     mapping = opt_prop_def(MappingAttr)
     cost = opt_prop_def(CostAttr)
 
@@ -614,10 +616,10 @@ class LayerOp(IRDLOperation):
             if kind == "depthwise" and not (p.C == 1 and p.G > 1):
                 raise VerifyException(f"{who}: a depthwise layer needs C = 1 and G > 1, got C = {p.C}, G = {p.G}")
         else:
-            if (p.G, p.P, p.Q, p.R, p.S) != (1, 1, 1, 1, 1):
-                raise VerifyException(f"{who}: a gemm layer has G = P = Q = R = S = 1, got {p}")
-            if out is None or not out or math.prod(out[:-1]) != p.N or out[-1] != p.M:
-                raise VerifyException(f"{who}: result shape {out} does not have N = {p.N} rows and M = {p.M} columns")
+            if (p.P, p.Q, p.R, p.S) != (1, 1, 1, 1):
+                raise VerifyException(f"{who}: a gemm layer has P = Q = R = S = 1, got {p}")
+            if out is None or math.prod(out[:-1]) != p.G * p.N or (out[-1] if out else 1) != p.M:
+                raise VerifyException(f"{who}: result shape {out} does not hold G·N = {p.G * p.N} rows of M = {p.M} columns")
         if self.mapping is not None and self.cost is None:
             raise VerifyException(f"{who}: has a mapping but no cost")
 

@@ -1,0 +1,190 @@
+"""`accel-lower{target=eyeriss}`: every qnn.conv2d / qnn.gemm / qnn.matmul becomes an `accel.layer`.
+
+Problem (Timeloop's conv problem, see `quantloop.ir.accel`):
+- conv: G = group, C and M per group, P/Q = output width/height, R/S = kernel width/height,
+  Wstride/Wdilation from the width axis and Hstride/Hdilation from the height axis (P pairs with R
+  and Wstride, as in the Timeloop exercises). Depthwise (C per group = 1, group > 1) is kind
+  `depthwise`. Padding does not change the problem (Timeloop ignores it); it stays in `pads`.
+- gemm / matmul: a 1×1 conv with N = rows of the (transposed) left operand, C = inner size,
+  M = columns; a matmul's leading dims fold into N, a batched right operand puts its batch into G.
+
+Bits come from the element types: weights from the weight operand, Inputs from the input,
+Outputs from the result (`!qnn.int` / `!qnn.uniform` → `int` or `uint`, `!qnn.pot` → `pot`,
+`!qnn.pot2` → `pot2`); a float operand is an error that says to run qnn-assign-bits first.
+
+Partial sums: the Outputs bit-width is the layer's output activation width and also applies
+to partial sums, as in the quantization fork of Timeloop that Klhufek et al. used (the README of
+the reference runs: Eyeriss's 16-bit psum_spad then holds two 8-bit partial sums per word). We keep
+that model rather than partial sums at accumulator width because the built-in targets are built
+around it: Eyeriss's shared_glb keeps Outputs in 8-bit words, so a 16+-bit accumulator could not be
+mapped at all. It understates partial-sum traffic when the accumulator is wider than the output.
+
+A bit-width wider than the word of a level that may keep that data space is an error naming the
+layer, the level and both widths. Every other op of the function (pools, add, reshape, concat,
+softmax, relu, quantize...) stays a qnn op and is marked `accel.host` (see `host_ops`); constants
+and the return stay as they are. The module gets `accel.target = #accel.target<name, hash>`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr, UnitAttr
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from quantloop.errors import QuantloopError
+from quantloop.ir.accel import (
+    DATASPACES,
+    HOST_ATTR,
+    TARGET_ATTR,
+    BitsAttr,
+    LayerBits,
+    LayerOp,
+    OperandBits,
+    ProblemAttr,
+    ProblemShape,
+    TargetAttr,
+    TargetRef,
+)
+from quantloop.ir.ops import ConstantOp, Conv2dOp, GemmOp, MatMulOp
+from quantloop.ir.types import IntType, Pot2Type, PotType, UniformPerAxisType, UniformType, element_type
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())  # type: ignore[attr-defined]
+
+
+def _operand_bits(value: SSAValue, layer: str, what: str) -> OperandBits:
+    elem = element_type(value)
+    if isinstance(elem, PotType):
+        return OperandBits(elem.bits, "pot")
+    if isinstance(elem, Pot2Type):
+        return OperandBits(elem.bits, "pot2")
+    if isinstance(elem, (IntType, UniformType, UniformPerAxisType)):
+        return OperandBits(elem.bits, "int" if elem.signed else "uint")
+    raise QuantloopError(
+        f"accel-lower: layer '{layer}': {what} have element type {elem}, not a quantized type; "
+        "run qnn-assign-bits (or pass --bits) before accel-lower"
+    )
+
+
+def _conv_problem(op: Conv2dOp) -> tuple[str, ProblemShape]:
+    n, _, _, _ = _shape(op.input)
+    m, cg, kh, kw = _shape(op.weight)
+    _, _, oh, ow = _shape(op.output)
+    g = op.group
+    (sh, sw), (dh, dw) = op.strides, op.dilations
+    shape = ProblemShape(N=n, G=g, C=cg, M=m // g, P=ow, Q=oh, R=kw, S=kh, Hstride=sh, Wstride=sw, Hdilation=dh, Wdilation=dw)
+    return ("depthwise" if g > 1 and cg == 1 else "conv"), shape
+
+
+def _gemm_problem(op: GemmOp) -> ProblemShape:
+    a = _shape(op.a)
+    rows, inner = (a[1], a[0]) if op.trans_a else (a[0], a[1])
+    cols = _shape(op.output)[1]
+    return ProblemShape(N=rows, C=inner, M=cols)
+
+
+def _matmul_problem(op: MatMulOp, layer: str) -> ProblemShape:
+    a, b, out = _shape(op.a), _shape(op.b), _shape(op.output)
+    inner = a[-1]
+    cols = 1 if len(b) == 1 else b[-1]
+    if len(b) <= 2:
+        rows = math.prod(a[:-1]) if len(a) > 1 else 1
+        return ProblemShape(N=rows, C=inner, M=cols)
+    batch = out[:-2]
+    if len(a) < 3 or tuple(a[:-2]) != tuple(batch):
+        raise QuantloopError(
+            f"accel-lower: layer '{layer}': a batched qnn.matmul whose left operand {list(a)} does not carry the "
+            f"full batch {list(batch)} of the right operand {list(b)} is not supported"
+        )
+    return ProblemShape(N=a[-2], G=math.prod(batch), C=inner, M=cols)
+
+
+def check_bits_fit(arch, layer: str, bits: LayerBits) -> None:
+    """Every level that may keep a data space must hold at least one value of it per word."""
+    for level in arch.levels:
+        for ds in DATASPACES:
+            b = bits.of(ds).bits
+            if ds in level.may_keep and b > level.word_bits:
+                raise QuantloopError(
+                    f"accel-lower: layer '{layer}': target {arch.name} level {level.name} has {level.word_bits}-bit words, "
+                    f"too narrow for {b}-bit {ds} (bits W{bits.weights.bits} I{bits.inputs.bits} O{bits.outputs.bits})"
+                )
+
+
+def _layer_attrs(op: Operation) -> dict[str, Attribute]:
+    """The original operator's attributes the backend needs (all but the name)."""
+    keys = ("strides", "pads", "dilations", "group", "act_min", "act_max", "trans_a", "trans_b", "alpha", "beta")
+    return {k: op.properties[k] for k in keys if k in op.properties}
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, k = name, 2
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def lower_op(op: Operation, arch, name: str) -> LayerOp:
+    """The accel.layer for one qnn.conv2d / gemm / matmul (not inserted)."""
+    if isinstance(op, Conv2dOp):
+        kind, shape = _conv_problem(op)
+        x, w, bias = op.input, op.weight, op.bias
+    elif isinstance(op, GemmOp):
+        kind, shape = "gemm", _gemm_problem(op)
+        x, w, bias = op.a, op.b, op.c
+    elif isinstance(op, MatMulOp):
+        kind, shape = "gemm", _matmul_problem(op, name)
+        x, w, bias = op.a, op.b, None
+    else:
+        raise TypeError(f"lower_op: {op.name} is not a compute op")
+    bits = LayerBits(
+        _operand_bits(w, name, "weights"), _operand_bits(x, name, "inputs"), _operand_bits(op.results[0], name, "outputs")
+    )
+    check_bits_fit(arch, name, bits)
+    act = op.properties.get("act")
+    extra = _layer_attrs(op)
+    extra["source"] = StringAttr(op.name)
+    return LayerOp(
+        x, w, bias, op.results[0].type, name=name, kind=kind, problem=ProblemAttr(shape), bits=BitsAttr(bits),
+        act=act.data if isinstance(act, StringAttr) else "none", extra=extra,
+    )
+
+
+COMPUTE_OPS = (Conv2dOp, GemmOp, MatMulOp)
+
+
+@dataclass(frozen=True)
+class AccelLowerPass(ModulePass):
+    """Lower qnn compute ops to accel.layer for `target` (a built-in name, plug-in name or YAML path)."""
+
+    name = "accel-lower"
+
+    target: str = "eyeriss"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        from quantloop.targets.registry import load_target
+
+        arch = load_target(self.target)
+        previous = op.attributes.get(TARGET_ATTR)
+        if isinstance(previous, TargetAttr) and previous.data.content_hash != arch.content_hash:
+            raise QuantloopError(
+                f"accel-lower: the module was already lowered for target {previous.data.name}, not {self.target}"
+            )
+        taken = {layer.label for layer in op.walk() if isinstance(layer, LayerOp)}
+        counter = 0
+        for inner in list(op.walk()):
+            if isinstance(inner, COMPUTE_OPS):
+                counter += 1
+                node = inner.properties.get("name")
+                base = node.data if isinstance(node, StringAttr) else f"{inner.name.split('.')[-1]}_{counter}"
+                Rewriter.replace_op(inner, lower_op(inner, arch, _unique(base, taken)))
+            elif inner.name.startswith("qnn.") and not isinstance(inner, ConstantOp):
+                inner.attributes[HOST_ATTR] = UnitAttr()
+        op.attributes[TARGET_ATTR] = TargetAttr(TargetRef(self.target, arch.content_hash))
