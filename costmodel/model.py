@@ -10,18 +10,23 @@ everything except the spatial loops above l (distinct values through one instanc
 
 Visits. Walking the temporal loops above l (outer levels, outer → inner), every time loop j
 increments (and every loop inside j wraps), the instance receives the part of the new tile
-that is not in the previous tile (Timeloop master: halo-aware, so a sliding window only
-fetches the new columns; a run of innermost loops that do not index d leaves the tile resident;
-a non-indexing loop outside an indexing loop refetches). visits = tile + Σ_j (f_j − 1) ·
-Π_{i<j} f_i · delta_j. The quantization fork refetches whole windows instead; for 1×1 layers
-both agree; we implement master.
+that is not in the previous tile: visits = tile + Σ_j (f_j − 1) · Π_{i<j} f_i · delta_j.
+delta_j = 0 when no loop from j inwards indexes d (a run of innermost non-indexing loops is
+reuse: the tile stays resident); = the whole tile when a non-sliding dim of d changes, or when
+an indexing loop inside j wraps (Timeloop resets the sliding-window residual when the stride
+changes, so a non-indexing loop outside an indexing loop refetches); otherwise (only the
+sliding P/R/Q/S loop j steps, nothing indexing inside it) = tile − overlap of the shifted window
+(Timeloop master's halo-aware fills). The quantization fork (v3.0.3) refetches whole windows
+instead; for 1×1 layers both agree; we implement master.
 
 Read-only data spaces (Weights, Inputs): fills(l) = visits(l), 0 at the outermost keeper.
-reads(l) = the visits of the union of the children's tiles over l's fan-out (down to the next
-keeper of d) — multicast reads a value once for all children that need it; at the innermost
-keeper the MACs read one operand per MAC step with the same multicast.
-Outputs: updates(l) = union of the children's visits (spatial reduction is free: one update
-per distinct output value per drain); at the innermost keeper one per MAC step.
+reads(l) = visits of the next inner keeper c × the fan-out factors between l and c of dims
+that index d (multicast across non-indexing fan-out dims; children whose sliding windows only
+overlap, e.g. spatial Q and S, are served separately, as in Timeloop). At the innermost keeper
+the MACs read one operand per MAC step with the same multicast rule.
+Outputs: updates(l) = visits of the next inner keeper × fan-out factors of output-indexing dims
+(spatial reduction over C/R/S is free: one update per distinct output value per drain); at the
+innermost keeper one per MAC step with the same rule.
 reads(l) = updates(l) − partition(l) (first-write elision); fills(l) = visits(l) − partition(l)
 and 0 at the outermost keeper.
 
@@ -274,6 +279,9 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
     The mappings must be factorisations of `problem` with fan-outs within the target; the
     mapper guarantees that, `evaluate(..., check=True)` verifies it for single mappings.
     """
+    from quantloop.costmodel.checks import check_bits
+
+    check_bits(arch, bits)
     nest = _Nest(problem, arrays)
     B, L = nest.B, nest.L
     if L != arch.num_levels:
@@ -381,6 +389,10 @@ def evaluate(arch: Arch, problem: Problem, mapping: Mapping, bits: Bits = Bits()
 
         check_mapping(arch, problem, mapping, bits)
     r = evaluate_batch(arch, problem, mapping.to_arrays(), bits)
+    if check:
+        from quantloop.costmodel.checks import check_capacity
+
+        check_capacity(arch, r.utilized_capacity[0])
     per_level = []
     for l, lvl in enumerate(arch.levels):
         for k, ds in enumerate(DATASPACES):

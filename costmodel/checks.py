@@ -1,0 +1,117 @@
+"""Legality checks of one mapping against a problem, a target and bit-widths.
+
+Every failure is a QuantloopError naming the broken rule: the dim and both numbers for factor
+products, the level and both sizes in bits for capacity, the constraint for constraint breaks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quantloop.costmodel.mapping import Mapping
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, values_per_word
+from quantloop.errors import QuantloopError
+from quantloop.targets.arch import Arch
+
+
+def check_bits(arch: Arch, bits: Bits) -> None:
+    """A value may not be wider than the word of any storage level (the fork aborts there too,
+    even at a level that bypasses the data space)."""
+    for ds, b in zip(DATASPACES, bits.as_tuple()):
+        if b is None:
+            continue
+        for lvl in arch.levels:
+            if b > lvl.word_bits:
+                raise QuantloopError(
+                    f"bits: {ds} are {b} bits, wider than the {lvl.word_bits}-bit word of level {lvl.name} of target {arch.name}"
+                )
+
+
+def check_factors(problem: Problem, mapping: Mapping) -> None:
+    prod = mapping.dim_products()
+    for d in DIMS:
+        want = getattr(problem, d)
+        if prod[d] != want:
+            raise QuantloopError(
+                f"mapping: the factors of {d} multiply to {prod[d]}, but the problem has {d} = {want}"
+            )
+
+
+def _check_permutation(level: str, loops: list[str], permutation: tuple[str, ...]) -> None:
+    """Timeloop semantics: `permutation` lists dims innermost first; the level's active loops
+    must nest in that order and listed dims must be inside unlisted ones."""
+    inner_first = list(reversed(loops))
+    rank = {d: i for i, d in enumerate(permutation)}
+    seen_unlisted = False
+    last = -1
+    for d in inner_first:
+        if d not in rank:
+            seen_unlisted = True
+            continue
+        if seen_unlisted or rank[d] < last:
+            raise QuantloopError(
+                f"mapping: level {level} breaks the constraint temporal.permutation "
+                f"{''.join(permutation)} (innermost first): loops are {''.join(inner_first)} innermost first"
+            )
+        last = rank[d]
+
+
+def check_structure(arch: Arch, mapping: Mapping) -> None:
+    """Keep/bypass rules, fan-out limits and the target's dataflow constraints."""
+    if len(mapping.levels) != arch.num_levels:
+        raise QuantloopError(
+            f"mapping: has {len(mapping.levels)} levels, target {arch.name} has {arch.num_levels} "
+            f"({', '.join(l.name for l in arch.levels)})"
+        )
+    for lvl, lm in zip(arch.levels, mapping.levels):
+        for ds in sorted(lm.keep - lvl.may_keep):
+            raise QuantloopError(f"mapping: level {lvl.name} keeps {ds}, but the constraint dataspace.bypass forbids it")
+        for ds in sorted(lvl.must_keep - lm.keep):
+            raise QuantloopError(f"mapping: level {lvl.name} bypasses {ds}, but the constraint dataspace.keep requires it")
+        for axis, loops, limit, fixed in (
+            ("X", lm.spatial_x, lvl.fanout_x, lvl.spatial_x_factors),
+            ("Y", lm.spatial_y, lvl.fanout_y, lvl.spatial_y_factors),
+        ):
+            total = int(np.prod([f for _, f in loops])) if loops else 1
+            if total > limit:
+                raise QuantloopError(
+                    f"mapping: level {lvl.name} spatial {axis} factors multiply to {total}, more than its fan-out {limit}"
+                )
+            got = dict(loops)
+            for d, f in fixed.items():
+                if got.get(d, 1) != f:
+                    raise QuantloopError(
+                        f"mapping: level {lvl.name} breaks the constraint spatial_{axis.lower()}.factors {d}={f} "
+                        f"(mapping has {d}={got.get(d, 1)})"
+                    )
+        got = dict(lm.temporal)
+        for d, f in lvl.temporal_factors.items():
+            if got.get(d, 1) != f:
+                raise QuantloopError(
+                    f"mapping: level {lvl.name} breaks the constraint temporal.factors {d}={f} (mapping has {d}={got.get(d, 1)})"
+                )
+        if lvl.temporal_permutation:
+            _check_permutation(lvl.name, [d for d, _ in lm.temporal], lvl.temporal_permutation)
+
+
+def check_capacity(arch: Arch, utilized_words: np.ndarray) -> None:
+    """utilized_words[L, 3]: words per instance of each kept data space."""
+    for l, lvl in enumerate(arch.levels):
+        if lvl.capacity_words is None:
+            continue
+        need = int(utilized_words[l].sum())
+        if need > lvl.capacity_words:
+            raise QuantloopError(
+                f"mapping: capacity exceeded at level {lvl.name}: tiles need {need * lvl.word_bits} bits "
+                f"({need} words of {lvl.word_bits} bits), {lvl.capacity_bits} bits available"
+            )
+
+
+def check_mapping(arch: Arch, problem: Problem, mapping: Mapping, bits: Bits) -> None:
+    """All checks except capacity (which needs the tile sizes; `evaluate` runs it)."""
+    check_bits(arch, bits)
+    check_structure(arch, mapping)
+    check_factors(problem, mapping)
+
+
+__all__ = ["check_bits", "check_factors", "check_structure", "check_capacity", "check_mapping", "values_per_word"]
