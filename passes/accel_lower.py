@@ -19,8 +19,8 @@ that model rather than partial sums at accumulator width because the built-in ta
 around it: Eyeriss's shared_glb keeps Outputs in 8-bit words, so a 16+-bit accumulator could not be
 mapped at all. It understates partial-sum traffic when the accumulator is wider than the output.
 
-A bit-width wider than the word of a level that may keep that data space is an error naming the
-layer, the level and both widths. Every other op of the function (pools, add, reshape, concat,
+A bit-width wider than the word of any storage level is an error naming the layer, the level and
+both widths (the cost model's rule, from the fork: even a level that bypasses the data space). Every other op of the function (pools, add, reshape, concat,
 softmax, relu, quantize...) stays a qnn op and is marked `accel.host` (see `host_ops`); constants
 and the return stay as they are. The module gets `accel.target = #accel.target<name, hash>`.
 """
@@ -38,7 +38,6 @@ from xdsl.rewriter import Rewriter
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.accel import (
-    DATASPACES,
     HOST_ATTR,
     TARGET_ATTR,
     BitsAttr,
@@ -106,15 +105,13 @@ def _matmul_problem(op: MatMulOp, layer: str) -> ProblemShape:
 
 
 def check_bits_fit(arch, layer: str, bits: LayerBits) -> None:
-    """Every level that may keep a data space must hold at least one value of it per word."""
-    for level in arch.levels:
-        for ds in DATASPACES:
-            b = bits.of(ds).bits
-            if ds in level.may_keep and b > level.word_bits:
-                raise QuantloopError(
-                    f"accel-lower: layer '{layer}': target {arch.name} level {level.name} has {level.word_bits}-bit words, "
-                    f"too narrow for {b}-bit {ds} (bits W{bits.weights.bits} I{bits.inputs.bits} O{bits.outputs.bits})"
-                )
+    """The cost model's rule (`costmodel.checks.check_bits`), with the layer named in the message."""
+    from quantloop.costmodel.checks import check_bits
+
+    try:
+        check_bits(arch, BitsAttr(bits).to_costmodel())
+    except QuantloopError as err:
+        raise QuantloopError(f"accel-lower: layer '{layer}': {err}") from err
 
 
 def _layer_attrs(op: Operation) -> dict[str, Attribute]:
