@@ -1,0 +1,99 @@
+"""`accel-map{objective=energy workers=1 cache_dir="" no_cache=false seed=0}`: map every accel.layer.
+
+Runs the CP-SAT mapper on the target the module was lowered for (its `accel.target` attribute; a
+target whose content changed since accel-lower is an error) and attaches `#accel.mapping` and
+`#accel.cost` to every `accel.layer`. Layers with the same problem and bits are mapped once; the
+distinct ones go to `map_layers` (a process pool with `workers` > 1) through the on-disk cache
+(`cache_dir`, default the user cache dir or `QUANTLOOP_CACHE_DIR`; `no_cache` turns it off).
+The attached cost is the cost model's evaluation of the attached mapping, so re-evaluating the
+mapping with `costmodel.evaluate` gives the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from quantloop.errors import QuantloopError
+from quantloop.ir.accel import CostAttr, LayerCost, LevelCost, MappingAttr, layers, module_target
+
+OBJECTIVES = ("energy", "latency", "edp")
+
+
+def cost_attr(cost, *, optimal: bool, mappings_considered: int) -> CostAttr:
+    """`#accel.cost` from a `costmodel.CostResult` and the mapper's search statistics."""
+    return CostAttr(
+        LayerCost(
+            energy_pj=float(cost.total_energy_pj),
+            cycles=int(cost.cycles),
+            utilization=float(cost.utilization),
+            macs=int(cost.macs),
+            mac_energy_pj=float(cost.mac_energy_pj),
+            leakage_pj=float(sum(cost.leakage_pj.values())),
+            optimal=bool(optimal),
+            mappings_considered=int(mappings_considered),
+            per_level=tuple(
+                LevelCost(s.level, s.dataspace, float(s.energy_pj), int(s.utilized_capacity_bits)) for s in cost.per_level
+            ),
+        )
+    )
+
+
+def load_module_target(module: ModuleOp, pass_name: str):
+    """The `Arch` named by the module's `accel.target`, checked against the hash recorded at lowering."""
+    from quantloop.targets.registry import load_target
+
+    ref = module_target(module)
+    if ref is None:
+        raise QuantloopError(f"{pass_name}: the module has no accel.target attribute; run accel-lower{{target=...}} first")
+    arch = load_target(ref.name)
+    if arch.content_hash != ref.content_hash:
+        raise QuantloopError(
+            f"{pass_name}: target {ref.name} changed since accel-lower (content hash {arch.content_hash[:12]}, "
+            f"module has {ref.content_hash[:12]}); run accel-lower again"
+        )
+    return arch
+
+
+@dataclass(frozen=True)
+class AccelMapPass(ModulePass):
+    """Attach the best mapping for `objective` (energy | latency | edp) and its cost to every accel.layer."""
+
+    name = "accel-map"
+
+    objective: str = "energy"
+    workers: int = 1
+    cache_dir: str = ""
+    no_cache: bool = False
+    seed: int = 0
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        from quantloop.mapper import MapCache, map_layers
+
+        if self.objective not in OBJECTIVES:
+            raise QuantloopError(f"accel-map: objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
+        if self.workers < 1:
+            raise QuantloopError(f"accel-map: workers must be at least 1, got {self.workers}")
+        arch = load_module_target(op, self.name)
+        todo = layers(op)
+        if not todo:
+            return
+        distinct: dict[tuple, int] = {}
+        requests = []
+        for layer in todo:
+            key = (layer.problem, layer.bits.to_costmodel())
+            if key not in distinct:
+                distinct[key] = len(requests)
+                requests.append((layer.label, layer.problem.to_costmodel(name=layer.label), key[1]))
+        cache = None if self.no_cache else MapCache(self.cache_dir or None)
+        results = map_layers(requests, arch, self.objective, workers=self.workers, cache=cache, seed=self.seed)
+        level_names = [level.name for level in arch.levels]
+        for layer in todo:
+            result = results[distinct[(layer.problem, layer.bits.to_costmodel())]]
+            layer.properties["mapping"] = MappingAttr.from_costmodel(result.mapping, level_names)
+            layer.properties["cost"] = cost_attr(
+                result.cost, optimal=result.optimal, mappings_considered=result.mappings_considered
+            )
