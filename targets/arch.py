@@ -98,8 +98,10 @@ class ComputeLevel:
       * `energy_mode == "fixed"`: `energy` whatever the bits (the quantization fork).
       * `energy_mode == "scaled"` (multiplier MAC):
         `E = energy · (mult_fraction · (w·a)/(ref_weight_bits·ref_input_bits)
-                       + (1 − mult_fraction) · acc_bits/ref_acc_bits)`, where acc_bits is the
-        Outputs (partial-sum) width, as partial sums are kept at that width (fork semantics).
+                       + (1 − mult_fraction) · acc_bits/ref_acc_bits)`, where acc_bits =
+        max(Outputs bits, w + a) — the adder is at least as wide as the product and as the
+        stored partial sums — or ref_acc_bits when Outputs bits are not given. At the reference
+        widths (8×8, 16-bit partial sums) E equals `energy`.
       * `shift_add_energy` {scheme: pJ} gives the fixed per-MAC energy of shift-add PEs for the
         power-of-two schemes (`pot`, `pot2`), which does not scale with w·a.
     """
@@ -124,7 +126,7 @@ class ComputeLevel:
             return float(self.shift_add_energy[scheme])
         w = self.ref_weight_bits if weight_bits is None else weight_bits
         a = self.ref_input_bits if input_bits is None else input_bits
-        acc = self.ref_acc_bits if output_bits is None else output_bits
+        acc = self.ref_acc_bits if output_bits is None else max(output_bits, w + a)
         mult = (w * a) / (self.ref_weight_bits * self.ref_input_bits)
         return self.energy * (self.mult_fraction * mult + (1.0 - self.mult_fraction) * acc / self.ref_acc_bits)
 

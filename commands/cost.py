@@ -1,0 +1,73 @@
+"""`quantloop cost`: evaluate one Timeloop-format mapping of one layer on a target."""
+
+from __future__ import annotations
+
+import argparse
+
+from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args
+
+HELP = "energy, cycles and per-level accesses of one mapping (Timeloop problem + map YAML) on a target"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_argument(parser)
+    parser.add_argument("--problem", required=True, help="Timeloop v0.4 problem YAML (fork `bitwidths` honoured)")
+    parser.add_argument("--mapping", required=True, help="Timeloop v0.4 mapping YAML")
+    add_bits_arguments(parser)
+    parser.add_argument("--scheme", choices=["int", "pot", "pot2"], default="int", help="weight quantization scheme")
+    parser.add_argument(
+        "--mac-energy",
+        choices=["target", "fixed"],
+        default="target",
+        help="'fixed': MAC energy does not change with bits (the quantization fork); default: as the target declares",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from quantloop.costmodel.model import evaluate
+    from quantloop.costmodel.problem import Bits
+    from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
+    from quantloop.targets.registry import load_target
+
+    arch = load_target(args.target)
+    if args.mac_energy == "fixed":
+        arch = dataclasses.replace(arch, compute=dataclasses.replace(arch.compute, energy_mode="fixed"))
+    problem, file_bits = read_problem(args.problem)
+    if file_bits is not None:
+        file_bits = dataclasses.replace(file_bits, scheme=args.scheme)
+    bits = bits_from_args(args, default=file_bits, scheme=args.scheme) or Bits(scheme=args.scheme)
+    mapping = read_mapping(args.mapping, arch)
+    result = evaluate(arch, problem, mapping, bits, check=True)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        return 0
+    _print_tables(arch.name, problem, bits, result)
+    return 0
+
+
+def _print_tables(target: str, problem, bits, result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 132))
+    console.print(
+        f"[bold]{problem.name or 'layer'}[/] on [bold]{target}[/], "
+        f"bits {bits if any(b is not None for b in bits.as_tuple()) else 'stock (one value per word)'}: "
+        f"energy {result.total_energy_pj:,.2f} pJ, cycles {result.cycles:,}, "
+        f"utilization {result.utilization:.3f}, MACs {result.macs:,}, MAC energy {result.mac_energy_pj:,.2f} pJ"
+    )
+    table = Table(title="per level and data space (counts are words per instance)")
+    for col in ("level", "data space", "values/word", "instances", "tile words", "reads", "fills", "updates", "energy pJ"):
+        table.add_column(col, justify="left" if col in ("level", "data space") else "right")
+    for s in result.per_level:
+        table.add_row(
+            s.level, s.dataspace, str(s.values_per_word), str(s.utilized_instances), f"{s.utilized_capacity_words:,}",
+            f"{s.reads_per_instance:,}", f"{s.fills_per_instance:,}", f"{s.updates_per_instance:,}", f"{s.energy_pj:,.2f}",
+        )
+    console.print(table)
+    leak = sum(result.leakage_pj.values())
+    console.print(f"leakage {leak:,.2f} pJ")
