@@ -272,3 +272,32 @@ def test_layer_verifier_rejects_unknown_kind():
     layer.properties["kind"] = StringAttr("pool")
     with pytest.raises(VerifyException, match="kind must be one of"):
         module.verify()
+
+
+# ------------------------------------------------------------------------ reference Timeloop mappings
+
+REFERENCE = __import__("pathlib").Path("/work/shared/reference/timeloop")
+REFERENCE_CASES = [
+    (arch, case)
+    for arch in ("eyeriss_like", "simba_like")
+    for case in ("conv3x3_C64_M64_P56", "dw3x3_G64_P56", "pw1x1_C32_M64_P56", "default_problem")
+]
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="the Timeloop reference runs are not on this machine")
+@pytest.mark.parametrize("arch_name, case", REFERENCE_CASES)
+def test_reference_mapping_round_trips_through_text_and_evaluates_the_same(arch_name, case):
+    from quantloop.costmodel.model import evaluate
+    from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
+    from quantloop.targets.registry import load_target
+
+    arch = load_target({"eyeriss_like": "eyeriss", "simba_like": "simba"}[arch_name])
+    problem, _ = read_problem(REFERENCE / arch_name / case / "problem.yaml")
+    mapping = read_mapping(REFERENCE / arch_name / case / "map.yaml", arch)
+    attr = _round_trip(MappingAttr.from_costmodel(mapping, [lvl.name for lvl in arch.levels]))
+    assert attr.to_costmodel() == mapping
+    problem_attr = _round_trip(ProblemAttr.from_costmodel(problem))
+    bits = Bits(8, 8, 8)
+    direct = evaluate(arch, problem, mapping, bits)
+    via_text = evaluate(arch, problem_attr.to_costmodel(), attr.to_costmodel(), bits)
+    assert via_text.total_energy_pj == direct.total_energy_pj and via_text.cycles == direct.cycles
