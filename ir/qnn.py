@@ -19,6 +19,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from quantloop.errors import QuantloopError
+from quantloop.ir.builder import MainBuilder, main_func
 from quantloop.ir.ops import (
     ACTIVATIONS,
     QNN_OPS,
@@ -211,7 +212,9 @@ __all__ = [
     "SoftmaxOp",
     "UniformPerAxisType",
     "UniformType",
+    "MainBuilder",
     "Weights",
+    "main_func",
     "broadcast_shapes",
     "conv_output_size",
     "element_type",
