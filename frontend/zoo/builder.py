@@ -60,8 +60,9 @@ class GraphBuilder:
     def _uniform(self, shape: tuple[int, ...], low: float, high: float):
         return lambda: self.rng.uniform(low, high, math.prod(shape)).astype(np.float32)
 
-    def _node(self, op: str, inputs: list[str], shape: tuple[int, ...], prefix: str, **attrs) -> str:
-        name = self._fresh(prefix)
+    def _node(self, op: str, inputs: list[str], shape: tuple[int, ...], prefix: str, named: bool = False,
+              **attrs) -> str:
+        name = prefix if named else self._fresh(prefix)
         out = f"{name}_out"
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         self.shapes[out] = shape
@@ -80,7 +81,7 @@ class GraphBuilder:
         oh = (h + 2 * pad - kernel) // stride + 1
         ow = (w + 2 * pad - kernel) // stride + 1
         self.macs += n * out_channels * oh * ow * fan_in
-        return self._node("Conv", inputs, (n, out_channels, oh, ow), prefix,
+        return self._node("Conv", inputs, (n, out_channels, oh, ow), prefix, named=True,
                           kernel_shape=[kernel, kernel], strides=[stride, stride],
                           pads=[pad, pad, pad, pad], dilations=[1, 1], group=group)
 
@@ -96,7 +97,7 @@ class GraphBuilder:
             self._weight(f"{prefix}.running_mean", (c,), self._normal((c,), 0.1), trainable=False),
             self._weight(f"{prefix}.running_var", (c,), self._uniform((c,), 0.5, 1.5), trainable=False),
         ]
-        return self._node("BatchNormalization", inputs, self.shapes[x], prefix, epsilon=1e-5)
+        return self._node("BatchNormalization", inputs, self.shapes[x], prefix, named=True, epsilon=1e-5)
 
     def relu(self, x: str) -> str:
         return self._node("Relu", [x], self.shapes[x], "relu")
@@ -151,7 +152,7 @@ class GraphBuilder:
             self._weight(f"{prefix}.bias", (out_features,), self._normal((out_features,), 0.05)),
         ]
         self.macs += n * out_features * k
-        return self._node("Gemm", inputs, (n, out_features), prefix, alpha=1.0, beta=1.0, transB=1)
+        return self._node("Gemm", inputs, (n, out_features), prefix, named=True, alpha=1.0, beta=1.0, transB=1)
 
     def build(self, output: str) -> onnx.ModelProto:
         out_info = helper.make_tensor_value_info(output, TensorProto.FLOAT, list(self.shapes[output]))

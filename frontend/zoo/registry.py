@@ -76,7 +76,8 @@ def parse_spec(spec: str) -> tuple[ZooEntry, dict[str, object]]:
     name, _, query = body.partition("?")
     entry = ZOO.get(name)
     if entry is None:
-        raise QuantloopError(f"{spec}: unknown zoo name {name!r}; known: {', '.join(sorted(ZOO))}")
+        data = f"; data sets: {', '.join(known_names('data'))}" if known_names("data") else ""
+        raise QuantloopError(f"{spec}: unknown zoo name {name!r}; models: {', '.join(known_names())}{data}")
     options: dict[str, object] = {}
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if entry.architecture is None or key not in _OPTION_TYPES:
