@@ -3,8 +3,8 @@
 Legal storage widths:
 - `!qnn.int`, `!qnn.uniform` (per tensor and per axis): 2..8 and 16 bits.
 - `!qnn.pot` (sign + exponent, a multiply is a shift): 2..8 bits.
-- `!qnn.pot2` (sign + two exponents, a multiply is two shifts and an add): 4..8 bits,
-  since each of the two exponent fields needs at least a bit and a half of range.
+- `!qnn.pot2` (sign + two exponents, a multiply is two shifts and an add): 3..8 bits
+  ((bits - 1) // 2 bits per exponent field; see `quantloop.ir.quantization`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from xdsl.utils.exceptions import VerifyException
 
 INT_BITS = frozenset([2, 3, 4, 5, 6, 7, 8, 16])
 POT_BITS = frozenset(range(2, 9))
-POT2_BITS = frozenset(range(4, 9))
+POT2_BITS = frozenset(range(3, 9))
 
 
 def float_text(value: float) -> str:
