@@ -77,33 +77,30 @@ def dequantize_codes(
 
 @dataclass(frozen=True)
 class WeightLayer:
-    """What the weight writer needs of one layer."""
+    """What the weight writer needs of one layer.
+
+    ``canonical_dims``/``canonical_extents`` view the codes (model layout) as problem dims without
+    reordering: a conv's ``(G·M, C, S, R)`` tensor as ``G, M, C, S, R``, a gemm's ``(N, K)`` as ``M, C``.
+    """
 
     name: str
     weights: QuantizedWeights
     layout: tuple[str, ...]
     canonical_dims: tuple[str, ...]
+    canonical_extents: tuple[int, ...]
     dram_loops: tuple[tuple[str, int], ...]
-    groups: int = 1
     bias: np.ndarray | None = None
     bias_scales: np.ndarray | None = None
 
     @property
     def plan(self) -> TilePlan:
-        extents = canonical_extents(self.weights.codes.shape, self.canonical_dims, self.groups)
-        return TilePlan.from_nest(self.canonical_dims, extents, self.dram_loops)
-
-
-def canonical_extents(shape: Sequence[int], dims: Sequence[str], groups: int = 1) -> tuple[int, ...]:
-    """Extents of the canonical view: a conv's leading (G·M) axis splits into (G, M) when dims start G, M."""
-    size = int(np.prod(shape))
-    if len(dims) == len(shape):
-        return tuple(int(s) for s in shape)
-    if len(dims) == len(shape) + 1 and tuple(dims[:2]) == ("G", "M"):
-        if shape[0] % groups:
-            raise ValueError(f"weights of shape {tuple(shape)}: cannot split {shape[0]} output channels into groups")
-        return (groups, shape[0] // groups, *[int(s) for s in shape[1:]])
-    raise ValueError(f"weights of shape {tuple(shape)} ({size} values) do not match canonical dims {dims}")
+        """The canonical view must be a reshape of the codes (same element order)."""
+        if int(np.prod(self.canonical_extents)) != self.weights.codes.size:
+            raise ValueError(
+                f"layer {self.name}: weights of shape {list(self.weights.codes.shape)} are not the canonical "
+                f"{dict(zip(self.canonical_dims, self.canonical_extents))}"
+            )
+        return TilePlan.from_nest(self.canonical_dims, self.canonical_extents, self.dram_loops)
 
 
 def quantize_bias(bias: np.ndarray, weight_scales: np.ndarray, input_scale: float) -> tuple[np.ndarray, np.ndarray]:

@@ -106,6 +106,7 @@ def test_a_factor_that_does_not_divide_the_dim_is_rejected():
 
 
 def _layer(name, rng, bits, scheme, signed, loops, groups=1, shape=(8, 4, 3, 3), with_bias=True):
+    extents = (groups, shape[0] // groups, *shape[1:])
     w = rng.normal(size=shape).astype(np.float32)
     if scheme == "int":
         scales = q.weight_scales(w, bits) if signed else np.full(shape[0], 0.05, np.float32)
@@ -119,7 +120,7 @@ def _layer(name, rng, bits, scheme, signed, loops, groups=1, shape=(8, 4, 3, 3),
     bias = bias_scales = None
     if with_bias:
         bias, bias_scales = quantize_bias(rng.normal(size=shape[0]).astype(np.float32), scales, 0.02)
-    return WeightLayer(name, weights, ("M", "C/g", "kH", "kW"), CONV_DIMS, loops, groups, bias, bias_scales), w
+    return WeightLayer(name, weights, ("M", "C/g", "kH", "kW"), CONV_DIMS, extents, loops, bias, bias_scales), w
 
 
 @pytest.mark.parametrize("word_bits", [8, 24, 64, 512])
@@ -186,7 +187,7 @@ def test_unpack_errors_name_the_file(tmp_path):
 
 def test_codes_outside_the_declared_range_are_refused(tmp_path):
     w = QuantizedWeights(np.array([[[[9]]]], np.int32), 4, "int", True, np.ones(1, np.float32), np.zeros(1), 0)
-    layer = WeightLayer("bad", w, ("M", "C/g", "kH", "kW"), CONV_DIMS, ())
+    layer = WeightLayer("bad", w, ("M", "C/g", "kH", "kW"), CONV_DIMS, (1, 1, 1, 1, 1), ())
     with pytest.raises(ValueError, match="outside"):
         write_weights(tmp_path, [layer], 64)
 

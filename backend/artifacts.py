@@ -1,0 +1,140 @@
+"""Write every artefact of a compile into one output folder, all or nothing.
+
+Folder contents: ``schedule.json`` (+ schema in the package), ``schedule.txt``, ``timeloop/<layer>/``
+(``problem.yaml``, ``map.yaml``), ``weights.bin`` + ``weights.json``, ``model.quant.onnx``, ``report.json``,
+``energy_by_level.png`` and ``energy_by_dataspace.png``. The writers run in ``STEPS`` order inside a
+temporary folder beside the destination (:mod:`quantloop.backend.atomic`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xdsl.dialects.builtin import ModuleOp
+
+from quantloop.backend import plots, report, schedule, timeloop_export, weights
+from quantloop.backend.atomic import atomic_output_dir, check_output_dir
+from quantloop.backend.layers import LayerRecord, collect_layers
+from quantloop.errors import QuantloopError
+from quantloop.targets.arch import Arch
+
+__all__ = ["write_artifacts", "check_output_dir", "STEPS"]
+
+STEPS = ("schedule", "timeloop", "weights", "onnx", "report")
+
+
+@dataclass
+class ArtifactContext:
+    records: list[LayerRecord]
+    target: Arch
+    host_ops: list[dict]
+    command_line: str
+    qnn_module: ModuleOp | None
+    extra_reports: dict | None
+    folders: dict[str, str]
+    manifest: dict = field(default_factory=dict)
+
+
+def host_op_list(accel_module: ModuleOp) -> list[dict]:
+    from quantloop.ir.accel import host_ops
+
+    out = []
+    for op in host_ops(accel_module):
+        name = getattr(op, "node_name", None)
+        out.append({"name": name if isinstance(name, str) else "", "op": op.name})
+    return out
+
+
+def _check_target(accel_module: ModuleOp, target: Arch) -> None:
+    from quantloop.ir.accel import module_target
+
+    ref = module_target(accel_module)
+    if ref is not None and ref.content_hash and target.content_hash and ref.content_hash != target.content_hash:
+        raise QuantloopError(
+            f"accel module: it was mapped for target {ref.name} ({ref.content_hash[:12]}), "
+            f"not for {target.name} ({target.content_hash[:12]})"
+        )
+
+
+def write_schedule(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
+    data = schedule.build_schedule(ctx.records, ctx.target, ctx.host_ops, ctx.command_line, ctx.folders)
+    return {
+        "schedule_json": schedule.write_schedule_json(tmp, data),
+        "schedule_txt": schedule.write_schedule_txt(tmp, ctx.records, ctx.target, ctx.command_line),
+    }
+
+
+def write_timeloop(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
+    timeloop_export.write_timeloop(tmp, ctx.records, ctx.target, ctx.folders)
+    return {"timeloop": tmp / "timeloop"}
+
+
+def write_weights(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
+    layers = [r.weights for r in ctx.records if r.weights is not None]
+    ctx.manifest = weights.write_weights(tmp, layers, ctx.target.levels[0].word_bits)
+    return {"weights_bin": tmp / weights.BINARY, "weights_json": tmp / weights.MANIFEST}
+
+
+def write_onnx(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
+    if ctx.qnn_module is None:
+        return {}
+    import onnx
+
+    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+
+    path = tmp / "model.quant.onnx"
+    onnx.save(export_fakequant_onnx(ctx.qnn_module), path)
+    return {"model_quant_onnx": path}
+
+
+def write_report(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
+    plot_names = [plots.ENERGY_BY_LEVEL, plots.ENERGY_BY_DATASPACE]
+    data = report.build_report(
+        ctx.records, ctx.target, ctx.manifest, ctx.host_ops, ctx.command_line, plot_names, ctx.extra_reports
+    )
+    path = report.write_report(tmp, data)
+    levels = [lvl.name for lvl in ctx.target.levels] + ["MAC"]
+    level_plot, dataspace_plot = plots.write_plots(tmp, data, levels)
+    return {"report_json": path, "plot_energy_by_level": level_plot, "plot_energy_by_dataspace": dataspace_plot}
+
+
+def write_artifacts(
+    out_dir: Path,
+    *,
+    qnn_module: ModuleOp | None,
+    accel_module: ModuleOp,
+    target: Arch | str,
+    command_line: str,
+    force: bool = False,
+    extra_reports: dict | None = None,
+) -> dict[str, Path]:
+    """Write all artefacts into ``out_dir`` atomically; return their final paths by kind.
+
+    ``qnn_module`` is the calibrated qnn-level module (``model.quant.onnx`` is exported from it; None skips
+    that file), ``accel_module`` the mapped accel-level module, ``target`` an Arch or a target name/path.
+    An existing ``out_dir`` is replaced only with ``force``.
+    """
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    if not isinstance(target, Arch):
+        from quantloop.targets.registry import load_target
+
+        target = load_target(target)
+    _check_target(accel_module, target)
+    records = collect_layers(accel_module, target)
+    ctx = ArtifactContext(
+        records=records,
+        target=target,
+        host_ops=host_op_list(accel_module),
+        command_line=command_line,
+        qnn_module=qnn_module,
+        extra_reports=extra_reports,
+        folders=timeloop_export.folder_names([r.name for r in records]),
+    )
+    written: dict[str, Path] = {}
+    with atomic_output_dir(out_dir, force) as tmp:
+        for step in STEPS:
+            written.update(globals()[f"write_{step}"](tmp, ctx))
+        final = {kind: out_dir / path.relative_to(tmp) for kind, path in written.items()}
+    return {"dir": out_dir, **final}

@@ -1,0 +1,183 @@
+"""What the backend needs of each mapped layer, read once from the accel module.
+
+Every `accel.layer` must carry a mapping (run `accel-map` first). Its cost is re-evaluated with the cost
+model from the problem, bits and mapping — the per-level tile sizes, reads, fills and updates the
+schedule prints come from that evaluation; the mapper's own `#accel.cost` adds whether the mapping is
+proven optimal and how many mappings were considered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
+
+from quantloop.backend.weights import QuantizedWeights, WeightLayer, quantize_bias
+from quantloop.costmodel.mapping import Mapping
+from quantloop.costmodel.model import CostResult, evaluate
+from quantloop.costmodel.problem import DATASPACE_DIMS, DATASPACES, DIMS, Bits, Problem
+from quantloop.errors import QuantloopError
+from quantloop.ir import accel
+from quantloop.ir import quantization as q
+from quantloop.targets.arch import Arch
+
+
+@dataclass(frozen=True)
+class OperandInfo:
+    bits: int
+    scheme: str  # int | pot | pot2
+    signed: bool
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    name: str
+    kind: str
+    problem: Problem
+    bits: Bits
+    operands: dict[str, OperandInfo]
+    mapping: Mapping
+    cost: CostResult
+    optimal: bool | None
+    mappings_considered: int | None
+    weights: WeightLayer | None
+
+
+def tile_sizes(problem: Problem, mapping: Mapping) -> list[dict[str, int]]:
+    """Values of each data space held by one instance of each level: the footprint of every loop at
+    that level and below (temporal, fan-out, inner levels); inputs with the sliding-window halo."""
+    sizes = []
+    for l in range(len(mapping.levels)):
+        ext = {d: 1 for d in DIMS}
+        for lvl in mapping.levels[l:]:
+            for loops in (lvl.temporal, lvl.spatial_x, lvl.spatial_y):
+                for d, f in loops:
+                    ext[d] *= f
+        width = (ext["P"] - 1) * problem.Wstride + (ext["R"] - 1) * problem.Wdilation + 1
+        height = (ext["Q"] - 1) * problem.Hstride + (ext["S"] - 1) * problem.Hdilation + 1
+        sizes.append(
+            {
+                "Weights": prod(ext[d] for d in DATASPACE_DIMS["Weights"]),
+                "Inputs": ext["N"] * ext["G"] * ext["C"] * width * height,
+                "Outputs": prod(ext[d] for d in DATASPACE_DIMS["Outputs"]),
+            }
+        )
+    return sizes
+
+
+def _operand_info(ob: accel.OperandBits) -> OperandInfo:
+    scheme = "int" if ob.scheme in ("int", "uint") else ob.scheme
+    return OperandInfo(ob.bits, scheme, ob.signed)
+
+
+def canonical_weight_view(op: accel.LayerOp, shape: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+    """(canonical dims, extents, names of the model's axes) of a layer's weight tensor of ``shape``.
+
+    The canonical view is a pure reshape of the model's layout (no reordering), so tiles keep the
+    model's element order.
+    """
+    p = op.problem.data
+    if op.kind.data in ("conv", "depthwise"):
+        return ("G", "M", "C", "S", "R"), (p.G, p.M, p.C, p.S, p.R), ("M", "C/g", "kH", "kW")
+    trans_b = op.trans_b is not None and bool(op.trans_b.value.data)
+    if len(shape) == 2 and trans_b:
+        return ("M", "C"), (p.M, p.C), ("N", "K")
+    if len(shape) == 1:
+        return ("C",), (p.C,), ("K",)
+    if len(shape) == 2:
+        return ("C", "M"), (p.C, p.M), ("K", "N")
+    batch = tuple(f"B{i}" for i in range(len(shape) - 2))
+    return ("G", "C", "M"), (p.G, p.C, p.M), (*batch, "K", "N")
+
+
+def _constant(value) -> Operation | None:
+    from quantloop.ir.ops import ConstantOp
+
+    owner = value.owner
+    return owner if isinstance(owner, ConstantOp) else None
+
+
+def quantized_constant(array: np.ndarray, elem, bits_info: OperandInfo, layer: str) -> QuantizedWeights:
+    """Codes of float weights under their element type (per-axis or per-tensor uniform)."""
+    from quantloop.ir.types import UniformPerAxisType, UniformType
+
+    if isinstance(elem, UniformPerAxisType):
+        scales = np.array(elem.scales, dtype=np.float32)
+        zps = np.array(elem.zero_points, dtype=np.int64)
+        axis: int | None = elem.axis
+    elif isinstance(elem, UniformType):
+        scales = np.array([elem.scale], dtype=np.float32)
+        zps = np.array([elem.zero_point], dtype=np.int64)
+        axis = None
+    else:
+        raise QuantloopError(
+            f"layer {layer}: weights have element type {elem}, not calibrated scales; run qnn-calibrate before the backend"
+        )
+    narrow = bool(elem.signed and not zps.any())
+    if np.issubdtype(array.dtype, np.integer):
+        codes = array.astype(np.int32)
+    else:
+        s = scales.reshape(()) if axis is None else scales
+        z = zps.reshape(()) if axis is None else zps
+        codes = q.quantize(array, s, z, elem.bits, elem.signed, axis=axis, narrow_range=narrow)
+    return QuantizedWeights(codes, elem.bits, "int", elem.signed, scales, zps, axis, narrow)
+
+
+def _input_scale(op: accel.LayerOp) -> float | None:
+    from quantloop.ir.types import UniformType, element_type
+
+    elem = element_type(op.input)
+    return float(elem.scale) if isinstance(elem, UniformType) else None
+
+
+def _weight_layer(op: accel.LayerOp, info: OperandInfo, dram_loops) -> WeightLayer | None:
+    const = _constant(op.weight)
+    if const is None:
+        return None
+    from quantloop.ir.types import element_type
+
+    name = op.label
+    weights = quantized_constant(const.array, element_type(op.weight), info, name)
+    dims, extents, layout = canonical_weight_view(op, tuple(weights.codes.shape))
+    bias = bias_scales = None
+    if op.bias is not None:
+        bias_const = _constant(op.bias)
+        in_scale = _input_scale(op)
+        if bias_const is None or in_scale is None:
+            raise QuantloopError(f"layer {name}: the bias must be a constant and the input calibrated to store an int32 bias")
+        w_scales = weights.scales if weights.axis == 0 or weights.scales.size == 1 else None
+        if w_scales is None:
+            raise QuantloopError(f"layer {name}: per-channel weight scales along axis {weights.axis} do not index the bias")
+        bias, bias_scales = quantize_bias(np.asarray(bias_const.array, dtype=np.float32).ravel(), w_scales, in_scale)
+    return WeightLayer(name, weights, layout, dims, extents, tuple(dram_loops), bias, bias_scales)
+
+
+def collect_layers(accel_module: ModuleOp, target: Arch) -> list[LayerRecord]:
+    records = []
+    for op in accel.layers(accel_module):
+        name = op.label
+        if op.mapping is None:
+            raise QuantloopError(f"layer {name}: has no mapping; run accel-map before writing artefacts")
+        mapping = op.mapping.to_costmodel()
+        if len(mapping.levels) != target.num_levels:
+            raise QuantloopError(
+                f"layer {name}: its mapping has {len(mapping.levels)} levels but target {target.name} has {target.num_levels}"
+            )
+        problem = op.problem.to_costmodel(name)
+        bits = op.bits.to_costmodel()
+        operands = {ds: _operand_info(op.bits.data.of(ds)) for ds in DATASPACES}
+        cost = evaluate(target, problem, mapping, bits, check=False)
+        mapper_cost = op.cost.data if op.cost is not None else None
+        weights = _weight_layer(op, operands["Weights"], mapping.levels[0].temporal)
+        records.append(
+            LayerRecord(
+                name, op.kind.data, problem, bits, operands, mapping, cost,
+                None if mapper_cost is None else mapper_cost.optimal,
+                None if mapper_cost is None else mapper_cost.mappings_considered,
+                weights,
+            )
+        )
+    return records
