@@ -166,7 +166,12 @@ def _window(extent_a: np.ndarray, extent_b: np.ndarray, stride: int, dilation: i
 
 
 class _Nest:
-    """Per-batch loop-nest tables shared by every (level, data space) analysis."""
+    """Per-batch loop-nest tables shared by every (level, data space) analysis.
+
+    The temporal loops are kept as [B, L, 8] in nest order (`order`); flattened, position
+    8·l + i is the i-th loop (outer → inner) of level l, so the loops above level l are exactly
+    the positions < 8·l.
+    """
 
     def __init__(self, problem: Problem, arrays: MappingArrays) -> None:
         self.problem = problem
@@ -174,38 +179,29 @@ class _Nest:
         SP = arrays.spatial_x * arrays.spatial_y
         B, L, _ = T.shape
         self.B, self.L = B, L
-        self.T, self.SP = T, SP
+        self.SP = SP
         per_level = T * SP
-        # inner[:, l] = product of all factors at level l and below (tile extents of level l)
-        inner = np.ones((B, L + 1, 8), dtype=np.int64)
-        inner[:, :L] = np.flip(np.cumprod(np.flip(per_level, 1), axis=1), 1)
+        inner = np.ones((B, L + 1, 8), dtype=np.int64)  # inner[:, l]: tile extents of level l
+        inner[:, :L] = np.cumprod(per_level[:, ::-1], axis=1)[:, ::-1]
         self.inner = inner
-        # spatial_above[:, l] = product of spatial factors of levels < l
-        above = np.ones((B, L + 1, 8), dtype=np.int64)
+        above = np.ones((B, L + 1, 8), dtype=np.int64)  # spatial factors of levels < l
         above[:, 1:] = np.cumprod(SP, axis=1)
         self.spatial_above = above
-        # global temporal loop sequence, outer → inner: level 0's loops in its order, then level 1's, ...
-        gdim = arrays.order.reshape(B, L * 8)
-        gf = np.take_along_axis(T, arrays.order, axis=2).reshape(B, L * 8)
-        self.gdim, self.gf = gdim, gf
-        self.level_of = np.repeat(np.arange(L), 8)
-        # stride of each loop in its own dim: factors of that dim inside it
-        # = temporal loops of that dim later in the sequence × spatial of that dim at its level and below
-        onehot = gdim[:, :, None] == np.arange(8)[None, None, :]  # [B, 8L, 8]
-        fvec = np.where(onehot, gf[:, :, None], 1)
-        after = np.ones_like(fvec)
-        after[:, :-1] = np.flip(np.cumprod(np.flip(fvec[:, 1:], 1), axis=1), 1)
-        spatial_below = np.flip(np.cumprod(np.flip(SP, 1), axis=1), 1)  # [B, L, 8] spatial at level ≥ l
-        sb = spatial_below[:, self.level_of, :]  # [B, 8L, 8]
-        stride_all = after * sb
-        self.stride = np.take_along_axis(stride_all, gdim[:, :, None], axis=2)[:, :, 0]
-        prefix = np.ones_like(gf)
-        prefix[:, 1:] = np.cumprod(gf[:, :-1], axis=1)
-        self.prefix = prefix
-        self.total_steps = np.prod(T.reshape(B, -1), axis=1)
+        order = arrays.order
+        self.order = order
+        self.f = np.take_along_axis(T, order, axis=2)  # [B, L, 8] factors in nest order
+        flat = self.f.reshape(B, L * 8)
+        incl = np.ones((B, L * 8 + 1), dtype=np.int64)  # incl[:, j + 1] = product of loops 0..j
+        np.cumprod(flat, axis=1, out=incl[:, 1:])
+        self.incl = incl
+        self.total_steps = incl[:, -1]
+        # a loop's stride in its own dim: the factors of that dim inside it. A dim appears once per
+        # level, so that is the level's own spatial factor times all inner levels' factors.
+        stride = np.take_along_axis(inner[:, 1:] * SP, order, axis=2)
         pr = problem
-        self.step_w = np.where(gdim == _P, self.stride * pr.Wstride, np.where(gdim == _R, self.stride * pr.Wdilation, 0))
-        self.step_h = np.where(gdim == _Q, self.stride * pr.Hstride, np.where(gdim == _S, self.stride * pr.Hdilation, 0))
+        self.step_w = np.where(order == _P, stride * pr.Wstride, np.where(order == _R, stride * pr.Wdilation, 0)).reshape(B, -1)
+        self.step_h = np.where(order == _Q, stride * pr.Hstride, np.where(order == _S, stride * pr.Hdilation, 0)).reshape(B, -1)
+        self.positions = np.arange(L * 8, dtype=np.int64).reshape(L, 8)
 
     def footprint(self, ds: int, ext: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(volume, width, height) of data space ds for per-dim extents ext[..., 8]."""
@@ -216,52 +212,31 @@ class _Nest:
             other = ext[..., _N] * ext[..., _G] * ext[..., _C]
             return other * w * h, w, h
         vol = np.prod(np.where(RELEVANT[ds], ext, 1), axis=-1)
-        one = np.ones_like(vol)
-        return vol, one, one
+        return vol, vol, vol
 
-    def multicast_volume(self, ds: int, parent: int, child: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Child tile times the fan-out factors (levels parent..child−1) of dims that index ds.
-
-        Timeloop's spatial analysis multicasts only across fan-out dims that do not index the data
-        space; children whose tiles merely overlap (sliding windows, e.g. spatial Q and S) are
-        each sent their own copy, so the parent reads the sum of their tiles."""
-        vol, w, h = self.footprint(ds, self.inner[:, child])
-        spatial = self.spatial_above[:, child] // self.spatial_above[:, parent]
-        fan = np.prod(np.where(RELEVANT[ds], spatial, 1), axis=1)
-        return vol * fan, w, h
-
-    def visits(self, ds: int, n_loops: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """Values received by one instance whose tile is (vol, w, h), under the first n_loops
-        temporal loops of the global sequence (halo-aware deltas, see module docstring)."""
-        if n_loops == 0:
-            return vol.copy()
-        gdim = self.gdim[:, :n_loops]
-        gf = self.gf[:, :n_loops]
-        active = gf > 1
-        hard = active & _HARD[ds][gdim]
-        hard_suffix = np.flip(np.logical_or.accumulate(np.flip(hard, 1), axis=1), 1)
-        if ds == _INPUTS:
-            soft = active & _SLIDING[ds][gdim]
-            soft_suffix = np.flip(np.logical_or.accumulate(np.flip(soft, 1), axis=1), 1)
-            # an indexing loop inside j that wraps when j steps resets the window (no halo reuse)
-            inner_indexing = np.zeros_like(soft_suffix)
-            inner_indexing[:, :-1] = soft_suffix[:, 1:] | hard_suffix[:, 1:]
-            step_w = self.step_w[:, :n_loops]
-            step_h = self.step_h[:, :n_loops]
-            reset_w = (gf - 1) * step_w
-            reset_h = (gf - 1) * step_h
-            after_w = np.zeros_like(reset_w)
-            after_h = np.zeros_like(reset_h)
-            after_w[:, :-1] = np.flip(np.cumsum(np.flip(reset_w[:, 1:], 1), axis=1), 1)
-            after_h[:, :-1] = np.flip(np.cumsum(np.flip(reset_h[:, 1:], 1), axis=1), 1)
-            dw = np.abs(step_w - after_w)
-            dh = np.abs(step_h - after_h)
-            w2, h2, v2 = w[:, None], h[:, None], vol[:, None]
-            overlap = np.maximum(w2 - dw, 0) * np.maximum(h2 - dh, 0) * (v2 // (w2 * h2))
-            delta = np.where(hard_suffix | inner_indexing, v2, np.where(soft_suffix, v2 - overlap, 0))
-        else:
-            delta = np.where(hard_suffix, vol[:, None], 0)
-        return vol + np.sum((gf - 1) * self.prefix[:, :n_loops] * delta, axis=1)
+    def visits(self, ds: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """Values received by one instance of each level (arrays [B, L]) over the whole run,
+        with halo-aware deltas (see the module docstring). Closed form: with j* the innermost
+        loop above the level that indexes ds, visits = tile · Π_{i≤j*} f_i, minus the window
+        overlap of every step of j* when j* is a sliding-window loop of Inputs."""
+        B, L = self.B, self.L
+        mask = (self.f > 1) & RELEVANT[ds][self.order]
+        last = np.where(mask, self.positions, -1).max(axis=2)  # [B, L] innermost indexing loop per level
+        jstar = np.empty((B, L), dtype=np.int64)
+        jstar[:, 0] = -1
+        if L > 1:
+            np.maximum.accumulate(last[:, :-1], axis=1, out=jstar[:, 1:])
+        result = vol * np.take_along_axis(self.incl, jstar + 1, axis=1)
+        if ds != _INPUTS:
+            return result
+        j = np.maximum(jstar, 0)
+        sw = np.take_along_axis(self.step_w, j, axis=1)
+        sh = np.take_along_axis(self.step_h, j, axis=1)
+        sliding = (jstar >= 0) & ((sw > 0) | (sh > 0))
+        fj = np.take_along_axis(self.f.reshape(B, -1), j, axis=1)
+        before = np.take_along_axis(self.incl, j, axis=1)
+        overlap = np.maximum(w - sw, 0) * np.maximum(h - sh, 0) * (vol // (w * h))
+        return result - np.where(sliding, (fj - 1) * before * overlap, 0)
 
 
 def _level_tables(arch: Arch, bits: Bits):
@@ -274,10 +249,10 @@ def _level_tables(arch: Arch, bits: Bits):
 
 
 def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bits = Bits()) -> BatchResult:
-    """Cost of B mappings at once (no legality checks beyond `capacity_ok`; see `checks`).
+    """Cost of B mappings at once (no legality checks beyond `capacity_ok` and the bit-widths).
 
-    The mappings must be factorisations of `problem` with fan-outs within the target; the
-    mapper guarantees that, `evaluate(..., check=True)` verifies it for single mappings.
+    The mappings must be factorisations of `problem` within the target's fan-outs; the mapper
+    guarantees that, `evaluate(..., check=True)` verifies it for single mappings.
     """
     from quantloop.costmodel.checks import check_bits
 
@@ -295,46 +270,38 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
     part = np.zeros((B, L, 3), dtype=np.int64)
     dims = problem.dim_array
     uinst = np.prod(nest.spatial_above[:, :L], axis=2)  # [B, L]
+    rows = np.arange(B)[:, None]
 
     for ds in range(3):
         kept = keep[:, :, ds]
         # next inner keeper of each level (L = the MACs)
-        nxt = np.full((B, L), L, dtype=np.int64)
+        nxt = np.empty((B, L), dtype=np.int64)
+        nxt[:, L - 1] = L
         for l in range(L - 2, -1, -1):
             nxt[:, l] = np.where(kept[:, l + 1], l + 1, nxt[:, l + 1])
         has_outer = np.zeros((B, L), dtype=bool)
         if L > 1:
             has_outer[:, 1:] = np.logical_or.accumulate(kept[:, :-1], axis=1)
-        for l in range(L):
-            vol, w, h = nest.footprint(ds, nest.inner[:, l])
-            pvol, _, _ = nest.footprint(ds, dims[None, :] // nest.spatial_above[:, l])
-            vis = nest.visits(ds, 8 * l, vol, w, h)
-            # reads / updates towards the next inner keeper (or the MACs)
-            flow = np.zeros(B, dtype=np.int64)
-            for c in range(l + 1, L + 1):
-                sel = kept[:, l] & (nxt[:, l] == c)
-                if not sel.any():
-                    continue
-                if c == L:
-                    f = nest.multicast_volume(ds, l, c)[0] * nest.total_steps
-                else:
-                    cv, cw, ch = nest.footprint(ds, nest.inner[:, c])
-                    fan = nest.multicast_volume(ds, l, c)[0] // cv
-                    f = nest.visits(ds, 8 * c, cv, cw, ch) * fan
-                flow = np.where(sel, f, flow)
-            o = opw[l, ds]
-            ucap[:, l, ds] = np.where(kept[:, l], _ceil_div(vol, o), 0)
-            part[:, l, ds] = np.where(kept[:, l], pvol, 0)
-            if ds == _OUTPUTS:
-                upd = flow
-                rd = np.maximum(upd - pvol, 0)
-                fl = np.where(has_outer[:, l], np.maximum(vis - pvol, 0), 0)
-                updates[:, l, ds] = np.where(kept[:, l], _ceil_div(upd, o), 0)
-            else:
-                rd = flow
-                fl = np.where(has_outer[:, l], vis, 0)
-            reads[:, l, ds] = np.where(kept[:, l], _ceil_div(rd, o), 0)
-            fills[:, l, ds] = np.where(kept[:, l], _ceil_div(fl, o), 0)
+        vol, w, h = nest.footprint(ds, nest.inner[:, :L])
+        pvol = nest.footprint(ds, dims // nest.spatial_above[:, :L])[0]
+        vis = np.empty((B, L + 1), dtype=np.int64)
+        vis[:, :L] = nest.visits(ds, vol, w, h)
+        vis[:, L] = nest.total_steps  # the MACs take one operand per step
+        # fan-out factors of dims that index ds (multicast over the others)
+        rel_above = np.prod(np.where(RELEVANT[ds], nest.spatial_above, 1), axis=2)  # [B, L + 1]
+        flow = vis[rows, nxt] * (rel_above[rows, nxt] // rel_above[:, :L])
+        o = opw[:, ds][None, :]
+        ucap[:, :, ds] = np.where(kept, _ceil_div(vol, o), 0)
+        part[:, :, ds] = np.where(kept, pvol, 0)
+        if ds == _OUTPUTS:
+            rd = np.maximum(flow - pvol, 0)
+            fl = np.where(has_outer, np.maximum(vis[:, :L] - pvol, 0), 0)
+            updates[:, :, ds] = np.where(kept, _ceil_div(flow, o), 0)
+        else:
+            rd = flow
+            fl = np.where(has_outer, vis[:, :L], 0)
+        reads[:, :, ds] = np.where(kept, _ceil_div(rd, o), 0)
+        fills[:, :, ds] = np.where(kept, _ceil_div(fl, o), 0)
 
     block = np.array([lvl.block_size for lvl in arch.levels], dtype=np.int64)[None, :, None]
     e_read = np.array([lvl.read_energy for lvl in arch.levels])[None, :, None]
@@ -347,23 +314,18 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
     ) * uclust[:, :, None]
 
     compute_cycles = nest.total_steps
-    level_cycles = np.zeros((B, L), dtype=np.int64)
+    level_cycles = np.repeat(compute_cycles[:, None], L, axis=1)
     rsum = reads.sum(axis=2)
     wsum = fills.sum(axis=2) + updates.sum(axis=2)
     for l, lvl in enumerate(arch.levels):
-        cyc = compute_cycles.astype(np.float64)
-        if lvl.read_bandwidth:
-            cyc = np.maximum(cyc, rsum[:, l] / lvl.read_bandwidth)
-        if lvl.write_bandwidth:
-            cyc = np.maximum(cyc, wsum[:, l] / lvl.write_bandwidth)
-        if lvl.shared_bandwidth:
-            cyc = np.maximum(cyc, (rsum[:, l] + wsum[:, l]) / lvl.shared_bandwidth)
-        level_cycles[:, l] = np.ceil(cyc).astype(np.int64)
-    cycles = np.maximum(compute_cycles, level_cycles.max(axis=1))
+        for bw, words in ((lvl.read_bandwidth, rsum[:, l]), (lvl.write_bandwidth, wsum[:, l]),
+                          (lvl.shared_bandwidth, rsum[:, l] + wsum[:, l])):
+            if bw:
+                level_cycles[:, l] = np.maximum(level_cycles[:, l], np.ceil(words / bw).astype(np.int64))
+    cycles = level_cycles.max(axis=1)
 
     leak = np.array([lvl.leak_per_cycle for lvl in arch.levels])[None, :]
-    any_kept = keep.any(axis=2)
-    leakage = leak * cycles[:, None] * np.where(any_kept, uinst, 0)
+    leakage = leak * cycles[:, None] * np.where(keep.any(axis=2), uinst, 0)
 
     macs = problem.macs
     mac_e = arch.compute.mac_energy(bits.weights, bits.inputs, bits.outputs, bits.scheme)
