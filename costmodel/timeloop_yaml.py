@@ -253,8 +253,8 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
     for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
         stages = list(lvl.spatial_stages)
         if stages:
-            xs = _split_axis(lm.spatial_x, [s.x for s in stages])
-            ys = _split_axis(lm.spatial_y, [s.y for s in stages])
+            xs = _split_axis(lm.spatial_x, [s.fanout_x for s in stages])
+            ys = _split_axis(lm.spatial_y, [s.fanout_y for s in stages])
             spatial = [(s.name, x, y) for s, x, y in zip(stages, xs, ys)]
         else:
             spatial = [(lvl.name, dict(lm.spatial_x), dict(lm.spatial_y))]
