@@ -149,7 +149,7 @@ def export(model, path: Path) -> None:
     torch = _torch()
     example = torch.zeros(1, 1, digits.RESOLUTION, digits.RESOLUTION)
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's own notices
         torch.onnx.export(
             model,
             (example,),
