@@ -68,7 +68,8 @@ _SLIDING[_INPUTS, [_P, _Q, _R, _S]] = True
 class BatchResult:
     """Numpy results for B mappings. Per-level arrays are [B, L, 3] (data spaces in
     `DATASPACES` order) in words per utilized instance; entries of data spaces a level does not
-    keep are 0. `capacity_ok[B]` is False when a level's kept tiles exceed its capacity."""
+    keep are 0. `capacity_ok[B]` is False when a level's kept tiles exceed its capacity.
+    Counts and cycles are integer-valued float64 arrays (exact: every count is below 2**52)."""
 
     energy: np.ndarray
     cycles: np.ndarray
@@ -158,7 +159,18 @@ class CostResult:
 
 
 def _ceil_div(a: np.ndarray, b) -> np.ndarray:
-    return -(-a // b)
+    """Exact for the integer-valued float64 counts used here (all below 2**52)."""
+    return np.ceil(a / b)
+
+
+_DS_DIMS = [np.flatnonzero(RELEVANT[k]) for k in range(3)]
+
+
+def _prod_dims(ext: np.ndarray, dims) -> np.ndarray:
+    out = ext[..., dims[0]].copy()
+    for d in dims[1:]:
+        out *= ext[..., d]
+    return out
 
 
 def _window(extent_a: np.ndarray, extent_b: np.ndarray, stride: int, dilation: int) -> np.ndarray:
@@ -175,23 +187,24 @@ class _Nest:
 
     def __init__(self, problem: Problem, arrays: MappingArrays) -> None:
         self.problem = problem
-        T = arrays.temporal
-        SP = arrays.spatial_x * arrays.spatial_y
+        # integer-valued float64: exact below 2**53 and much faster to divide than int64
+        T = arrays.temporal.astype(np.float64)
+        SP = (arrays.spatial_x * arrays.spatial_y).astype(np.float64)
         B, L, _ = T.shape
         self.B, self.L = B, L
         self.SP = SP
         per_level = T * SP
-        inner = np.ones((B, L + 1, 8), dtype=np.int64)  # inner[:, l]: tile extents of level l
+        inner = np.ones((B, L + 1, 8))  # inner[:, l]: tile extents of level l
         inner[:, :L] = np.cumprod(per_level[:, ::-1], axis=1)[:, ::-1]
         self.inner = inner
-        above = np.ones((B, L + 1, 8), dtype=np.int64)  # spatial factors of levels < l
+        above = np.ones((B, L + 1, 8))  # spatial factors of levels < l
         above[:, 1:] = np.cumprod(SP, axis=1)
         self.spatial_above = above
         order = arrays.order
         self.order = order
         self.f = np.take_along_axis(T, order, axis=2)  # [B, L, 8] factors in nest order
         flat = self.f.reshape(B, L * 8)
-        incl = np.ones((B, L * 8 + 1), dtype=np.int64)  # incl[:, j + 1] = product of loops 0..j
+        incl = np.ones((B, L * 8 + 1))  # incl[:, j + 1] = product of loops 0..j
         np.cumprod(flat, axis=1, out=incl[:, 1:])
         self.incl = incl
         self.total_steps = incl[:, -1]
@@ -211,7 +224,7 @@ class _Nest:
             h = _window(ext[..., _Q], ext[..., _S], pr.Hstride, pr.Hdilation)
             other = ext[..., _N] * ext[..., _G] * ext[..., _C]
             return other * w * h, w, h
-        vol = np.prod(np.where(RELEVANT[ds], ext, 1), axis=-1)
+        vol = _prod_dims(ext, _DS_DIMS[ds])
         return vol, vol, vol
 
     def visits(self, ds: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -235,7 +248,7 @@ class _Nest:
         sliding = (jstar >= 0) & ((sw > 0) | (sh > 0))
         fj = np.take_along_axis(self.f.reshape(B, -1), j, axis=1)
         before = np.take_along_axis(self.incl, j, axis=1)
-        overlap = np.maximum(w - sw, 0) * np.maximum(h - sh, 0) * (vol // (w * h))
+        overlap = np.maximum(w - sw, 0) * np.maximum(h - sh, 0) * (vol / (w * h))
         return result - np.where(sliding, (fj - 1) * before * overlap, 0)
 
 
@@ -263,13 +276,13 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
         raise ValueError(f"evaluate_batch: mapping has {L} levels, target {arch.name} has {arch.num_levels}")
     keep = arrays.keep
     opw = _level_tables(arch, bits)
-    reads = np.zeros((B, L, 3), dtype=np.int64)
-    fills = np.zeros((B, L, 3), dtype=np.int64)
-    updates = np.zeros((B, L, 3), dtype=np.int64)
-    ucap = np.zeros((B, L, 3), dtype=np.int64)
-    part = np.zeros((B, L, 3), dtype=np.int64)
-    dims = problem.dim_array
-    uinst = np.prod(nest.spatial_above[:, :L], axis=2)  # [B, L]
+    reads = np.zeros((B, L, 3))
+    fills = np.zeros((B, L, 3))
+    updates = np.zeros((B, L, 3))
+    ucap = np.zeros((B, L, 3))
+    part = np.zeros((B, L, 3))
+    dims = problem.dim_array.astype(np.float64)
+    uinst = _prod_dims(nest.spatial_above[:, :L], range(8))  # [B, L]
     rows = np.arange(B)[:, None]
 
     for ds in range(3):
@@ -283,31 +296,36 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
         if L > 1:
             has_outer[:, 1:] = np.logical_or.accumulate(kept[:, :-1], axis=1)
         vol, w, h = nest.footprint(ds, nest.inner[:, :L])
-        pvol = nest.footprint(ds, dims // nest.spatial_above[:, :L])[0]
-        vis = np.empty((B, L + 1), dtype=np.int64)
+        pvol = nest.footprint(ds, dims / nest.spatial_above[:, :L])[0]
+        vis = np.empty((B, L + 1))
         vis[:, :L] = nest.visits(ds, vol, w, h)
         vis[:, L] = nest.total_steps  # the MACs take one operand per step
         # fan-out factors of dims that index ds (multicast over the others)
-        rel_above = np.prod(np.where(RELEVANT[ds], nest.spatial_above, 1), axis=2)  # [B, L + 1]
-        flow = vis[rows, nxt] * (rel_above[rows, nxt] // rel_above[:, :L])
-        o = opw[:, ds][None, :]
-        ucap[:, :, ds] = np.where(kept, _ceil_div(vol, o), 0)
-        part[:, :, ds] = np.where(kept, pvol, 0)
+        rel_above = _prod_dims(nest.spatial_above, _DS_DIMS[ds])  # [B, L + 1]
+        flow = vis[rows, nxt] * (rel_above[rows, nxt] / rel_above[:, :L])
+        o = opw[:, ds][None, :].astype(np.float64)
+        packed = bool((o > 1).any())
+
+        def words(values):
+            return _ceil_div(values, o) if packed else values
+
+        ucap[:, :, ds] = words(vol) * kept
+        part[:, :, ds] = pvol * kept
         if ds == _OUTPUTS:
             rd = np.maximum(flow - pvol, 0)
-            fl = np.where(has_outer, np.maximum(vis[:, :L] - pvol, 0), 0)
-            updates[:, :, ds] = np.where(kept, _ceil_div(flow, o), 0)
+            fl = np.maximum(vis[:, :L] - pvol, 0) * has_outer
+            updates[:, :, ds] = words(flow) * kept
         else:
             rd = flow
-            fl = np.where(has_outer, vis[:, :L], 0)
-        reads[:, :, ds] = np.where(kept, _ceil_div(rd, o), 0)
-        fills[:, :, ds] = np.where(kept, _ceil_div(fl, o), 0)
+            fl = vis[:, :L] * has_outer
+        reads[:, :, ds] = words(rd) * kept
+        fills[:, :, ds] = words(fl) * kept
 
-    block = np.array([lvl.block_size for lvl in arch.levels], dtype=np.int64)[None, :, None]
+    block = np.array([lvl.block_size for lvl in arch.levels], dtype=np.float64)[None, :, None]
     e_read = np.array([lvl.read_energy for lvl in arch.levels])[None, :, None]
     e_write = np.array([lvl.write_energy for lvl in arch.levels])[None, :, None]
     e_update = np.array([lvl.update_energy for lvl in arch.levels])[None, :, None]
-    clusters = np.array([lvl.clusters for lvl in arch.levels], dtype=np.int64)[None, :]
+    clusters = np.array([lvl.clusters for lvl in arch.levels], dtype=np.float64)[None, :]
     uclust = np.minimum(uinst, clusters)
     level_energy = (
         _ceil_div(reads, block) * e_read + _ceil_div(fills, block) * e_write + _ceil_div(updates, block) * e_update
@@ -321,7 +339,7 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
         for bw, words in ((lvl.read_bandwidth, rsum[:, l]), (lvl.write_bandwidth, wsum[:, l]),
                           (lvl.shared_bandwidth, rsum[:, l] + wsum[:, l])):
             if bw:
-                level_cycles[:, l] = np.maximum(level_cycles[:, l], np.ceil(words / bw).astype(np.int64))
+                level_cycles[:, l] = np.maximum(level_cycles[:, l], np.ceil(words / bw))
     cycles = level_cycles.max(axis=1)
 
     leak = np.array([lvl.leak_per_cycle for lvl in arch.levels])[None, :]
