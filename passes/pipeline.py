@@ -55,6 +55,7 @@ def run_pipeline(
     out: TextIO | None = None,
     elide_weights_over: int | None = 16,
     verify_each: bool = True,
+    first_step: int = 1,
 ) -> ModuleOp:
     """Run `passes` on `module` in place and return it.
 
@@ -63,6 +64,8 @@ def run_pipeline(
     with constants over `elide_weights_over` values elided. `dump_dir` receives
     `00_input.mlir`, `01_<pass>.mlir`, ... with every weight, so each file can be run again.
     With `verify_each` the module is verified after every pass, naming the pass that broke it.
+    `first_step` numbers the first pass's dump file, so a second pipeline run on the same module
+    continues the numbering (the input is dumped only when `first_step` is 1).
     """
     if isinstance(passes, str):
         passes = parse_pipeline(passes)
@@ -71,12 +74,12 @@ def run_pipeline(
     if dump_dir is not None:
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
-    step = 0
+    step = first_step - 1
 
     def after_pass(previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
         nonlocal step
         if previous is None:
-            if dump_dir is not None:
+            if dump_dir is not None and first_step == 1:
                 (dump_dir / "00_input.mlir").write_text(print_module(op, elide_weights_over=None))
             return
         step += 1

@@ -147,3 +147,16 @@ def test_a_pass_that_breaks_the_ir_is_named():
     with pytest.raises(QuantloopError, match=r"after pass test-break: qnn.conv2d 'conv1': strides must have 2 values") as err:
         run_pipeline(small_model(), [BreakingPass()], make_context())
     assert err.value.exit_code == 1
+
+
+def test_a_second_run_continues_the_dump_numbering(tmp_path):
+    module = small_model()
+    run_pipeline(module, [RenamePass("a")], make_context(), dump_dir=tmp_path)
+    run_pipeline(module, [RenamePass("b"), RenamePass("c")], make_context(), dump_dir=tmp_path, first_step=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "00_input.mlir",
+        "01_test-rename.mlir",
+        "02_test-rename.mlir",
+        "03_test-rename.mlir",
+    ]
+    assert 'name = "relu1abc"' in (tmp_path / "03_test-rename.mlir").read_text()
