@@ -57,7 +57,7 @@ def plot_energy_by_level(report: dict, path: Path, level_order: list[str]) -> Pa
     target = report["target"]["name"]
     total = report["total"]["energy_pj"] / 1e6
     ax.set_title(f"Energy per layer by storage level — {target}, total {total:.4g} µJ")
-    ax.legend(title="level", loc="lower right", fontsize=8)
+    ax.legend(title="level", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -84,7 +84,7 @@ def plot_energy_by_dataspace(report: dict, path: Path) -> Path:
     bar_ax.set_xlabel("share of the layer's energy (%)")
     bar_ax.set_ylabel("layer")
     bar_ax.set_title(f"Energy share by data space per layer — {report['target']['name']}")
-    bar_ax.legend(title="data space", loc="lower right", fontsize=8)
+    bar_ax.legend(title="data space", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
