@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -107,7 +109,7 @@ def test_cli_eval_bad_data_prints_one_line_and_exits_2(tmp_path, capsys, arrays,
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("quantloop: error: ")
-    assert pytest.importorskip("re").search(message, lines[0]), lines[0]
+    assert re.search(message, lines[0]), lines[0]
 
 
 @pytest.mark.parametrize(
@@ -120,8 +122,6 @@ def test_cli_eval_bad_data_prints_one_line_and_exits_2(tmp_path, capsys, arrays,
 )
 def test_cli_eval_bad_input_shape(capsys, shape, message):
     assert main(["eval", "zoo:cnn_digits", "--data", "zoo:digits-val", "--input-shape", shape]) == 2
-    import re
-
     assert re.search(message, capsys.readouterr().err)
 
 
