@@ -37,6 +37,8 @@ def _entry_point_paths() -> list[TargetEntry]:
         except Exception as err:  # a broken plug-in is the user's to fix; say which one
             raise QuantloopError(f"entry point {ep.name} ({ep.value}): cannot load ({err})") from None
         path = Path(value() if callable(value) else value)
+        if not path.is_file():
+            raise QuantloopError(f"entry point {ep.name} ({ep.value}): target file {path} not found")
         found.append(TargetEntry(ep.name, path, f"entry point {ep.value}"))
     return found
 

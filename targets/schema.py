@@ -136,10 +136,21 @@ class Level(_Strict):
         if self.depth is not None and self.capacity_words is not None:
             raise ValueError("give depth or capacity_words, not both")
         width = self.width if self.width is not None else self.word_bits * self.cluster_size
-        if width % (self.word_bits * self.cluster_size):
-            raise ValueError(f"width {width} is not a multiple of word_bits × cluster_size = {self.word_bits * self.cluster_size}")
-        if self.depth is not None and (self.depth * width) // (self.word_bits * self.cluster_size) < 1:
-            raise ValueError("the level holds less than one word")
+        per_access = self.word_bits * self.cluster_size
+        if width < per_access:
+            raise ValueError(
+                f"level too small to hold anything: width {width} bits is less than one word per cluster member "
+                f"(word_bits × cluster_size = {per_access})"
+            )
+        if width % per_access:
+            raise ValueError(f"width {width} is not a multiple of word_bits × cluster_size = {per_access}")
+        words = self.capacity_words if self.capacity_words is not None else (
+            None if self.depth is None else self.depth * width // per_access)
+        must = len(self.constraints.dataspace.keep)
+        if words is not None and words < max(1, must):
+            raise ValueError(
+                f"level too small to hold anything: {words} words per instance but it must keep {must} data spaces"
+            )
         return self
 
 
@@ -185,6 +196,8 @@ def _format_error(source: str, err: ValidationError) -> str:
         msg = "unknown key (misspelled?)"
     elif e["type"] == "missing":
         msg = "required key is missing"
+    elif e["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
     return f"{source}: {loc}: {msg}"
 
 
