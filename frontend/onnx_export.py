@@ -1,0 +1,289 @@
+"""qnn module -> ONNX (opset 21), float or QDQ, runnable in onnxruntime.
+
+- Fused activations become a Relu / Clip node after the op.
+- `!qnn.uniform` values are exact: `qnn.quantize` -> QuantizeLinear, `qnn.dequantize` ->
+  DequantizeLinear, quantized `qnn.constant`s -> integer initializers (int8/uint8/int16/uint16,
+  int4/uint4 packed by onnx). Storage widths ONNX has no type for (2, 3, 5, 6, 7 bits) need the
+  fake-quant export and are refused here.
+- Values typed `!qnn.int`, `!qnn.pot` or `!qnn.pot2` (bit-width chosen, not yet calibrated) carry no
+  scale: they export as float32, their data unchanged.
+
+The per-op emitters live in `EMITTERS` (op class -> function); the fake-quant export extends the
+exporter by overriding `quantized_value` / registering emitters rather than rewriting the walk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+from quantloop.errors import QuantloopError
+from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
+from quantloop.ir import (
+    AddOp,
+    AvgPoolOp,
+    BatchNormOp,
+    ClipOp,
+    ConcatOp,
+    ConstantOp,
+    Conv2dOp,
+    DequantizeOp,
+    DropoutOp,
+    FlattenOp,
+    GemmOp,
+    GlobalAvgPoolOp,
+    IdentityOp,
+    MatMulOp,
+    MaxPoolOp,
+    QuantizeOp,
+    ReluOp,
+    ReshapeOp,
+    SoftmaxOp,
+    UniformPerAxisType,
+    UniformType,
+    op_label,
+)
+
+OPSET = 21
+IR_VERSION = 10
+
+
+def export_onnx(module: ModuleOp, graph_name: str = "quantloop") -> onnx.ModelProto:
+    """The module's `main` function as a checked ONNX model."""
+    return OnnxExporter(module).export(graph_name)
+
+
+def int_tensor(name: str, codes: np.ndarray, onnx_type: int) -> onnx.TensorProto:
+    """An integer initializer of ONNX type `onnx_type` (int4/uint4 packed two per byte by onnx)."""
+    return numpy_helper.from_array(np.asarray(codes).astype(helper.tensor_dtype_to_np_dtype(onnx_type)), name)
+
+
+def _main(module: ModuleOp) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
+            return op
+    raise QuantloopError("module: it has no func.func @main to export")
+
+
+class OnnxExporter:
+    def __init__(self, module: ModuleOp) -> None:
+        self.function = _main(module)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.names: dict[SSAValue, str] = {}
+        self._used: set[str] = set()
+        self._shared: dict[tuple, str] = {}
+
+    # ------------------------------------------------------------------ naming
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._used:
+            name, i = f"{base}_{i}", i + 1
+        self._used.add(name)
+        return name
+
+    def name(self, value: SSAValue) -> str:
+        if value not in self.names:
+            self.names[value] = self.fresh(value.name_hint or "v")
+        return self.names[value]
+
+    def constant(self, array: np.ndarray, base: str, onnx_type: int | None = None) -> str:
+        """An initializer holding `array`; small constants (scales, shapes) are shared."""
+        array = np.asarray(array)
+        key = None
+        if array.size <= 16:
+            key = (array.dtype.str, array.shape, array.tobytes(), onnx_type)
+            if key in self._shared:
+                return self._shared[key]
+        name = self.fresh(base)
+        self.initializers.append(numpy_helper.from_array(array, name) if onnx_type is None else int_tensor(name, array, onnx_type))
+        if key is not None:
+            self._shared[key] = name
+        return name
+
+    def node(self, op_type: str, inputs: list[str], outputs: list[str], op: Operation | None = None, **attrs) -> None:
+        label = getattr(op, "node_name", None) if op is not None else None
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.fresh(label or op_type), **attrs))
+
+    # ------------------------------------------------------------------ types
+
+    def onnx_type(self, value: SSAValue) -> int:
+        elem = value.type.element_type
+        if isinstance(elem, (UniformType, UniformPerAxisType)):
+            return self.storage_type(elem, value)
+        return TensorProto.FLOAT
+
+    def storage_type(self, elem, value: SSAValue) -> int:
+        key = (elem.bits, elem.signed)
+        if key not in STORAGE_ONNX:
+            owner = value.owner
+            where = op_label(owner) if isinstance(owner, Operation) else "an argument"
+            raise QuantloopError(
+                f"export: {where} has {elem.bits}-bit values; ONNX QDQ holds 4, 8 or 16 bits "
+                "(other widths need the fake-quant export)"
+            )
+        return STORAGE_ONNX[key]
+
+    def value_info(self, value: SSAValue, name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, self.onnx_type(value), list(value.type.get_shape()))
+
+    def quant_inputs(self, elem, base: str) -> tuple[list[str], dict[str, int]]:
+        """Scale and zero-point initializers (and the axis attribute) of a uniform type."""
+        scale, zero_point, axis = quant_params(elem)
+        onnx_type = STORAGE_ONNX[elem.bits, elem.signed]
+        scale_name = self.constant(np.asarray(scale, np.float32), f"{base}_scale")
+        zp_name = self.constant(np.asarray(zero_point, np.int64), f"{base}_zero_point", onnx_type)
+        return [scale_name, zp_name], ({} if axis is None else {"axis": axis})
+
+    # ------------------------------------------------------------------ walk
+
+    def export(self, graph_name: str) -> onnx.ModelProto:
+        block = self.function.body.block
+        inputs = [self.value_info(arg, self.name(arg)) for arg in block.args]
+        outputs: list[onnx.ValueInfoProto] = []
+        for op in block.ops:
+            if isinstance(op, func.ReturnOp):
+                for value in op.operands:
+                    name = self.name(value)
+                    if any(o.name == name for o in outputs) or name in {i.name for i in inputs}:
+                        alias = self.fresh(f"{name}_out")
+                        self.node("Identity", [name], [alias])
+                        name = alias
+                    outputs.append(self.value_info(value, name))
+                continue
+            emitter = EMITTERS.get(type(op))
+            if emitter is None:
+                raise QuantloopError(f"export: {op_label(op)} has no ONNX export")
+            emitter(self, op)
+        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="quantloop")
+        model.ir_version = IR_VERSION
+        return model
+
+    def activation(self, op, result: str) -> None:
+        """Emit `op`'s fused activation (if any) producing `result` from a fresh pre-activation name."""
+        out = self.name(op.results[0])
+        if op.act == "relu":
+            self.node("Relu", [result], [out], op)
+        elif op.act == "clip":
+            low = self.constant(np.array(op.act_min, np.float32), "clip_min")
+            high = self.constant(np.array(op.act_max, np.float32), "clip_max")
+            self.node("Clip", [result, low, high], [out], op)
+
+    def fused_output(self, op) -> str:
+        """Where the op itself writes: its result, or a temporary when an activation follows."""
+        return self.name(op.results[0]) if op.act == "none" else self.fresh(f"{self.name(op.results[0])}_preact")
+
+
+# ---------------------------------------------------------------------- emitters
+
+
+def _constant(ex: OnnxExporter, op: ConstantOp) -> None:
+    value = op.results[0]
+    name = ex.name(value)
+    elem = value.type.element_type
+    if isinstance(elem, (UniformType, UniformPerAxisType)):
+        tensor = int_tensor(name, op.array, ex.storage_type(elem, value))
+    else:
+        tensor = numpy_helper.from_array(np.asarray(op.array, np.float32), name)
+    ex.initializers.append(tensor)
+
+
+def _conv(ex: OnnxExporter, op: Conv2dOp) -> None:
+    inputs = [ex.name(op.input), ex.name(op.weight)] + ([ex.name(op.bias)] if op.bias is not None else [])
+    kernel = list(op.weight.type.get_shape()[2:])
+    out = ex.fused_output(op)
+    ex.node("Conv", inputs, [out], op, kernel_shape=kernel, strides=list(op.strides), pads=list(op.pads),
+            dilations=list(op.dilations), group=op.group)
+    ex.activation(op, out)
+
+
+def _gemm(ex: OnnxExporter, op: GemmOp) -> None:
+    inputs = [ex.name(op.a), ex.name(op.b)] + ([ex.name(op.c)] if op.c is not None else [])
+    out = ex.fused_output(op)
+    ex.node("Gemm", inputs, [out], op, alpha=op.alpha, beta=op.beta, transA=int(op.trans_a), transB=int(op.trans_b))
+    ex.activation(op, out)
+
+
+def _add(ex: OnnxExporter, op: AddOp) -> None:
+    out = ex.fused_output(op)
+    ex.node("Add", [ex.name(op.lhs), ex.name(op.rhs)], [out], op)
+    ex.activation(op, out)
+
+
+def _simple(op_type: str, **fixed) -> Callable[[OnnxExporter, Operation], None]:
+    def emit(ex: OnnxExporter, op: Operation) -> None:
+        ex.node(op_type, [ex.name(v) for v in op.operands], [ex.name(op.results[0])], op, **fixed)
+
+    return emit
+
+
+def _clip(ex: OnnxExporter, op: ClipOp) -> None:
+    low = ex.constant(np.array(op.min, np.float32), "clip_min")
+    high = ex.constant(np.array(op.max, np.float32), "clip_max")
+    ex.node("Clip", [ex.name(op.input), low, high], [ex.name(op.output)], op)
+
+
+def _pool(ex: OnnxExporter, op: MaxPoolOp | AvgPoolOp) -> None:
+    attrs = dict(kernel_shape=list(op.kernel), strides=list(op.strides), pads=list(op.pads), ceil_mode=int(op.ceil_mode))
+    if isinstance(op, AvgPoolOp):
+        attrs["count_include_pad"] = int(op.count_include_pad)
+    op_type = "MaxPool" if isinstance(op, MaxPoolOp) else "AveragePool"
+    ex.node(op_type, [ex.name(op.input)], [ex.name(op.output)], op, **attrs)
+
+
+def _reshape(ex: OnnxExporter, op: ReshapeOp) -> None:
+    shape = ex.constant(np.asarray(op.shape, np.int64), "shape")
+    ex.node("Reshape", [ex.name(op.input), shape], [ex.name(op.output)], op)
+
+
+def _batchnorm(ex: OnnxExporter, op: BatchNormOp) -> None:
+    ex.node("BatchNormalization", [ex.name(v) for v in op.operands], [ex.name(op.output)], op, epsilon=op.epsilon)
+
+
+def _quantize(ex: OnnxExporter, op: QuantizeOp) -> None:
+    elem = op.output.type.element_type
+    ex.storage_type(elem, op.output)
+    qinputs, attrs = ex.quant_inputs(elem, ex.name(op.output))
+    ex.node("QuantizeLinear", [ex.name(op.input), *qinputs], [ex.name(op.output)], op, **attrs)
+
+
+def _dequantize(ex: OnnxExporter, op: DequantizeOp) -> None:
+    elem = op.input.type.element_type
+    if not isinstance(elem, (UniformType, UniformPerAxisType)):
+        # !qnn.int / pot / pot2 and float inputs carry no scale: exported as float, dequantize is the identity.
+        ex.node("Identity", [ex.name(op.input)], [ex.name(op.output)], op)
+        return
+    ex.storage_type(elem, op.input)
+    qinputs, attrs = ex.quant_inputs(elem, ex.name(op.input))
+    ex.node("DequantizeLinear", [ex.name(op.input), *qinputs], [ex.name(op.output)], op, **attrs)
+
+
+EMITTERS: dict[type[Operation], Callable[[OnnxExporter, Operation], None]] = {
+    ConstantOp: _constant,
+    Conv2dOp: _conv,
+    GemmOp: _gemm,
+    AddOp: _add,
+    MatMulOp: _simple("MatMul"),
+    ReluOp: _simple("Relu"),
+    ClipOp: _clip,
+    MaxPoolOp: _pool,
+    AvgPoolOp: _pool,
+    GlobalAvgPoolOp: _simple("GlobalAveragePool"),
+    ReshapeOp: _reshape,
+    FlattenOp: lambda ex, op: _simple("Flatten", axis=op.axis)(ex, op),
+    ConcatOp: lambda ex, op: _simple("Concat", axis=op.axis)(ex, op),
+    SoftmaxOp: lambda ex, op: _simple("Softmax", axis=op.axis)(ex, op),
+    BatchNormOp: _batchnorm,
+    IdentityOp: _simple("Identity"),
+    DropoutOp: _simple("Dropout"),
+    QuantizeOp: _quantize,
+    DequantizeOp: _dequantize,
+}

@@ -1,0 +1,494 @@
+"""ONNX (float, QDQ, QONNX) -> qnn dialect: a builtin module holding `func.func @main`.
+
+Quantization mapping:
+- `QuantizeLinear` -> `qnn.quantize` whose result element type is `!qnn.uniform` (per tensor or per
+  axis; bits and signedness from the zero point's ONNX type: int8/uint8/int16/uint16/int4/uint4).
+- `DequantizeLinear` of a runtime value -> `qnn.dequantize` (f32); its scale and zero point must equal
+  those of the quantized input type. Of an integer initializer -> a `qnn.constant` of quantized type
+  holding the integer codes, then `qnn.dequantize`. Int32 initializers (quantized biases) are
+  dequantized at import into f32 constants, exactly as DequantizeLinear computes them.
+- QONNX `Quant` (x, scale, zeropt, bitwidth; signed, narrow, rounding_mode) -> `qnn.quantize` +
+  `qnn.dequantize` for activations; for constant inputs the codes are computed here (honouring
+  narrow and rounding_mode) into a quantized `qnn.constant` + `qnn.dequantize`.
+Nothing is skipped: an op without a converter is a `QuantloopError` listing the supported ops.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from xdsl.dialects import func
+from xdsl.dialects.builtin import FunctionType, ModuleOp, TensorType, f32
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.utils.exceptions import VerifyException
+
+from quantloop.errors import QuantloopError
+from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
+from quantloop.frontend.quant_types import ONNX_STORAGE, container, uniform_type
+from quantloop.ir import (
+    AddOp,
+    AvgPoolOp,
+    BatchNormOp,
+    ClipOp,
+    ConcatOp,
+    ConstantOp,
+    Conv2dOp,
+    DequantizeOp,
+    DropoutOp,
+    FlattenOp,
+    GemmOp,
+    GlobalAvgPoolOp,
+    IdentityOp,
+    MatMulOp,
+    MaxPoolOp,
+    QuantizeOp,
+    ReluOp,
+    ReshapeOp,
+    SoftmaxOp,
+    UniformPerAxisType,
+    UniformType,
+    verify_module,
+)
+
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "finn")
+OPSETS = range(11, 22)
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def import_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, input_shapes: InputShapes | None = None) -> ModuleOp:
+    """Import an ONNX file, `zoo:` spec or ModelProto into a verified qnn module."""
+    source = "<model>" if isinstance(path_or_model, onnx.ModelProto) else str(path_or_model)
+    model = load_model(path_or_model, input_shapes)
+    module = _Importer(model, source).run()
+    verify_module(module, source)
+    return module
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, object]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _hint(name: str) -> str | None:
+    text = re.sub(r"[^A-Za-z0-9_.$-]", "_", name)
+    if not text:
+        return None
+    return text if re.match(r"[A-Za-z_]", text) else f"v_{text}"
+
+
+def _same_pads(size: list[int], kernel: list[int], strides: list[int], dilations: list[int], mode: str) -> list[int]:
+    begins, ends = [], []
+    for n, k, s, d in zip(size, kernel, strides, dilations):
+        total = max(0, (math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n)
+        small = total // 2
+        begins.append(small if mode == "SAME_UPPER" else total - small)
+        ends.append(total - begins[-1])
+    return begins + ends
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, source: str) -> None:
+        self.model = model
+        self.source = source
+        self.graph = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if self.opset not in OPSETS:
+            raise QuantloopError(f"{source}: opset {self.opset} is not supported (supported: 11..21)")
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.values: dict[str, SSAValue] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for info in [*self.graph.value_info, *self.graph.output, *self.graph.input]:
+            tensor = info.type.tensor_type
+            if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+                self.shapes[info.name] = tuple(d.dim_value for d in tensor.shape.dim)
+        self.ops: list[Operation] = []
+        self.node: onnx.NodeProto | None = None
+        self.consumed = {name for n in self.graph.node for name in n.input} | {o.name for o in self.graph.output}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def fail(self, message: str) -> QuantloopError:
+        node = self.node
+        where = f"node '{node.name or node.output[0]}' ({node.op_type})" if node is not None else "graph"
+        return QuantloopError(f"{self.source}: {where}: {message}")
+
+    def emit(self, op: Operation, output: str | None = None) -> SSAValue:
+        self.ops.append(op)
+        result = op.results[0]
+        if output is not None:
+            self.values[output] = result
+            result.name_hint = _hint(output)
+        return result
+
+    def const(self, name: str, what: str) -> np.ndarray:
+        if name not in self.consts:
+            raise self.fail(f"{what} '{name}' must be a constant (an initializer or Constant node)")
+        return self.consts[name]
+
+    def opt_const(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray | None:
+        if len(node.input) <= index or not node.input[index]:
+            return None
+        return self.const(node.input[index], what)
+
+    def value(self, name: str) -> SSAValue:
+        if name in self.values:
+            return self.values[name]
+        if name in self.consts:
+            array = self.consts[name]
+            if array.dtype != np.float32:
+                raise self.fail(f"constant '{name}' of type {array.dtype} is used as a tensor; only float32 is supported")
+            return self.emit(ConstantOp(array, TensorType(f32, list(array.shape)), name=name), name)
+        raise self.fail(f"input '{name}' is not produced by any earlier node, initializer or graph input")
+
+    def result_type(self, output: str) -> TensorType | None:
+        shape = self.shapes.get(output)
+        return None if shape is None else TensorType(f32, list(shape))
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        return tuple(self.value(name).type.get_shape())
+
+    def used(self, name: str) -> bool:
+        return bool(name) and name in self.consumed
+
+    def only_first_output(self, node: onnx.NodeProto) -> None:
+        for extra in node.output[1:]:
+            if self.used(extra):
+                raise self.fail(f"output '{extra}' is used, but only the first output of {node.op_type} is supported")
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self) -> ModuleOp:
+        inputs = graph_inputs(self.model)
+        block = Block(arg_types=[self._input_type(i) for i in inputs])
+        for info, arg in zip(inputs, block.args):
+            self.values[info.name] = arg
+            arg.name_hint = _hint(info.name)
+        converters = CONVERTERS
+        for node in self.graph.node:
+            self.node = node
+            key = "Quant" if node.domain in QONNX_DOMAINS and node.op_type == "Quant" else node.op_type
+            if node.domain not in ("", "ai.onnx", *QONNX_DOMAINS) or key not in converters:
+                label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+                raise self.fail(f"unsupported op {label}; supported ops: {', '.join(supported_ops())}")
+            try:
+                converters[key](self, node)
+            except VerifyException as err:
+                raise self.fail(str(err).splitlines()[0]) from None
+        self.node = None
+        outputs = [self.value(o.name) for o in self.graph.output]
+        self.ops.append(func.ReturnOp(*outputs))
+        block.add_ops(self.ops)
+        function = func.FuncOp(
+            "main", FunctionType.from_lists([a.type for a in block.args], [v.type for v in outputs]), Region(block)
+        )
+        return ModuleOp([function])
+
+    def _input_type(self, info: onnx.ValueInfoProto) -> TensorType:
+        tensor = info.type.tensor_type
+        if tensor.elem_type != onnx.TensorProto.FLOAT:
+            dtype = onnx.TensorProto.DataType.Name(tensor.elem_type)
+            raise QuantloopError(f"{self.source}: input '{info.name}' is {dtype}; only float32 inputs are supported")
+        return TensorType(f32, [d.dim_value for d in tensor.shape.dim])
+
+    # ------------------------------------------------------------------ converters
+
+    def conv(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        x, w = self.value(node.input[0]), self.value(node.input[1])
+        w_shape = self.shape_of(node.input[1])
+        if len(w_shape) != 4:
+            raise self.fail(f"only 2-D convolutions are supported (weight shape {list(w_shape)})")
+        bias = self.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        strides = list(a.get("strides", [1, 1]))
+        dilations = list(a.get("dilations", [1, 1]))
+        pads = self.pads(a, self.shape_of(node.input[0])[2:], list(a.get("kernel_shape", w_shape[2:])), strides, dilations)
+        op = Conv2dOp(x, w, bias, self.result_type(node.output[0]), strides=strides, pads=pads,
+                      dilations=dilations, group=int(a.get("group", 1)), name=node.name or None)
+        self.emit(op, node.output[0])
+
+    def pads(self, a: Mapping[str, object], size, kernel, strides, dilations) -> list[int]:
+        mode = a.get("auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode in ("SAME_UPPER", "SAME_LOWER"):
+            return _same_pads(list(size), kernel, strides, dilations, mode)
+        if mode == "VALID":
+            return [0, 0, 0, 0]
+        return list(a.get("pads", [0, 0, 0, 0]))
+
+    def gemm(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        c = self.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        op = GemmOp(self.value(node.input[0]), self.value(node.input[1]), c, self.result_type(node.output[0]),
+                    alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)),
+                    trans_a=bool(a.get("transA", 0)), trans_b=bool(a.get("transB", 0)), name=node.name or None)
+        self.emit(op, node.output[0])
+
+    def matmul(self, node: onnx.NodeProto) -> None:
+        op = MatMulOp(self.value(node.input[0]), self.value(node.input[1]), self.result_type(node.output[0]),
+                      name=node.name or None)
+        self.emit(op, node.output[0])
+
+    def add(self, node: onnx.NodeProto) -> None:
+        op = AddOp(self.value(node.input[0]), self.value(node.input[1]), self.result_type(node.output[0]),
+                   name=node.name or None)
+        self.emit(op, node.output[0])
+
+    def relu(self, node: onnx.NodeProto) -> None:
+        self.emit(ReluOp(self.value(node.input[0]), name=node.name or None), node.output[0])
+
+    def clip(self, node: onnx.NodeProto) -> None:
+        low = self.opt_const(node, 1, "Clip min")
+        high = self.opt_const(node, 2, "Clip max")
+        lo = -_F32_MAX if low is None else float(low)
+        hi = _F32_MAX if high is None else float(high)
+        self.emit(ClipOp(self.value(node.input[0]), lo, hi, name=node.name or None), node.output[0])
+
+    def pool(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        self.only_first_output(node)
+        kernel = list(a["kernel_shape"])
+        if len(kernel) != 2:
+            raise self.fail(f"only 2-D pooling is supported (kernel_shape {kernel})")
+        dilations = list(a.get("dilations", [1, 1]))
+        if dilations != [1, 1]:
+            raise self.fail(f"dilated pooling is not supported (dilations {dilations})")
+        strides = list(a.get("strides", [1, 1]))
+        pads = self.pads(a, self.shape_of(node.input[0])[2:], kernel, strides, dilations)
+        common = dict(strides=strides, pads=pads, ceil_mode=bool(a.get("ceil_mode", 0)), name=node.name or None)
+        x, out_type = self.value(node.input[0]), self.result_type(node.output[0])
+        if node.op_type == "MaxPool":
+            if int(a.get("storage_order", 0)) and self.used(node.output[1] if len(node.output) > 1 else ""):
+                raise self.fail("MaxPool indices are not supported")
+            op = MaxPoolOp(x, kernel, out_type, **common)
+        else:
+            op = AvgPoolOp(x, kernel, out_type, count_include_pad=bool(a.get("count_include_pad", 0)), **common)
+        self.emit(op, node.output[0])
+
+    def global_avgpool(self, node: onnx.NodeProto) -> None:
+        self.emit(GlobalAvgPoolOp(self.value(node.input[0]), name=node.name or None), node.output[0])
+
+    def reshape(self, node: onnx.NodeProto) -> None:
+        shape = [int(d) for d in self.const(node.input[1], "Reshape shape").reshape(-1)]
+        if int(_attrs(node).get("allowzero", 0)) and 0 in shape:
+            raise self.fail("Reshape with allowzero=1 and a 0 in the shape is not supported")
+        op = ReshapeOp(self.value(node.input[0]), shape, self.result_type(node.output[0]), name=node.name or None)
+        self.emit(op, node.output[0])
+
+    def flatten(self, node: onnx.NodeProto) -> None:
+        axis = int(_attrs(node).get("axis", 1))
+        self.emit(FlattenOp(self.value(node.input[0]), axis, name=node.name or None), node.output[0])
+
+    def concat(self, node: onnx.NodeProto) -> None:
+        axis = int(_attrs(node)["axis"])
+        op = ConcatOp([self.value(i) for i in node.input], axis, name=node.name or None)
+        self.emit(op, node.output[0])
+
+    def softmax(self, node: onnx.NodeProto) -> None:
+        rank = len(self.shape_of(node.input[0]))
+        axis = int(_attrs(node).get("axis", -1 if self.opset >= 13 else 1))
+        if self.opset < 13 and (axis % rank) != rank - 1:
+            raise self.fail(f"Softmax before opset 13 flattens from axis {axis}; only the last axis is supported")
+        self.emit(SoftmaxOp(self.value(node.input[0]), axis, name=node.name or None), node.output[0])
+
+    def constant(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        if "value" in a:
+            array = numpy_helper.to_array(a["value"])
+        elif "value_float" in a or "value_floats" in a:
+            array = np.asarray(a.get("value_float", a.get("value_floats")), np.float32)
+        elif "value_int" in a or "value_ints" in a:
+            array = np.asarray(a.get("value_int", a.get("value_ints")), np.int64)
+        else:
+            raise self.fail(f"Constant with attribute {', '.join(a)} is not supported (use value)")
+        self.consts[node.output[0]] = array
+
+    def batchnorm(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        if int(a.get("training_mode", 0)):
+            raise self.fail("BatchNormalization in training mode is not supported")
+        self.only_first_output(node)
+        operands = [self.value(name) for name in node.input[:5]]
+        op = BatchNormOp(*operands, epsilon=float(a.get("epsilon", 1e-5)), name=node.name or None)
+        self.emit(op, node.output[0])
+
+    def identity(self, node: onnx.NodeProto) -> None:
+        if node.input[0] in self.consts and node.input[0] not in self.values:
+            self.consts[node.output[0]] = self.consts[node.input[0]]
+            return
+        self.emit(IdentityOp(self.value(node.input[0]), name=node.name or None), node.output[0])
+
+    def dropout(self, node: onnx.NodeProto) -> None:
+        self.only_first_output(node)
+        ratio = self.opt_const(node, 1, "Dropout ratio")
+        ratio = float(_attrs(node).get("ratio", 0.5)) if ratio is None else float(ratio)
+        training = self.opt_const(node, 2, "Dropout training_mode")
+        if training is not None and bool(training):
+            raise self.fail("Dropout in training mode is not supported")
+        self.emit(DropoutOp(self.value(node.input[0]), ratio, name=node.name or None), node.output[0])
+
+    # ------------------------------------------------------------------ quantization
+
+    def quantize_linear(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        if int(a.get("block_size", 0)):
+            raise self.fail("blocked quantization (block_size) is not supported")
+        scale = self.const(node.input[1], "QuantizeLinear scale")
+        zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if zp_name is not None:
+            zp_proto = next((t for t in self.graph.initializer if t.name == zp_name), None)
+            onnx_type = zp_proto.data_type if zp_proto is not None else self._numpy_onnx_type(self.const(zp_name, "zero point"))
+            zp = self.consts[zp_name]
+        else:
+            onnx_type = int(a.get("output_dtype", 0)) or onnx.TensorProto.UINT8
+            zp = None
+        if onnx_type not in ONNX_STORAGE:
+            raise self.fail(f"quantization to {onnx.TensorProto.DataType.Name(onnx_type)} is not supported "
+                            "(int8, uint8, int16, uint16, int4, uint4 are)")
+        bits, signed = ONNX_STORAGE[onnx_type]
+        x = self.value(node.input[0])
+        shape = x.type.get_shape()
+        elem = uniform_type(bits, signed, scale, zp, int(a.get("axis", 1)), len(shape), self._where())
+        self.emit(QuantizeOp(x, TensorType(elem, list(shape)), name=node.name or None), node.output[0])
+
+    def dequantize_linear(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        if int(a.get("block_size", 0)):
+            raise self.fail("blocked quantization (block_size) is not supported")
+        scale = self.const(node.input[1], "DequantizeLinear scale")
+        zp = self.opt_const(node, 2, "DequantizeLinear zero point")
+        axis = int(a.get("axis", 1))
+        source = node.input[0]
+        if source in self.consts and source not in self.values:
+            self._dequantize_constant(node, source, scale, zp, axis)
+            return
+        x = self.value(source)
+        elem = x.type.element_type
+        if not isinstance(elem, (UniformType, UniformPerAxisType)):
+            raise self.fail(f"input '{source}' is not a quantized tensor (type {elem})")
+        rank = len(x.type.get_shape())
+        expected = uniform_type(elem.bits, elem.signed, scale, zp, axis, rank, self._where())
+        if expected != elem:
+            raise self.fail(f"scale/zero point differ from those of its input '{source}' (requantization is not supported)")
+        self.emit(DequantizeOp(x, name=node.name or None), node.output[0])
+
+    def _dequantize_constant(self, node, source: str, scale, zp, axis: int) -> None:
+        proto = next((t for t in self.graph.initializer if t.name == source), None)
+        codes = self.consts[source]
+        onnx_type = proto.data_type if proto is not None else self._numpy_onnx_type(codes)
+        if onnx_type == onnx.TensorProto.INT32:
+            # Quantized biases: fold exactly as DequantizeLinear computes (float32 arithmetic).
+            zp32 = np.zeros((), np.int32) if zp is None else zp
+            bshape = [1] * codes.ndim
+            if np.ndim(scale) == 1 and codes.ndim:
+                bshape[axis % codes.ndim] = -1
+            scale_b = np.asarray(scale, np.float32).reshape(bshape if np.ndim(scale) == 1 else ())
+            zp_b = np.asarray(zp32).reshape(bshape if np.ndim(zp32) == 1 else ())
+            self.consts[node.output[0]] = ((codes.astype(np.int64) - zp_b).astype(np.float32) * scale_b).astype(np.float32)
+            return
+        if onnx_type not in ONNX_STORAGE:
+            raise self.fail(f"dequantizing {onnx.TensorProto.DataType.Name(onnx_type)} weights is not supported")
+        bits, signed = ONNX_STORAGE[onnx_type]
+        elem = uniform_type(bits, signed, scale, zp, axis, codes.ndim, self._where())
+        data = np.asarray(codes).astype(container(bits, signed))
+        weights = self.emit(ConstantOp(data, TensorType(elem, list(codes.shape)), name=source))
+        weights.name_hint = _hint(source)
+        self.emit(DequantizeOp(weights, name=node.name or None), node.output[0])
+
+    def _numpy_onnx_type(self, array: np.ndarray) -> int:
+        return helper.np_dtype_to_tensor_dtype(array.dtype)
+
+    def _where(self) -> str:
+        node = self.node
+        return f"{self.source}: node '{node.name or node.output[0]}' ({node.op_type})" if node else self.source
+
+    def qonnx_quant(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        signed = bool(int(a.get("signed", 1)))
+        narrow = bool(int(a.get("narrow", 0)))
+        mode = a.get("rounding_mode", b"ROUND")
+        mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+        scale = np.asarray(self.const(node.input[1], "Quant scale"), np.float32)
+        zeropt = np.asarray(self.const(node.input[2], "Quant zero point"), np.float32)
+        bitwidth = float(np.asarray(self.const(node.input[3], "Quant bitwidth")).reshape(-1)[0])
+        if bitwidth != int(bitwidth) or int(bitwidth) not in (2, 3, 4, 5, 6, 7, 8, 16):
+            raise self.fail(f"bitwidth {bitwidth:g} is not a legal storage width (2..8 or 16)")
+        if np.any(zeropt != np.round(zeropt)):
+            raise self.fail("the zero point must be integer-valued")
+        bits = int(bitwidth)
+        source = node.input[0]
+        shape = self.shape_of(source)
+        axis, scale_vec, zp_vec = self._qonnx_axis(scale, zeropt, shape)
+        elem = uniform_type(bits, signed, scale_vec, zp_vec.astype(np.int64), axis, len(shape), self._where())
+        if source in self.consts and source not in self.values:
+            codes = _qonnx_codes(self.consts[source], scale, zeropt, bits, signed, narrow, mode, self.fail)
+            data = codes.astype(container(bits, signed))
+            weights = self.emit(ConstantOp(data, TensorType(elem, list(shape)), name=source))
+            weights.name_hint = _hint(source)
+            self.emit(DequantizeOp(weights, name=node.name or None), node.output[0])
+            return
+        if narrow:
+            raise self.fail("narrow-range quantization of activations is not supported (only of constant weights)")
+        if mode != "ROUND":
+            raise self.fail(f"rounding_mode {mode} on activations is not supported (only ROUND, half to even)")
+        quantized = self.emit(QuantizeOp(self.value(source), TensorType(elem, list(shape)), name=node.name or None))
+        self.emit(DequantizeOp(quantized, name=(node.name + "_dq") if node.name else None), node.output[0])
+
+    def _qonnx_axis(self, scale: np.ndarray, zeropt: np.ndarray, shape: tuple[int, ...]):
+        """Per tensor, or per axis when scale (and zero point) vary along exactly one dimension."""
+        if scale.size == 1 and zeropt.size == 1:
+            return 0, scale.reshape(()), zeropt.reshape(())
+        full = np.broadcast_shapes(scale.shape, zeropt.shape)
+        varying = [i for i, d in enumerate(full) if d != 1]
+        if len(varying) != 1 or len(full) > len(shape):
+            raise self.fail(f"scale of shape {list(scale.shape)} is neither per tensor nor per one axis")
+        axis = varying[0] + len(shape) - len(full)
+        size = shape[axis]
+        return (axis, np.broadcast_to(scale, full).reshape(-1)[:size] if scale.size > 1 else np.full(size, scale.item(), np.float32),
+                np.broadcast_to(zeropt, full).reshape(-1)[:size] if zeropt.size > 1 else np.full(size, zeropt.item(), np.float32))
+
+
+def _qonnx_codes(x, scale, zeropt, bits, signed, narrow, mode, fail) -> np.ndarray:
+    if signed:
+        low, high = -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    else:
+        low, high = 0, 2**bits - 1 - int(narrow)
+    rounding = {"ROUND": np.round, "CEIL": np.ceil, "FLOOR": np.floor, "ROUND_TO_ZERO": np.trunc}
+    if mode not in rounding:
+        raise fail(f"rounding_mode {mode} is not supported ({', '.join(rounding)})")
+    scaled = np.asarray(x, np.float32) / scale + zeropt
+    return np.clip(rounding[mode](scaled), low, high).astype(np.int64)
+
+
+CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
+    "Conv": _Importer.conv,
+    "Gemm": _Importer.gemm,
+    "MatMul": _Importer.matmul,
+    "Add": _Importer.add,
+    "Relu": _Importer.relu,
+    "Clip": _Importer.clip,
+    "MaxPool": _Importer.pool,
+    "AveragePool": _Importer.pool,
+    "GlobalAveragePool": _Importer.global_avgpool,
+    "Reshape": _Importer.reshape,
+    "Flatten": _Importer.flatten,
+    "Concat": _Importer.concat,
+    "Softmax": _Importer.softmax,
+    "Constant": _Importer.constant,
+    "BatchNormalization": _Importer.batchnorm,
+    "Identity": _Importer.identity,
+    "Dropout": _Importer.dropout,
+    "QuantizeLinear": _Importer.quantize_linear,
+    "DequantizeLinear": _Importer.dequantize_linear,
+    "Quant": _Importer.qonnx_quant,
+}
+
+
+def supported_ops() -> list[str]:
+    return sorted(op for op in CONVERTERS if op != "Quant") + ["Quant (QONNX)"]

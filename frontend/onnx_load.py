@@ -1,0 +1,135 @@
+"""Read an ONNX model (file or `zoo:` spec), check it, fix its input shapes and infer the rest.
+
+Every failure is a one-line `QuantloopError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from quantloop.errors import QuantloopError
+
+InputShapes = Mapping[str, tuple[int, ...]]
+
+
+def parse_input_shapes(items: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
+    """`["x=1x3x224x224", "y=1x10"]` -> `{"x": (1, 3, 224, 224), "y": (1, 10)}`."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d < 1 for d in shape):
+            raise QuantloopError(f"--input-shape {item!r}: expected NAME=DxDx... with positive integers, e.g. x=1x3x224x224")
+        shapes[name] = shape
+    return shapes
+
+
+def _read_file(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise QuantloopError(f"{path}: no such file")
+    if path.is_dir():
+        raise QuantloopError(f"{path}: is a directory, not an ONNX file")
+    data = path.read_bytes()
+    if not data:
+        raise QuantloopError(f"{path}: the file is empty, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as err:
+        raise QuantloopError(f"{path}: not a valid ONNX file (truncated or another format: {_first_line(err)})") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise QuantloopError(f"{path}: not an ONNX model (no graph nodes found; truncated or another format)")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as err:
+            raise QuantloopError(f"{path}: cannot read its external weight data ({_first_line(err)})") from None
+    return model
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputShapes | None = None) -> onnx.ModelProto:
+    """A checked, shape-inferred ONNX model with static input shapes.
+
+    `spec` is a path, a `zoo:NAME[?options]` spec or a ModelProto (copied, not modified).
+    `input_shapes` fixes symbolic (or any) input dimensions by input name.
+    """
+    if isinstance(spec, onnx.ModelProto):
+        source, model = "<model>", onnx.ModelProto()
+        model.CopyFrom(spec)
+    elif str(spec).startswith("zoo:"):
+        from quantloop.frontend.zoo import load_zoo_model
+
+        source, model = str(spec), load_zoo_model(str(spec))
+    else:
+        source, model = str(spec), _read_file(Path(spec))
+    _check(model, source)
+    _set_input_shapes(model, input_shapes or {}, source)
+    return infer_shapes(model, source)
+
+
+def _check(model: onnx.ModelProto, source: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as err:
+        raise QuantloopError(f"{source}: the ONNX checker rejects the model: {_first_line(err)}") from None
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not also initializers (old exporters list weights as inputs)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) -> None:
+    inputs = {i.name: i for i in graph_inputs(model)}
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise QuantloopError(f"{source}: --input-shape names {', '.join(unknown)}, but the model's inputs are {', '.join(inputs)}")
+    for name, info in inputs.items():
+        tensor = info.type.tensor_type
+        if not info.type.HasField("tensor_type"):
+            raise QuantloopError(f"{source}: input '{name}' is not a tensor")
+        if name in shapes:
+            shape = shapes[name]
+            if tensor.HasField("shape") and len(tensor.shape.dim) not in (0, len(shape)):
+                raise QuantloopError(
+                    f"{source}: input '{name}' has rank {len(tensor.shape.dim)}, --input-shape gives {len(shape)} dims"
+                )
+            for i, (dim, value) in enumerate(zip(tensor.shape.dim, shape)):
+                if dim.HasField("dim_value") and dim.dim_value not in (0, value):
+                    raise QuantloopError(
+                        f"{source}: input '{name}' dimension {i} is {dim.dim_value}, --input-shape gives {value}"
+                    )
+            tensor.ClearField("shape")
+            tensor.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in shape)
+            continue
+        if not tensor.HasField("shape"):
+            raise QuantloopError(f"{source}: input '{name}' has no shape; pass --input-shape {name}=1x3x224x224")
+        for i, dim in enumerate(tensor.shape.dim):
+            if not dim.HasField("dim_value") or dim.dim_value < 1:
+                symbol = dim.dim_param or "?"
+                raise QuantloopError(
+                    f"{source}: input '{name}' has symbolic dimension {i} '{symbol}'; "
+                    f"pass --input-shape {name}=1x3x224x224 (its full static shape)"
+                )
+
+
+def infer_shapes(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """ONNX shape inference, strict and with data propagation (Reshape shapes computed from Shape ops)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as err:
+        raise QuantloopError(f"{source}: ONNX shape inference fails: {_first_line(err)}") from None
