@@ -1,0 +1,239 @@
+"""End to end: zoo model → qnn → calibrated → accel (mapped) → write_artifacts; every artefact checked.
+
+The default run uses reduced-size zoo models and random legal mappings from the cost model (the mapper is
+exercised by its own tests; here the mapping only has to be legal and varied). The slow set compiles
+MobileNetV2 and ResNet-18 at full size with the mapper (accel-map) at w4a8 and w8a8 on Eyeriss and Simba.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import onnx
+import pytest
+
+from quantloop.backend import unpack, unpack_biases
+from quantloop.backend.artifacts import write_artifacts
+from quantloop.backend.schedule import load_schema
+from quantloop.cli import main
+from quantloop.costmodel.model import evaluate, evaluate_batch
+from quantloop.costmodel.random_mappings import random_mappings
+from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
+from quantloop.ir.accel import MappingAttr, layers
+from quantloop.targets.registry import load_target
+
+SMALL = "zoo:mobilenet_v2?width=0.25&resolution=32&num_classes=10"
+
+
+def qnn_module(spec: str, bits: str, scheme: str = "int"):
+    """The calibrated qnn module of a zoo model (seeded random calibration inputs)."""
+    from quantloop.frontend.onnx_import import import_onnx
+    from quantloop.frontend.zoo.registry import load_zoo_model
+    from quantloop.ir.qnn import make_context
+    from quantloop.passes.assign_bits import AssignBitsPass
+    from quantloop.passes.calibrate import CalibratePass
+    from quantloop.passes.canonicalize import CanonicalizePass
+
+    module = import_onnx(load_zoo_model(spec))
+    ctx = make_context()
+    CanonicalizePass().apply(ctx, module)
+    AssignBitsPass(bits=bits).apply(ctx, module)
+    CalibratePass(scheme=scheme).apply(ctx, module)
+    return module
+
+
+def attach_random_mappings(module, arch, seed: int = 0) -> None:
+    """A random legal mapping (fan-outs, constraints, capacity) with its cost on every accel.layer."""
+    from quantloop.passes.accel_map import cost_attr
+
+    names = [lvl.name for lvl in arch.levels]
+    for i, op in enumerate(layers(module)):
+        problem, bits = op.problem.to_costmodel(op.label), op.bits.to_costmodel()
+        candidates = random_mappings(arch, problem, 64, rng=seed + i)
+        ok = np.flatnonzero(evaluate_batch(arch, problem, candidates, bits).capacity_ok)
+        assert ok.size, f"no random mapping of {op.label} fits {arch.name}"
+        mapping = candidates.mapping(int(ok[0]))
+        op.properties["mapping"] = MappingAttr.from_costmodel(mapping, names)
+        op.properties["cost"] = cost_attr(evaluate(arch, problem, mapping, bits), optimal=False, mappings_considered=1)
+
+
+def accel_module(qnn, target: str, mapper: str = "random"):
+    from quantloop.ir.qnn import make_context
+    from quantloop.passes.accel_lower import AccelLowerPass
+    from quantloop.passes.accel_map import AccelMapPass
+
+    module = qnn.clone()
+    ctx = make_context()
+    AccelLowerPass(target=target).apply(ctx, module)
+    if mapper == "random":
+        attach_random_mappings(module, load_target(target))
+    else:
+        AccelMapPass().apply(ctx, module)
+    module.verify()
+    return module
+
+
+def compile_artifacts(out: Path, spec: str, bits: str, target: str, scheme: str = "int", mapper: str = "random"):
+    qnn = qnn_module(spec, bits, scheme)
+    accel = accel_module(qnn, target, mapper)
+    paths = write_artifacts(out, qnn_module=qnn, accel_module=accel, target=target,
+                            command_line=f"quantloop compile {spec} --target {target} --bits {bits}")
+    return qnn, accel, paths
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+def _weight_initializers(model: onnx.ModelProto, names: list[str]) -> dict[str, str]:
+    """Layer name → name of the float initializer its Conv / Gemm / MatMul node reads as weights."""
+    inits = {t.name for t in model.graph.initializer}
+    by_node = {n.name: n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    out = {}
+    for name in names:
+        node = by_node[name]
+        assert node.input[1] in inits, f"layer {name}: weights {node.input[1]} are not an initializer"
+        out[name] = node.input[1]
+    return out
+
+
+def check_unpacked_weights_reproduce_the_fake_quant_model(out: Path, n_inputs: int = 2) -> None:
+    """unpack(dequantize=True) equals the fake-quant model's weights bit for bit, and a model holding the
+    unpacked weights gives exactly the outputs of model.quant.onnx in onnxruntime."""
+    model = onnx.load(out / "model.quant.onnx")
+    floats = unpack(out, dequantize=True)
+    mapping = _weight_initializers(model, list(floats))
+    inits = {t.name: t for t in model.graph.initializer}
+    swapped = onnx.ModelProto()
+    swapped.CopyFrom(model)
+    for layer, init in mapping.items():
+        expected = onnx.numpy_helper.to_array(inits[init])
+        assert floats[layer].shape == expected.shape, layer
+        assert np.array_equal(floats[layer], expected), f"layer {layer}: unpacked weights differ from the model's"
+        index = [t.name for t in swapped.graph.initializer].index(init)
+        swapped.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(floats[layer], init))
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+    for _ in range(n_inputs):
+        x = rng.standard_normal(shape).astype(np.float32)
+        for a, b in zip(_run(model, x), _run(swapped, x)):
+            assert np.array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "out"
+    qnn, accel, paths = compile_artifacts(out, SMALL, "w4a8", "eyeriss")
+    return out, qnn, accel, paths
+
+
+def test_every_artefact_is_written(small_build):
+    out, _, accel, paths = small_build
+    expected = {"schedule.json", "schedule.txt", "timeloop", "weights.bin", "weights.json", "model.quant.onnx",
+                "report.json", "energy_by_level.png", "energy_by_dataspace.png"}
+    assert {p.name for p in out.iterdir()} == expected
+    for kind, path in paths.items():
+        assert path.exists() and out in (path, *path.parents), kind
+    assert len(list((out / "timeloop").iterdir())) == len(layers(accel))
+    assert [p.name for p in out.parent.iterdir()] == ["out"]
+
+
+def test_schedule_json_validates_and_names_target_and_command(small_build):
+    out, _, accel, _ = small_build
+    schedule = json.loads((out / "schedule.json").read_text())
+    jsonschema.Draft202012Validator(load_schema()).validate(schedule)
+    arch = load_target("eyeriss")
+    assert schedule["target"]["name"] == "eyeriss" and schedule["target"]["content_hash"] == arch.content_hash
+    assert schedule["command_line"].startswith("quantloop compile zoo:mobilenet_v2")
+    assert [layer["name"] for layer in schedule["layers"]] == [op.label for op in layers(accel)]
+    for entry, op in zip(schedule["layers"], layers(accel)):
+        assert entry["cost"]["energy_pj"] == op.cost.data.energy_pj
+        assert entry["bits"]["Weights"]["bits"] == 4 and entry["bits"]["Inputs"]["bits"] == 8
+    assert {h["op"] for h in schedule["host_ops"]} >= {"qnn.add", "qnn.global_avgpool"}
+
+
+def test_timeloop_files_re_evaluate_with_quantloop_cost(small_build, capsys):
+    out, _, _, _ = small_build
+    schedule = json.loads((out / "schedule.json").read_text())
+    arch = load_target("eyeriss")
+    for entry in schedule["layers"][:4]:
+        folder = out / entry["timeloop"]
+        assert main(["cost", "--target", "eyeriss", "--problem", str(folder / "problem.yaml"),
+                     "--mapping", str(folder / "map.yaml"), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["total_energy_pj"] == entry["cost"]["energy_pj"], entry["name"]
+        assert result["cycles"] == entry["cost"]["cycles"]
+        mapping = read_mapping(folder / "map.yaml", arch)
+        assert [lvl["temporal"] for lvl in entry["mapping"]] == [[list(t) for t in lm.temporal] for lm in mapping.levels]
+        problem, bits = read_problem(folder / "problem.yaml")
+        assert problem.macs == entry["cost"]["macs"]
+
+
+def test_weights_follow_the_dram_loops_and_unpack_exactly(small_build):
+    out, _, accel, _ = small_build
+    manifest = json.loads((out / "weights.json").read_text())
+    by_name = {op.label: op for op in layers(accel)}
+    assert [e["name"] for e in manifest["layers"]] == list(by_name)
+    for entry in manifest["layers"]:
+        op = by_name[entry["name"]]
+        dram = op.mapping.to_costmodel().levels[0].temporal
+        assert entry["loop_nest"] == [[d, f] for d, f in dram]
+        assert entry["tile_order"] == [[d, f] for d, f in dram if d in "GCMRS"]
+        assert entry["word_bits"] == load_target("eyeriss").levels[0].word_bits
+        assert entry["bits"] == 4 and entry["signed"]
+    codes = unpack(out)
+    for name, array in codes.items():
+        assert array.dtype == np.int32 and array.min() >= -7 and array.max() <= 7
+        assert list(array.shape) == list(by_name[name].weight.type.get_shape())
+    assert set(unpack_biases(out)) == {op.label for op in by_name.values() if op.bias is not None}
+
+
+def test_unpacked_weights_reproduce_model_quant_onnx(small_build):
+    check_unpacked_weights_reproduce_the_fake_quant_model(small_build[0])
+
+
+def test_report_json_totals_and_quantloop_report(small_build, capsys):
+    out, _, accel, _ = small_build
+    report = json.loads((out / "report.json").read_text())
+    total, rows = report["total"], report["layers"]
+    assert total["energy_pj"] == pytest.approx(sum(r["energy_pj"] for r in rows), rel=1e-12)
+    assert total["cycles"] == sum(r["cycles"] for r in rows)
+    assert total["weight_bytes"] == sum(r["weight_bytes"] for r in rows) == (out / "weights.bin").stat().st_size
+    assert {r["name"] for r in rows} == {op.label for op in layers(accel)}
+    assert all({"name", "energy_pj", "cycles", "bits"} <= set(r) for r in rows)
+    assert report["host_ops"]
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Network totals" in printed and str(out / "energy_by_level.png") in printed
+    assert rows[0]["name"] in printed
+
+
+@pytest.mark.parametrize("bits,scheme,target", [("w8a8", "int", "simba"), ("w3a4", "int", "eyeriss"),
+                                                ("w4a8", "pot", "eyeriss"), ("w6a8", "pot2", "simba")])
+def test_other_bits_schemes_and_targets_round_trip(tmp_path, bits, scheme, target):
+    spec = "zoo:resnet18?width=0.125&resolution=32&num_classes=10"
+    compile_artifacts(tmp_path / "out", spec, bits, target, scheme)
+    manifest = json.loads((tmp_path / "out" / "weights.json").read_text())
+    assert {e["scheme"] for e in manifest["layers"]} == {scheme}
+    check_unpacked_weights_reproduce_the_fake_quant_model(tmp_path / "out", n_inputs=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize("bits", ["w4a8", "w8a8"])
+@pytest.mark.parametrize("target", ["eyeriss", "simba"])
+def test_full_size_models_unpack_to_the_fake_quant_outputs(tmp_path, model, bits, target):
+    compile_artifacts(tmp_path / "out", f"zoo:{model}", bits, target, mapper=os.environ.get("QUANTLOOP_TEST_MAPPER", "mapper"))
+    check_unpacked_weights_reproduce_the_fake_quant_model(tmp_path / "out", n_inputs=1)
+    schedule = json.loads((tmp_path / "out" / "schedule.json").read_text())
+    jsonschema.Draft202012Validator(load_schema()).validate(schedule)
