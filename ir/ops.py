@@ -261,7 +261,10 @@ class Conv2dOp(IRDLOperation, _FusedActivation):
             },
         )
 
-    create_conv = classmethod(lambda cls, *args, **kwargs: cls(*args, **kwargs))
+    @classmethod
+    def create_conv(cls, *args, **kwargs) -> Conv2dOp:
+        """Same as the constructor (kept for callers that prefer a named factory)."""
+        return cls(*args, **kwargs)
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -310,7 +313,12 @@ class Conv2dOp(IRDLOperation, _FusedActivation):
         p = conv_output_size(h, r, strides[0], pads[0], pads[2], dilations[0])
         q = conv_output_size(w, s, strides[1], pads[1], pads[3], dilations[1])
         if p < 1 or q < 1:
-            _fail(self, f"the {r}x{s} kernel does not fit the padded {h}x{w} input")
+            span = f" (dilated to {(r - 1) * dilations[0] + 1}x{(s - 1) * dilations[1] + 1})" if dilations != (1, 1) else ""
+            _fail(
+                self,
+                f"the {r}x{s} kernel{span} does not fit the {h + pads[0] + pads[2]}x{w + pads[1] + pads[3]} "
+                f"padded input",
+            )
         _check_result_shape(self, [n, m, p, q])
 
 
