@@ -195,3 +195,23 @@ def test_batched_matmul_puts_the_batch_in_g():
     (layer,) = layers(module)
     assert layer.problem.data == ProblemShape(N=3, G=2, C=4, M=5)
     assert isinstance(layer, LayerOp)
+
+
+@pytest.mark.parametrize("spec", ["zoo:mobilenet_v2?resolution=96", "zoo:resnet18?resolution=64"])
+def test_zoo_model_lowers_to_the_problems_the_mapper_derives_from_onnx(spec):
+    """Two independent derivations (IR lowering vs ONNX node attributes) must agree layer by layer."""
+    from quantloop.frontend.onnx_import import import_onnx
+    from quantloop.frontend.onnx_load import load_model
+    from quantloop.ir.accel import ProblemAttr
+    from quantloop.mapper.layers_from_onnx import problems_from_onnx
+
+    model = load_model(spec)
+    module = import_onnx(model)
+    run_pipeline(module, "qnn-canonicalize,qnn-assign-bits{bits=w4a4},accel-lower{target=eyeriss}", make_context())
+    lowered = [(layer.label, layer.problem) for layer in layers(module)]
+    expected = [(name, ProblemAttr.from_costmodel(problem)) for name, problem in problems_from_onnx(model)]
+    assert [p for _, p in lowered] == [p for _, p in expected]
+    assert [n for n, _ in lowered] == [n for n, _ in expected]
+    depthwise = [layer for layer in layers(module) if layer.kind.data == "depthwise"]
+    assert bool(depthwise) == ("mobilenet" in spec)
+    assert all(op.name not in ("qnn.batchnorm",) for op in host_ops(module))
