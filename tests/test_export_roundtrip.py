@@ -1,0 +1,231 @@
+"""import -> qnn-canonicalize -> export_onnx gives the original model's outputs in onnxruntime."""
+
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from xdsl.rewriter import Rewriter
+
+from quantloop.errors import QuantloopError
+from quantloop.frontend import export_onnx, import_onnx
+from quantloop.frontend.zoo import load_zoo_model
+from quantloop.ir import (
+    BatchNormOp,
+    ConstantOp,
+    DropoutOp,
+    IdentityOp,
+    IntType,
+    QuantizeOp,
+    UniformPerAxisType,
+    UniformType,
+    make_context,
+    parse_module,
+    print_module,
+    with_element,
+)
+from quantloop.passes.canonicalize import CanonicalizePass
+
+SMALL = {
+    "mobilenet_v1": "zoo:mobilenet_v1?width=0.25&resolution=64&num_classes=10",
+    "mobilenet_v2": "zoo:mobilenet_v2?width=0.35&resolution=64&num_classes=10",
+    "resnet18": "zoo:resnet18?width=0.25&resolution=64&num_classes=10",
+    "vgg16": "zoo:vgg16?width=0.0625&num_classes=10",
+}
+OPTIMIZATION_LEVELS = [ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL]
+
+
+def run(model: onnx.ModelProto, x: np.ndarray, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def input_shape(model: onnx.ModelProto) -> list[int]:
+    return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+
+
+def canonical(model):
+    module = import_onnx(model)
+    CanonicalizePass().apply(make_context(), module)
+    module.verify()
+    return module
+
+
+def roundtrip(model):
+    exported = export_onnx(canonical(model))
+    onnx.checker.check_model(exported, full_check=True)
+    return exported
+
+
+def random_inputs(model, count=2):
+    shape = input_shape(model)
+    return [np.random.default_rng(100 + i).standard_normal(shape).astype(np.float32) for i in range(count)]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_float_zoo_models_roundtrip(name):
+    model = load_zoo_model(SMALL[name])
+    exported = roundtrip(model)
+    for x in random_inputs(model):
+        expected = run(model, x)
+        assert np.abs(run(exported, x) - expected).max() <= 1e-4
+        assert np.abs(expected).max() > 0.5  # the bar is meaningful: outputs are not tiny
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 21])
+def test_roundtrip_across_opsets(opset):
+    model = load_zoo_model(f"zoo:mobilenet_v2?width=0.35&resolution=32&num_classes=10&opset={opset}")
+    exported = roundtrip(model)
+    (x,) = random_inputs(model, 1)
+    assert np.abs(run(exported, x) - run(model, x)).max() <= 1e-4
+
+
+def test_mobilenet_v2_default_size_roundtrip():
+    model = load_zoo_model("zoo:mobilenet_v2")
+    module = canonical(model)
+    ops = list(module.walk())
+    assert not any(isinstance(op, (BatchNormOp, IdentityOp, DropoutOp)) for op in ops)
+    exported = export_onnx(module)
+    for x in random_inputs(model):
+        expected = run(model, x)
+        assert np.abs(run(exported, x) - expected).max() <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v1"])
+def test_default_size_roundtrip(name):
+    model = load_zoo_model(f"zoo:{name}")
+    exported = roundtrip(model)
+    (x,) = random_inputs(model, 1)
+    assert np.abs(run(exported, x) - run(model, x)).max() <= 1e-4
+
+
+def test_printed_and_parsed_ir_exports_the_same_model():
+    model = load_zoo_model(SMALL["mobilenet_v2"])
+    text = print_module(canonical(model), elide_weights_over=None)
+    exported = export_onnx(parse_module(text, "roundtrip.mlir"))
+    (x,) = random_inputs(model, 1)
+    assert np.abs(run(exported, x) - run(model, x)).max() <= 1e-4
+
+
+# ---------------------------------------------------------------------- QDQ
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, shape, count=3):
+        self.items = iter([{"input": np.random.default_rng(i).standard_normal(shape).astype(np.float32)}
+                           for i in range(count)])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize(model: onnx.ModelProto, tmp_path, per_channel: bool, weight_type=QuantType.QInt8,
+             activation_type=QuantType.QUInt8) -> onnx.ModelProto:
+    src, dst = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(model, str(src))
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing
+    quantize_static(str(src), str(dst), _Reader(input_shape(model)), quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel, weight_type=weight_type, activation_type=activation_type)
+    return onnx.load(str(dst))
+
+
+def assert_exact(qdq: onnx.ModelProto, exported: onnx.ModelProto) -> None:
+    for x in random_inputs(qdq):
+        for level in OPTIMIZATION_LEVELS:
+            assert np.array_equal(run(exported, x, level), run(qdq, x, level))
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
+def test_qdq_of_bn_folded_mobilenet_v2_is_exact(tmp_path, per_channel):
+    folded = export_onnx(canonical(load_zoo_model(SMALL["mobilenet_v2"])))
+    qdq = quantize(folded, tmp_path, per_channel)
+    module = canonical(qdq)
+    weight_type = UniformPerAxisType if per_channel else UniformType
+    weights = [op for op in module.walk() if isinstance(op, ConstantOp) and len(op.output.type.get_shape()) == 4]
+    assert weights and all(isinstance(op.output.type.element_type, weight_type) for op in weights)
+    assert all(op.array.dtype == np.int8 and op.output.type.element_type.bits == 8 for op in weights)
+    activations = [op.output.type.element_type for op in module.walk() if isinstance(op, QuantizeOp)]
+    assert activations and all(isinstance(t, UniformType) and (t.bits, t.signed) == (8, False) for t in activations)
+    assert_exact(qdq, export_onnx(module))
+
+
+def test_qdq_of_raw_zoo_model_keeps_quantized_batchnorm_exact(tmp_path):
+    qdq = quantize(load_zoo_model(SMALL["mobilenet_v2"]), tmp_path, per_channel=True)
+    module = canonical(qdq)
+    # The BN parameters are themselves dequantized values here, so BN cannot fold and must survive.
+    assert any(isinstance(op, BatchNormOp) for op in module.walk())
+    assert_exact(qdq, export_onnx(module))
+
+
+def test_qdq_int4_weights_are_exact(tmp_path):
+    folded = export_onnx(canonical(load_zoo_model(SMALL["resnet18"])))
+    qdq = quantize(folded, tmp_path, per_channel=True, weight_type=QuantType.QInt4)
+    module = canonical(qdq)
+    bits = {op.output.type.element_type.bits for op in module.walk()
+            if isinstance(op, ConstantOp) and hasattr(op.output.type.element_type, "bits")}
+    assert bits == {4}
+    exported = export_onnx(module)
+    assert any(t.data_type == onnx.TensorProto.INT4 for t in exported.graph.initializer)
+    assert_exact(qdq, exported)
+
+
+@pytest.mark.slow
+def test_qdq_mobilenet_v2_default_size_is_exact(tmp_path):
+    folded = export_onnx(canonical(load_zoo_model("zoo:mobilenet_v2")))
+    qdq = quantize(folded, tmp_path, per_channel=True)
+    assert_exact(qdq, export_onnx(canonical(qdq)))
+
+
+# ---------------------------------------------------------------------- types without ONNX spelling
+
+
+def test_uncalibrated_int_types_export_as_float():
+    model = load_zoo_model(SMALL["resnet18"])
+    module = canonical(model)
+    reference = export_onnx(module)
+    for op in list(module.walk()):
+        if isinstance(op, ConstantOp):
+            Rewriter.replace_value_with_new_type(op.output, with_element(op.output.type, IntType(4, True)))
+    exported = export_onnx(module)
+    assert all(t.data_type == onnx.TensorProto.FLOAT for t in exported.graph.initializer if len(t.dims) == 4)
+    (x,) = random_inputs(model, 1)
+    assert np.array_equal(run(exported, x), run(reference, x))
+
+
+def test_widths_without_an_onnx_type_are_refused():
+    text = """
+builtin.module {
+  func.func @main(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+    %q = "qnn.quantize"(%x) <{name = "q6"}> : (tensor<1x4xf32>) -> tensor<1x4x!qnn.uniform<u6:f32, 0.5:0>>
+    %d = "qnn.dequantize"(%q) : (tensor<1x4x!qnn.uniform<u6:f32, 0.5:0>>) -> tensor<1x4xf32>
+    func.return %d : tensor<1x4xf32>
+  }
+}
+"""
+    with pytest.raises(QuantloopError, match=r"qnn.quantize 'q6' has 6-bit values.*fake-quant"):
+        export_onnx(parse_module(text))
+
+
+def test_quantize_dequantize_text_exports_exact_qdq():
+    text = """
+builtin.module {
+  func.func @main(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+    %q = "qnn.quantize"(%x) : (tensor<1x4xf32>) -> tensor<1x4x!qnn.uniform<i8:f32, 0.25:3>>
+    %d = "qnn.dequantize"(%q) : (tensor<1x4x!qnn.uniform<i8:f32, 0.25:3>>) -> tensor<1x4xf32>
+    func.return %d : tensor<1x4xf32>
+  }
+}
+"""
+    exported = export_onnx(parse_module(text))
+    x = np.array([[-40.0, -0.3, 0.13, 100.0]], np.float32)
+    expected = (np.clip(np.round(x / 0.25) + 3, -128, 127) - 3) * 0.25
+    assert np.array_equal(run(exported, x), expected.astype(np.float32))
+    kinds = [n.op_type for n in exported.graph.node]
+    assert kinds == ["QuantizeLinear", "DequantizeLinear"]
+    zero_point = next(t for t in exported.graph.initializer if t.data_type == onnx.TensorProto.INT8)
+    assert onnx.numpy_helper.to_array(zero_point) == 3
