@@ -8,7 +8,6 @@ types, ops, the dialect object, a context, and text printing / parsing.
 from __future__ import annotations
 
 import io
-import re
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import Builtin, ModuleOp
@@ -163,20 +162,15 @@ def _first_line(err: Exception) -> str:
 
 
 def verify_module(module: ModuleOp, source_name: str = "<module>") -> None:
-    """Verify every op; a failure becomes a one-line `QuantloopError` with the op's message."""
-    try:
-        module.verify()
-    except VerifyException as err:
-        raise QuantloopError(f"{source_name}: {_verify_message(err)}") from err
-
-
-def _verify_message(err: VerifyException) -> str:
-    """xDSL appends the offending IR to verifier messages; keep the sentence."""
-    text = str(err)
-    for line in text.splitlines():
-        if re.search(r"qnn\.|!qnn|#qnn|expected|must|does not", line):
-            return line.strip()
-    return _first_line(err)
+    """Verify every op; the first failure becomes a one-line `QuantloopError` naming the op."""
+    for op in module.walk():
+        try:
+            op.verify(verify_nested_ops=False)
+        except VerifyException as err:
+            message = _first_line(err).removeprefix("Operation does not verify: ")
+            if not message.startswith(op.name):
+                message = f"{op_label(op)}: {message}"
+            raise QuantloopError(f"{source_name}: {message}") from err
 
 
 __all__ = [

@@ -425,3 +425,9 @@ def test_dense_text_errors():
         with pytest.raises(QuantloopError, match=needle):
             parse_module(variant)
     assert base
+
+
+def test_constraint_failures_name_the_op():
+    text = print_module(build_relu()[0]).replace('name = "relu"', "name = 3 : i32")
+    with pytest.raises(QuantloopError, match=r"^m: qnn.relu: 3 : i32 should be of base attribute string$"):
+        parse_module(text, source_name="m")
