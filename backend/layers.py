@@ -15,7 +15,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
-from quantloop.backend.weights import QuantizedWeights, WeightLayer, quantize_bias
+from quantloop.backend.weights import QuantizedWeights, WeightLayer, quantize_bias, uniform_codes
 from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.model import CostResult, evaluate
 from quantloop.costmodel.problem import DATASPACE_DIMS, DATASPACES, DIMS, Bits, Problem
@@ -120,9 +120,7 @@ def quantized_constant(array: np.ndarray, elem, bits_info: OperandInfo, layer: s
     if np.issubdtype(array.dtype, np.integer):
         codes = array.astype(np.int32)
     else:
-        s = scales.reshape(()) if axis is None else scales
-        z = zps.reshape(()) if axis is None else zps
-        codes = q.quantize(array, s, z, elem.bits, elem.signed, axis=axis, narrow_range=narrow)
+        codes = uniform_codes(array, scales, zps, elem.bits, elem.signed, axis, narrow)
     return QuantizedWeights(codes, elem.bits, "int", elem.signed, scales, zps, axis, narrow)
 
 

@@ -19,6 +19,7 @@ from quantloop.backend.weights import (
     quantize_bias,
     unpack,
     unpack_biases,
+    uniform_codes,
     unpack_tiles,
     write_weights,
 )
@@ -194,3 +195,25 @@ def test_codes_outside_the_declared_range_are_refused(tmp_path):
 
 def test_packing_module_agrees_on_the_word_count():
     assert packing.packed_size_words(100, 3, 8) == 50
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(BITS),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([None, 0, 1]),
+    st.integers(0, 2**32 - 1),
+)
+def test_fast_uniform_codes_equal_the_reference_quantize(bits, signed, narrow, axis, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((5, 4, 3)) * rng.uniform(0.01, 100)).astype(np.float32)
+    n = 1 if axis is None else x.shape[axis]
+    scales = rng.uniform(1e-3, 1.0, n).astype(np.float32)
+    lo, hi = q.qrange(bits, signed, narrow)
+    zps = rng.integers(lo, hi + 1, n) if rng.random() < 0.5 else np.zeros(n, np.int64)
+    s, z = (scales[0], zps[0]) if axis is None else (scales, zps)
+    expected = q.quantize(x, s, z, bits, signed, axis=axis, narrow_range=narrow)
+    got = uniform_codes(x, scales, zps, bits, signed, axis, narrow)
+    assert np.array_equal(got.astype(np.int32), expected)
+    assert got.dtype.itemsize <= 4
