@@ -71,6 +71,12 @@ def run_pipeline(
         passes = parse_pipeline(passes)
     out = sys.stdout if out is None else out
     wanted = set(print_ir_after)
+    known = set(available_passes()) | {p.name for p in passes}
+    unknown = wanted - known
+    if unknown:
+        raise QuantloopError(
+            f"print-ir-after: unknown pass {', '.join(sorted(unknown))} (known passes: {', '.join(sorted(known))})"
+        )
     if dump_dir is not None:
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
