@@ -56,7 +56,9 @@ class Weights:
         return (
             self.array.dtype == other.array.dtype
             and self.array.size == other.array.size
-            and np.array_equal(self.array.reshape(-1), other.array.reshape(-1))
+            and np.array_equal(
+                self.array.reshape(-1), other.array.reshape(-1), equal_nan=self.array.dtype.kind == "f"
+            )
         )
 
     def __hash__(self) -> int:

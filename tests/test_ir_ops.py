@@ -305,6 +305,10 @@ def test_dense_weights_text_is_little_endian_hex():
     assert '#qnn.dense<"0x01fe" : i8>' in text
     assert DenseWeightsAttr(np.zeros(3, np.float32)) == DenseWeightsAttr(np.zeros(3, np.float32))
     assert DenseWeightsAttr(np.zeros(3, np.float32)) != DenseWeightsAttr(np.ones(3, np.float32))
+    assert DenseWeightsAttr(np.zeros(3, np.float32)) != DenseWeightsAttr(np.zeros(3, np.float64))
+    nan = DenseWeightsAttr(np.array([np.nan, 1.0], np.float32))
+    assert nan == DenseWeightsAttr(np.array([np.nan, 1.0], np.float32))
+    assert DenseWeightsAttr.elided_attr() == DenseWeightsAttr(None) != nan
 
 
 # ----------------------------------------------------------------------------- verifier failures
