@@ -191,11 +191,12 @@ def mapping_from_list(arch: Arch, entries: list, source: str = "mapping") -> Map
             perm = _parse_permutation(e.get("permutation", ""), where)
             perm += [d for d in DIMS if d not in perm]
             split = int(e.get("split", len(perm)))
-            for pos, d in enumerate(perm):
-                f = factors.get(d, 1)
-                if f > 1:
-                    table = sx[idx] if pos < split else sy[idx]
-                    table[d] = table.get(d, 1) * f
+            # permutation is innermost first; keep our loops outer → inner
+            for table, dims in ((sx[idx], perm[:split]), (sy[idx], perm[split:])):
+                for d in reversed(dims):
+                    f = factors.get(d, 1)
+                    if f > 1:
+                        table[d] = table.get(d, 1) * f
         else:
             raise QuantloopError(f"{where}: unknown type {kind!r} (expected temporal, spatial, datatype or bypass)")
     levels = []
@@ -214,28 +215,47 @@ def _factor_string(factors: dict[str, int]) -> str:
 
 
 def _split_axis(loops: tuple, stages: list[int]) -> list[dict[str, int]]:
-    """Distribute (dim, factor) loops of one axis over stages with the given fan-outs."""
+    """Distribute (dim, factor) loops of one axis over stages with the given fan-outs: a whole
+    factor goes to the first stage with room for it, else its prime factors are spread."""
     out = [dict() for _ in stages]
-    room = list(stages)
+    used = [1] * len(stages)
+
+    def place(d: str, f: int) -> bool:
+        for i, limit in enumerate(stages):
+            if used[i] * f <= limit:
+                out[i][d] = out[i].get(d, 1) * f
+                used[i] *= f
+                return True
+        return False
+
     for d, f in loops:
-        remaining = f
-        for i in range(len(stages)):
-            if remaining == 1:
-                break
-            g = _gcd(remaining, room[i])
-            if g > 1:
-                out[i][d] = out[i].get(d, 1) * g
-                room[i] //= g
-                remaining //= g
-        if remaining > 1:  # does not fit the stages: keep it on the last stage (the check reports it)
-            out[-1][d] = out[-1].get(d, 1) * remaining
+        if place(d, f):
+            continue
+        for p in _prime_factors(f):
+            if not place(d, p):  # does not fit the stages: keep it on the last one (the checks report it)
+                out[-1][d] = out[-1].get(d, 1) * p
+                used[-1] *= p
     return out
 
 
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
+def _prime_factors(n: int) -> list[int]:
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
+def _stage_split(lvl, lm) -> list[tuple[str, dict[str, int], dict[str, int]]]:
+    """(Timeloop level name, X loops, Y loops) for a level's fan-out, outer stage first."""
+    stages = list(lvl.spatial_stages)
+    if not stages:
+        return [(lvl.name, dict(lm.spatial_x), dict(lm.spatial_y))]
+    xs = _split_axis(lm.spatial_x, [s.fanout_x for s in stages])
+    ys = _split_axis(lm.spatial_y, [s.fanout_y for s in stages])
+    return [(s.name, x, y) for s, x, y in zip(stages, xs, ys)]
 
 
 def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
@@ -251,15 +271,14 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
             "bypass": [ds for ds in DATASPACES if ds not in lm.keep],
         })
     for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
-        stages = list(lvl.spatial_stages)
-        if stages:
-            xs = _split_axis(lm.spatial_x, [s.fanout_x for s in stages])
-            ys = _split_axis(lm.spatial_y, [s.fanout_y for s in stages])
-            spatial = [(s.name, x, y) for s, x, y in zip(stages, xs, ys)]
-        else:
-            spatial = [(lvl.name, dict(lm.spatial_x), dict(lm.spatial_y))]
+        spatial = _stage_split(lvl, lm)
         for name, x, y in reversed(spatial):
-            perm = list(x) + list(y)
+            both = sorted(set(x) & set(y))
+            if both:
+                raise QuantloopError(
+                    f"mapping: level {name} unrolls {', '.join(both)} on both X and Y, which one Timeloop spatial entry cannot express"
+                )
+            perm = list(reversed(list(x))) + list(reversed(list(y)))
             perm += [d for d in _TIMELOOP_DIM_ORDER if d not in perm]
             loops.append({"target": name, "type": "spatial", "factors": _factor_string({**x, **y}),
                           "permutation": "".join(perm), "split": len(x)})
@@ -298,15 +317,15 @@ def format_map_txt(arch: Arch, mapping: Mapping, problem: Problem | None = None)
         for d, f in lm.temporal:
             lines.append("|" + "  " * depth + f" for {d} in [0:{f})")
             depth += 1
-        if lm.spatial_x or lm.spatial_y:
+        for name, x, y in _stage_split(lvl, lm):
+            if not x and not y and name == lvl.name:
+                continue
             lines.append("")
-            header(f"{lvl.name} fan-out", [])
-            for d, f in lm.spatial_x:
-                lines.append("|" + "  " * depth + f" for {d} in [0:{f}) (Spatial-X)")
-                depth += 1
-            for d, f in lm.spatial_y:
-                lines.append("|" + "  " * depth + f" for {d} in [0:{f}) (Spatial-Y)")
-                depth += 1
+            header(name, [])
+            for axis, loops in (("Y", y), ("X", x)):
+                for d, f in loops.items():
+                    lines.append("|" + "  " * depth + f" for {d} in [0:{f}) (Spatial-{axis})")
+                    depth += 1
         lines.append("")
     lines.append("|" + "  " * depth + " << Compute >>")
     return "\n".join(lines) + "\n"
