@@ -1,0 +1,140 @@
+"""Hardware objectives of a candidate: energy (or EDP) through the mapper, packed weight memory.
+
+Energy is Σ over layers of the mapper's best cost at the layer's (weight, input, output) bits.
+Every distinct (problem, bits, scheme) is mapped once per search (memoised here, and through the
+on-disk mapper cache across searches); the keys a generation needs are mapped together, in
+parallel with `workers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from quantloop.costmodel.problem import Bits, Problem
+from quantloop.errors import QuantloopError
+
+LayerKey = tuple[Problem, Bits]
+
+
+@dataclass
+class MapperStats:
+    lookups: int = 0
+    cache_hits: int = 0
+    mapped: int = 0
+    seconds: float = 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cache_hits / self.lookups if self.lookups else 0.0
+
+
+class EnergyModel:
+    """Per-layer best mappings at any bits, memoised; network totals of a candidate."""
+
+    def __init__(
+        self,
+        problems: Sequence[Problem],
+        names: Sequence[str],
+        arch,
+        objective: str = "energy",
+        *,
+        workers: int = 1,
+        cache=None,
+        seed: int = 0,
+    ) -> None:
+        self.problems = [p.with_dims(name="") for p in problems]
+        self.names = list(names)
+        self.arch = arch
+        self.objective = objective
+        self.workers = workers
+        self.cache = cache
+        self.seed = seed
+        self.results: dict[LayerKey, object] = {}
+        self.stats = MapperStats()
+
+    def keys(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list[LayerKey]:
+        return [
+            (problem, Bits(weights=w, inputs=i, outputs=o, scheme=scheme))
+            for problem, (w, i, o) in zip(self.problems, layer_bits)
+        ]
+
+    def ensure(self, candidates: Iterable[tuple[Sequence[tuple[int, int, int]], str]]) -> None:
+        """Map every (problem, bits) the candidates need that is not known yet, in one parallel batch."""
+        from quantloop.mapper import map_layers
+
+        todo: dict[LayerKey, str] = {}
+        for layer_bits, scheme in candidates:
+            for name, key in zip(self.names, self.keys(layer_bits, scheme)):
+                if key not in self.results and key not in todo:
+                    todo[key] = name
+        if not todo:
+            return
+        requests = [(name, problem.with_dims(name=name), bits) for (problem, bits), name in todo.items()]
+        results = map_layers(requests, self.arch, self.objective, workers=self.workers, cache=self.cache, seed=self.seed)
+        for key, result in zip(todo, results):
+            self.results[key] = result
+            self.stats.lookups += 1
+            self.stats.cache_hits += bool(getattr(result, "cache_hit", False))
+            self.stats.mapped += not getattr(result, "cache_hit", False)
+            self.stats.seconds += float(getattr(result, "seconds", 0.0))
+
+    def layer_costs(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list:
+        self.ensure([(layer_bits, scheme)])
+        return [self.results[key].cost for key in self.keys(layer_bits, scheme)]
+
+    def totals(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> tuple[float, int]:
+        """(energy in pJ, cycles) of the network: sums over layers."""
+        costs = self.layer_costs(layer_bits, scheme)
+        return sum(c.total_energy_pj for c in costs), sum(int(c.cycles) for c in costs)
+
+    def fixed_mapping_totals(
+        self,
+        layer_bits: Sequence[tuple[int, int, int]],
+        reference_bits: Sequence[tuple[int, int, int]],
+        scheme: str = "int",
+    ) -> tuple[float, int]:
+        """Energy and cycles at `layer_bits` with every layer kept at the mapping found for
+        `reference_bits` (only the packing changes): the synergy ablation."""
+        from quantloop.costmodel.model import evaluate
+
+        self.ensure([(reference_bits, "int")])
+        energy, cycles = 0.0, 0
+        for (problem, bits), (ref_problem, ref_bits) in zip(self.keys(layer_bits, scheme), self.keys(reference_bits)):
+            mapping = self.results[(ref_problem, ref_bits)].mapping
+            try:
+                cost = evaluate(self.arch, problem, mapping, bits, check=True)
+            except QuantloopError as err:
+                raise QuantloopError(
+                    f"synergy ablation: the {ref_bits} mapping of a layer is not legal at {bits} ({err})"
+                ) from err
+            energy += cost.total_energy_pj
+            cycles += int(cost.cycles)
+        return energy, cycles
+
+
+def weight_bytes(counts: Sequence[int], weight_bits: Sequence[int], word_bits: int) -> int:
+    """Packed weight memory: Σ ⌈count / ⌊word / b⌋⌉ words of the DRAM word, in bytes."""
+    from quantloop.backend.packing import packed_size_words
+
+    words = sum(packed_size_words(int(n), int(b), int(word_bits)) for n, b in zip(counts, weight_bits))
+    return words * word_bits // 8 if word_bits % 8 == 0 else -(-words * word_bits // 8)
+
+
+def layer_problems(module, target: str) -> tuple[list[str], list[Problem], list[str]]:
+    """(names, problems, kinds) of the compute layers, as accel-lower derives them (on a w8a8 clone)."""
+    from quantloop.ir import make_context
+    from quantloop.ir.accel import layers
+    from quantloop.passes.accel_lower import AccelLowerPass
+    from quantloop.passes.assign_bits import AssignBitsPass
+
+    clone = module.clone()
+    ctx = make_context()
+    AssignBitsPass(bits="w8a8").apply(ctx, clone)
+    AccelLowerPass(target=target).apply(ctx, clone)
+    found = layers(clone)
+    return (
+        [op.label for op in found],
+        [op.problem.to_costmodel(name=op.label) for op in found],
+        [op.kind.data for op in found],
+    )
