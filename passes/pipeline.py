@@ -36,7 +36,10 @@ def parse_pipeline(spec: str) -> list[ModulePass]:
             raise QuantloopError(
                 f"pass pipeline '{spec}': unknown pass '{pass_spec.name}' (known passes: {', '.join(sorted(known))})"
             )
-        pass_class = known[pass_spec.name]()
+        try:
+            pass_class = known[pass_spec.name]()
+        except (ImportError, LookupError) as err:
+            raise QuantloopError(f"pass {pass_spec.name}: cannot be loaded ({err})", exit_code=1) from err
         try:
             passes.append(pass_class.from_pass_spec(pass_spec))
         except (ValueError, TypeError) as err:

@@ -32,7 +32,7 @@ def _module_exists(module: str) -> bool:
 
 
 def load_pass(name: str) -> type[ModulePass]:
-    """The pass class registered as `name` (imports its module)."""
+    """The pass class registered as `name` (imports its module; a package must re-export it)."""
     module = importlib.import_module(PASS_MODULES[name])
     for _, obj in inspect.getmembers(module, inspect.isclass):
         if issubclass(obj, ModulePass) and getattr(obj, "name", None) == name:
