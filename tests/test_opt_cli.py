@@ -97,3 +97,19 @@ def test_pass_error_is_one_line(model_file, capsys):
 def test_no_file(capsys):
     assert main(["opt"]) == 2
     assert "no input file" in one_line_error(capsys)
+
+
+def test_imported_zoo_model_through_canonicalize_and_assign_bits(tmp_path, capsys):
+    from quantloop.frontend import import_onnx
+    from quantloop.ir.qnn import IntType, element_type
+
+    path = tmp_path / "digits.mlir"
+    path.write_text(print_module(import_onnx("zoo:cnn_digits"), elide_weights_over=None))
+    out = tmp_path / "out.mlir"
+    assert main(["opt", str(path), "-p", "qnn-canonicalize,qnn-assign-bits{bits=w4a8}", "-o", str(out)]) == 0
+    module = parse_module(out.read_text())
+    layers = [op for op in module.walk() if isinstance(op, Conv2dOp) or op.name == "qnn.gemm"]
+    assert layers
+    for layer in layers:
+        assert element_type(layer.operands[1]) == IntType(4, True)
+        assert element_type(layer.results[0]).bits == 8
