@@ -731,7 +731,6 @@ class DequantizeOp(_UnaryOp):
 
 
 def _pool_shape(
-    op_name: str,
     in_shape: Sequence[int],
     kernel: Sequence[int],
     strides: Sequence[int],
@@ -762,7 +761,7 @@ class _PoolOp(IRDLOperation, _Named):
     ) -> None:
         input_v = SSAValue.get(input)
         if result_type is None:
-            result_type = _like(input_v, _pool_shape(self.name, _shape(input_v), kernel, strides, pads, ceil_mode))
+            result_type = _like(input_v, _pool_shape(_shape(input_v), kernel, strides, pads, ceil_mode))
         super().__init__(
             operands=[input_v],
             result_types=[result_type],
@@ -811,7 +810,7 @@ class _PoolOp(IRDLOperation, _Named):
             _fail(
                 self,
                 f"result shape {list(out_shape)} does not match the expected shape "
-                f"{_pool_shape(self.name, in_shape, kernel, strides, pads, self.ceil_mode)}",
+                f"{_pool_shape(in_shape, kernel, strides, pads, self.ceil_mode)}",
             )
 
 
