@@ -23,10 +23,15 @@ Conventions (shared by the qnn types, the calibration pass, the packer and the f
 
   Encoding picks the nearest representable level (ties go to the smaller magnitude); the scale maps the
   largest level to the clipping value of the channel.
+
+Calibrated weight constants hold codes; :func:`weight_quantization` reads back how they decode (from the
+`!qnn.uniform` type, or for scale-less `!qnn.pot` / `!qnn.pot2` types from the constant's
+``qnn.scales`` / ``qnn.axis`` attributes). Everything else here is numpy only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -35,6 +40,8 @@ Scheme = Literal["int", "pot", "pot2"]
 UNIFORM_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 POT_BITS = range(2, 9)
 POT2_BITS = range(3, 9)
+SCALES_ATTR = "qnn.scales"
+AXIS_ATTR = "qnn.axis"
 _MSE_COARSE = np.linspace(0.05, 1.0, 20)
 _MSE_FINE = np.linspace(-0.05, 0.05, 21)
 
@@ -284,3 +291,66 @@ def activation_params(
     scale = np.float32((hi - lo) / (qmax - qmin))
     zp = int(np.clip(np.rint(qmin - lo / float(scale)), qmin, qmax))
     return float(scale), zp
+
+
+# ----------------------------------------------------------------------------- calibrated constants
+
+
+@dataclass(frozen=True)
+class WeightQuantization:
+    """How a calibrated weight constant's codes map back to floats (see :func:`weight_quantization`)."""
+
+    scheme: str
+    bits: int
+    signed: bool
+    scales: np.ndarray
+    zero_points: np.ndarray
+    axis: int | None
+    narrow_range: bool
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        per_tensor = self.axis is None
+        scales = self.scales.reshape(()) if per_tensor else self.scales
+        if self.scheme == "int":
+            return dequantize(codes, scales, self.zero_points.reshape(()) if per_tensor else self.zero_points, self.axis)
+        return pot_decode(codes, scales, self.scheme, self.bits, axis=self.axis)
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Codes of float values under these parameters (the inverse of :meth:`decode` on its image)."""
+        per_tensor = self.axis is None
+        scales = self.scales.reshape(()) if per_tensor else self.scales
+        if self.scheme == "int":
+            zps = self.zero_points.reshape(()) if per_tensor else self.zero_points
+            return quantize(values, scales, zps, self.bits, self.signed, self.axis, self.narrow_range)
+        return pot_encode(values, scales, self.scheme, self.bits, axis=self.axis)
+
+
+def weight_quantization(constant) -> WeightQuantization:
+    """Scheme, scales and zero points of a calibrated `qnn.constant`: from its `!qnn.uniform` type, or for
+    `!qnn.pot` / `!qnn.pot2` (types without a scale) from its `qnn.scales` / `qnn.axis` attributes."""
+    from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr
+
+    from quantloop.errors import QuantloopError
+    from quantloop.ir.ops import op_label
+    from quantloop.ir.types import Pot2Type, PotType, UniformPerAxisType, UniformType
+
+    elem = constant.output.type.element_type
+    if isinstance(elem, UniformType):
+        return WeightQuantization("int", elem.bits, elem.signed, np.array([elem.scale], np.float32),
+                                  np.array([elem.zero_point], np.int64), None, False)
+    if isinstance(elem, UniformPerAxisType):
+        zps = np.array(elem.zero_points, np.int64)
+        return WeightQuantization("int", elem.bits, elem.signed, np.array(elem.scales, np.float32), zps, elem.axis,
+                                  bool(elem.signed and not zps.any()))
+    if isinstance(elem, (PotType, Pot2Type)):
+        scheme = "pot" if isinstance(elem, PotType) else "pot2"
+        scales, axis = constant.attributes.get(SCALES_ATTR), constant.attributes.get(AXIS_ATTR)
+        if not isinstance(scales, DenseArrayBase) or not isinstance(axis, IntegerAttr):
+            raise QuantloopError(
+                f"{op_label(constant)}: {scheme} weights need their scales in the attributes "
+                f"'{SCALES_ATTR}' (array<f32: ...>) and '{AXIS_ATTR}'; run qnn-calibrate"
+            )
+        values = np.array(scales.get_values(), np.float32)
+        return WeightQuantization(scheme, elem.bits, True, values, np.zeros(values.size, np.int64),
+                                  axis.value.data, True)
+    raise QuantloopError(f"{op_label(constant)}: element type {elem} is not calibrated; run qnn-calibrate")

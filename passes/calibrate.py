@@ -1,0 +1,311 @@
+"""`qnn-calibrate`: turn chosen bit-widths (`!qnn.int`) into scales and zero points.
+
+- Weights (constants read as the weight operand of conv2d / gemm / matmul) get one scale per output
+  channel (conv: axis 0; gemm: axis 0 with trans_b, else 1; matmul: the last axis), symmetric, signed,
+  narrow range (codes ±(2^(b-1) − 1)), by min-max or MSE-optimal clipping
+  (:func:`quantloop.ir.quantization.weight_scales`). With `scheme=int` the type becomes
+  `!qnn.uniform<i4:f32:0, {s0:0, ...}>`; with `pot` / `pot2` (targets with shift-add PEs) it becomes
+  `!qnn.pot<bits = b>` / `!qnn.pot2<bits = b>`, and since those types carry no scale the per-channel scales
+  are kept on the constant as the attributes `qnn.scales` (`array<f32: ...>`) and `qnn.axis`
+  (see :func:`quantloop.ir.quantization.weight_quantization`). Either way the constant then holds its integer codes (int8 for
+  b ≤ 8, int16 for 16 bits), as the ONNX importer stores QDQ weights.
+- Activations (model inputs and op results typed `!qnn.int`) get a per-tensor
+  `!qnn.uniform<u8:f32, s:0>` from ranges observed by running the model in onnxruntime on the
+  calibration data: every activation becomes a graph output of the float export. Zero point 0
+  (symmetric, so the accelerator needs no zero-point corrections); the signedness `qnn-assign-bits`
+  chose is kept (unsigned after ReLU / ReLU6 and ops that keep values non-negative). Ops that only move
+  values (maxpool, reshape, flatten, identity, dropout) whose result has the input's bit-width reuse the
+  input's scale: their values are the input's, no requantization happens.
+- Values that already carry a `!qnn.uniform` type (QDQ / QONNX models) keep it.
+
+Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib`; empty uses
+`samples` seeded N(0, 1) random inputs (and warns: such ranges say little about real data),
+`weight_clip=minmax|mse`, `act_range=minmax|percentile`, `percentile=99.99` (two-sided: the
+(100 − p)-th and p-th percentiles; tensors with more than 4 M observed values are subsampled at random,
+seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, ModuleOp, TensorType, f32, i64
+from xdsl.dialects.func import FuncOp
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from quantloop.errors import QuantloopError
+from quantloop.ir import quantization as q
+from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR
+from quantloop.ir.qnn import (
+    ConstantOp,
+    Conv2dOp,
+    DenseWeightsAttr,
+    DropoutOp,
+    FlattenOp,
+    GemmOp,
+    IdentityOp,
+    IntType,
+    MatMulOp,
+    MaxPoolOp,
+    Pot2Type,
+    PotType,
+    ReshapeOp,
+    UniformPerAxisType,
+    UniformType,
+    main_func,
+    op_label,
+)
+
+WEIGHT_OPERAND = {Conv2dOp: 1, GemmOp: 1, MatMulOp: 1}
+MOVES_VALUES = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
+PERCENTILE_SAMPLE_CAP = 1 << 22
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration ran, but on inputs that may not represent the model's real data."""
+
+
+def container_dtype(bits: int, signed: bool) -> np.dtype:
+    """The numpy dtype a quantized constant stores its b-bit codes in."""
+    if bits <= 8:
+        return np.dtype(np.int8 if signed else np.uint8)
+    return np.dtype(np.int16 if signed else np.uint16)
+
+
+def weight_axis(op: Operation) -> int:
+    """The output-channel axis of the weight operand of a conv2d / gemm / matmul."""
+    if isinstance(op, Conv2dOp):
+        return 0
+    if isinstance(op, GemmOp):
+        return 0 if op.trans_b else 1
+    return len(op.operands[1].type.get_shape()) - 1
+
+
+# ----------------------------------------------------------------------------- observing ranges
+
+
+class RangeObserver:
+    """Running range of one activation: extremes, or (for percentiles) the observed values."""
+
+    def __init__(self, method: str, percentile: float, rng: np.random.Generator) -> None:
+        self.method, self.percentile, self.rng = method, percentile, rng
+        self.lo, self.hi = np.inf, -np.inf
+        self.samples: list[np.ndarray] = []
+        self.seen = 0
+
+    def update(self, values: np.ndarray) -> None:
+        flat = np.asarray(values, np.float32).ravel()
+        if not flat.size:
+            return
+        if not np.isfinite(flat).all():
+            raise QuantloopError("qnn-calibrate: the model produced NaN or infinite activations on the calibration data")
+        self.lo, self.hi = min(self.lo, float(flat.min())), max(self.hi, float(flat.max()))
+        if self.method == "percentile":
+            self.seen += flat.size
+            self.samples.append(flat)
+            total = sum(s.size for s in self.samples)
+            if total > PERCENTILE_SAMPLE_CAP:
+                merged = np.concatenate(self.samples)
+                keep = self.rng.choice(merged.size, PERCENTILE_SAMPLE_CAP // 2, replace=False)
+                self.samples = [merged[keep]]
+
+    def range(self) -> tuple[float, float]:
+        if self.method == "minmax" or not self.samples:
+            return self.lo, self.hi
+        return q.tensor_range(np.concatenate(self.samples), "percentile", self.percentile)
+
+
+def _batches(x: np.ndarray, batch: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(x), batch):
+        yield x[start : start + batch]
+
+
+@dataclass(frozen=True)
+class CalibratePass(ModulePass):
+    name = "qnn-calibrate"
+
+    data: str = ""
+    weight_clip: str = "minmax"
+    act_range: str = "minmax"
+    percentile: float = 99.99
+    scheme: str = "int"
+    samples: int = 32
+    seed: int = 0
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        self._check_options()
+        func = main_func(op)
+        weights = self._weight_constants(func)
+        activations = self._activations(func)
+        observed = self._observe(op, func, [v for v, shared in activations if shared is None])
+        for constant, (user, axis) in weights.items():
+            self._calibrate_weights(constant, user, axis)
+        types: dict[SSAValue, Attribute] = {}
+        for value, source in activations:
+            if source is None:
+                elem = value.type.element_type
+                scale, zp = q.activation_params(*observed[value], elem.bits, elem.signed)
+                types[value] = UniformType(elem.bits, elem.signed, scale, zp)
+            else:
+                types[value] = types.get(source, source.type.element_type)
+        for value, elem in types.items():
+            _retype(value, elem)
+        func.update_function_type()
+
+    def _check_options(self) -> None:
+        choices = {"weight_clip": ("minmax", "mse"), "act_range": ("minmax", "percentile"), "scheme": ("int", "pot", "pot2")}
+        for option, legal in choices.items():
+            if getattr(self, option) not in legal:
+                raise QuantloopError(
+                    f"qnn-calibrate: {option}={getattr(self, option)!r} is not one of {', '.join(legal)}"
+                )
+        if not 50.0 < self.percentile <= 100.0:
+            raise QuantloopError(f"qnn-calibrate: percentile={self.percentile} must be in (50, 100]")
+        if self.samples < 1:
+            raise QuantloopError(f"qnn-calibrate: samples={self.samples} must be at least 1")
+
+    # ------------------------------------------------------------------ which values
+
+    def _weight_constants(self, func: FuncOp) -> dict[ConstantOp, tuple[Operation, int]]:
+        found: dict[ConstantOp, tuple[Operation, int]] = {}
+        for o in func.body.walk():
+            index = WEIGHT_OPERAND.get(type(o))
+            if index is None:
+                continue
+            producer = o.operands[index].owner
+            if isinstance(producer, ConstantOp) and isinstance(producer.output.type.element_type, IntType):
+                found.setdefault(producer, (o, weight_axis(o)))
+        for o in func.body.walk():
+            if isinstance(o, ConstantOp) and isinstance(o.output.type.element_type, IntType) and o not in found:
+                raise QuantloopError(
+                    f"{op_label(o)}: a constant with a bit-width that is not the weight operand of a "
+                    "conv2d / gemm / matmul; qnn-calibrate only calibrates weights"
+                )
+        return found
+
+    @staticmethod
+    def _activations(func: FuncOp) -> list[tuple[SSAValue, SSAValue | None]]:
+        """Values typed `!qnn.int` in program order, each with the value whose type it shares (or None)."""
+        values: list[tuple[SSAValue, SSAValue | None]] = []
+        for arg in func.body.block.args:
+            if isinstance(arg.type, TensorType) and isinstance(arg.type.element_type, IntType):
+                values.append((arg, None))
+        for o in func.body.walk():
+            if isinstance(o, ConstantOp) or o.parent_op() is not func:
+                continue
+            for result in o.results:
+                if not (isinstance(result.type, TensorType) and isinstance(result.type.element_type, IntType)):
+                    continue
+                source = o.operands[0] if isinstance(o, MOVES_VALUES) else None
+                if source is not None and _same_storage(source.type.element_type, result.type.element_type):
+                    values.append((result, source))
+                else:
+                    values.append((result, None))
+        return values
+
+    # ------------------------------------------------------------------ running the model
+
+    def _inputs(self, func: FuncOp, batch: int) -> list[np.ndarray]:
+        """Calibration inputs per model input, whole batches of the model's (static) batch size."""
+        args = list(func.body.block.args)
+        shapes = [tuple(a.type.get_shape()) for a in args]
+        if not self.data:
+            warnings.warn(
+                f"qnn-calibrate: no calibration data given; activation ranges come from {self.samples} seeded "
+                "N(0, 1) random inputs and may not match real data (pass data=calib.npz)",
+                CalibrationWarning,
+                stacklevel=2,
+            )
+            rng = np.random.default_rng(self.seed)
+            count = -(-self.samples // batch) * batch
+            return [rng.standard_normal((count, *s[1:])).astype(np.float32) for s in shapes]
+        from quantloop.frontend.dataset import check_dataset, load_dataset
+
+        if len(args) != 1:
+            raise QuantloopError(
+                f"{self.data}: the model has {len(args)} inputs; calibration data (.npz array x) feeds one input"
+            )
+        x, _ = load_dataset(self.data)
+        x, _ = check_dataset(x, None, shapes[0], np.float32, None, self.data)
+        if len(x) < batch:
+            raise QuantloopError(f"{self.data}: {len(x)} samples are fewer than the model's batch {batch}")
+        return [x]
+
+    def _observe(self, module: ModuleOp, func: FuncOp, values: list[SSAValue]) -> dict[SSAValue, tuple[float, float]]:
+        if not values:
+            return {}
+        import onnx
+        import onnxruntime as ort
+
+        from quantloop.frontend.onnx_export import OnnxExporter
+
+        args = list(func.body.block.args)
+        batch = max(1, args[0].type.get_shape()[0]) if args else 1
+        inputs = self._inputs(func, batch)
+        exporter = OnnxExporter(module)
+        model = exporter.export("calibration")
+        outputs = {o.name for o in model.graph.output}
+        names = {v: exporter.names[v] for v in values if v not in args}
+        for value, name in names.items():
+            if name not in outputs:
+                outputs.add(name)
+                model.graph.output.append(
+                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
+                )
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(self.seed)
+        observers = {v: RangeObserver(self.act_range, self.percentile, rng) for v in values}
+        fetch = list(names.values())
+        feeds = [exporter.names[a] for a in args]
+        for parts in zip(*(_batches(x, batch) for x in inputs)):
+            for arg, part in zip(args, parts):
+                if arg in observers:
+                    observers[arg].update(part)
+            for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
+                observers[value].update(result)
+        return {v: obs.range() for v, obs in observers.items()}
+
+    # ------------------------------------------------------------------ rewriting
+
+    def _calibrate_weights(self, constant: ConstantOp, user: Operation, axis: int) -> None:
+        elem = constant.output.type.element_type
+        if not elem.signed:
+            raise QuantloopError(f"{op_label(constant)}: weights typed unsigned {elem}; qnn-calibrate quantizes weights signed")
+        bits, scheme = elem.bits, self.scheme
+        legal = {"int": q.UNIFORM_BITS, "pot": q.POT_BITS, "pot2": q.POT2_BITS}[scheme]
+        if bits not in legal:
+            raise QuantloopError(
+                f"{op_label(user)}: {bits}-bit weights cannot use scheme {scheme} "
+                f"(legal widths {min(legal)}..{max(legal)})"
+            )
+        array = np.asarray(constant.array, np.float32)
+        scales = q.weight_scales(array, bits, self.weight_clip, scheme, axis=axis)
+        codes = q.weight_encode(array, scales, bits, scheme, axis=axis).astype(container_dtype(bits, True))
+        if scheme == "int":
+            new_elem: Attribute = UniformPerAxisType(bits, True, axis, [float(s) for s in scales], [0] * scales.size)
+        else:
+            new_elem = PotType(bits) if scheme == "pot" else Pot2Type(bits)
+            constant.attributes[SCALES_ATTR] = DenseArrayBase.from_list(f32, [float(s) for s in scales])
+            constant.attributes[AXIS_ATTR] = IntegerAttr(axis, i64)
+        constant.properties["value"] = DenseWeightsAttr(codes)
+        _retype(constant.output, new_elem)
+
+
+def _same_storage(a: Attribute, b: Attribute) -> bool:
+    bits = lambda t: (t.bits, t.signed) if isinstance(t, (IntType, UniformType)) else None  # noqa: E731
+    return bits(a) is not None and bits(a) == bits(b)
+
+
+def _retype(value: SSAValue, elem: Attribute) -> SSAValue:
+    name = value.name_hint
+    new = Rewriter.replace_value_with_new_type(value, TensorType(elem, value.type.get_shape()))
+    new.name_hint = name
+    return new
