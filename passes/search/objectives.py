@@ -1,8 +1,8 @@
 """Hardware objectives of a candidate: energy (or EDP) through the mapper, packed weight memory.
 
 Energy is Σ over layers of the mapper's best cost at the layer's (weight, input, output) bits.
-Every distinct (problem, bits, scheme) is mapped once per search (memoised here, and through the
-on-disk mapper cache across searches); the keys a generation needs are mapped together, in
+Every distinct (problem, packing class) is mapped once per search (memoised here, and through
+the on-disk mapper cache across searches); the keys a generation needs are mapped together, in
 parallel with `workers`.
 """
 
@@ -30,7 +30,16 @@ class MapperStats:
 
 
 class EnergyModel:
-    """Per-layer best mappings at any bits, memoised; network totals of a candidate."""
+    """Per-layer best mappings at any bits, memoised; network totals of a candidate.
+
+    Bits reach the cost model only through values per word (⌊word / b⌋ at every level that may
+    keep the data space) and the per-MAC energy, which is the same for every mapping of a layer
+    (MACs × energy per MAC). So for the `energy` and `latency` objectives the best mapping at bits b
+    is the best mapping at any b' with the same values per word everywhere: such bits share one
+    mapper call (at the widest of them, `packing_class`), and the layer's cost at its own bits is
+    that mapping evaluated exactly by the cost model. For `edp` (energy × cycles, where the MAC
+    energy does not cancel out of the argmin) every distinct bits is mapped on its own.
+    """
 
     def __init__(
         self,
@@ -50,8 +59,13 @@ class EnergyModel:
         self.workers = workers
         self.cache = cache
         self.seed = seed
-        self.results: dict[LayerKey, object] = {}
+        self.mapped: dict[LayerKey, object] = {}
+        self.costs: dict[LayerKey, object] = {}
         self.stats = MapperStats()
+        self._words = {
+            ds: sorted({lvl.word_bits for lvl in arch.levels if ds in lvl.may_keep} or {lvl.word_bits for lvl in arch.levels})
+            for ds in ("Weights", "Inputs", "Outputs")
+        }
 
     def keys(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list[LayerKey]:
         return [
@@ -59,29 +73,69 @@ class EnergyModel:
             for problem, (w, i, o) in zip(self.problems, layer_bits)
         ]
 
+    def _widest_alike(self, dataspace: str, bits: int) -> int:
+        """The widest legal width with the same values per word as `bits` at every keeping level."""
+        from quantloop.ir.types import INT_BITS
+
+        words = self._words[dataspace]
+        signature = [w // bits for w in words]
+        alike = [b for b in INT_BITS if b <= min(words) and [w // b for w in words] == signature]
+        return max(alike, default=bits)
+
+    def packing_class(self, bits: Bits) -> Bits:
+        """The bits the mapper is asked for when mapping a layer at `bits` (see the class docstring)."""
+        if self.objective == "edp":
+            return bits
+        return Bits(
+            weights=self._widest_alike("Weights", bits.weights),
+            inputs=self._widest_alike("Inputs", bits.inputs),
+            outputs=self._widest_alike("Outputs", bits.outputs),
+            scheme="int",
+        )
+
     def ensure(self, candidates: Iterable[tuple[Sequence[tuple[int, int, int]], str]]) -> None:
-        """Map every (problem, bits) the candidates need that is not known yet, in one parallel batch."""
+        """Map every packing class the candidates need that is not known yet, in one parallel batch,
+        then cost every new (layer, bits) with its class's mapping."""
+        from quantloop.costmodel.model import evaluate
         from quantloop.mapper import map_layers
 
         todo: dict[LayerKey, str] = {}
+        new_keys: list[LayerKey] = []
         for layer_bits, scheme in candidates:
             for name, key in zip(self.names, self.keys(layer_bits, scheme)):
-                if key not in self.results and key not in todo:
-                    todo[key] = name
-        if not todo:
-            return
-        requests = [(name, problem.with_dims(name=name), bits) for (problem, bits), name in todo.items()]
-        results = map_layers(requests, self.arch, self.objective, workers=self.workers, cache=self.cache, seed=self.seed)
-        for key, result in zip(todo, results):
-            self.results[key] = result
-            self.stats.lookups += 1
-            self.stats.cache_hits += bool(getattr(result, "cache_hit", False))
-            self.stats.mapped += not getattr(result, "cache_hit", False)
-            self.stats.seconds += float(getattr(result, "seconds", 0.0))
+                if key in self.costs:
+                    continue
+                new_keys.append(key)
+                mapped_key = (key[0], self.packing_class(key[1]))
+                if mapped_key not in self.mapped and mapped_key not in todo:
+                    todo[mapped_key] = name
+        if todo:
+            requests = [(name, problem.with_dims(name=name), bits) for (problem, bits), name in todo.items()]
+            results = map_layers(
+                requests, self.arch, self.objective, workers=self.workers, cache=self.cache, seed=self.seed
+            )
+            for key, result in zip(todo, results):
+                self.mapped[key] = result
+                self.stats.lookups += 1
+                self.stats.cache_hits += bool(getattr(result, "cache_hit", False))
+                self.stats.mapped += not getattr(result, "cache_hit", False)
+                self.stats.seconds += float(getattr(result, "seconds", 0.0))
+        for problem, bits in new_keys:
+            if (problem, bits) in self.costs:
+                continue
+            mapped_bits = self.packing_class(bits)
+            result = self.mapped[(problem, mapped_bits)]
+            self.costs[(problem, bits)] = (
+                result.cost if mapped_bits == bits else evaluate(self.arch, problem, result.mapping, bits, check=False)
+            )
 
     def layer_costs(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list:
         self.ensure([(layer_bits, scheme)])
-        return [self.results[key].cost for key in self.keys(layer_bits, scheme)]
+        return [self.costs[key] for key in self.keys(layer_bits, scheme)]
+
+    def mapping(self, problem: Problem, bits: Bits):
+        self.ensure([([(bits.weights, bits.inputs, bits.outputs)] * len(self.problems), bits.scheme)])
+        return self.mapped[(problem, self.packing_class(bits))].mapping
 
     def totals(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> tuple[float, int]:
         """(energy in pJ, cycles) of the network: sums over layers."""
@@ -100,8 +154,8 @@ class EnergyModel:
 
         self.ensure([(reference_bits, "int")])
         energy, cycles = 0.0, 0
-        for (problem, bits), (ref_problem, ref_bits) in zip(self.keys(layer_bits, scheme), self.keys(reference_bits)):
-            mapping = self.results[(ref_problem, ref_bits)].mapping
+        for (problem, bits), (_, ref_bits) in zip(self.keys(layer_bits, scheme), self.keys(reference_bits)):
+            mapping = self.mapped[(problem, self.packing_class(ref_bits))].mapping
             try:
                 cost = evaluate(self.arch, problem, mapping, bits, check=True)
             except QuantloopError as err:

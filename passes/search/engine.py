@@ -1,0 +1,278 @@
+"""The mixed-precision co-search: from a canonicalized float qnn module to a Pareto front.
+
+Objectives (all minimised by NSGA-II): network energy (or EDP) from the mapper at every layer's
+bits, packed weight memory, and −accuracy of the exact fake-quant model on the validation data
+(selection data; the test split is never seen here). Constraint: accuracy drop ≤
+`max_accuracy_drop` percentage points against the float model on the same data.
+Every candidate evaluated is archived; the front is the non-dominated set of the archive and
+the chosen point the lowest-energy (or EDP) one that meets the constraint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quantloop.errors import QuantloopError
+from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
+from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
+from quantloop.passes.search.space import Config, SearchSpace, build_space
+
+OBJECTIVES = ("energy", "edp")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    target: str
+    objective: str = "energy"
+    max_accuracy_drop: float = 0.5
+    widths: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    population: int = 32
+    generations: int = 24
+    seed: int = 0
+    workers: int = 1
+    cache_dir: str | None = None
+    use_cache: bool = True
+    weight_clip: str = "minmax"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Point:
+    config: Config
+    energy_pj: float
+    cycles: int
+    weight_bytes: int
+    accuracy: float
+    feasible: bool
+
+    @property
+    def edp(self) -> float:
+        return self.energy_pj * self.cycles
+
+    def cost(self, objective: str) -> float:
+        return self.edp if objective == "edp" else self.energy_pj
+
+
+@dataclass
+class SearchResult:
+    space: SearchSpace
+    options: SearchOptions
+    target_name: str
+    accuracy_metric: str
+    float_accuracy: float
+    reference: Point
+    archive: list[Point]
+    front: list[Point]
+    chosen: Point | None
+    ablation: dict | None
+    mapper: MapperStats
+    seconds: float
+    generations_run: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def best_accuracy(self) -> Point:
+        return max(self.archive, key=lambda p: (p.accuracy, -p.energy_pj))
+
+    def bits_file(self, point: Point) -> dict[str, dict[str, int]]:
+        return self.space.bits_file(point.config)
+
+
+def target_schemes(arch) -> tuple[str, ...]:
+    """`int`, plus the power-of-two schemes the target has shift-add PEs for."""
+    return ("int", *sorted(s for s in ("pot", "pot2") if s in arch.compute.shift_add_energy))
+
+
+def check_widths(arch, widths: Sequence[int]) -> None:
+    """A bit-width the target cannot hold (wider than a level's word) is an error naming both."""
+    for lvl in arch.levels:
+        too_wide = [b for b in widths if b > lvl.word_bits]
+        if too_wide:
+            raise QuantloopError(
+                f"--bits-range: {max(too_wide)}-bit values do not fit the {lvl.word_bits}-bit word of level "
+                f"{lvl.name} of target {arch.name}; use at most {lvl.word_bits} bits"
+            )
+
+
+class Candidates:
+    """Evaluates genes into archived `Point`s (memoised by configuration)."""
+
+    def __init__(self, space, energy: EnergyModel, accuracy: FakeQuantEvaluator, x, y, float_accuracy, options):
+        self.space = space
+        self.energy = energy
+        self.accuracy = accuracy
+        self.x, self.y = x, y
+        self.float_accuracy = float_accuracy
+        self.options = options
+        self.word_bits = energy.arch.levels[0].word_bits
+        self.counts = [layer.weight_count for layer in space.layers]
+        self.points: dict[Config, Point] = {}
+
+    def evaluate(self, configs: Sequence[Config]) -> list[Point]:
+        new = [c for c in dict.fromkeys(configs) if c not in self.points]
+        self.energy.ensure([(self.space.layer_bits(c), c.scheme) for c in new])
+        for config in new:
+            energy, cycles = self.energy.totals(self.space.layer_bits(config), config.scheme)
+            acc = self.accuracy.top1(config, self.x, self.y)
+            feasible = (self.float_accuracy - acc) * 100.0 <= self.options.max_accuracy_drop + 1e-9
+            self.points[config] = Point(
+                config, energy, cycles, weight_bytes(self.counts, config.weights, self.word_bits), acc, feasible
+            )
+        return [self.points[c] for c in configs]
+
+    def objectives(self, genes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        points = self.evaluate([self.space.decode(g) for g in genes])
+        f = np.array([[p.cost(self.options.objective), p.weight_bytes, -p.accuracy] for p in points], dtype=float)
+        g = np.array([[(self.float_accuracy - p.accuracy) * 100.0 - self.options.max_accuracy_drop] for p in points])
+        return f, g
+
+    def best_feasible(self) -> Point | None:
+        feasible = [p for p in self.points.values() if p.feasible]
+        if not feasible:
+            return None
+        return min(feasible, key=lambda p: (p.cost(self.options.objective), -p.accuracy, p.weight_bytes))
+
+
+def pareto_front(points: Sequence[Point], objective: str) -> list[Point]:
+    """The non-dominated points (cost, weight bytes, −accuracy), by increasing cost."""
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    if not points:
+        return []
+    f = np.array([[p.cost(objective), p.weight_bytes, -p.accuracy] for p in points], dtype=float)
+    idx = NonDominatedSorting().do(f, only_non_dominated_front=True)
+    return sorted((points[i] for i in idx), key=lambda p: (p.cost(objective), -p.accuracy))
+
+
+def search_bits(
+    module,
+    options: SearchOptions,
+    calib_x: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray | None,
+    *,
+    console=None,
+    data_names: tuple[str, str] = ("calibration data", "validation data"),
+) -> SearchResult:
+    """Run the co-search on a canonicalized float module (left unchanged).
+
+    `val_y` None selects the fidelity proxy: the labels are the float model's own top-1 on
+    `val_x`, so the accuracy is the top-1 agreement with the float model.
+    """
+    from quantloop.mapper import MapCache
+    from quantloop.targets.registry import load_target
+
+    started = time.perf_counter()
+    if options.objective not in OBJECTIVES:
+        raise QuantloopError(f"qnn-search-bits: objective '{options.objective}' is not one of {', '.join(OBJECTIVES)}")
+    if options.population < 2 or options.generations < 1:
+        raise QuantloopError("qnn-search-bits: --population must be at least 2 and --generations at least 1")
+    if options.max_accuracy_drop < 0:
+        raise QuantloopError(f"--max-accuracy-drop {options.max_accuracy_drop}: must not be negative")
+    arch = load_target(options.target)
+    check_widths(arch, options.widths)
+    if 8 not in options.widths:
+        raise QuantloopError("--bits-range: must include 8 (the uniform w8a8 reference point)")
+    space = build_space(module, tuple(options.widths), target_schemes(arch))
+    calib_x, _ = check_inputs(space, calib_x, None, data_names[0], None)
+    num_classes = int(np.prod([d.dim_value for d in space.model.graph.output[0].type.tensor_type.shape.dim[1:]]))
+    val_x, val_y = check_inputs(space, val_x, val_y, data_names[1], num_classes)
+
+    float_out = float_predict(space, val_x).reshape(len(val_x), -1)
+    if val_y is None:
+        metric, val_y = "agreement", np.argmax(float_out, axis=1)
+    else:
+        metric = "top1"
+    float_accuracy = float(np.mean(np.argmax(float_out, axis=1) == val_y))
+
+    names, problems, _ = layer_problems(module, options.target)
+    if names != [layer.name for layer in space.layers]:
+        raise QuantloopError("qnn-search-bits: accel-lower names the layers differently from the search space")
+    cache = MapCache(options.cache_dir) if options.use_cache else None
+    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed)
+    accuracy = FakeQuantEvaluator(space, calib_x, weight_clip=options.weight_clip)
+    candidates = Candidates(space, energy, accuracy, val_x, val_y, float_accuracy, options)
+    reference = candidates.evaluate([space.decode(space.uniform(8, 8))])[0]
+
+    from quantloop.passes.search.nsga import run_nsga2
+
+    generations_run = 0
+    with _progress(console, options) as update:
+        def on_generation(gen: int) -> None:
+            nonlocal generations_run
+            generations_run = gen
+            best = candidates.best_feasible()
+            update(gen, best, energy.stats.hit_rate, len(candidates.points))
+
+        run_nsga2(
+            space, candidates.objectives, population=options.population, generations=options.generations,
+            seed=options.seed, on_generation=on_generation,
+        )
+
+    archive = list(candidates.points.values())
+    chosen = candidates.best_feasible()
+    ablation = synergy_ablation(energy, space, chosen, reference) if chosen is not None else None
+    return SearchResult(
+        space=space, options=options, target_name=arch.name, accuracy_metric=metric, float_accuracy=float_accuracy,
+        reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
+        ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
+    )
+
+
+def synergy_ablation(energy: EnergyModel, space: SearchSpace, chosen: Point, reference: Point) -> dict:
+    """Chosen bits with every layer re-mapped vs with the w8a8 mappings kept (packing only)."""
+    bits = space.layer_bits(chosen.config)
+    fixed_energy, fixed_cycles = energy.fixed_mapping_totals(bits, space.layer_bits(reference.config), chosen.config.scheme)
+    saving = reference.energy_pj - chosen.energy_pj
+    remap_saving = fixed_energy - chosen.energy_pj
+    return {
+        "w8a8_energy_pj": reference.energy_pj,
+        "remapped_energy_pj": chosen.energy_pj,
+        "remapped_cycles": chosen.cycles,
+        "fixed_w8a8_mapping_energy_pj": fixed_energy,
+        "fixed_w8a8_mapping_cycles": fixed_cycles,
+        "saving_vs_w8a8": saving / reference.energy_pj if reference.energy_pj else 0.0,
+        "saving_packing_only": (reference.energy_pj - fixed_energy) / reference.energy_pj if reference.energy_pj else 0.0,
+        "remapping_share_of_saving": remap_saving / saving if saving > 0 else 0.0,
+    }
+
+
+class _progress:
+    """A rich progress bar (generation, best feasible energy, mapper cache hit rate) or nothing."""
+
+    def __init__(self, console, options: SearchOptions) -> None:
+        self.console = console
+        self.options = options
+        self.bar = None
+
+    def __enter__(self):
+        if not self.options.progress:
+            return lambda *a: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]search[/] gen"), MofNCompleteColumn(), BarColumn(),
+            TextColumn("{task.fields[best]}"), TextColumn("cache hits {task.fields[hits]}"),
+            TextColumn("{task.fields[seen]} configs"), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("search", total=self.options.generations, best="best —", hits="0%", seen=0)
+        unit = "EDP" if self.options.objective == "edp" else "µJ"
+
+        def update(gen, best, hit_rate, seen):
+            value = "—" if best is None else (
+                f"{best.edp:.3g}" if self.options.objective == "edp" else f"{best.energy_pj / 1e6:.4f}"
+            )
+            self.bar.update(task, completed=gen, best=f"best feasible {value} {unit}", hits=f"{hit_rate:.0%}", seen=seen)
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
