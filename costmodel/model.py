@@ -202,7 +202,8 @@ class _Nest:
         self.spatial_above = above
         order = arrays.order
         self.order = order
-        self.f = np.take_along_axis(T, order, axis=2)  # [B, L, 8] factors in nest order
+        gather = order + (np.arange(B * L, dtype=np.int64) * 8).reshape(B, L, 1)
+        self.f = T.ravel().take(gather)  # [B, L, 8] factors in nest order
         flat = self.f.reshape(B, L * 8)
         incl = np.ones((B, L * 8 + 1))  # incl[:, j + 1] = product of loops 0..j
         np.cumprod(flat, axis=1, out=incl[:, 1:])
@@ -210,11 +211,15 @@ class _Nest:
         self.total_steps = incl[:, -1]
         # a loop's stride in its own dim: the factors of that dim inside it. A dim appears once per
         # level, so that is the level's own spatial factor times all inner levels' factors.
-        stride = np.take_along_axis(inner[:, 1:] * SP, order, axis=2)
+        stride = (inner[:, 1:] * SP).ravel().take(gather)
         pr = problem
         self.step_w = np.where(order == _P, stride * pr.Wstride, np.where(order == _R, stride * pr.Wdilation, 0)).reshape(B, -1)
         self.step_h = np.where(order == _Q, stride * pr.Hstride, np.where(order == _S, stride * pr.Hdilation, 0)).reshape(B, -1)
-        self.positions = np.arange(L * 8, dtype=np.int64).reshape(L, 8)
+        positions = np.arange(L * 8, dtype=np.int64).reshape(L, 8)
+        self.active_positions = np.where(self.f > 1, positions, -1)
+        self.relevant = RELEVANT[:, order]  # [3, B, L, 8]: loop indexes data space
+        self.row_incl = (np.arange(B, dtype=np.int64) * (L * 8 + 1))[:, None]
+        self.row_flat = (np.arange(B, dtype=np.int64) * (L * 8))[:, None]
 
     def footprint(self, ds: int, ext: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(volume, width, height) of data space ds for per-dim extents ext[..., 8]."""
@@ -233,21 +238,22 @@ class _Nest:
         loop above the level that indexes ds, visits = tile · Π_{i≤j*} f_i, minus the window
         overlap of every step of j* when j* is a sliding-window loop of Inputs."""
         B, L = self.B, self.L
-        mask = (self.f > 1) & RELEVANT[ds][self.order]
-        last = np.where(mask, self.positions, -1).max(axis=2)  # [B, L] innermost indexing loop per level
+        last = np.where(self.relevant[ds], self.active_positions, -1).max(axis=2)  # innermost indexing loop per level
         jstar = np.empty((B, L), dtype=np.int64)
         jstar[:, 0] = -1
         if L > 1:
             np.maximum.accumulate(last[:, :-1], axis=1, out=jstar[:, 1:])
-        result = vol * np.take_along_axis(self.incl, jstar + 1, axis=1)
+        incl = self.incl.ravel()
+        result = vol * incl.take(jstar + 1 + self.row_incl)
         if ds != _INPUTS:
             return result
         j = np.maximum(jstar, 0)
-        sw = np.take_along_axis(self.step_w, j, axis=1)
-        sh = np.take_along_axis(self.step_h, j, axis=1)
+        jf = j + self.row_flat
+        sw = self.step_w.ravel().take(jf)
+        sh = self.step_h.ravel().take(jf)
         sliding = (jstar >= 0) & ((sw > 0) | (sh > 0))
-        fj = np.take_along_axis(self.f.reshape(B, -1), j, axis=1)
-        before = np.take_along_axis(self.incl, j, axis=1)
+        fj = self.f.ravel().take(jf)
+        before = incl.take(j + self.row_incl)
         overlap = np.maximum(w - sw, 0) * np.maximum(h - sh, 0) * (vol / (w * h))
         return result - np.where(sliding, (fj - 1) * before * overlap, 0)
 
