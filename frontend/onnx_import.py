@@ -100,6 +100,7 @@ class _Importer:
         if self.opset not in OPSETS:
             raise QuantloopError(f"{source}: opset {self.opset} is not supported (supported: 11..21)")
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.onnx_types: dict[str, int] = {t.name: t.data_type for t in self.graph.initializer}
         self.values: dict[str, SSAValue] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         for info in [*self.graph.value_info, *self.graph.output, *self.graph.input]:
@@ -145,9 +146,14 @@ class _Importer:
             return self.emit(ConstantOp(array, TensorType(f32, list(array.shape)), name=name), name)
         raise self.fail(f"input '{name}' is not produced by any earlier node, initializer or graph input")
 
-    def result_type(self, output: str) -> TensorType | None:
+    def result_type(self, output: str, like: SSAValue | None = None) -> TensorType | None:
+        """The inferred type of `output`; ops that move data unchanged (`like` = their input) keep
+        a per-tensor quantized element type, as ONNX lets Reshape / MaxPool run on int8 tensors."""
         shape = self.shapes.get(output)
-        return None if shape is None else TensorType(f32, list(shape))
+        if shape is None:
+            return None
+        elem = like.type.element_type if like is not None else f32
+        return TensorType(elem if isinstance(elem, UniformType) else f32, list(shape))
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         if name in self.consts:
@@ -262,7 +268,8 @@ class _Importer:
         strides = list(a.get("strides", [1, 1]))
         pads = self.pads(a, self.shape_of(node.input[0])[2:], kernel, strides, dilations)
         common = dict(strides=strides, pads=pads, ceil_mode=bool(a.get("ceil_mode", 0)), name=node.name or None)
-        x, out_type = self.value(node.input[0]), self.result_type(node.output[0])
+        x = self.value(node.input[0])
+        out_type = self.result_type(node.output[0], like=x if node.op_type == "MaxPool" else None)
         if node.op_type == "MaxPool":
             if int(a.get("storage_order", 0)) and self.used(node.output[1] if len(node.output) > 1 else ""):
                 raise self.fail("MaxPool indices are not supported")
@@ -278,7 +285,8 @@ class _Importer:
         shape = [int(d) for d in self.const(node.input[1], "Reshape shape").reshape(-1)]
         if int(_attrs(node).get("allowzero", 0)) and 0 in shape:
             raise self.fail("Reshape with allowzero=1 and a 0 in the shape is not supported")
-        op = ReshapeOp(self.value(node.input[0]), shape, self.result_type(node.output[0]), name=node.name or None)
+        x = self.value(node.input[0])
+        op = ReshapeOp(x, shape, self.result_type(node.output[0], like=x), name=node.name or None)
         self.emit(op, node.output[0])
 
     def flatten(self, node: onnx.NodeProto) -> None:
@@ -301,6 +309,7 @@ class _Importer:
         a = _attrs(node)
         if "value" in a:
             array = numpy_helper.to_array(a["value"])
+            self.onnx_types[node.output[0]] = a["value"].data_type
         elif "value_float" in a or "value_floats" in a:
             array = np.asarray(a.get("value_float", a.get("value_floats")), np.float32)
         elif "value_int" in a or "value_ints" in a:
@@ -308,6 +317,7 @@ class _Importer:
         else:
             raise self.fail(f"Constant with attribute {', '.join(a)} is not supported (use value)")
         self.consts[node.output[0]] = array
+        self.onnx_types.setdefault(node.output[0], helper.np_dtype_to_tensor_dtype(array.dtype))
 
     def batchnorm(self, node: onnx.NodeProto) -> None:
         a = _attrs(node)
@@ -321,6 +331,7 @@ class _Importer:
     def identity(self, node: onnx.NodeProto) -> None:
         if node.input[0] in self.consts and node.input[0] not in self.values:
             self.consts[node.output[0]] = self.consts[node.input[0]]
+            self.onnx_types[node.output[0]] = self.onnx_types[node.input[0]]
             return
         self.emit(IdentityOp(self.value(node.input[0]), name=node.name or None), node.output[0])
 
@@ -342,9 +353,8 @@ class _Importer:
         scale = self.const(node.input[1], "QuantizeLinear scale")
         zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if zp_name is not None:
-            zp_proto = next((t for t in self.graph.initializer if t.name == zp_name), None)
-            onnx_type = zp_proto.data_type if zp_proto is not None else self._numpy_onnx_type(self.const(zp_name, "zero point"))
-            zp = self.consts[zp_name]
+            zp = self.const(zp_name, "QuantizeLinear zero point")
+            onnx_type = self.onnx_types[zp_name]
         else:
             onnx_type = int(a.get("output_dtype", 0)) or onnx.TensorProto.UINT8
             zp = None
@@ -379,18 +389,14 @@ class _Importer:
         self.emit(DequantizeOp(x, name=node.name or None), node.output[0])
 
     def _dequantize_constant(self, node, source: str, scale, zp, axis: int) -> None:
-        proto = next((t for t in self.graph.initializer if t.name == source), None)
         codes = self.consts[source]
-        onnx_type = proto.data_type if proto is not None else self._numpy_onnx_type(codes)
+        onnx_type = self.onnx_types[source]
         if onnx_type == onnx.TensorProto.INT32:
-            # Quantized biases: fold exactly as DequantizeLinear computes (float32 arithmetic).
-            zp32 = np.zeros((), np.int32) if zp is None else zp
-            bshape = [1] * codes.ndim
-            if np.ndim(scale) == 1 and codes.ndim:
-                bshape[axis % codes.ndim] = -1
-            scale_b = np.asarray(scale, np.float32).reshape(bshape if np.ndim(scale) == 1 else ())
-            zp_b = np.asarray(zp32).reshape(bshape if np.ndim(zp32) == 1 else ())
-            self.consts[node.output[0]] = ((codes.astype(np.int64) - zp_b).astype(np.float32) * scale_b).astype(np.float32)
+            # Quantized biases: fold exactly as DequantizeLinear computes, (q - zp) * scale in float32.
+            zp32 = np.zeros((), np.int64) if zp is None else zp.astype(np.int64)
+            shift = (codes.astype(np.int64) - _along(zp32, codes.ndim, axis)).astype(np.float32)
+            self.consts[node.output[0]] = shift * _along(np.asarray(scale, np.float32), codes.ndim, axis)
+            self.onnx_types[node.output[0]] = onnx.TensorProto.FLOAT
             return
         if onnx_type not in ONNX_STORAGE:
             raise self.fail(f"dequantizing {onnx.TensorProto.DataType.Name(onnx_type)} weights is not supported")
@@ -400,9 +406,6 @@ class _Importer:
         weights = self.emit(ConstantOp(data, TensorType(elem, list(codes.shape)), name=source))
         weights.name_hint = _hint(source)
         self.emit(DequantizeOp(weights, name=node.name or None), node.output[0])
-
-    def _numpy_onnx_type(self, array: np.ndarray) -> int:
-        return helper.np_dtype_to_tensor_dtype(array.dtype)
 
     def _where(self) -> str:
         node = self.node
@@ -446,12 +449,19 @@ class _Importer:
             return 0, scale.reshape(()), zeropt.reshape(())
         full = np.broadcast_shapes(scale.shape, zeropt.shape)
         varying = [i for i, d in enumerate(full) if d != 1]
-        if len(varying) != 1 or len(full) > len(shape):
-            raise self.fail(f"scale of shape {list(scale.shape)} is neither per tensor nor per one axis")
+        if len(varying) != 1 or len(full) > len(shape) or full[varying[0]] != shape[varying[0] + len(shape) - len(full)]:
+            raise self.fail(f"scale of shape {list(scale.shape)} is neither per tensor nor per one axis of {list(shape)}")
         axis = varying[0] + len(shape) - len(full)
-        size = shape[axis]
-        return (axis, np.broadcast_to(scale, full).reshape(-1)[:size] if scale.size > 1 else np.full(size, scale.item(), np.float32),
-                np.broadcast_to(zeropt, full).reshape(-1)[:size] if zeropt.size > 1 else np.full(size, zeropt.item(), np.float32))
+        return axis, np.broadcast_to(scale, full).reshape(-1), np.broadcast_to(zeropt, full).reshape(-1)
+
+
+def _along(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A scalar or 1-D per-axis parameter shaped to broadcast against an `ndim`-D tensor along `axis`."""
+    if param.ndim == 0 or param.size == 1 and ndim == 0:
+        return param.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return param.reshape(shape)
 
 
 def _qonnx_codes(x, scale, zeropt, bits, signed, narrow, mode, fail) -> np.ndarray:

@@ -311,3 +311,17 @@ def test_qonnx_unknown_domain_op_is_unsupported():
                  domains=["qonnx.custom_op.general"])
     with pytest.raises(QuantloopError, match=r"unsupported op qonnx.custom_op.general.MultiThreshold"):
         import_onnx(model)
+
+
+def test_reshape_and_maxpool_of_quantized_tensors_keep_their_type():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+             helper.make_node("MaxPool", ["q"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("Reshape", ["p", "shape"], ["r"], name="reshape"),
+             helper.make_node("DequantizeLinear", ["r", "s", "z"], ["y"], name="dq")]
+    inits = [init("s", np.float32(0.1)), init("z", np.uint8(10)), init("shape", np.array([1, -1], np.int64))]
+    model = make(nodes, [f32("x", [1, 2, 4, 4])], [f32("y", [1, 8])], inits)
+    module = import_onnx(model)
+    assert all(isinstance(op.results[0].type.element_type, UniformType)
+               for op in module.walk() if op.name in ("qnn.maxpool", "qnn.reshape"))
+    x = np.random.default_rng(7).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    assert np.array_equal(run(export_onnx(module), {"x": x}), run(model, {"x": x}))
