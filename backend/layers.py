@@ -100,28 +100,20 @@ def _constant(value) -> Operation | None:
     return owner if isinstance(owner, ConstantOp) else None
 
 
-def quantized_constant(array: np.ndarray, elem, bits_info: OperandInfo, layer: str) -> QuantizedWeights:
-    """Codes of float weights under their element type (per-axis or per-tensor uniform)."""
-    from quantloop.ir.types import UniformPerAxisType, UniformType
+def quantized_constant(constant) -> QuantizedWeights:
+    """Codes and quantization parameters of a calibrated weight constant (``ir.quantization.weight_quantization``).
 
-    if isinstance(elem, UniformPerAxisType):
-        scales = np.array(elem.scales, dtype=np.float32)
-        zps = np.array(elem.zero_points, dtype=np.int64)
-        axis: int | None = elem.axis
-    elif isinstance(elem, UniformType):
-        scales = np.array([elem.scale], dtype=np.float32)
-        zps = np.array([elem.zero_point], dtype=np.int64)
-        axis = None
-    else:
-        raise QuantloopError(
-            f"layer {layer}: weights have element type {elem}, not calibrated scales; run qnn-calibrate before the backend"
-        )
-    narrow = bool(elem.signed and not zps.any())
+    Calibrated constants hold their codes; a float constant with a quantized type is encoded here.
+    """
+    wq = q.weight_quantization(constant)
+    array = constant.array
     if np.issubdtype(array.dtype, np.integer):
-        codes = array.astype(np.int32)
+        codes = array
+    elif wq.scheme == "int":
+        codes = uniform_codes(array, wq.scales, wq.zero_points, wq.bits, wq.signed, wq.axis, wq.narrow_range)
     else:
-        codes = uniform_codes(array, scales, zps, elem.bits, elem.signed, axis, narrow)
-    return QuantizedWeights(codes, elem.bits, "int", elem.signed, scales, zps, axis, narrow)
+        codes = wq.encode(array)
+    return QuantizedWeights(codes, wq.bits, wq.scheme, wq.signed, wq.scales, wq.zero_points, wq.axis, wq.narrow_range)
 
 
 def _input_scale(op: accel.LayerOp) -> float | None:
@@ -131,14 +123,12 @@ def _input_scale(op: accel.LayerOp) -> float | None:
     return float(elem.scale) if isinstance(elem, UniformType) else None
 
 
-def _weight_layer(op: accel.LayerOp, info: OperandInfo, dram_loops) -> WeightLayer | None:
+def _weight_layer(op: accel.LayerOp, dram_loops) -> WeightLayer | None:
     const = _constant(op.weight)
     if const is None:
         return None
-    from quantloop.ir.types import element_type
-
     name = op.label
-    weights = quantized_constant(const.array, element_type(op.weight), info, name)
+    weights = quantized_constant(const)
     dims, extents, layout = canonical_weight_view(op, tuple(weights.codes.shape))
     bias = bias_scales = None
     if op.bias is not None:
@@ -146,10 +136,13 @@ def _weight_layer(op: accel.LayerOp, info: OperandInfo, dram_loops) -> WeightLay
         in_scale = _input_scale(op)
         if bias_const is None or in_scale is None:
             raise QuantloopError(f"layer {name}: the bias must be a constant and the input calibrated to store an int32 bias")
-        w_scales = weights.scales if weights.axis == 0 or weights.scales.size == 1 else None
-        if w_scales is None:
-            raise QuantloopError(f"layer {name}: per-channel weight scales along axis {weights.axis} do not index the bias")
-        bias, bias_scales = quantize_bias(np.asarray(bias_const.array, dtype=np.float32).ravel(), w_scales, in_scale)
+        bias_values = np.asarray(bias_const.array, dtype=np.float32).ravel()
+        w_scales = weights.scales
+        if w_scales.size not in (1, bias_values.size):
+            raise QuantloopError(
+                f"layer {name}: {bias_values.size} bias values but {w_scales.size} weight scales; cannot store the bias as int32"
+            )
+        bias, bias_scales = quantize_bias(bias_values, w_scales, in_scale)
     return WeightLayer(name, weights, layout, dims, extents, tuple(dram_loops), bias, bias_scales)
 
 
@@ -169,7 +162,7 @@ def collect_layers(accel_module: ModuleOp, target: Arch) -> list[LayerRecord]:
         operands = {ds: _operand_info(op.bits.data.of(ds)) for ds in DATASPACES}
         cost = evaluate(target, problem, mapping, bits, check=False)
         mapper_cost = op.cost.data if op.cost is not None else None
-        weights = _weight_layer(op, operands["Weights"], mapping.levels[0].temporal)
+        weights = _weight_layer(op, mapping.levels[0].temporal)
         records.append(
             LayerRecord(
                 name, op.kind.data, problem, bits, operands, mapping, cost,
