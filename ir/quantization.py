@@ -42,6 +42,7 @@ POT_BITS = range(2, 9)
 POT2_BITS = range(3, 9)
 SCALES_ATTR = "qnn.scales"
 AXIS_ATTR = "qnn.axis"
+MIN_SCALE = np.float32(np.finfo(np.float32).tiny)  # scales never underflow to 0 or subnormals
 _MSE_COARSE = np.linspace(0.05, 1.0, 20)
 _MSE_FINE = np.linspace(-0.05, 0.05, 21)
 
@@ -54,6 +55,13 @@ def qrange(bits: int, signed: bool, narrow_range: bool = False) -> tuple[int, in
         qmax = (1 << (bits - 1)) - 1
         return (-qmax if narrow_range else -qmax - 1), qmax
     return (1 if narrow_range else 0), (1 << bits) - 1
+
+
+def _checked_scale(scale: np.ndarray | float) -> np.ndarray:
+    s = np.asarray(scale, dtype=np.float32)
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError(f"quantization: scales must be positive and finite, got {s.ravel()[:8]}")
+    return s
 
 
 def _broadcast(param: np.ndarray | float, ndim: int, axis: int | None) -> np.ndarray:
@@ -77,7 +85,7 @@ def quantize(
     """Integer codes of ``x`` (int32): float32 ``x / scale``, round half to even, add zero point, clip."""
     qmin, qmax = qrange(bits, signed, narrow_range)
     x = np.asarray(x, dtype=np.float32)
-    s = _broadcast(np.asarray(scale, dtype=np.float32), x.ndim, axis)
+    s = _broadcast(_checked_scale(scale), x.ndim, axis)
     z = _broadcast(np.asarray(zero_point, dtype=np.float32), x.ndim, axis)
     q = np.rint(x / s) + z
     return np.clip(q, qmin, qmax).astype(np.int32)
@@ -160,7 +168,7 @@ def pot_encode(
     """Signed codes (int32) of the nearest ``pot``/``pot2`` level to ``x / scale`` (see module docstring)."""
     levels, mags = _level_table(scheme, bits)
     x = np.asarray(x, dtype=np.float32)
-    s = _broadcast(np.asarray(scale, dtype=np.float32), x.ndim, axis)
+    s = _broadcast(_checked_scale(scale), x.ndim, axis)
     r = np.abs(x / s).astype(np.float64)
     midpoints = (levels[1:] + levels[:-1]) / 2
     idx = np.searchsorted(midpoints, r, side="right")
@@ -216,7 +224,7 @@ def weight_scales(
     absmax = np.abs(mat).max(axis=1) if mat.size else np.zeros(mat.shape[0], np.float32)
     top = max_level(scheme, bits)
     safe_max = np.where(absmax > 0, absmax, np.float32(top))
-    base = (safe_max / np.float32(top)).astype(np.float32)
+    base = np.maximum((safe_max / np.float32(top)).astype(np.float32), MIN_SCALE)
     if clip == "minmax":
         return base
     if clip != "mse":
@@ -227,12 +235,12 @@ def weight_scales(
             center = best_ratio.copy()
             ratios = [np.clip(center + d, 0.01, 1.0) for d in _MSE_FINE]
         for ratio in ratios:
-            scale = (base * ratio).astype(np.float32)
+            scale = np.maximum((base * ratio).astype(np.float32), MIN_SCALE)
             err = np.square(weight_fake_quant(mat, scale, bits, scheme, axis=0) - mat, dtype=np.float64).sum(axis=1)
             better = err < best_err
             best_ratio = np.where(better, ratio, best_ratio)
             best_err = np.where(better, err, best_err)
-    return (base * best_ratio).astype(np.float32)
+    return np.maximum((base * best_ratio).astype(np.float32), MIN_SCALE)
 
 
 def weight_encode(w: np.ndarray, scale: np.ndarray, bits: int, scheme: Scheme = "int", axis: int = 0) -> np.ndarray:
@@ -284,11 +292,11 @@ def activation_params(
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if symmetric:
         m = hi if not signed else max(-lo, hi)
-        scale = np.float32(m / qmax) if m > 0 else np.float32(1.0)
+        scale = max(np.float32(m / qmax), MIN_SCALE) if m > 0 else np.float32(1.0)
         return float(scale), 0
     if hi == lo:
         return 1.0, 0 if signed else qmin
-    scale = np.float32((hi - lo) / (qmax - qmin))
+    scale = max(np.float32((hi - lo) / (qmax - qmin)), MIN_SCALE)
     zp = int(np.clip(np.rint(qmin - lo / float(scale)), qmin, qmax))
     return float(scale), zp
 

@@ -144,7 +144,7 @@ def test_weight_codes_in_range_and_nearest(w, bits, scheme, clip):
         levels, _ = q._level_table(scheme, bits)
         grid = np.concatenate([-levels[::-1], levels])[None, None, :] * scales[:, None, None]
         best = np.abs(grid - w[:, :, None]).min(axis=2)
-        assert (np.abs(back - w) <= best * (1 + 1e-6) + 1e-7).all()
+        assert (np.abs(back - w) <= best + 1e-6 * np.abs(w) + 1e-7).all()
     if clip == "minmax":
         assert (np.abs(back) <= np.abs(w).max(axis=1, keepdims=True) * (1 + 1e-6)).all()
 
