@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantloop.frontend.zoo import list_models
+    from quantloop.frontend.zoo import ZOO, list_models
+    from quantloop.frontend.zoo.registry import known_names
 
     infos = list_models()
     if args.json:
@@ -31,5 +32,14 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("description")
     for info in infos:
         table.add_row(f"zoo:{info.name}", f"{info.params:,}", f"{info.macs / 1e6:,.1f} M", info.description)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    data = [ZOO[name] for name in known_names("data")]
+    if data:
+        data_table = Table(title="data sets (use with --data)")
+        data_table.add_column("spec")
+        data_table.add_column("description")
+        for entry in data:
+            data_table.add_row(f"zoo:{entry.name}", entry.description)
+        console.print(data_table)
     return 0
