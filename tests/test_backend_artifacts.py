@@ -237,3 +237,20 @@ def test_full_size_models_unpack_to_the_fake_quant_outputs(tmp_path, model, bits
     check_unpacked_weights_reproduce_the_fake_quant_model(tmp_path / "out", n_inputs=1)
     schedule = json.loads((tmp_path / "out" / "schedule.json").read_text())
     jsonschema.Draft202012Validator(load_schema()).validate(schedule)
+
+
+def test_an_unmapped_layer_or_another_target_is_a_clean_error(tmp_path):
+    from quantloop.errors import QuantloopError
+    from quantloop.ir.qnn import make_context
+    from quantloop.passes.accel_lower import AccelLowerPass
+
+    qnn = qnn_module(SMALL, "w8a8")
+    unmapped = qnn.clone()
+    AccelLowerPass(target="eyeriss").apply(make_context(), unmapped)
+    first = layers(unmapped)[0].label
+    with pytest.raises(QuantloopError, match=f"layer {first}: has no mapping; run accel-map"):
+        write_artifacts(tmp_path / "a", qnn_module=qnn, accel_module=unmapped, target="eyeriss", command_line="x")
+    mapped = accel_module(qnn, "eyeriss")
+    with pytest.raises(QuantloopError, match="mapped for target eyeriss"):
+        write_artifacts(tmp_path / "b", qnn_module=qnn, accel_module=mapped, target="simba", command_line="x")
+    assert list(tmp_path.iterdir()) == []
