@@ -18,7 +18,7 @@ PASS_MODULES: dict[str, str] = {
     "qnn-canonicalize": "quantloop.passes.canonicalize",
     "qnn-assign-bits": "quantloop.passes.assign_bits",
     "qnn-calibrate": "quantloop.passes.calibrate",
-    "qnn-search-bits": "quantloop.passes.search",
+    "qnn-search-bits": "quantloop.passes.search_bits",
     "accel-lower": "quantloop.passes.accel_lower",
     "accel-map": "quantloop.passes.accel_map",
 }

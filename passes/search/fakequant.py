@@ -6,13 +6,14 @@ round half to even, float32 throughout, bit for bit what numpy computes), and it
 biases become graph inputs. Scales, code ranges, fake-quantized weights and biases are fed at run
 time, so a candidate costs no model building and no session creation: only the scales its bits
 change (from the activation ranges measured once on calibration data) and the weights at its
-bits (memoised per layer and width).
+bits (memoised per layer and width). The network equals `frontend.fakequant_export`'s model of the
+same bits after qnn-assign-bits (the candidate's bits file) and qnn-calibrate on the same data.
 
 Numerics (the qnn-calibrate conventions of `ir/quantization.py`): weights symmetric, signed,
 narrow range, per output channel (min-max or MSE clipping; pot / pot2 codes for those schemes);
 activations symmetric with zero point 0, unsigned where assign-bits makes them unsigned, scale
-from the float model's min/max on the calibration data; biases rounded to int32 codes at scale
-`s_w · s_in` (per channel).
+from the float model's min/max on the calibration data; biases stay float (the accelerator adds
+them as int32 at the far finer accumulator scale).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def fakequant_graph(space: SearchSpace, observe: bool = False) -> tuple[onnx.Mod
     graph = model.graph
     del graph.value_info[:]
     dynamic = False if observe else _dynamic_batch(model)
-    layer_params = {layer.weight for layer in space.layers} | {l.bias for l in space.layers if l.bias}
+    layer_params = {layer.weight for layer in space.layers}
     if observe:
         for q in space.quantizers:
             if q.tensor not in {o.name for o in graph.output}:
@@ -130,7 +131,6 @@ class FakeQuantEvaluator:
         self.input_name = space.model.graph.input[0].name
         self.output_name = self.session.get_outputs()[0].name
         self._weights: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._biases: dict[tuple, np.ndarray] = {}
 
     def _ranges(self, session, x: np.ndarray) -> dict[str, tuple[float, float]]:
         names = [q.tensor for q in self.space.quantizers]
@@ -159,31 +159,20 @@ class FakeQuantEvaluator:
         return activation_params(lo, hi, bits, signed)[0]
 
     def feeds(self, config: Config) -> dict[str, np.ndarray]:
-        """Every graph input but the data: scales, code ranges, weights, biases of `config`."""
+        """Every graph input but the data: scales, code ranges and weights of `config`."""
         space = self.space
         bits = space.tensor_bits(config)
         feeds: dict[str, np.ndarray] = {}
-        scales: dict[str, float] = {}
         for q in space.quantizers:
             b = bits[q.tensor]
             scale = self.activation_scale(q.tensor, b, q.signed)
-            scales[q.tensor] = scale
             low, high = qrange(b, q.signed)
             names = _param_names(q.tensor)
             feeds[names[0]] = np.array(scale, np.float32)
             feeds[names[1]] = np.array(low, np.float32)
             feeds[names[2]] = np.array(high, np.float32)
         for i, layer in enumerate(space.layers):
-            w, w_scales = self.layer_weights(i, config.weights[i], config.scheme)
-            feeds[layer.weight] = w
-            if layer.bias:
-                in_scale = scales[space.source_tensor(layer.input)]
-                key = (i, config.weights[i], config.scheme, in_scale)
-                if key not in self._biases:
-                    b_scale = (w_scales * np.float32(in_scale)).astype(np.float32)
-                    b = self.float_weights[layer.bias]
-                    self._biases[key] = (np.rint(b / b_scale) * b_scale).astype(np.float32)
-                feeds[layer.bias] = self._biases[key]
+            feeds[layer.weight] = self.layer_weights(i, config.weights[i], config.scheme)[0]
         return feeds
 
     def predict(self, config: Config, x: np.ndarray) -> np.ndarray:

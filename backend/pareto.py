@@ -1,0 +1,137 @@
+"""The co-search's outputs: `pareto.json` (the front, the chosen point, references) and a plot.
+
+`pareto.json` (version 1): `points` holds every non-dominated configuration (energy or EDP,
+packed weight bytes, accuracy) with its per-layer bits in the `--bits-file` format, `chosen` the
+index of the lowest-cost point meeting the accuracy constraint (null when none does),
+`reference_w8a8` the uniform 8-bit point and `float_accuracy` the float model's on the same
+(validation) data; `ablation` compares the chosen bits re-mapped against the w8a8 mappings kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+PARETO_JSON = "pareto.json"
+PARETO_PLOT = "pareto.png"
+VERSION = 1
+
+
+def point_json(result, point, chosen: bool = False) -> dict[str, Any]:
+    space = result.space
+    return {
+        "label": point.config.label(),
+        "scheme": point.config.scheme,
+        "energy_pj": point.energy_pj,
+        "cycles": point.cycles,
+        "edp": point.edp,
+        "weight_bytes": point.weight_bytes,
+        "accuracy": point.accuracy,
+        "feasible": point.feasible,
+        "chosen": chosen,
+        "bits": space.bits_file(point.config),
+        "layer_bits": [
+            {"layer": layer.name, "weights": w, "inputs": i, "outputs": o}
+            for layer, (w, i, o) in zip(space.layers, space.layer_bits(point.config))
+        ],
+    }
+
+
+def build_pareto(result, *, model: str, extra: dict | None = None) -> dict[str, Any]:
+    """The JSON document of a `SearchResult` (`extra` adds e.g. the chosen point's test accuracy)."""
+    options = result.options
+    points = [point_json(result, p, p is result.chosen) for p in result.front]
+    chosen = next((i for i, p in enumerate(result.front) if p is result.chosen), None)
+    best = result.best_accuracy
+    return {
+        "version": VERSION,
+        "model": model,
+        "target": result.target_name,
+        "objective": options.objective,
+        "accuracy_metric": result.accuracy_metric,
+        "max_accuracy_drop_pp": options.max_accuracy_drop,
+        "float_accuracy": result.float_accuracy,
+        "search": {
+            "population": options.population,
+            "generations": options.generations,
+            "generations_run": result.generations_run,
+            "seed": options.seed,
+            "bits": list(result.space.widths),
+            "schemes": list(result.space.schemes),
+            "evaluated": len(result.archive),
+            "seconds": result.seconds,
+            "mapper": {
+                "lookups": result.mapper.lookups,
+                "cache_hits": result.mapper.cache_hits,
+                "cache_hit_rate": result.mapper.hit_rate,
+                "mapped": result.mapper.mapped,
+                "seconds": result.mapper.seconds,
+            },
+        },
+        "layers": [layer.name for layer in result.space.layers],
+        "reference_w8a8": point_json(result, result.reference),
+        "best_accuracy": point_json(result, best, best is result.chosen),
+        "chosen": chosen,
+        "points": points,
+        "ablation": result.ablation,
+        **(extra or {}),
+    }
+
+
+def write_pareto(out_dir: str | Path, data: dict[str, Any], result) -> dict[str, Path]:
+    """Write `pareto.json` and `pareto.png` into `out_dir` (created if missing)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / PARETO_JSON
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    plot_path = write_pareto_plot(out_dir / PARETO_PLOT, result)
+    return {"pareto_json": json_path, "pareto_plot": plot_path}
+
+
+def write_pareto_plot(path: Path, result) -> Path:
+    """Energy (or EDP) against accuracy; weight memory as colour and marker size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objective = result.options.objective
+    scale, unit = (1e6, "energy (µJ)") if objective == "energy" else (1.0, "EDP (pJ·cycles)")
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.scatter(
+        [p.cost(objective) / scale for p in result.archive], [100 * p.accuracy for p in result.archive],
+        s=10, c="0.8", label="evaluated", zorder=1,
+    )
+    front = result.front
+    kib = [p.weight_bytes / 1024 for p in front]
+    top = max(kib) if kib else 1.0
+    sc = ax.scatter(
+        [p.cost(objective) / scale for p in front], [100 * p.accuracy for p in front],
+        c=kib, s=[30 + 170 * k / top for k in kib], cmap="viridis", edgecolors="k", linewidths=0.4,
+        label="Pareto front", zorder=3,
+    )
+    fig.colorbar(sc, ax=ax, label="packed weight memory (KiB)")
+    ref = result.reference
+    ax.scatter([ref.cost(objective) / scale], [100 * ref.accuracy], marker="*", s=220, c="tab:red",
+               edgecolors="k", label="uniform w8a8", zorder=4)
+    if result.chosen is not None:
+        c = result.chosen
+        ax.scatter([c.cost(objective) / scale], [100 * c.accuracy], s=320, facecolors="none",
+                   edgecolors="tab:orange", linewidths=2.5, label="chosen", zorder=5)
+    limit = 100 * result.float_accuracy - result.options.max_accuracy_drop
+    ax.axhline(limit, color="tab:red", linestyle="--", linewidth=1,
+               label=f"float − {result.options.max_accuracy_drop:g} pp")
+    metric = "top-1 accuracy" if result.accuracy_metric == "top1" else "top-1 agreement with float"
+    ax.set_xlabel(unit)
+    ax.set_ylabel(f"{metric} on validation data (%)")
+    ax.set_title(f"Bit-width co-search on {result.target_name}: {len(front)} Pareto points of {len(result.archive)}")
+    low = min(100 * p.accuracy for p in result.archive)
+    ax.set_ylim(max(0.0, math.floor(min(low, limit) - 2)), 100.5)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

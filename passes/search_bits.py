@@ -1,0 +1,323 @@
+"""`qnn-search-bits`: per-layer bit-widths chosen by NSGA-II together with every layer's mapping.
+
+The search (the engine is `quantloop.passes.search`) evaluates candidates on three objectives —
+network energy (or EDP / latency) from the mapper at each layer's bits, packed weight memory and
+the exact fake-quant model's accuracy on validation data — under `max_accuracy_drop` percentage
+points against the float model, and picks the lowest-cost point that meets it. The pass then
+writes that point's bits into the types exactly as `qnn-assign-bits` with its bits file would.
+
+Data: `data` calibrates activation ranges (default: `zoo:digits-calib` for the digits zoo models,
+else 32 seeded N(0, 1) inputs, as qnn-calibrate does); `val_data` selects (default
+`zoo:digits-val` for digits models; the ImageNet zoo models use the fidelity proxy: top-1
+agreement with the float model on `PROXY_SAMPLES` seeded N(0, 1) inputs; other models must name
+one). The test split is never read by the search; `run_search` reports the chosen point on it.
+
+For `quantloop compile --search`: `add_search_arguments(parser)` adds the flags and
+`search_settings(args)` reads them; the driver hands them to `run_search`, which searches, writes
+`pareto.json` + `pareto.png`, and compiles the chosen point through `driver.compile` with its
+bits file. No point meets the constraint → QuantloopError with exit code 3 after the front is
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from quantloop.errors import QuantloopError
+
+PROXY_SAMPLES = 64
+CALIB_RANDOM_SAMPLES = 32
+NO_FEASIBLE_EXIT = 3
+DEFAULT_POPULATION = 32
+DEFAULT_GENERATIONS = 24
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The search flags of `quantloop compile --search`."""
+
+    max_accuracy_drop: float = 0.5
+    val_data: str | None = None
+    test_data: str | None = None
+    generations: int = DEFAULT_GENERATIONS
+    population: int = DEFAULT_POPULATION
+    seed: int = 0
+    bits_range: str = "2..8"
+    progress: bool = True
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mixed-precision search (--search)")
+    group.add_argument("--search", action="store_true",
+                       help="choose per-layer bit-widths by NSGA-II, re-mapping every layer at every candidate's bits")
+    group.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="PP",
+                       help="largest top-1 drop against the float model, in percentage points (default 0.5)")
+    group.add_argument("--val-data", metavar="NPZ",
+                       help="labelled selection data (.npz x, y); default zoo:digits-val for the digits models")
+    group.add_argument("--test-data", metavar="NPZ",
+                       help="held-out data the chosen point is reported on; default zoo:digits-test for digits models")
+    group.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS, help=f"NSGA-II generations (default {DEFAULT_GENERATIONS})")
+    group.add_argument("--population", type=int, default=DEFAULT_POPULATION, help=f"NSGA-II population (default {DEFAULT_POPULATION})")
+    group.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    group.add_argument("--bits-range", default="2..8", metavar="LOW..HIGH", help="bit-widths searched (default 2..8)")
+
+
+def search_settings(args: argparse.Namespace) -> SearchSettings | None:
+    """The settings when `--search` was given, else None."""
+    if not getattr(args, "search", False):
+        return None
+    return SearchSettings(
+        max_accuracy_drop=args.max_accuracy_drop, val_data=args.val_data, test_data=args.test_data,
+        generations=args.generations, population=args.population, seed=args.seed, bits_range=args.bits_range,
+    )
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _zoo_name(model: Any) -> str | None:
+    if isinstance(model, (str, os.PathLike)) and str(model).startswith("zoo:"):
+        return str(model)[4:].partition("?")[0]
+    return None
+
+
+def _input_shape(module: ModuleOp) -> tuple[int, ...]:
+    from quantloop.ir.builder import main_func
+
+    args = list(main_func(module).body.block.args)
+    if len(args) != 1:
+        raise QuantloopError(f"qnn-search-bits: the model has {len(args)} inputs; the search feeds exactly one")
+    return tuple(args[0].type.get_shape())
+
+
+def _random_inputs(module: ModuleOp, count: int, seed: int) -> np.ndarray:
+    shape = _input_shape(module)
+    return np.random.default_rng(seed).standard_normal((count, *shape[1:])).astype(np.float32)
+
+
+@dataclass
+class SearchData:
+    calib_x: np.ndarray
+    calib_name: str
+    val_x: np.ndarray
+    val_y: np.ndarray | None
+    val_name: str
+    test_x: np.ndarray | None
+    test_y: np.ndarray | None
+    test_name: str | None
+
+
+def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: SearchSettings) -> SearchData:
+    """Calibration, validation and test data for the search (see the module docstring)."""
+    from quantloop.frontend.dataset import load_dataset
+    from quantloop.frontend.zoo.digits import DIGITS_MODELS
+
+    zoo = _zoo_name(model)
+    digits = zoo in DIGITS_MODELS
+    imagenet_zoo = zoo is not None and not digits
+    if data:
+        calib_x, calib_name = load_dataset(data)[0], data
+    elif digits:
+        calib_x, calib_name = load_dataset("zoo:digits-calib")[0], "zoo:digits-calib"
+    else:
+        calib_x, calib_name = _random_inputs(module, CALIB_RANDOM_SAMPLES, 0), "random N(0,1) inputs (seed 0)"
+    val_spec = settings.val_data or ("zoo:digits-val" if digits else None)
+    if val_spec:
+        val_x, val_y = load_dataset(val_spec)
+        if val_y is None:
+            raise QuantloopError(f"{val_spec}: validation data needs labels (array y)")
+        val_name = val_spec
+    elif imagenet_zoo:
+        val_x, val_y, val_name = _random_inputs(module, PROXY_SAMPLES, 1), None, "fidelity proxy (seed 1)"
+    else:
+        raise QuantloopError("--search: --val-data is required (a labelled .npz with x and y) for this model")
+    test_spec = settings.test_data or ("zoo:digits-test" if digits else None)
+    if test_spec:
+        test_x, test_y = load_dataset(test_spec)
+        if test_y is None:
+            raise QuantloopError(f"{test_spec}: test data needs labels (array y)")
+        test_name = test_spec
+    elif imagenet_zoo and not settings.val_data:
+        test_x, test_y, test_name = _random_inputs(module, PROXY_SAMPLES, 2), None, "fidelity proxy (seed 2)"
+    else:
+        test_x = test_y = test_name = None
+    return SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name)
+
+
+# ----------------------------------------------------------------------------- the pass
+
+
+def _options(target: str, objective: str, settings: SearchSettings, workers: int, cache_dir: str | None,
+             use_cache: bool, weight_clip: str):
+    from quantloop.passes.search.engine import SearchOptions
+    from quantloop.passes.search.space import parse_bits_range
+
+    return SearchOptions(
+        target=target, objective=objective, max_accuracy_drop=settings.max_accuracy_drop,
+        widths=parse_bits_range(settings.bits_range), population=settings.population,
+        generations=settings.generations, seed=settings.seed, workers=workers, cache_dir=cache_dir or None,
+        use_cache=use_cache, weight_clip=weight_clip, progress=settings.progress,
+    )
+
+
+def no_feasible_error(result) -> QuantloopError:
+    best = result.best_accuracy
+    table = json.dumps(result.bits_file(best), separators=(",", ":"))
+    return QuantloopError(
+        f"qnn-search-bits: no configuration keeps the accuracy within {result.options.max_accuracy_drop:g} pp of the "
+        f"float model ({100 * result.float_accuracy:.2f} %); the best found reaches {100 * best.accuracy:.2f} % "
+        f"({best.config.label()}, bits {table})",
+        exit_code=NO_FEASIBLE_EXIT,
+    )
+
+
+def apply_bits(module: ModuleOp, table: dict, ctx: Context | None = None) -> None:
+    """Run qnn-assign-bits with `table` as its per-layer bits file."""
+    from quantloop.ir import make_context
+    from quantloop.passes.assign_bits import AssignBitsPass
+
+    with tempfile.TemporaryDirectory(prefix="quantloop-bits-") as tmp:
+        path = Path(tmp) / "bits.json"
+        path.write_text(json.dumps(table))
+        AssignBitsPass(file=str(path)).apply(ctx or make_context(), module)
+
+
+@dataclass(frozen=True)
+class SearchBitsPass(ModulePass):
+    """`qnn-search-bits{target=eyeriss ...}` on a canonicalized float module; `output` (a folder)
+    receives pareto.json and pareto.png."""
+
+    name = "qnn-search-bits"
+
+    target: str = "eyeriss"
+    objective: str = "energy"
+    data: str = ""
+    val_data: str = ""
+    max_accuracy_drop: float = 0.5
+    generations: int = DEFAULT_GENERATIONS
+    population: int = DEFAULT_POPULATION
+    seed: int = 0
+    bits_range: str = "2..8"
+    workers: int = 1
+    cache_dir: str = ""
+    no_cache: bool = False
+    weight_clip: str = "minmax"
+    output: str = ""
+    progress: bool = False
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        from quantloop.passes.search.engine import search_bits
+
+        settings = SearchSettings(self.max_accuracy_drop, self.val_data or None, None, self.generations,
+                                  self.population, self.seed, self.bits_range, self.progress)
+        data = resolve_data(op, None, self.data, settings)
+        options = _options(self.target, self.objective, settings, self.workers, self.cache_dir,
+                           not self.no_cache, self.weight_clip)
+        result = search_bits(op, options, data.calib_x, data.val_x, data.val_y,
+                             data_names=(data.calib_name, data.val_name))
+        if self.output:
+            from quantloop.backend.pareto import build_pareto, write_pareto
+
+            write_pareto(self.output, build_pareto(result, model="<module>"), result)
+        if result.chosen is None:
+            raise no_feasible_error(result)
+        apply_bits(op, result.bits_file(result.chosen), ctx)
+
+
+# ----------------------------------------------------------------------------- the compile flow
+
+
+def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any):
+    """`quantloop compile --search`: search, write the front, compile the chosen point.
+
+    `compile_kwargs` are `driver.compile`'s (target, output_dir, force, data, objective, workers,
+    cache_dir, use_cache, weight_clip, input_shapes, ...); `bits` / `bits_file` are chosen here.
+    Returns the driver's `CompileResult` with `search` holding the pareto.json document.
+    """
+    from quantloop.backend.pareto import build_pareto, write_pareto
+    from quantloop.driver import compile as compile_model
+    from quantloop.frontend import import_onnx
+    from quantloop.ir import make_context
+    from quantloop.passes.canonicalize import CanonicalizePass
+    from quantloop.passes.search.engine import search_bits
+
+    target = compile_kwargs.get("target")
+    if not target:
+        raise QuantloopError("--search needs --target (the energy objective maps every layer on it)")
+    if compile_kwargs.get("bits_file"):
+        raise QuantloopError("--search chooses the bits itself; drop --bits-file")
+    output_dir = compile_kwargs.get("output_dir")
+    if output_dir is not None:
+        from quantloop.backend.atomic import check_output_dir
+
+        check_output_dir(Path(output_dir), force=compile_kwargs.get("force", False))
+    objective = compile_kwargs.get("objective", "energy")
+    weight_clip = compile_kwargs.get("weight_clip", "minmax")
+    if compile_kwargs.get("weight_scheme", "int") != "int":
+        raise QuantloopError("--search chooses the weight scheme from the target's PEs; drop --scheme")
+
+    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(compile_kwargs.get("input_shapes") or {}))
+    module = module.clone()
+    CanonicalizePass().apply(make_context(), module)
+    data = resolve_data(module, model, compile_kwargs.get("data"), settings)
+    options = _options(target, objective, settings, compile_kwargs.get("workers", 1), compile_kwargs.get("cache_dir"),
+                       compile_kwargs.get("use_cache", True), weight_clip)
+    result = search_bits(module, options, data.calib_x, data.val_x, data.val_y, console=console,
+                         data_names=(data.calib_name, data.val_name))
+    model_name = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
+    extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
+    if result.chosen is not None and data.test_x is not None:
+        extra["test"] = held_out_accuracies(result, data)
+    document = build_pareto(result, model=model_name, extra=extra)
+    if result.chosen is None:
+        if output_dir is not None:
+            write_pareto(output_dir, document, result)
+        raise no_feasible_error(result)
+
+    scheme = result.chosen.config.scheme
+    with tempfile.TemporaryDirectory(prefix="quantloop-search-") as tmp:
+        bits_path = Path(tmp) / "bits.json"
+        bits_path.write_text(json.dumps(result.bits_file(result.chosen), indent=1))
+        kwargs = dict(compile_kwargs, bits_file=str(bits_path), weight_scheme=scheme)
+        if not kwargs.get("data") and data.calib_name == "zoo:digits-calib":
+            kwargs["data"] = "zoo:digits-calib"
+        compiled = compile_model(module, **kwargs)
+    compiled.search = document
+    if output_dir is not None:
+        compiled.artifacts.update(write_pareto(output_dir, document, result))
+        bits_out = Path(output_dir) / "bits.json"
+        bits_out.write_text(json.dumps(result.bits_file(result.chosen), indent=1) + "\n")
+        compiled.artifacts["bits_json"] = bits_out
+    return compiled
+
+
+def held_out_accuracies(result, data: SearchData) -> dict[str, Any]:
+    """Float, w8a8 and chosen accuracy on the held-out test data (never seen by the search)."""
+    from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
+
+    space = result.space
+    num_classes = int(np.prod([d.dim_value for d in space.model.graph.output[0].type.tensor_type.shape.dim[1:]]))
+    x, y = check_inputs(space, data.test_x, data.test_y, data.test_name or "test data", num_classes)
+    float_top = np.argmax(float_predict(space, x).reshape(len(x), -1), axis=1)
+    metric = "top1" if y is not None else "agreement"
+    y = float_top if y is None else y
+    evaluator = FakeQuantEvaluator(space, data.calib_x, weight_clip=result.options.weight_clip)
+    return {
+        "data": data.test_name,
+        "metric": metric,
+        "samples": int(len(x)),
+        "float_accuracy": float(np.mean(float_top == y)),
+        "w8a8_accuracy": evaluator.top1(result.reference.config, x, y),
+        "chosen_accuracy": evaluator.top1(result.chosen.config, x, y),
+    }
