@@ -176,15 +176,15 @@ class _Importer:
         for info, arg in zip(inputs, block.args):
             self.values[info.name] = arg
             arg.name_hint = _hint(info.name)
-        converters = CONVERTERS
         for node in self.graph.node:
             self.node = node
-            key = "Quant" if node.domain in QONNX_DOMAINS and node.op_type == "Quant" else node.op_type
-            if node.domain not in ("", "ai.onnx", *QONNX_DOMAINS) or key not in converters:
-                label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            standard = node.domain in ("", "ai.onnx")
+            converter = (CONVERTERS if standard else QONNX_CONVERTERS if node.domain in QONNX_DOMAINS else {}).get(node.op_type)
+            if converter is None:
+                label = node.op_type if standard else f"{node.domain}.{node.op_type}"
                 raise self.fail(f"unsupported op {label}; supported ops: {', '.join(supported_ops())}")
             try:
-                converters[key](self, node)
+                converter(self, node)
             except VerifyException as err:
                 raise self.fail(str(err).splitlines()[0]) from None
         self.node = None
@@ -496,9 +496,9 @@ CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "Dropout": _Importer.dropout,
     "QuantizeLinear": _Importer.quantize_linear,
     "DequantizeLinear": _Importer.dequantize_linear,
-    "Quant": _Importer.qonnx_quant,
 }
+QONNX_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {"Quant": _Importer.qonnx_quant}
 
 
 def supported_ops() -> list[str]:
-    return sorted(op for op in CONVERTERS if op != "Quant") + ["Quant (QONNX)"]
+    return sorted(CONVERTERS) + [f"{op} (QONNX)" for op in sorted(QONNX_CONVERTERS)]

@@ -325,3 +325,12 @@ def test_reshape_and_maxpool_of_quantized_tensors_keep_their_type():
                for op in module.walk() if op.name in ("qnn.maxpool", "qnn.reshape"))
     x = np.random.default_rng(7).standard_normal((1, 2, 4, 4)).astype(np.float32)
     assert np.array_equal(run(export_onnx(module), {"x": x}), run(model, {"x": x}))
+
+
+def test_quant_in_the_standard_domain_is_not_qonnx():
+    node = helper.make_node("Quant", ["x"], ["y"], name="fake")
+    model = make([node], [f32("x", [1, 4])], [f32("y", [1, 4])])
+    model.graph.node[0].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(QuantloopError, match=r"unsupported op com.example.Quant"):
+        import_onnx(model)
