@@ -76,6 +76,8 @@ class BatchResult:
     compute_cycles: np.ndarray
     utilization: np.ndarray
     capacity_ok: np.ndarray
+    fanout_ok: np.ndarray
+    factors_ok: np.ndarray
     reads: np.ndarray
     fills: np.ndarray
     updates: np.ndarray
@@ -93,6 +95,12 @@ class BatchResult:
     @property
     def edp(self) -> np.ndarray:
         return self.energy * self.cycles
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Capacity, fan-out limits and factor products all hold (keep rules and the target's
+        dataflow constraints are not checked here; `checks.check_structure` does that)."""
+        return self.capacity_ok & self.fanout_ok & self.factors_ok
 
 
 @dataclass(frozen=True)
@@ -212,9 +220,11 @@ class _Nest:
         # a loop's stride in its own dim: the factors of that dim inside it. A dim appears once per
         # level, so that is the level's own spatial factor times all inner levels' factors.
         stride = (inner[:, 1:] * SP).ravel().take(gather)
+        self.stride = stride
         pr = problem
-        self.step_w = np.where(order == _P, stride * pr.Wstride, np.where(order == _R, stride * pr.Wdilation, 0)).reshape(B, -1)
-        self.step_h = np.where(order == _Q, stride * pr.Hstride, np.where(order == _S, stride * pr.Hdilation, 0)).reshape(B, -1)
+        # how far one step of a loop over each dim moves the input window, per unit of stride
+        self.coef_w = np.array([0, 0, 0, 0, pr.Wstride, 0, pr.Wdilation, 0], dtype=np.float64)
+        self.coef_h = np.array([0, 0, 0, 0, 0, pr.Hstride, 0, pr.Hdilation], dtype=np.float64)
         positions = np.arange(L * 8, dtype=np.int64).reshape(L, 8)
         self.active_positions = np.where(self.f > 1, positions, -1)
         self.relevant = RELEVANT[:, order]  # [3, B, L, 8]: loop indexes data space
@@ -249,13 +259,23 @@ class _Nest:
             return result
         j = np.maximum(jstar, 0)
         jf = j + self.row_flat
-        sw = self.step_w.ravel().take(jf)
-        sh = self.step_h.ravel().take(jf)
+        dim = self.order.ravel().take(jf)
+        stride = self.stride.ravel().take(jf)
+        sw = stride * self.coef_w[dim]
+        sh = stride * self.coef_h[dim]
         sliding = (jstar >= 0) & ((sw > 0) | (sh > 0))
         fj = self.f.ravel().take(jf)
         before = incl.take(j + self.row_incl)
         overlap = np.maximum(w - sw, 0) * np.maximum(h - sh, 0) * (vol / (w * h))
         return result - np.where(sliding, (fj - 1) * before * overlap, 0)
+
+
+def _as_arch(target) -> Arch:
+    if isinstance(target, Arch):
+        return target
+    from quantloop.targets.registry import load_target
+
+    return load_target(target)
 
 
 def _level_tables(arch: Arch, bits: Bits):
@@ -267,14 +287,17 @@ def _level_tables(arch: Arch, bits: Bits):
     return opw
 
 
-def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bits = Bits()) -> BatchResult:
-    """Cost of B mappings at once (no legality checks beyond `capacity_ok` and the bit-widths).
+def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bits: Bits = Bits()) -> BatchResult:
+    """Cost of B mappings at once; `arch` is an `Arch` or a target name / YAML path.
 
-    The mappings must be factorisations of `problem` within the target's fan-outs; the mapper
-    guarantees that, `evaluate(..., check=True)` verifies it for single mappings.
+    Bit-widths wider than a level's word raise QuantloopError. Legality is reported, not
+    enforced: `capacity_ok`, `fanout_ok`, `factors_ok` (and `valid`, all three) per candidate;
+    costs of invalid candidates are meaningless. Keep rules and dataflow constraints are the
+    caller's (the mapper's) job; `evaluate(..., check=True)` checks everything for one mapping.
     """
     from quantloop.costmodel.checks import check_bits
 
+    arch = _as_arch(arch)
     check_bits(arch, bits)
     nest = _Nest(problem, arrays)
     B, L = nest.B, nest.L
@@ -358,18 +381,23 @@ def evaluate_batch(arch: Arch, problem: Problem, arrays: MappingArrays, bits: Bi
     used = ucap.sum(axis=2)
     capacity_ok = np.all((cap[None, :] < 0) | (used <= cap[None, :]), axis=1)
     utilization = macs / (cycles * arch.compute.instances)
+    fx = np.array([lvl.fanout_x for lvl in arch.levels])
+    fy = np.array([lvl.fanout_y for lvl in arch.levels])
+    fanout_ok = np.all((arrays.spatial_x.prod(axis=2) <= fx) & (arrays.spatial_y.prod(axis=2) <= fy), axis=1)
+    factors_ok = np.all(nest.inner[:, 0] == dims, axis=1)
     return BatchResult(
         energy=energy, cycles=cycles, compute_cycles=compute_cycles, utilization=utilization,
-        capacity_ok=capacity_ok, reads=reads, fills=fills, updates=updates, utilized_capacity=ucap,
+        capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok, reads=reads, fills=fills, updates=updates, utilized_capacity=ucap,
         partition_size=part, utilized_instances=uinst, utilized_clusters=uclust,
         level_energy=level_energy, leakage=leakage, level_cycles=level_cycles, macs=macs,
         mac_energy=macs * mac_e, values_per_word=opw,
     )
 
 
-def evaluate(arch: Arch, problem: Problem, mapping: Mapping, bits: Bits = Bits(), *, check: bool = True) -> CostResult:
+def evaluate(arch: Arch | str, problem: Problem, mapping: Mapping, bits: Bits = Bits(), *, check: bool = True) -> CostResult:
     """Cost of one mapping. With `check`, an illegal mapping raises QuantloopError naming the
     broken rule (factor products, fan-outs, keep rules, capacity in bits, constraints, bit-widths)."""
+    arch = _as_arch(arch)
     if check:
         from quantloop.costmodel.checks import check_mapping
 

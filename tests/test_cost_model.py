@@ -50,6 +50,7 @@ def test_batch_agrees_with_single_evaluation(problem, bits, target, seed):
     arch = TARGETS[target]
     arrays = random_mappings(arch, problem, 12, seed)
     batch = evaluate_batch(arch, problem, arrays, bits)
+    assert batch.fanout_ok.all() and batch.factors_ok.all()
     for i in range(arrays.batch):
         mapping = arrays.mapping(i)
         check_mapping(arch, problem, mapping, bits)  # random mappings are structurally legal
@@ -217,3 +218,13 @@ def test_checks_name_the_broken_rule():
                                                        spatial_y=(("M", 8),), keep={"Weights", "Inputs", "Outputs"})))
     with pytest.raises(QuantloopError, match=r"Outputs are 16 bits, wider than the 8-bit word of level DRAM"):
         evaluate(arch, PW, _pw_mapping(), Bits(8, 8, 16))
+
+
+def test_batch_flags_broken_factor_products_and_fanouts():
+    arch = TARGETS["eyeriss"]
+    arrays = _pw_mapping().to_arrays()
+    assert evaluate_batch("eyeriss", PW, arrays).valid.all()
+    arrays.temporal[0, 0, 4] = 7  # P at DRAM 14 -> 7
+    arrays.spatial_x[0, 1, 5] = 14  # Q on X: 7 -> 14, with M2 that is 28 > 14
+    r = evaluate_batch(arch, PW, arrays)
+    assert not r.factors_ok[0] and not r.fanout_ok[0] and not r.valid[0]
