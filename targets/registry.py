@@ -79,6 +79,9 @@ def load_target(name_or_path: str | os.PathLike | Arch) -> Arch:
         if not path.is_file():
             raise QuantloopError(f"{text}: target file not found")
         return _load_cached(str(path.resolve()), path.stat().st_mtime, str(path))
+    builtin = BUILTIN_DIR / f"{text}.yaml"
+    if builtin.is_file():  # built-ins win over plug-ins of the same name; no need to scan
+        return _load_cached(str(builtin), builtin.stat().st_mtime, "built-in")
     for entry in discover():
         if entry.name == text:
             return _load_cached(str(entry.path), entry.path.stat().st_mtime, entry.source)
