@@ -308,8 +308,8 @@ def format_map_txt(arch: Arch, mapping: Mapping, problem: Problem | None = None)
     depth = 0
 
     def header(name: str, kept: list[str]) -> None:
-        lines.append(f"{name} [ {' '.join(kept)} ] ")
-        lines.append("-" * (len(name) + 4 + sum(len(k) + 1 for k in kept)))
+        lines.append(f"{name} [ {''.join(k + ' ' for k in kept)}] ")
+        lines.append("-" * (len(lines[-1]) - 1))
 
     for l, (lvl, lm) in enumerate(zip(arch.levels, mapping.levels)):
         kept = [f"{ds}:{tiles[l][k]}" if tiles else ds for k, ds in enumerate(DATASPACES) if ds in lm.keep]
