@@ -99,7 +99,7 @@ class _Importer:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if self.opset not in OPSETS:
             raise QuantloopError(f"{source}: opset {self.opset} is not supported (supported: 11..21)")
-        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.consts: dict[str, np.ndarray] = {t.name: self._read(t) for t in self.graph.initializer}
         self.onnx_types: dict[str, int] = {t.name: t.data_type for t in self.graph.initializer}
         self.values: dict[str, SSAValue] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -112,6 +112,13 @@ class _Importer:
         self.consumed = {name for n in self.graph.node for name in n.input} | {o.name for o in self.graph.output}
 
     # ------------------------------------------------------------------ plumbing
+
+    def _read(self, tensor: onnx.TensorProto) -> np.ndarray:
+        try:
+            return numpy_helper.to_array(tensor)
+        except (ValueError, TypeError) as err:
+            raise QuantloopError(f"{self.source}: initializer '{tensor.name}': its data does not match "
+                                 f"its type and shape {list(tensor.dims)} ({str(err).splitlines()[0]})") from None
 
     def fail(self, message: str) -> QuantloopError:
         node = self.node

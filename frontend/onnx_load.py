@@ -5,6 +5,7 @@ Every failure is a one-line `QuantloopError` naming the file and the problem.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -75,9 +76,46 @@ def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputSha
         source, model = str(spec), load_zoo_model(str(spec))
     else:
         source, model = str(spec), _read_file(Path(spec))
-    _check(model, source)
     _set_input_shapes(model, input_shapes or {}, source)
-    return infer_shapes(model, source)
+    skeleton = _skeleton(model)
+    _check(skeleton, source)
+    inferred = infer_shapes(skeleton, source).graph
+    for field in ("value_info", "output"):
+        model.graph.ClearField(field)
+        getattr(model.graph, field).extend(getattr(inferred, field))
+    return model
+
+
+#: Initializers with more elements than this are left out of checking and shape inference.
+SKELETON_MAX_ELEMENTS = 1024
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers declared as typed graph inputs instead.
+
+    The ONNX checker and shape inference serialize the whole model (seconds for VGG-16's 550 MB);
+    on the skeleton they see kilobytes. Small initializers stay, as shape inference reads values
+    such as Reshape's target shape. The weights themselves are validated when the importer reads them.
+    """
+    graph = model.graph
+    listed = {i.name for i in graph.input}
+    small, typed = [], []
+    for tensor in graph.initializer:
+        if math.prod(tensor.dims) <= SKELETON_MAX_ELEMENTS:
+            small.append(tensor)
+        elif tensor.name not in listed:
+            typed.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    skeleton = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    skeleton.graph.name = graph.name
+    skeleton.graph.node.extend(graph.node)
+    skeleton.graph.input.extend(list(graph.input) + typed)
+    skeleton.graph.output.extend(graph.output)
+    skeleton.graph.value_info.extend(graph.value_info)
+    skeleton.graph.initializer.extend(small)
+    skeleton.graph.sparse_initializer.extend(graph.sparse_initializer)
+    return skeleton
 
 
 def _check(model: onnx.ModelProto, source: str) -> None:

@@ -334,3 +334,11 @@ def test_quant_in_the_standard_domain_is_not_qonnx():
     model.opset_import.append(helper.make_opsetid("com.example", 1))
     with pytest.raises(QuantloopError, match=r"unsupported op com.example.Quant"):
         import_onnx(model)
+
+
+def test_weights_whose_data_does_not_match_their_shape():
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+    model = make([node], [f32("x", [1, 64])], [f32("y", [1, 64])], [init("w", np.zeros((64, 64), np.float32))])
+    model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-8]
+    with pytest.raises(QuantloopError, match=r"initializer 'w': its data does not match its type and shape \[64, 64\]"):
+        import_onnx(model)
