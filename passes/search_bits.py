@@ -55,6 +55,7 @@ class SearchSettings:
     seed: int = 0
     bits_range: str = "2..8"
     progress: bool = True
+    proxy_samples: int = PROXY_SAMPLES
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +140,8 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
             raise QuantloopError(f"{val_spec}: validation data needs labels (array y)")
         val_name = val_spec
     elif imagenet_zoo:
-        val_x, val_y, val_name = _random_inputs(module, PROXY_SAMPLES, 1), None, "fidelity proxy (seed 1)"
+        val_x, val_y = _random_inputs(module, settings.proxy_samples, 1), None
+        val_name = f"fidelity proxy: top-1 agreement with float on {settings.proxy_samples} N(0,1) inputs (seed 1)"
     else:
         raise QuantloopError("--search: --val-data is required (a labelled .npz with x and y) for this model")
     test_spec = settings.test_data or ("zoo:digits-test" if digits else None)
@@ -149,7 +151,8 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
             raise QuantloopError(f"{test_spec}: test data needs labels (array y)")
         test_name = test_spec
     elif imagenet_zoo and not settings.val_data:
-        test_x, test_y, test_name = _random_inputs(module, PROXY_SAMPLES, 2), None, "fidelity proxy (seed 2)"
+        test_x, test_y = _random_inputs(module, settings.proxy_samples, 2), None
+        test_name = f"fidelity proxy: top-1 agreement with float on {settings.proxy_samples} N(0,1) inputs (seed 2)"
     else:
         test_x = test_y = test_name = None
     return SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name)
