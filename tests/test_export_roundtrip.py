@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from xdsl.rewriter import Rewriter
 
@@ -229,3 +231,57 @@ builtin.module {
     assert kinds == ["QuantizeLinear", "DequantizeLinear"]
     zero_point = next(t for t in exported.graph.initializer if t.data_type == onnx.TensorProto.INT8)
     assert onnx.numpy_helper.to_array(zero_point) == 3
+
+
+STORAGE = [(onnx.TensorProto.INT8, np.int8), (onnx.TensorProto.UINT8, np.uint8), (onnx.TensorProto.INT16, np.int16),
+           (onnx.TensorProto.UINT16, np.uint16), (onnx.TensorProto.INT4, None), (onnx.TensorProto.UINT4, None)]
+
+
+def _zero_point(name, onnx_type, values):
+    return onnx.helper.make_tensor(name, onnx_type, [len(values)] if np.ndim(values) else [],
+                                   np.atleast_1d(values).astype(np.int64).tolist())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    act=st.sampled_from(STORAGE),
+    weight=st.sampled_from(STORAGE),
+    per_axis=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_random_qdq_parameters_roundtrip_exactly(act, weight, per_axis, seed):
+    rng = np.random.default_rng(seed)
+    act_type, w_type = act[0], weight[0]
+    a_lo, a_hi = _range(act_type)
+    w_lo, w_hi = _range(w_type)
+    channels = 3
+    w_codes = rng.integers(w_lo, w_hi + 1, (channels, 2, 1, 1))
+    w_scale = rng.uniform(1e-3, 0.5, channels if per_axis else ()).astype(np.float32)
+    w_zp = rng.integers(w_lo, w_hi + 1, channels if per_axis else ())
+    a_scale = np.float32(rng.uniform(1e-3, 0.5))
+    a_zp = int(rng.integers(a_lo, a_hi + 1))
+    h = onnx.helper
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "as", "az"], ["xq"], name="q"),
+        h.make_node("DequantizeLinear", ["xq", "as", "az"], ["xd"], name="dq"),
+        h.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0, name="dqw"),
+        h.make_node("Conv", ["xd", "wd"], ["y"], name="conv"),
+    ]
+    inits = [onnx.numpy_helper.from_array(a_scale, "as"), _zero_point("az", act_type, a_zp),
+             h.make_tensor("w", w_type, list(w_codes.shape), w_codes.reshape(-1).tolist()),
+             onnx.numpy_helper.from_array(w_scale, "ws"), _zero_point("wz", w_type, w_zp)]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 3, 3])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, channels, 3, 3])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+    model.ir_version = 10
+    module = import_onnx(model)
+    exported = export_onnx(module)
+    x = (rng.standard_normal((1, 2, 3, 3)) * 50).astype(np.float32)
+    assert np.array_equal(run(exported, x), run(model, x))
+
+
+def _range(onnx_type):
+    bits = {onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT16: 16,
+            onnx.TensorProto.UINT16: 16, onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}[onnx_type]
+    signed = onnx_type in (onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT4)
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
