@@ -5,11 +5,16 @@ Every value the accelerator holds in b bits carries exactly the float values its
 - Weights (`!qnn.uniform` per tensor / per axis, `!qnn.pot`, `!qnn.pot2` constants, which hold codes)
   are stored as float initializers of their dequantized codes, read directly by Conv / Gemm / MatMul.
 - Activations typed `!qnn.uniform` (model inputs and op results) get a quantize-dequantize right after
-  the op that writes them: `QuantizeLinear` + `DequantizeLinear` for 4, 8 and 16 bits (onnxruntime's CPU
-  provider runs int4/uint4/int8/uint8/int16/uint16 and matches numpy bit for bit), otherwise
-  `Div, Round (half to even), Add zp, Clip [qmin, qmax], Sub zp, Mul`, which is the same arithmetic in
-  float32. Ops that only move values (maxpool, reshape, flatten, identity, dropout) and keep their
-  input's type need none.
+  the op that writes them, built from elementary ops: `Div scale, Round (half to even),
+  Clip [qmin − zp, qmax − zp], Cast int32, Cast float, Mul scale` — the arithmetic of ONNX QuantizeLinear / DequantizeLinear and of
+  :func:`quantloop.ir.quantization.fake_quant`, bit for bit, at every width 2..16. Ops that only move
+  values (maxpool, reshape, flatten, identity, dropout) and keep their input's type need none.
+  `qdq=True` emits QuantizeLinear + DequantizeLinear instead for 4, 8 and 16 bits. onnxruntime's CPU
+  provider runs those exactly too, but only with graph optimizations disabled: at its default level the
+  QDQ transformers fuse DQ→Add→Q and similar patterns into integer kernels (other numerics), and reject
+  4-bit QDQ around MaxPool and Clip. The elementary form has no such patterns, so it is the default.
+  (Float Conv / Gemm outputs themselves may still differ between optimization levels in the last bits,
+  as the kernels sum in another order.)
 - Biases stay float: the accelerator adds them as int32 at the accumulator scale w_scale · in_scale,
   far finer than any activation scale.
 - `qnn.quantize` / `qnn.dequantize` (QDQ models) become the fake quantization of their result / an Identity.
@@ -50,9 +55,11 @@ QDQ_BITS = (4, 8, 16)
 MOVES_VALUES = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
 
 
-def export_fakequant_onnx(module: ModuleOp, graph_name: str = "quantloop_fakequant") -> onnx.ModelProto:
+def export_fakequant_onnx(
+    module: ModuleOp, graph_name: str = "quantloop_fakequant", qdq: bool = False
+) -> onnx.ModelProto:
     """The calibrated module as a float ONNX model whose quantized values are exact (see module doc)."""
-    return FakeQuantExporter(module).export(graph_name)
+    return FakeQuantExporter(module, qdq=qdq).export(graph_name)
 
 
 def weight_values(constant: ConstantOp) -> np.ndarray:
@@ -65,8 +72,9 @@ def weight_values(constant: ConstantOp) -> np.ndarray:
 
 
 class FakeQuantExporter(OnnxExporter):
-    def __init__(self, module: ModuleOp) -> None:
+    def __init__(self, module: ModuleOp, qdq: bool = False) -> None:
         super().__init__(module)
+        self.qdq = qdq
         self.raw_names: dict[SSAValue, str] = {}
 
     def onnx_type(self, value: SSAValue) -> int:
@@ -105,7 +113,7 @@ class FakeQuantExporter(OnnxExporter):
 
     @staticmethod
     def _keeps_input_type(op: Operation, result: SSAValue) -> bool:
-        return isinstance(op, MOVES_VALUES) and op.operands[0].type == result.type
+        return isinstance(op, MOVES_VALUES) and op.operands[0].type.element_type == result.type.element_type
 
     def fake_quantize(self, value: SSAValue) -> None:
         """Emit the quantize-dequantize of `value` (if it is quantized) and make it the value's name."""
@@ -119,7 +127,7 @@ class FakeQuantExporter(OnnxExporter):
             )
         raw = self.name(value)
         out = self.fresh(f"{raw}_fq")
-        if elem.bits in QDQ_BITS:
+        if self.qdq and elem.bits in QDQ_BITS:
             qinputs, attrs = self.quant_inputs(elem, raw)
             codes = self.fresh(f"{raw}_q")
             self.node("QuantizeLinear", [raw, *qinputs], [codes], **attrs)
@@ -130,22 +138,29 @@ class FakeQuantExporter(OnnxExporter):
         self.names[value] = out
 
     def _elementary_fake_quant(self, elem, raw: str, out: str, rank: int) -> None:
+        """`(clip(round(x / s) + zp, qmin, qmax) - zp) * s` as `clip(round(x / s), qmin - zp, qmax - zp) * s`.
+
+        The Cast to int32 and back is exact (|codes| < 2^24) and turns -0 into +0 as integer codes do;
+        onnxruntime drops an `Add 0` / `Sub 0`, so those cannot do it.
+        """
         scale, zero_point, axis = quant_params(elem)
         shape = [1] * rank
         if axis is not None:
             shape[axis] = scale.size
         scale = np.asarray(scale, np.float32).reshape(shape if axis is not None else ())
-        zp = np.asarray(zero_point, np.float32).reshape(scale.shape)
+        zp = np.asarray(zero_point, np.int64).reshape(scale.shape)
         qmin, qmax = q.qrange(elem.bits, elem.signed)
         s = self.constant(scale, f"{raw}_scale")
-        z = self.constant(zp, f"{raw}_zero_point")
-        lo = self.constant(np.array(qmin, np.float32), "qmin")
-        hi = self.constant(np.array(qmax, np.float32), "qmax")
-        steps = [("Div", [s]), ("Round", []), ("Add", [z]), ("Clip", [lo, hi]), ("Sub", [z]), ("Mul", [s])]
+        lo = self.constant((qmin - zp).astype(np.float32), f"{raw}_qmin")
+        hi = self.constant((qmax - zp).astype(np.float32), f"{raw}_qmax")
+        steps = [
+            ("Div", [s], {}), ("Round", [], {}), ("Clip", [lo, hi], {}),
+            ("Cast", [], {"to": TensorProto.INT32}), ("Cast", [], {"to": TensorProto.FLOAT}), ("Mul", [s], {}),
+        ]
         current = raw
-        for i, (op_type, operands) in enumerate(steps):
+        for i, (op_type, operands, attrs) in enumerate(steps):
             target = out if i == len(steps) - 1 else self.fresh(f"{raw}_{op_type.lower()}")
-            self.node(op_type, [current, *operands], [target])
+            self.node(op_type, [current, *operands], [target], **attrs)
             current = target
 
     def quant_inputs(self, elem, base: str) -> tuple[list[str], dict[str, int]]:
