@@ -1,15 +1,12 @@
 """qnn-canonicalize: BN folding, activation fusion, identity removal, constant folding."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from quantloop.frontend import export_onnx, import_onnx
-from quantloop.frontend.zoo import load_zoo_model
 from quantloop.ir import (
     AddOp,
     BatchNormOp,
