@@ -162,20 +162,21 @@ class OnnxExporter:
             if emitter is None:
                 raise QuantloopError(f"export: {op_label(op)} has no ONNX export")
             emitter(self, op)
-        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, self.initializers)
+        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="quantloop")
+        model.graph.initializer.extend(self.initializers)  # after make_model, which copies its graph
         model.ir_version = IR_VERSION
         return model
 
-    def activation(self, op, result: str) -> None:
-        """Emit `op`'s fused activation (if any) producing `result` from a fresh pre-activation name."""
+    def activation(self, op, preact: str) -> None:
+        """Emit `op`'s fused activation (if any) from `preact` (see `fused_output`) to the op's result."""
         out = self.name(op.results[0])
         if op.act == "relu":
-            self.node("Relu", [result], [out], op)
+            self.node("Relu", [preact], [out], op)
         elif op.act == "clip":
             low = self.constant(np.array(op.act_min, np.float32), "clip_min")
             high = self.constant(np.array(op.act_max, np.float32), "clip_max")
-            self.node("Clip", [result, low, high], [out], op)
+            self.node("Clip", [preact, low, high], [out], op)
 
     def fused_output(self, op) -> str:
         """Where the op itself writes: its result, or a temporary when an activation follows."""
