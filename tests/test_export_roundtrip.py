@@ -174,6 +174,8 @@ def test_qdq_int4_weights_are_exact(tmp_path):
     exported = export_onnx(module)
     assert any(t.data_type == onnx.TensorProto.INT4 for t in exported.graph.initializer)
     assert_exact(qdq, exported)
+    reparsed = parse_module(print_module(module, elide_weights_over=None), "int4.mlir")
+    assert_exact(qdq, export_onnx(reparsed))
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """A small ONNX graph builder for the zoo: tracks shapes, parameter count and MACs.
 
 With `materialize=False` no weights are drawn, so the zoo table (params, MACs) is cheap even for
-VGG-16; with `materialize=True` seeded weights are drawn in float32 (He-normal for convs, fan-in
-normal for the classifier, random-but-sane BatchNorm statistics so BN folding is exercised).
+VGG-16; with `materialize=True` seeded weights are drawn in float32 (He-scaled for convs, fan-in
+scaled for the classifier, random-but-sane BatchNorm statistics so BN folding is exercised).
 """
 
 from __future__ import annotations
