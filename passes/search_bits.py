@@ -276,6 +276,10 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
     data = resolve_data(module, model, compile_kwargs.get("data"), settings)
     options = _options(target, objective, settings, compile_kwargs.get("workers", 1), compile_kwargs.get("cache_dir"),
                        compile_kwargs.get("use_cache", True), weight_clip)
+    if console is None and settings.progress:
+        from rich.console import Console
+
+        console = Console(stderr=True)
     result = search_bits(module, options, data.calib_x, data.val_x, data.val_y, console=console,
                          data_names=(data.calib_name, data.val_name))
     model_name = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
@@ -285,24 +289,50 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
     document = build_pareto(result, model=model_name, extra=extra)
     if result.chosen is None:
         if output_dir is not None:
-            write_pareto(output_dir, document, result)
+            from quantloop.backend.atomic import atomic_output_dir
+
+            with atomic_output_dir(Path(output_dir), compile_kwargs.get("force", False)) as tmp:
+                write_pareto(tmp, document, result)
         raise no_feasible_error(result)
 
-    scheme = result.chosen.config.scheme
+    table = result.bits_file(result.chosen)
     with tempfile.TemporaryDirectory(prefix="quantloop-search-") as tmp:
         bits_path = Path(tmp) / "bits.json"
-        bits_path.write_text(json.dumps(result.bits_file(result.chosen), indent=1))
-        kwargs = dict(compile_kwargs, bits_file=str(bits_path), weight_scheme=scheme)
+        bits_path.write_text(json.dumps(table, indent=1))
+        kwargs = dict(compile_kwargs, bits_file=str(bits_path), weight_scheme=result.chosen.config.scheme, output_dir=None)
         if not kwargs.get("data") and data.calib_name == "zoo:digits-calib":
             kwargs["data"] = "zoo:digits-calib"
         compiled = compile_model(module, **kwargs)
     compiled.search = document
     if output_dir is not None:
+        from quantloop.backend.artifacts import write_artifacts
+
+        compiled.artifacts = write_artifacts(
+            Path(output_dir), qnn_module=compiled.qnn_module, accel_module=compiled.module, target=compiled.target,
+            command_line=compile_kwargs.get("command_line", ""), force=compile_kwargs.get("force", False),
+            extra_reports={"search": report_summary(document)},
+        )
         compiled.artifacts.update(write_pareto(output_dir, document, result))
         bits_out = Path(output_dir) / "bits.json"
-        bits_out.write_text(json.dumps(result.bits_file(result.chosen), indent=1) + "\n")
+        bits_out.write_text(json.dumps(table, indent=1) + "\n")
         compiled.artifacts["bits_json"] = bits_out
     return compiled
+
+
+def report_summary(document: dict[str, Any]) -> dict[str, Any]:
+    """What report.json says about the search: the chosen point, the references, the ablation."""
+    chosen = document["points"][document["chosen"]]
+    return {
+        "pareto": "pareto.json",
+        "objective": document["objective"],
+        "accuracy_metric": document["accuracy_metric"],
+        "max_accuracy_drop_pp": document["max_accuracy_drop_pp"],
+        "float_accuracy": document["float_accuracy"],
+        "chosen": {k: chosen[k] for k in ("label", "energy_pj", "cycles", "weight_bytes", "accuracy")},
+        "w8a8": {k: document["reference_w8a8"][k] for k in ("energy_pj", "cycles", "weight_bytes", "accuracy")},
+        "ablation": document["ablation"],
+        "test": document.get("test"),
+    }
 
 
 def held_out_accuracies(result, data: SearchData) -> dict[str, Any]:
