@@ -98,7 +98,9 @@ def write_pareto_plot(path: Path, result) -> Path:
     import matplotlib.pyplot as plt
 
     objective = result.options.objective
-    scale, unit = (1e6, "energy (µJ)") if objective == "energy" else (1.0, "EDP (pJ·cycles)")
+    scale, unit = {"energy": (1e6, "energy (µJ)"), "edp": (1.0, "EDP (pJ·cycles)"), "latency": (1.0, "latency (cycles)")}[
+        objective
+    ]
     fig, ax = plt.subplots(figsize=(8, 5.5))
     ax.scatter(
         [p.cost(objective) / scale for p in result.archive], [100 * p.accuracy for p in result.archive],

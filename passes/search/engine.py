@@ -1,6 +1,6 @@
 """The mixed-precision co-search: from a canonicalized float qnn module to a Pareto front.
 
-Objectives (all minimised by NSGA-II): network energy (or EDP) from the mapper at every layer's
+Objectives (all minimised by NSGA-II): network energy (or EDP, or latency) from the mapper at every layer's
 bits, packed weight memory, and −accuracy of the exact fake-quant model on the validation data
 (selection data; the test split is never seen here). Constraint: accuracy drop ≤
 `max_accuracy_drop` percentage points against the float model on the same data.
@@ -21,7 +21,7 @@ from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, 
 from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
 from quantloop.passes.search.space import Config, SearchSpace, build_space
 
-OBJECTIVES = ("energy", "edp")
+OBJECTIVES = ("energy", "edp", "latency")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,10 @@ class Point:
         return self.energy_pj * self.cycles
 
     def cost(self, objective: str) -> float:
-        return self.edp if objective == "edp" else self.energy_pj
+        """The first objective: energy (pJ), EDP (pJ·cycles) or latency (cycles)."""
+        if objective == "edp":
+            return self.edp
+        return float(self.cycles) if objective == "latency" else self.energy_pj
 
 
 @dataclass
@@ -262,11 +265,12 @@ class _progress:
         )
         self.bar.__enter__()
         task = self.bar.add_task("search", total=self.options.generations, best="best —", hits="0%", seen=0)
-        unit = "EDP" if self.options.objective == "edp" else "µJ"
+        objective = self.options.objective
+        unit = {"edp": "pJ·cycles", "latency": "cycles"}.get(objective, "µJ")
 
         def update(gen, best, hit_rate, seen):
             value = "—" if best is None else (
-                f"{best.edp:.3g}" if self.options.objective == "edp" else f"{best.energy_pj / 1e6:.4f}"
+                f"{best.energy_pj / 1e6:.4f}" if objective == "energy" else f"{best.cost(objective):.4g}"
             )
             self.bar.update(task, completed=gen, best=f"best feasible {value} {unit}", hits=f"{hit_rate:.0%}", seen=seen)
 
