@@ -254,3 +254,56 @@ def test_an_unmapped_layer_or_another_target_is_a_clean_error(tmp_path):
     with pytest.raises(QuantloopError, match="mapped for target eyeriss"):
         write_artifacts(tmp_path / "b", qnn_module=qnn, accel_module=mapped, target="simba", command_line="x")
     assert list(tmp_path.iterdir()) == []
+
+
+def _conv_gemm_matmul_model():
+    """conv (bias) → flatten → gemm without trans_b (weights stored K×N) → matmul: every weight layout."""
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+
+    from quantloop.ir.qnn import ConstantOp, Conv2dOp, FlattenOp, GemmOp, MatMulOp
+
+    rng = np.random.default_rng(5)
+    fn = func.FuncOp("main", ([TensorType(f32, [1, 3, 6, 6])], [TensorType(f32, [1, 6])]))
+    (x,) = fn.body.block.args
+    ops = []
+
+    def add(op):
+        ops.append(op)
+        return op
+
+    def const(shape, name):
+        return add(ConstantOp(rng.standard_normal(shape).astype(np.float32), name=name))
+
+    c = add(Conv2dOp(x, const((4, 3, 3, 3), "w1"), const((4,), "b1"), strides=(2, 2), act="relu", name="conv1"))
+    f = add(FlattenOp(c, 1, name="flat"))
+    g = add(GemmOp(f, const((16, 12), "w2"), const((12,), "b2"), trans_b=False, act="relu", name="fc2"))
+    m = add(MatMulOp(g, const((12, 6), "w3"), name="mm3"))
+    add(func.ReturnOp(m))
+    fn.body.block.add_ops(ops)
+    return ModuleOp([fn])
+
+
+def test_gemm_and_matmul_weights_keep_their_stored_orientation(tmp_path):
+    from quantloop.ir.qnn import make_context
+    from quantloop.passes.assign_bits import AssignBitsPass
+    from quantloop.passes.calibrate import CalibratePass
+
+    qnn = _conv_gemm_matmul_model()
+    AssignBitsPass(bits="w5a8").apply(make_context(), qnn)
+    CalibratePass().apply(make_context(), qnn)
+    accel = accel_module(qnn, "simba")
+    write_artifacts(tmp_path / "out", qnn_module=qnn, accel_module=accel, target="simba", command_line="x")
+    manifest = {e["name"]: e for e in json.loads((tmp_path / "out" / "weights.json").read_text())["layers"]}
+    assert manifest["fc2"]["layout"] == ["K", "N"] and manifest["fc2"]["canonical_dims"] == ["C", "M"]
+    assert manifest["fc2"]["shape"] == [16, 12] and manifest["fc2"]["axis"] == 1
+    assert manifest["mm3"]["canonical_dims"] == ["C", "M"] and "bias" not in manifest["mm3"]
+    assert manifest["conv1"]["canonical_shape"] == [1, 4, 3, 3, 3] and manifest["conv1"]["bias"]["count"] == 4
+    check_unpacked_weights_reproduce_the_fake_quant_model(tmp_path / "out", n_inputs=2)
+    from quantloop.ir.qnn import ConstantOp
+
+    floats = {op.node_name: op.array for op in qnn.walk() if isinstance(op, ConstantOp) and op.node_name in ("b1", "b2")}
+    biases = unpack_biases(tmp_path / "out", dequantize=True)
+    for layer, const in (("conv1", "b1"), ("fc2", "b2")):
+        scales = np.array(manifest[layer]["bias"]["scales"], np.float32)
+        assert np.all(np.abs(biases[layer] - floats[const]) <= scales / 2 * (1 + 1e-6)), layer
