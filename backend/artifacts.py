@@ -8,6 +8,7 @@ temporary folder beside the destination (:mod:`quantloop.backend.atomic`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,12 +109,15 @@ def write_artifacts(
     command_line: str,
     force: bool = False,
     extra_reports: dict | None = None,
+    extra_writers: Sequence[Callable[[Path], dict[str, Path]]] = (),
 ) -> dict[str, Path]:
     """Write all artefacts into ``out_dir`` atomically; return their final paths by kind.
 
     ``qnn_module`` is the calibrated qnn-level module (``model.quant.onnx`` is exported from it; None skips
     that file), ``accel_module`` the mapped accel-level module, ``target`` an Arch or a target name/path.
-    An existing ``out_dir`` is replaced only with ``force``.
+    An existing ``out_dir`` is replaced only with ``force``. ``extra_reports`` go into report.json under
+    their own keys; each of ``extra_writers`` is called with the temporary folder after the built-in steps
+    (so its files are part of the same all-or-nothing output) and returns {kind: path} of what it wrote.
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
@@ -136,5 +140,7 @@ def write_artifacts(
     with atomic_output_dir(out_dir, force) as tmp:
         for step in STEPS:
             written.update(globals()[f"write_{step}"](tmp, ctx))
+        for writer in extra_writers:
+            written.update(writer(tmp))
         final = {kind: out_dir / path.relative_to(tmp) for kind, path in written.items()}
     return {"dir": out_dir, **final}

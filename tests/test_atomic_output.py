@@ -90,6 +90,26 @@ def test_success_replaces_an_existing_folder_only_with_force(existing, monkeypat
     assert existing.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
+def test_extra_writers_join_the_atomic_output(existing, monkeypatch):
+    _fake_writers(monkeypatch)
+    before = _snapshot(existing)
+
+    def pareto(tmp: Path) -> dict[str, Path]:
+        (tmp / "pareto.json").write_text("[]")
+        return {"pareto_json": tmp / "pareto.json"}
+
+    def broken(tmp: Path) -> dict[str, Path]:
+        raise RuntimeError("extra writer failed")
+
+    with pytest.raises(RuntimeError, match="extra writer failed"):
+        artifacts.write_artifacts(existing, qnn_module=None, accel_module=ModuleOp([]), target="eyeriss",
+                                  command_line="x", force=True, extra_writers=[pareto, broken])
+    assert _snapshot(existing) == before and _leftovers(existing.parent) == []
+    written = artifacts.write_artifacts(existing, qnn_module=None, accel_module=ModuleOp([]), target="eyeriss",
+                                        command_line="x", force=True, extra_writers=[pareto])
+    assert written["pareto_json"] == existing / "pareto.json" and (existing / "pareto.json").read_text() == "[]"
+
+
 def test_a_new_folder_and_missing_parents_are_created(tmp_path, monkeypatch):
     _fake_writers(monkeypatch)
     out = tmp_path / "a" / "b" / "build"
