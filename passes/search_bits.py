@@ -307,15 +307,17 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
     if output_dir is not None:
         from quantloop.backend.artifacts import write_artifacts
 
+        def write_search_files(folder: Path) -> dict[str, Path]:
+            written = write_pareto(folder, document, result)
+            bits_out = folder / "bits.json"
+            bits_out.write_text(json.dumps(table, indent=1) + "\n")
+            return {**written, "bits_json": bits_out}
+
         compiled.artifacts = write_artifacts(
             Path(output_dir), qnn_module=compiled.qnn_module, accel_module=compiled.module, target=compiled.target,
             command_line=compile_kwargs.get("command_line", ""), force=compile_kwargs.get("force", False),
-            extra_reports={"search": report_summary(document)},
+            extra_reports={"search": report_summary(document)}, extra_writers=[write_search_files],
         )
-        compiled.artifacts.update(write_pareto(output_dir, document, result))
-        bits_out = Path(output_dir) / "bits.json"
-        bits_out.write_text(json.dumps(table, indent=1) + "\n")
-        compiled.artifacts["bits_json"] = bits_out
     return compiled
 
 
