@@ -106,8 +106,9 @@ class FakeQuantExporter(OnnxExporter):
             for result in op.results:
                 if not self._keeps_input_type(op, result):
                     self.fake_quantize(result)
-        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, self.initializers)
+        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="quantloop")
+        model.graph.initializer.extend(self.initializers)  # after make_model, which copies its graph
         model.ir_version = IR_VERSION
         return model
 

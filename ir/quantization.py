@@ -32,6 +32,7 @@ Calibrated weight constants hold codes; :func:`weight_quantization` reads back h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -166,14 +167,63 @@ def pot_encode(
     x: np.ndarray, scale: np.ndarray | float, scheme: Scheme, bits: int, axis: int | None = None
 ) -> np.ndarray:
     """Signed codes (int32) of the nearest ``pot``/``pot2`` level to ``x / scale`` (see module docstring)."""
-    levels, mags = _level_table(scheme, bits)
     x = np.asarray(x, dtype=np.float32)
     s = _broadcast(_checked_scale(scale), x.ndim, axis)
-    r = np.abs(x / s).astype(np.float64)
-    midpoints = (levels[1:] + levels[:-1]) / 2
-    idx = np.searchsorted(midpoints, r, side="right")
-    idx = np.where((idx > 0) & (r == midpoints[np.maximum(idx - 1, 0)]), idx - 1, idx)
-    return (np.sign(x).astype(np.int32) * mags[idx]).astype(np.int32)
+    r = np.abs(x / s)
+    if scheme == "pot":
+        mags = _pot_magnitudes(r, bits)
+    elif scheme == "pot2":
+        mags = _pot2_magnitudes(r, bits)
+    else:
+        raise ValueError(f"power-of-two quantization: unknown scheme {scheme!r} (expected pot or pot2)")
+    return np.where(x < 0, -mags, mags).astype(np.int32)
+
+
+def _pot_exponents(r: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(exponent e in [emin, 0], is-zero) of the nearest of {0, 2^0, ..., 2^emin} to r >= 0, by exponent
+    arithmetic: between 2^(e-1) and 2^e the midpoint is 0.75 * 2^e (frexp's mantissa 0.75); ties go to
+    the smaller level."""
+    emin = 2 - _pot_levels(bits).size
+    mant, exp = np.frexp(r)
+    e = np.clip(np.where(mant > 0.75, exp, exp - 1), emin, 0)
+    return e, r <= np.float32(2.0 ** (emin - 1))
+
+
+def _pot_magnitudes(r: np.ndarray, bits: int) -> np.ndarray:
+    e, zero = _pot_exponents(r, bits)
+    return np.where(zero, 0, 1 - e).astype(np.int32)
+
+
+@lru_cache(maxsize=None)
+def _pot2_lookup(bits: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(log2 of the cells per unit, magnitude code per cell, level per cell). Levels are multiples of
+    2^-L, so their midpoints are multiples of 2^-(L+1): within a cell of that width the nearest level is
+    constant."""
+    levels, mags = _pot2_table(bits)
+    k = (bits - 1) // 2
+    shift = (1 << k) - 1  # L + 1 with L the finest exponent
+    cells = int(round(levels[-1] * 2**shift))
+    centers = (np.arange(cells) + 0.5) / 2**shift
+    idx = np.searchsorted((levels[1:] + levels[:-1]) / 2, centers)
+    return shift, mags[idx], levels[idx].astype(np.float32)
+
+
+def _pot2_cells(r: np.ndarray, bits: int) -> np.ndarray:
+    shift, table, _ = _pot2_lookup(bits)
+    t = np.minimum(r * np.float32(2**shift), np.float32(table.size))  # exact: a power-of-two factor
+    return np.clip(np.ceil(t) - 1, 0, table.size - 1).astype(np.intp)  # (i, i+1] -> cell i: ties go down
+
+
+def _pot2_magnitudes(r: np.ndarray, bits: int) -> np.ndarray:
+    return _pot2_lookup(bits)[1][_pot2_cells(r, bits)]
+
+
+def _nearest_level(r: np.ndarray, scheme: Scheme, bits: int) -> np.ndarray:
+    """Float32 value of the level nearest to r >= 0 (scale 1), without going through codes."""
+    if scheme == "pot":
+        e, zero = _pot_exponents(r, bits)
+        return np.where(zero, np.float32(0), np.ldexp(np.float32(1), e).astype(np.float32))
+    return _pot2_lookup(bits)[2][_pot2_cells(r, bits)]
 
 
 def pot_decode(
@@ -236,11 +286,26 @@ def weight_scales(
             ratios = [np.clip(center + d, 0.01, 1.0) for d in _MSE_FINE]
         for ratio in ratios:
             scale = np.maximum((base * ratio).astype(np.float32), MIN_SCALE)
-            err = np.square(weight_fake_quant(mat, scale, bits, scheme, axis=0) - mat, dtype=np.float64).sum(axis=1)
+            err = _clip_error(mat, scale, bits, scheme)
             better = err < best_err
             best_ratio = np.where(better, ratio, best_ratio)
             best_err = np.where(better, err, best_err)
     return np.maximum((base * best_ratio).astype(np.float32), MIN_SCALE)
+
+
+def _clip_error(mat: np.ndarray, scale: np.ndarray, bits: int, scheme: Scheme) -> np.ndarray:
+    """Per-row squared error of fake-quantizing ``mat`` (rows = channels) at ``scale``, in units where the
+    codes are integers (``(code − w/s)² · s²``), computed in place in float32."""
+    r = mat / scale[:, None]
+    if scheme == "int":
+        qmax = qrange(bits, True, narrow_range=True)[1]
+        approx = np.clip(np.rint(r), -qmax, qmax)
+    else:
+        np.abs(r, out=r)
+        approx = _nearest_level(r, scheme, bits)
+    np.subtract(approx, r, out=approx)
+    np.square(approx, out=approx)
+    return approx.sum(axis=1, dtype=np.float64) * np.square(scale, dtype=np.float64)
 
 
 def weight_encode(w: np.ndarray, scale: np.ndarray, bits: int, scheme: Scheme = "int", axis: int = 0) -> np.ndarray:
