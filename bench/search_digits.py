@@ -83,7 +83,7 @@ def imagenet(args) -> None:
     CanonicalizePass().apply(make_context(), module)
     settings = SearchSettings(proxy_samples=args.proxy_samples)
     data = resolve_data(module, model, None, settings)
-    print(f"\n== {model} (224×224, seeded weights) on {args.imagenet_target}, fidelity proxy: {data.val_name}; "
+    print(f"\n== {model} (224×224, seeded weights) on {args.imagenet_target}, {data.val_name}; "
           f"population {args.imagenet_population}, generations {args.imagenet_generations}")
     with tempfile.TemporaryDirectory(prefix="quantloop-bench-") as tmp:
         runs = []
