@@ -7,8 +7,8 @@
   `!qnn.uniform<i4:f32:0, {s0:0, ...}>`; with `pot` / `pot2` (targets with shift-add PEs) it becomes
   `!qnn.pot<bits = b>` / `!qnn.pot2<bits = b>`, and since those types carry no scale the per-channel scales
   are kept on the constant as the attributes `qnn.scales` (`array<f32: ...>`) and `qnn.axis`
-  (see :func:`quantloop.ir.quantization.weight_quantization`). Either way the constant then holds its integer codes (int8 for
-  b ≤ 8, int16 for 16 bits), as the ONNX importer stores QDQ weights.
+  (read back with :func:`quantloop.ir.quantization.weight_quantization`). Either way the constant then
+  holds its integer codes (int8 for b ≤ 8, int16 for 16 bits), as the ONNX importer stores QDQ weights.
 - Activations (model inputs and op results typed `!qnn.int`) get a per-tensor
   `!qnn.uniform<u8:f32, s:0>` from ranges observed by running the model in onnxruntime on the
   calibration data: every activation becomes a graph output of the float export. Zero point 0
@@ -40,6 +40,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from quantloop.errors import QuantloopError
+from quantloop.frontend.quant_types import container
 from quantloop.ir import quantization as q
 from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR
 from quantloop.ir.qnn import (
@@ -69,13 +70,6 @@ PERCENTILE_SAMPLE_CAP = 1 << 22
 
 class CalibrationWarning(UserWarning):
     """Calibration ran, but on inputs that may not represent the model's real data."""
-
-
-def container_dtype(bits: int, signed: bool) -> np.dtype:
-    """The numpy dtype a quantized constant stores its b-bit codes in."""
-    if bits <= 8:
-        return np.dtype(np.int8 if signed else np.uint8)
-    return np.dtype(np.int16 if signed else np.uint16)
 
 
 def weight_axis(op: Operation) -> int:
@@ -288,7 +282,7 @@ class CalibratePass(ModulePass):
             )
         array = np.asarray(constant.array, np.float32)
         scales = q.weight_scales(array, bits, self.weight_clip, scheme, axis=axis)
-        codes = q.weight_encode(array, scales, bits, scheme, axis=axis).astype(container_dtype(bits, True))
+        codes = q.weight_encode(array, scales, bits, scheme, axis=axis).astype(container(bits, True))
         if scheme == "int":
             new_elem: Attribute = UniformPerAxisType(bits, True, axis, [float(s) for s in scales], [0] * scales.size)
         else:
