@@ -1,0 +1,184 @@
+"""The tiling space of one layer on one target: which factor each (level, temporal | spatial-X |
+spatial-Y) slot may take, and a vectorised enumeration of every legal tiling.
+
+A tiling gives every dim's factor at every slot; legality is: the factors of each dim multiply to
+the dim, fan-outs (product of a level's X factors ≤ fanout_x, Y likewise), the target's fixed
+factors and allowed spatial dims, and the capacity of every level in words at the layer's
+bit-widths (⌈tile / ⌊word/b⌋⌉ per kept data space, input tiles with the sliding-window halo).
+The same rules are stated as a CP-SAT model in `quantloop.mapper.cpsat`; tests check that both
+agree on the number of legal tilings.
+
+Enumeration joins one dim at a time (numpy), pruning every partial tiling whose fan-out or
+capacity already overflows: tiles only grow as dims are added, so the pruning is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, values_per_word
+from quantloop.targets.arch import Arch
+
+TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2
+KIND_NAMES = ("temporal", "spatial X", "spatial Y")
+_N, _G, _C, _M, _P, _Q, _R, _S = range(8)
+_CHUNK = 1 << 19
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def slot_rule(arch: Arch, level: int, kind: int, dim: str) -> int | None:
+    """The fixed factor of a slot (1 = the dim may not use it), or None when it is free."""
+    lvl = arch.levels[level]
+    if kind == TEMPORAL:
+        return lvl.temporal_factors.get(dim)
+    fanout = lvl.fanout_x if kind == SPATIAL_X else lvl.fanout_y
+    allowed = lvl.spatial_x_dims if kind == SPATIAL_X else lvl.spatial_y_dims
+    fixed = lvl.spatial_x_factors if kind == SPATIAL_X else lvl.spatial_y_factors
+    if fanout == 1 or dim not in allowed:
+        return 1
+    return fixed.get(dim)
+
+
+def _ordered_factorizations(n: int, slots: int) -> list[tuple[int, ...]]:
+    if slots == 0:
+        return [()] if n == 1 else []
+    if slots == 1:
+        return [(n,)]
+    out = []
+    for d in divisors(n):
+        for rest in _ordered_factorizations(n // d, slots - 1):
+            out.append((d,) + rest)
+    return out
+
+
+@dataclass
+class Tilings:
+    """Legal tilings as factors [K, L, 3 kinds, 8 dims]; `complete` is False when the
+    enumeration had to be subsampled to stay within its limit."""
+
+    factors: np.ndarray
+    complete: bool
+
+    def __len__(self) -> int:
+        return self.factors.shape[0]
+
+
+class Mapspace:
+    """Slots, per-dim factor options and capacity rules of one (problem, target, bits)."""
+
+    def __init__(self, arch: Arch, problem: Problem, bits: Bits) -> None:
+        self.arch, self.problem, self.bits = arch, problem, bits
+        self.L = arch.num_levels
+        self.fanout = np.array([[lvl.fanout_x, lvl.fanout_y] for lvl in arch.levels], dtype=np.int64)
+        self.capacity = np.array([-1 if lvl.capacity_words is None else lvl.capacity_words for lvl in arch.levels])
+        self.opw = np.array(
+            [[values_per_word(lvl.word_bits, b) for b in bits.as_tuple()] for lvl in arch.levels], dtype=np.int64
+        )
+        self.must_keep = np.array([[ds in lvl.must_keep or l == 0 for ds in DATASPACES]
+                                   for l, lvl in enumerate(arch.levels)])
+        self.may_keep = np.array([[ds in lvl.may_keep or l == 0 for ds in DATASPACES]
+                                  for l, lvl in enumerate(arch.levels)])
+        self.options = [self.dim_options(d) for d in range(8)]
+
+    def dim_options(self, dim: int) -> np.ndarray:
+        """All legal ways [n, L, 3] to spread one dim over the slots (products equal the dim;
+        fixed factors honoured; a single spatial factor never exceeds its fan-out)."""
+        name, size = DIMS[dim], int(self.problem.dim_array[dim])
+        fixed_prod, free, base = 1, [], np.ones((self.L, 3), dtype=np.int64)
+        for l in range(self.L):
+            for k in range(3):
+                rule = slot_rule(self.arch, l, k, name)
+                if rule is None:
+                    free.append((l, k))
+                else:
+                    base[l, k] = rule
+                    fixed_prod *= rule
+        if size % fixed_prod:
+            return np.zeros((0, self.L, 3), dtype=np.int64)
+        combos = _ordered_factorizations(size // fixed_prod, len(free))
+        out = np.repeat(base[None], len(combos), axis=0)
+        if free and combos:
+            arr = np.array(combos, dtype=np.int64)
+            for i, (l, k) in enumerate(free):
+                out[:, l, k] = arr[:, i]
+        ok = np.all(out[:, :, 1] <= self.fanout[None, :, 0], axis=1) & np.all(out[:, :, 2] <= self.fanout[None, :, 1], axis=1)
+        return out[ok]
+
+    # ---- tiles -------------------------------------------------------------------------------
+    def tile_values(self, cum: np.ndarray) -> np.ndarray:
+        """Tile sizes in values [..., L, 3] from per-level cumulative extents cum[..., L, 8]."""
+        pr = self.problem
+        w = (cum[..., _P] - 1) * pr.Wstride + (cum[..., _R] - 1) * pr.Wdilation + 1
+        h = (cum[..., _Q] - 1) * pr.Hstride + (cum[..., _S] - 1) * pr.Hdilation + 1
+        weights = cum[..., _G] * cum[..., _C] * cum[..., _M] * cum[..., _R] * cum[..., _S]
+        inputs = cum[..., _N] * cum[..., _G] * cum[..., _C] * w * h
+        outputs = cum[..., _N] * cum[..., _G] * cum[..., _M] * cum[..., _P] * cum[..., _Q]
+        return np.stack([weights, inputs, outputs], axis=-1)
+
+    def tile_words(self, cum: np.ndarray) -> np.ndarray:
+        """Words per instance [..., L, 3] of each data space's tile (kept or not)."""
+        return -(-self.tile_values(cum) // self.opw)
+
+    def fits(self, cum: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """bool[...]: every level's kept tiles fit its capacity (keep [..., L, 3] or [L, 3])."""
+        used = (self.tile_words(cum) * keep).sum(axis=-1)
+        return np.all((self.capacity < 0) | (used <= self.capacity), axis=-1)
+
+    @staticmethod
+    def cumulative(factors: np.ndarray) -> np.ndarray:
+        """factors [..., L, 3, 8] → tile extents [..., L, 8] of each level (its loops and all inner ones)."""
+        per_level = factors.prod(axis=-2)
+        return np.flip(np.cumprod(np.flip(per_level, axis=-2), axis=-2), axis=-2)
+
+    # ---- enumeration -------------------------------------------------------------------------
+    def enumerate(self, limit: int, rng: np.random.Generator, keep: np.ndarray | None = None) -> Tilings:
+        """Every legal tiling at keep sets `keep` [L, 3] (default: the must-keep sets, which admit
+        the most tilings). Beyond `limit` partial tilings a seeded uniform subsample is kept."""
+        keep = self.must_keep if keep is None else keep
+        L = self.L
+        order = sorted(range(8), key=lambda d: len(self.options[d]))
+        idx = np.zeros((1, 0), dtype=np.int32)
+        cum = np.ones((1, L, 8), dtype=np.int64)
+        spatial = np.ones((1, L, 2), dtype=np.int64)
+        complete = True
+        for d in order:
+            opts = self.options[d]
+            if len(opts) == 0:
+                return Tilings(np.zeros((0, L, 3, 8), dtype=np.int64), True)
+            opt_cum = np.flip(np.cumprod(np.flip(opts.prod(axis=2), axis=1), axis=1), axis=1)  # [n, L]
+            opt_sp = opts[:, :, 1:]  # [n, L, 2]
+            n = len(opts)
+            kept_idx, kept_cum, kept_sp = [], [], []
+            total = idx.shape[0] * n
+            for start in range(0, total, _CHUNK):
+                pair = np.arange(start, min(total, start + _CHUNK), dtype=np.int64)
+                k, o = pair // n, pair % n
+                sp = spatial[k] * opt_sp[o]
+                ok = np.all(sp <= self.fanout, axis=(1, 2))
+                k, o, sp = k[ok], o[ok], sp[ok]
+                c = cum[k]
+                c[:, :, d] = opt_cum[o]
+                ok = self.fits(c, keep)
+                kept_idx.append(np.concatenate([idx[k[ok]], o[ok, None].astype(np.int32)], axis=1))
+                kept_cum.append(c[ok])
+                kept_sp.append(sp[ok])
+            idx = np.concatenate(kept_idx) if kept_idx else np.zeros((0, idx.shape[1] + 1), np.int32)
+            cum = np.concatenate(kept_cum) if kept_cum else np.zeros((0, L, 8), np.int64)
+            spatial = np.concatenate(kept_sp) if kept_sp else np.zeros((0, L, 2), np.int64)
+            if idx.shape[0] > limit:
+                pick = np.sort(rng.choice(idx.shape[0], size=limit, replace=False))
+                idx, cum, spatial = idx[pick], cum[pick], spatial[pick]
+                complete = False
+            if idx.shape[0] == 0:
+                break
+        factors = np.ones((idx.shape[0], L, 3, 8), dtype=np.int64)
+        for j, d in enumerate(order):
+            if idx.shape[0]:
+                factors[:, :, :, d] = self.options[d][idx[:, j]]
+        return Tilings(factors, complete)

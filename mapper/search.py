@@ -1,0 +1,322 @@
+"""Search for the best mapping of one layer under the exact cost model.
+
+Small mapspaces are searched exhaustively: every legal tiling × every combination of per-level
+loop-order candidates (`quantloop.mapper.orders`, which lose no optimum) × every keep/bypass
+choice is scored by `evaluate_batch`, so the result is proven optimal within the mapspace.
+Larger ones: a seeded sample of legal tilings is scored with data-space-stationary orders, and
+the best few seed a steepest-descent local search whose moves shift one prime factor between
+two slots of a dim, change one level's loop order or toggle one optional keep; every neighbour
+is scored exactly. Both paths are deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantloop.costmodel.mapping import MappingArrays
+from quantloop.costmodel.model import BatchResult, evaluate_batch
+from quantloop.costmodel.problem import DATASPACES, Bits, Problem
+from quantloop.mapper.mapspace import Mapspace, slot_rule
+from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
+from quantloop.targets.arch import Arch
+
+OBJECTIVES = ("energy", "latency", "edp")
+_EVAL_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work one layer may take (evaluations of the exact cost model)."""
+
+    exhaustive_evaluations: int = 300_000
+    exhaustive_tilings: int = 200_000
+    samples: int = 8_000
+    starts: int = 6
+    max_steps: int = 60
+    evaluations: int = 150_000
+
+
+@dataclass
+class SearchOutcome:
+    arrays: MappingArrays
+    considered: int
+    optimal: bool
+
+
+def _keys(r: BatchResult, objective: str) -> tuple[np.ndarray, np.ndarray]:
+    """(primary, secondary) minimisation keys; illegal candidates get +inf."""
+    if objective == "energy":
+        primary, secondary = r.energy, r.cycles
+    elif objective == "latency":
+        primary, secondary = r.cycles, r.energy
+    else:
+        primary, secondary = r.energy * r.cycles, r.energy
+    bad = ~r.capacity_ok
+    return np.where(bad, np.inf, primary), np.where(bad, np.inf, secondary)
+
+
+def _best(primary: np.ndarray, secondary: np.ndarray) -> int:
+    return int(np.lexsort((np.arange(len(primary)), secondary, primary))[0])
+
+
+class _Scorer:
+    """Scores batches exactly, counts legal candidates and keeps the best one seen."""
+
+    def __init__(self, arch: Arch, problem: Problem, bits: Bits, objective: str) -> None:
+        self.arch, self.problem, self.bits, self.objective = arch, problem, bits, objective
+        self.evaluations = 0
+        self.legal = 0
+        self.best: MappingArrays | None = None
+        self.best_key = (np.inf, np.inf)
+
+    def score(self, arrays: MappingArrays) -> tuple[np.ndarray, np.ndarray]:
+        prim, sec = [], []
+        for start in range(0, arrays.batch, _EVAL_CHUNK):
+            part = arrays[start:start + _EVAL_CHUNK]
+            p, s = _keys(evaluate_batch(self.arch, self.problem, part, self.bits), self.objective)
+            prim.append(p)
+            sec.append(s)
+        primary, secondary = np.concatenate(prim), np.concatenate(sec)
+        self.evaluations += arrays.batch
+        self.legal += int(np.isfinite(primary).sum())
+        if arrays.batch:
+            i = _best(primary, secondary)
+            if (primary[i], secondary[i]) < self.best_key:
+                self.best_key = (float(primary[i]), float(secondary[i]))
+                self.best = arrays[i]
+        return primary, secondary
+
+
+def _arrays(factors: np.ndarray, order: np.ndarray, keep: np.ndarray) -> MappingArrays:
+    return MappingArrays(factors[:, :, 0], factors[:, :, 1], factors[:, :, 2], order, keep)
+
+
+def keep_choices(space: Mapspace) -> np.ndarray:
+    """Every keep assignment [n, L, 3]: the must-keep sets plus any subset of the optional ones."""
+    optional = [(l, k) for l in range(space.L) for k in range(3) if space.may_keep[l, k] and not space.must_keep[l, k]]
+    out = np.repeat(space.must_keep[None], 2 ** len(optional), axis=0)
+    for i, bits in enumerate(itertools.product((False, True), repeat=len(optional))):
+        for (l, k), on in zip(optional, bits):
+            out[i, l, k] = on
+    return out
+
+
+def _permutations(arch: Arch) -> list[tuple[str, ...]]:
+    return [tuple(lvl.temporal_permutation) for lvl in arch.levels]
+
+
+def _exhaustive_size(space: Mapspace, factors: np.ndarray, n_keep: int) -> int:
+    perms = _permutations(space.arch)
+    masks = present_masks(factors[:, :, 0])
+    total = 0
+    for row, count in zip(*np.unique(masks, axis=0, return_counts=True)):
+        n = 1
+        for l, m in enumerate(row):
+            n *= len(level_candidates(int(m), perms[l])[0])
+        total += n * int(count)
+    return total * n_keep
+
+
+def _exhaustive(space: Mapspace, factors: np.ndarray, keeps: np.ndarray, scorer: _Scorer) -> None:
+    perms = _permutations(space.arch)
+    masks = present_masks(factors[:, :, 0])
+    uniq, inv = np.unique(masks, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    for g, row in enumerate(uniq):
+        group = factors[inv == g]
+        per_level = [level_candidates(int(m), perms[l])[0] for l, m in enumerate(row)]
+        combos = np.array(list(itertools.product(*[range(len(c)) for c in per_level])), dtype=np.int64)
+        orders = np.stack([per_level[l][combos[:, l]] for l in range(space.L)], axis=1)  # [P, L, 8]
+        G, P, K = len(group), len(orders), len(keeps)
+        step = max(1, _EVAL_CHUNK // (P * K))
+        for start in range(0, G, step):
+            f = group[start:start + step]
+            n = len(f)
+            fi = np.repeat(f, P * K, axis=0)
+            oi = np.tile(np.repeat(orders, K, axis=0), (n, 1, 1))
+            ki = np.tile(keeps, (n * P, 1, 1))
+            scorer.score(_arrays(fi, oi, ki))
+
+
+def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds: int = 30) -> np.ndarray:
+    """Up to `count` distinct legal tilings [K, L, 3, 8] (must-keep capacities), drawn by
+    picking each dim's option uniformly and by spreading prime factors over free slots uniformly."""
+    found: list[np.ndarray] = []
+    have = 0
+    batch = max(4 * count, 4096)
+    for r in range(rounds):
+        if r % 2 == 0:
+            parts = [opts[rng.integers(0, len(opts), size=batch)] for opts in space.options]
+            factors = np.stack(parts, axis=-1)  # [B, L, 3, 8]
+        else:
+            factors = _prime_spread(space, batch, rng)
+        cum = space.cumulative(factors)
+        ok = np.all(factors[:, :, 1].prod(axis=-1) <= space.fanout[:, 0], axis=1)
+        ok &= np.all(factors[:, :, 2].prod(axis=-1) <= space.fanout[:, 1], axis=1)
+        ok &= space.fits(cum, space.must_keep)
+        if ok.any():
+            found.append(factors[ok])
+            have += int(ok.sum())
+        if have >= 2 * count:
+            break
+    if not found:
+        return np.zeros((0, space.L, 3, 8), dtype=np.int64)
+    allf = np.unique(np.concatenate(found), axis=0)
+    if len(allf) > count:
+        allf = allf[np.sort(rng.choice(len(allf), size=count, replace=False))]
+    return allf
+
+
+def _primes(n: int) -> list[int]:
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
+def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
+    from quantloop.costmodel.problem import DIMS
+
+    return [(l, k) for l in range(space.L) for k in range(3) if slot_rule(space.arch, l, k, DIMS[dim]) is None]
+
+
+def _prime_spread(space: Mapspace, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Factors where each prime of each dim (after fixed factors) goes to a uniformly drawn free slot."""
+    from quantloop.costmodel.problem import DIMS
+
+    factors = np.ones((batch, space.L, 3, 8), dtype=np.int64)
+    for d in range(8):
+        size = int(space.problem.dim_array[d])
+        fixed = 1
+        for l in range(space.L):
+            for k in range(3):
+                rule = slot_rule(space.arch, l, k, DIMS[d])
+                if rule is not None:
+                    factors[:, l, k, d] = rule
+                    fixed *= rule
+        slots = _free_slots(space, d)
+        if size % fixed or (size // fixed > 1 and not slots):
+            return np.zeros((0, space.L, 3, 8), dtype=np.int64)
+        for p in _primes(size // fixed):
+            pick = rng.integers(0, len(slots), size=batch)
+            lv = np.array([s[0] for s in slots])[pick]
+            kd = np.array([s[1] for s in slots])[pick]
+            np.multiply.at(factors, (np.arange(batch), lv, kd, d), p)
+    return factors
+
+
+def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: np.ndarray,
+                free: list[list[tuple[int, int]]], perms: list[tuple[str, ...]]):
+    """All one-move neighbours of one mapping: (factors [n, L, 3, 8], order [n, L, 8], keep [n, L, 3])."""
+    F, O, K = [], [], []
+    for d in range(8):
+        slots = free[d]
+        for a in slots:
+            fa = factors[a[0], a[1], d]
+            if fa == 1:
+                continue
+            for p in sorted(set(_primes(int(fa)))):
+                for b in slots:
+                    if b == a:
+                        continue
+                    f = factors.copy()
+                    f[a[0], a[1], d] //= p
+                    f[b[0], b[1], d] *= p
+                    F.append(f)
+                    O.append(order)
+                    K.append(keep)
+    masks = present_masks(factors[:, 0])
+    for l in range(space.L):
+        for cand in level_candidates(int(masks[l]), perms[l])[0]:
+            if not np.array_equal(cand, order[l]):
+                o = order.copy()
+                o[l] = cand
+                F.append(factors)
+                O.append(o)
+                K.append(keep)
+    for l in range(space.L):
+        for k in range(3):
+            if space.may_keep[l, k] and not space.must_keep[l, k]:
+                kk = keep.copy()
+                kk[l, k] = not kk[l, k]
+                F.append(factors)
+                O.append(order)
+                K.append(kk)
+    F, O, K = np.array(F), np.array(O), np.array(K)
+    if len(F) == 0:
+        return F, O, K
+    ok = np.all(F[:, :, 1].prod(axis=-1) <= space.fanout[:, 0], axis=1)
+    ok &= np.all(F[:, :, 2].prod(axis=-1) <= space.fanout[:, 1], axis=1)
+    return F[ok], O[ok], K[ok]
+
+
+def _local_search(space: Mapspace, start: MappingArrays, scorer: _Scorer, budget: Budget) -> None:
+    perms = _permutations(space.arch)
+    free = [_free_slots(space, d) for d in range(8)]
+    factors = np.stack([start.temporal[0], start.spatial_x[0], start.spatial_y[0]], axis=1)
+    order, keep = start.order[0], start.keep[0]
+    current = scorer.score(start)
+    key = (float(current[0][0]), float(current[1][0]))
+    for _ in range(budget.max_steps):
+        if scorer.evaluations >= budget.evaluations:
+            break
+        F, O, K = _neighbours(space, factors, order, keep, free, perms)
+        if len(F) == 0:
+            break
+        primary, secondary = scorer.score(_arrays(F, O, K))
+        i = _best(primary, secondary)
+        if not (float(primary[i]), float(secondary[i])) < key:
+            break
+        key = (float(primary[i]), float(secondary[i]))
+        factors, order, keep = F[i], O[i], K[i]
+
+
+def search(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy", seed: int = 0,
+           budget: Budget = Budget()) -> SearchOutcome | None:
+    """The best mapping found (None when no legal tiling exists: the caller diagnoses why)."""
+    space = Mapspace(arch, problem, bits)
+    rng = np.random.default_rng(seed)
+    scorer = _Scorer(arch, problem, bits, objective)
+    keeps = keep_choices(space)
+    n_options = float(np.prod([max(1, len(o)) for o in space.options], dtype=np.float64))
+    if n_options <= budget.exhaustive_tilings * 20:
+        tilings = space.enumerate(budget.exhaustive_tilings, rng)
+        if tilings.complete and len(tilings) == 0:
+            return None
+        if tilings.complete and _exhaustive_size(space, tilings.factors, len(keeps)) <= budget.exhaustive_evaluations:
+            _exhaustive(space, tilings.factors, keeps, scorer)
+            if scorer.best is None:
+                return None
+            return SearchOutcome(scorer.best, scorer.legal, optimal=True)
+    samples = sample_tilings(space, budget.samples, rng)
+    if len(samples) == 0:
+        from quantloop.mapper.cpsat import find_tilings
+
+        samples = find_tilings(space, budget.starts, seed)
+        if len(samples) == 0:
+            return None
+    perms = _permutations(arch)
+    must = np.repeat(space.must_keep[None], len(samples), axis=0)
+    best_per_tiling = np.full(len(samples), np.inf)
+    best_sec = np.full(len(samples), np.inf)
+    best_order = np.zeros((len(samples), space.L, 8), dtype=np.int64)
+    for ds in DATASPACES:
+        order = stationary_orders(samples[:, :, 0], perms, ds)
+        primary, secondary = scorer.score(_arrays(samples, order, must))
+        better = (primary < best_per_tiling) | ((primary == best_per_tiling) & (secondary < best_sec))
+        best_per_tiling = np.where(better, primary, best_per_tiling)
+        best_sec = np.where(better, secondary, best_sec)
+        best_order[better] = order[better]
+    ranked = np.lexsort((np.arange(len(samples)), best_sec, best_per_tiling))
+    ranked = [i for i in ranked if np.isfinite(best_per_tiling[i])][: budget.starts]
+    for i in ranked:
+        _local_search(space, _arrays(samples[i:i + 1], best_order[i:i + 1], must[i:i + 1]), scorer, budget)
+    if scorer.best is None:
+        return None
+    return SearchOutcome(scorer.best, scorer.legal, optimal=False)
