@@ -61,7 +61,7 @@ def attach_random_mappings(module, arch, seed: int = 0) -> None:
         op.properties["cost"] = cost_attr(evaluate(arch, problem, mapping, bits), optimal=False, mappings_considered=1)
 
 
-def accel_module(qnn, target: str, mapper: str = "random"):
+def accel_module(qnn, target: str, mapper: str = "random", cache_dir: str = ""):
     from quantloop.ir.qnn import make_context
     from quantloop.passes.accel_lower import AccelLowerPass
     from quantloop.passes.accel_map import AccelMapPass
@@ -72,14 +72,15 @@ def accel_module(qnn, target: str, mapper: str = "random"):
     if mapper == "random":
         attach_random_mappings(module, load_target(target))
     else:
-        AccelMapPass().apply(ctx, module)
+        AccelMapPass(cache_dir=cache_dir).apply(ctx, module)
     module.verify()
     return module
 
 
-def compile_artifacts(out: Path, spec: str, bits: str, target: str, scheme: str = "int", mapper: str = "random"):
+def compile_artifacts(out: Path, spec: str, bits: str, target: str, scheme: str = "int", mapper: str = "random",
+                      cache_dir: str = ""):
     qnn = qnn_module(spec, bits, scheme)
-    accel = accel_module(qnn, target, mapper)
+    accel = accel_module(qnn, target, mapper, cache_dir)
     paths = write_artifacts(out, qnn_module=qnn, accel_module=accel, target=target,
                             command_line=f"quantloop compile {spec} --target {target} --bits {bits}")
     return qnn, accel, paths
@@ -228,12 +229,19 @@ def test_other_bits_schemes_and_targets_round_trip(tmp_path, bits, scheme, targe
     check_unpacked_weights_reproduce_the_fake_quant_model(tmp_path / "out", n_inputs=1)
 
 
+@pytest.fixture(scope="module")
+def mapper_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mapper-cache")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["mobilenet_v2", "resnet18"])
 @pytest.mark.parametrize("bits", ["w4a8", "w8a8"])
 @pytest.mark.parametrize("target", ["eyeriss", "simba"])
-def test_full_size_models_unpack_to_the_fake_quant_outputs(tmp_path, model, bits, target):
-    compile_artifacts(tmp_path / "out", f"zoo:{model}", bits, target, mapper=os.environ.get("QUANTLOOP_TEST_MAPPER", "mapper"))
+def test_full_size_models_unpack_to_the_fake_quant_outputs(tmp_path, mapper_cache, model, bits, target):
+    """With the real mapper (QUANTLOOP_TEST_MAPPER=random swaps in random legal mappings)."""
+    mapper = os.environ.get("QUANTLOOP_TEST_MAPPER", "accel-map")
+    compile_artifacts(tmp_path / "out", f"zoo:{model}", bits, target, mapper=mapper, cache_dir=str(mapper_cache))
     check_unpacked_weights_reproduce_the_fake_quant_model(tmp_path / "out", n_inputs=1)
     schedule = json.loads((tmp_path / "out" / "schedule.json").read_text())
     jsonschema.Draft202012Validator(load_schema()).validate(schedule)
