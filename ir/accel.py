@@ -24,13 +24,12 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from xdsl.dialects.builtin import (
-    ArrayAttr,
+    DenseArrayBase,
     FloatAttr,
-    Float64Type,
-    IntAttr,
+    IntegerAttr,
     ModuleOp,
     StringAttr,
     TensorType,
@@ -60,8 +59,6 @@ LAYER_KINDS: tuple[str, ...] = ("conv", "depthwise", "gemm")
 ACTIVATIONS: tuple[str, ...] = ("none", "relu", "clip")
 TARGET_ATTR = "accel.target"
 HOST_ATTR = "accel.host"
-
-_T = TypeVar("_T")
 
 
 def float_text(value: float) -> str:
@@ -513,12 +510,6 @@ def module_target(module: ModuleOp) -> TargetRef | None:
 # ------------------------------------------------------------------------------------------------- op
 
 
-def _ints(attr: Attribute | None) -> tuple[int, ...]:
-    if attr is None:
-        return ()
-    return tuple(int(v) for v in attr.get_values())  # type: ignore[attr-defined]
-
-
 def _shape(value_type: Attribute) -> tuple[int, ...] | None:
     return tuple(value_type.get_shape()) if isinstance(value_type, TensorType) else None
 
@@ -546,15 +537,15 @@ class LayerOp(IRDLOperation):
     kind = prop_def(StringAttr)
     problem = prop_def(ProblemAttr)
     bits = prop_def(BitsAttr)
-    strides = opt_prop_def(Attribute)
-    pads = opt_prop_def(Attribute)
-    dilations = opt_prop_def(Attribute)
-    group = opt_prop_def(Attribute)
+    strides = opt_prop_def(DenseArrayBase)
+    pads = opt_prop_def(DenseArrayBase)
+    dilations = opt_prop_def(DenseArrayBase)
+    group = opt_prop_def(IntegerAttr)
     act = prop_def(StringAttr)
     act_min = opt_prop_def(FloatAttr)
     act_max = opt_prop_def(FloatAttr)
-    trans_a = opt_prop_def(Attribute)
-    trans_b = opt_prop_def(Attribute)
+    trans_a = opt_prop_def(IntegerAttr)
+    trans_b = opt_prop_def(IntegerAttr)
     alpha = opt_prop_def(FloatAttr)
     beta = opt_prop_def(FloatAttr)
     source = opt_prop_def(StringAttr)
