@@ -215,3 +215,18 @@ def test_zoo_model_lowers_to_the_problems_the_mapper_derives_from_onnx(spec):
     depthwise = [layer for layer in layers(module) if layer.kind.data == "depthwise"]
     assert bool(depthwise) == ("mobilenet" in spec)
     assert all(op.name not in ("qnn.batchnorm",) for op in host_ops(module))
+
+
+@pytest.mark.filterwarnings("ignore:qnn-calibrate. no calibration data")
+@pytest.mark.parametrize("scheme", ["int", "pot2"])
+def test_calibrated_types_give_bits_scheme_and_signedness(scheme):
+    from quantloop.passes.calibrate import CalibratePass
+
+    module = quantized_model("w4a8")
+    CalibratePass(scheme=scheme, samples=4).apply(make_context(), module)
+    AccelLowerPass(target="simba").apply(make_context(), module)
+    module.verify()
+    by_name = {layer.label: layer.bits.data for layer in layers(module)}
+    assert (by_name["conv1"].weights.bits, by_name["conv1"].weights.scheme) == (4, scheme)
+    assert (by_name["dw2"].inputs.bits, by_name["dw2"].inputs.scheme) == (8, "uint")
+    assert (by_name["mm10"].outputs.bits, by_name["mm10"].outputs.scheme) == (8, "int")
