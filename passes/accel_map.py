@@ -11,6 +11,9 @@ mapping with `costmodel.evaluate` gives the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -21,6 +24,23 @@ from quantloop.errors import QuantloopError
 from quantloop.ir.accel import CostAttr, LayerCost, LevelCost, MappingAttr, layers, module_target
 
 OBJECTIVES = ("energy", "latency", "edp")
+
+_STATS: ContextVar[dict | None] = ContextVar("accel_map_stats", default=None)
+
+
+@contextmanager
+def collect_mapper_stats() -> Iterator[dict]:
+    """Collect each layer's `MapResult` (time, cache hit) while accel-map runs inside this block.
+
+    Timings stay out of the IR so that dumps are deterministic; the driver's per-layer table
+    reads them from here.
+    """
+    stats: dict = {}
+    token = _STATS.set(stats)
+    try:
+        yield stats
+    finally:
+        _STATS.reset(token)
 
 
 def cost_attr(cost, *, optimal: bool, mappings_considered: int) -> CostAttr:
@@ -91,8 +111,11 @@ class AccelMapPass(ModulePass):
         cache = None if self.no_cache else MapCache(self.cache_dir or None)
         results = map_layers(requests, arch, self.objective, workers=self.workers, cache=cache, seed=self.seed)
         level_names = [level.name for level in arch.levels]
+        stats = _STATS.get()
         for layer in todo:
             result = results[distinct[(layer.problem, layer.bits.to_costmodel())]]
+            if stats is not None:
+                stats[layer.label] = result
             layer.properties["mapping"] = MappingAttr.from_costmodel(result.mapping, level_names)
             layer.properties["cost"] = cost_attr(
                 result.cost, optimal=result.optimal, mappings_considered=result.mappings_considered
