@@ -20,7 +20,15 @@ from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
 from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
 from quantloop.targets.registry import load_target
 
-REFERENCE = "/work/shared/reference/timeloop/eyeriss_like/conv3x3_C64_M64_P56"
+#: Timeloop's eyeriss_like conv3x3_C64_M64_P56 reference mapping (reference/timeloop), in our level form
+REFERENCE_PROBLEM = Problem(C=64, M=64, P=56, Q=56, R=3, S=3, name="conv3x3")
+REFERENCE_MAPPING = Mapping((
+    LevelMapping((("Q", 4), ("C", 16), ("M", 2), ("P", 4)), keep=frozenset(DATASPACES)),
+    LevelMapping((("M", 2), ("P", 14)), (("Q", 14),), (("S", 3), ("C", 4)), frozenset({"Inputs", "Outputs"})),
+    LevelMapping(keep=frozenset({"Inputs"})),
+    LevelMapping((("R", 3),), keep=frozenset({"Weights"})),
+    LevelMapping((("M", 16),), keep=frozenset({"Outputs"})),
+))
 
 
 def _record(name, arch, problem, mapping, bits, kind="conv", signed_inputs=False):
@@ -66,9 +74,7 @@ def eyeriss():
 
 @pytest.fixture(scope="module")
 def records(eyeriss):
-    problem, _ = read_problem(f"{REFERENCE}/problem.yaml")
-    problem = problem.with_dims(name="conv3x3")
-    reference = _record("conv3x3", eyeriss, problem, read_mapping(f"{REFERENCE}/map.yaml", eyeriss), Bits.parse("w4a8"))
+    reference = _record("conv3x3", eyeriss, REFERENCE_PROBLEM, REFERENCE_MAPPING, Bits.parse("w4a8"))
     rng = np.random.default_rng(3)
     out = [reference]
     for i, p in enumerate([Problem(C=32, M=64, P=14, Q=14), Problem(G=32, P=28, Q=28, R=3, S=3, Wstride=2, Hstride=2),
