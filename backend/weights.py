@@ -291,7 +291,7 @@ def unpack(out_dir: str | Path, dequantize: bool = False) -> dict[str, np.ndarra
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     source = out_dir / manifest["binary"]
-    blob = memoryview(_read_binary(source))
+    blob = memoryview(_read_binary(source, manifest))
     result: dict[str, np.ndarray] = {}
     for entry in manifest["layers"]:
         codes = _entry_codes(entry, blob, source)
@@ -310,7 +310,7 @@ def unpack_biases(out_dir: str | Path, dequantize: bool = False) -> dict[str, np
     """Each layer's int32 bias codes (or float32 ``code · scale`` with ``dequantize=True``)."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    blob = _read_binary(out_dir / manifest["binary"])
+    blob = _read_binary(out_dir / manifest["binary"], manifest)
     result: dict[str, np.ndarray] = {}
     for entry in manifest["layers"]:
         bias = entry.get("bias")
@@ -323,8 +323,11 @@ def unpack_biases(out_dir: str | Path, dequantize: bool = False) -> dict[str, np
     return result
 
 
-def _read_binary(path: Path) -> bytes:
+def _read_binary(path: Path, manifest: dict) -> bytes:
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise QuantloopError(f"{path}: not found; weights.json refers to it") from None
+    if len(data) != manifest["total_bytes"]:
+        raise QuantloopError(f"{path}: has {len(data)} bytes but weights.json describes {manifest['total_bytes']}")
+    return data

@@ -217,3 +217,15 @@ def test_fast_uniform_codes_equal_the_reference_quantize(bits, signed, narrow, a
     got = uniform_codes(x, scales, zps, bits, signed, axis, narrow)
     assert np.array_equal(got.astype(np.int32), expected)
     assert got.dtype.itemsize <= 4
+
+
+def test_a_truncated_weights_bin_is_a_clean_error(tmp_path):
+    rng = np.random.default_rng(1)
+    layer, _ = _layer("conv", rng, 4, "int", True, (("M", 2),))
+    write_weights(tmp_path, [layer], 64)
+    data = (tmp_path / "weights.bin").read_bytes()
+    (tmp_path / "weights.bin").write_bytes(data[:-16])
+    with pytest.raises(QuantloopError, match=r"weights.bin: has \d+ bytes but weights.json describes"):
+        unpack(tmp_path)
+    with pytest.raises(QuantloopError, match="weights.json describes"):
+        unpack_biases(tmp_path)
