@@ -8,4 +8,13 @@ __version__ = "0.1.0"
 
 from quantloop.errors import QuantloopError
 
-__all__ = ["QuantloopError", "__version__"]
+__all__ = ["QuantloopError", "__version__", "compile"]
+
+
+def __getattr__(name: str):
+    """`quantloop.compile` is imported on first use, so `import quantloop` stays light."""
+    if name == "compile":
+        from quantloop.driver import compile
+
+        return compile
+    raise AttributeError(f"module 'quantloop' has no attribute {name!r}")

@@ -1,0 +1,243 @@
+"""The compile flow: model -> qnn -> bits -> calibration -> accel layers -> mappings -> artefacts.
+
+`compile()` is what `quantloop compile` and the Python API run. It checks the output folder
+before any work, runs every pass through one pipeline runner (so `--print-ir-after-all` and
+`--dump-ir` see each of them), and hands the mapped module to the backend.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from quantloop.errors import QuantloopError
+
+
+@dataclass
+class LayerSummary:
+    """One accel layer of a finished compile, as the per-layer table shows it."""
+
+    name: str
+    kind: str
+    shape: str
+    bits: str
+    energy_pj: float
+    cycles: int
+    utilization: float
+    mapper_seconds: float
+    optimal: bool
+    cache_hit: bool
+
+
+@dataclass
+class CompileResult:
+    """What a compile produced: the final module, per-layer figures and written artefacts."""
+
+    module: ModuleOp
+    qnn_module: ModuleOp | None
+    target: Any | None
+    layers: list[LayerSummary] = field(default_factory=list)
+    host_ops: list[str] = field(default_factory=list)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+    search: dict[str, Any] | None = None
+
+    @property
+    def total_energy_pj(self) -> float:
+        return sum(layer.energy_pj for layer in self.layers)
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(layer.cycles for layer in self.layers)
+
+
+def _make_pass(name: str, **options: Any) -> ModulePass:
+    from quantloop.passes.registry import load_pass
+
+    return load_pass(name)(**options)
+
+
+def qnn_passes(
+    *,
+    bits: str,
+    bits_file: str | None,
+    calibrate: bool,
+    data: str | None,
+    weight_clip: str,
+    weight_scheme: str,
+) -> list[ModulePass]:
+    """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration."""
+    passes = [_make_pass("qnn-canonicalize")]
+    passes.append(_make_pass("qnn-assign-bits", bits=bits, file=bits_file or ""))
+    if calibrate:
+        passes.append(
+            _make_pass("qnn-calibrate", data=data or "", weight_clip=weight_clip, scheme=weight_scheme)
+        )
+    return passes
+
+
+def compile(  # noqa: A001 - the public API is quantloop.compile
+    model: Any,
+    *,
+    target: str | None = None,
+    bits: str = "w8a8",
+    bits_file: str | None = None,
+    objective: str = "energy",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    output_dir: str | Path | None = None,
+    force: bool = False,
+    data: str | None = None,
+    weight_clip: str = "minmax",
+    weight_scheme: str = "int",
+    workers: int = 1,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
+    print_ir_after_all: bool = False,
+    print_ir_after: Sequence[str] = (),
+    dump_ir: str | Path | None = None,
+    elide_weights_over: int | None = 16,
+    out: TextIO | None = None,
+    command_line: str = "",
+) -> CompileResult:
+    """Compile `model` (an ONNX path, `zoo:NAME`, an `onnx.ModelProto` or a qnn `ModuleOp`).
+
+    Without `target` the flow stops at the graph level (bit-widths assigned, and calibrated when
+    `output_dir` is given); with a target every conv / gemm layer is lowered and mapped.
+    """
+    from quantloop.frontend import import_onnx
+    from quantloop.ir import make_context
+    from quantloop.passes.pipeline import run_pipeline
+
+    started = time.perf_counter()
+    out = sys.stdout if out is None else out
+    if output_dir is not None:
+        if target is None:
+            raise QuantloopError("compile: -o/--output needs --target (schedules and packed weights are per target)")
+        from quantloop.backend.atomic import check_output_dir
+
+        check_output_dir(Path(output_dir), force=force)
+
+    target_obj = None
+    if target is not None:
+        from quantloop.targets.registry import load_target
+
+        target_obj = load_target(target)
+
+    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(input_shapes or {}))
+    ctx = make_context()
+    dump_kwargs = dict(
+        print_ir_after_all=print_ir_after_all,
+        print_ir_after=set(print_ir_after),
+        out=out,
+        elide_weights_over=elide_weights_over,
+    )
+    passes = qnn_passes(
+        bits=bits,
+        bits_file=bits_file,
+        calibrate=target is not None or output_dir is not None,
+        data=data,
+        weight_clip=weight_clip,
+        weight_scheme=weight_scheme,
+    )
+    dump_dir = Path(dump_ir) if dump_ir is not None else None
+    run_pipeline(module, passes, ctx, dump_dir=dump_dir, **dump_kwargs)
+    if target_obj is None:
+        return CompileResult(module=module, qnn_module=module, target=None, seconds=time.perf_counter() - started)
+
+    qnn_module = module.clone()
+    accel_passes = [
+        _make_pass("accel-lower", target=target),
+        _make_pass(
+            "accel-map",
+            objective=objective,
+            workers=workers,
+            cache_dir=cache_dir or "",
+            no_cache=not use_cache,
+        ),
+    ]
+    from quantloop.passes.accel_map import collect_mapper_stats
+
+    with collect_mapper_stats() as mapper_stats:
+        run_pipeline(
+            module,
+            accel_passes,
+            ctx,
+            dump_dir=dump_dir,
+            first_step=len(passes) + 1,
+            **dump_kwargs,
+        )
+    result = CompileResult(module=module, qnn_module=qnn_module, target=target_obj)
+    result.layers, result.host_ops = summarize_layers(module, mapper_stats)
+    if output_dir is not None:
+        from quantloop.backend.artifacts import write_artifacts
+
+        result.artifacts = write_artifacts(
+            Path(output_dir),
+            qnn_module=qnn_module,
+            accel_module=module,
+            target=target_obj,
+            command_line=command_line,
+            force=force,
+        )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = None) -> tuple[list[LayerSummary], list[str]]:
+    """Per-layer figures of a mapped accel module, and the ops left to the host.
+
+    `mapper_stats` (layer name -> object with `seconds` and `cache_hit`) comes from the accel-map
+    pass; timings are kept out of the IR so that dumps stay deterministic.
+    """
+    from quantloop.ir.accel import host_ops, layers
+
+    summaries: list[LayerSummary] = []
+    for op in layers(module):
+        p = op.problem.data
+        cost = op.cost.data if op.cost is not None else None
+        stats = (mapper_stats or {}).get(op.label)
+        b = op.bits.data
+        summaries.append(
+            LayerSummary(
+                name=op.label,
+                kind=op.kind.data,
+                shape=_shape_text(p),
+                bits=" ".join(_bits_text(prefix, b.of(ds)) for prefix, ds in (("w", "Weights"), ("i", "Inputs"), ("o", "Outputs"))),
+                energy_pj=cost.energy_pj if cost else float("nan"),
+                cycles=cost.cycles if cost else 0,
+                utilization=cost.utilization if cost else float("nan"),
+                mapper_seconds=getattr(stats, "seconds", 0.0),
+                optimal=bool(cost.optimal) if cost else False,
+                cache_hit=bool(getattr(stats, "cache_hit", False)),
+            )
+        )
+    host = [f"{op.name} {_op_name(op)}" for op in host_ops(module)]
+    return summaries, host
+
+
+def _shape_text(p) -> str:
+    """`G M C P×Q R×S /stride` with the dims that are 1 left out, e.g. `M64 C32 56×56 3×3 /2`."""
+    parts = [f"{d}{v}" for d, v in (("N", p.N), ("G", p.G), ("M", p.M), ("C", p.C)) if v > 1]
+    parts.append(f"{p.P}×{p.Q}")
+    if p.R * p.S > 1:
+        parts.append(f"{p.R}×{p.S}")
+    if p.Wstride > 1 or p.Hstride > 1:
+        parts.append(f"/{p.Wstride}" if p.Wstride == p.Hstride else f"/{p.Wstride}×{p.Hstride}")
+    return " ".join(parts)
+
+
+def _bits_text(prefix: str, operand) -> str:
+    suffix = {"int": "", "uint": "u"}.get(operand.scheme, operand.scheme)
+    return f"{prefix}{operand.bits}{suffix}"
+
+
+def _op_name(op) -> str:
+    name = op.properties.get("name") or op.attributes.get("name")
+    return getattr(name, "data", "?")
