@@ -61,7 +61,8 @@ def random_config(space, seed: int) -> Config:
 def test_bits_range_parsing():
     assert parse_bits_range("2..8") == WIDTHS
     assert parse_bits_range("4..16") == (4, 5, 6, 7, 8, 16)
-    for bad in ("8..2", "two..8", "1..1", "9..12"):
+    assert parse_bits_range("8,4,6") == (4, 6, 8)
+    for bad in ("8..2", "two..8", "1..1", "9..12", "4,9", "4,x"):
         with pytest.raises(QuantloopError, match="--bits-range"):
             parse_bits_range(bad)
 

@@ -49,10 +49,20 @@ _RANGE = re.compile(r"^\s*(\d+)\s*(?:\.\.|-|:)\s*(\d+)\s*$")
 
 
 def parse_bits_range(text: str) -> tuple[int, ...]:
-    """`2..8` -> (2, 3, ..., 8): the legal storage widths in that closed range."""
+    """`2..8` -> (2, 3, ..., 8): the legal storage widths in that closed range; `4,6,8` lists them."""
+    if "," in text:
+        try:
+            widths = tuple(sorted({int(part) for part in text.split(",")}))
+        except ValueError:
+            raise QuantloopError(f"--bits-range '{text}': expected LOW..HIGH or a list such as 4,6,8") from None
+        illegal = [b for b in widths if b not in INT_BITS]
+        if illegal:
+            legal = ", ".join(map(str, sorted(INT_BITS)))
+            raise QuantloopError(f"--bits-range '{text}': {illegal[0]} is not a legal bit-width ({legal})")
+        return widths
     match = _RANGE.match(text)
     if match is None:
-        raise QuantloopError(f"--bits-range '{text}': expected LOW..HIGH, such as 2..8")
+        raise QuantloopError(f"--bits-range '{text}': expected LOW..HIGH (such as 2..8) or a list such as 4,6,8")
     low, high = int(match[1]), int(match[2])
     if low > high:
         raise QuantloopError(f"--bits-range '{text}': {low} is larger than {high}")
