@@ -108,7 +108,10 @@ class Mapspace:
             for i, (l, k) in enumerate(free):
                 out[:, l, k] = arr[:, i]
         ok = np.all(out[:, :, 1] <= self.fanout[None, :, 0], axis=1) & np.all(out[:, :, 2] <= self.fanout[None, :, 1], axis=1)
-        return out[ok]
+        out = out[ok]
+        cum = np.ones((len(out), self.L, 8), dtype=np.int64)
+        cum[:, :, dim] = np.flip(np.cumprod(np.flip(out.prod(axis=2), axis=1), axis=1), axis=1)
+        return out[self.fits(cum, self.must_keep)]  # tiles only grow with the other dims
 
     # ---- tiles -------------------------------------------------------------------------------
     def tile_values(self, cum: np.ndarray) -> np.ndarray:
@@ -154,7 +157,8 @@ class Mapspace:
             opt_cum = np.flip(np.cumprod(np.flip(opts.prod(axis=2), axis=1), axis=1), axis=1)  # [n, L]
             opt_sp = opts[:, :, 1:]  # [n, L, 2]
             n = len(opts)
-            kept_idx, kept_cum, kept_sp = [], [], []
+            kept_idx, kept_cum, kept_sp, kept_key = [], [], [], []
+            held = 0
             total = idx.shape[0] * n
             for start in range(0, total, _CHUNK):
                 pair = np.arange(start, min(total, start + _CHUNK), dtype=np.int64)
@@ -168,11 +172,20 @@ class Mapspace:
                 kept_idx.append(np.concatenate([idx[k[ok]], o[ok, None].astype(np.int32)], axis=1))
                 kept_cum.append(c[ok])
                 kept_sp.append(sp[ok])
+                kept_key.append(rng.random(int(ok.sum())))
+                held += int(ok.sum())
+                if held > 2 * limit:  # keep a uniform bottom-k sample, bounded memory
+                    idx_, cum_, sp_, key_ = (np.concatenate(x) for x in (kept_idx, kept_cum, kept_sp, kept_key))
+                    pick = np.sort(np.argpartition(key_, limit)[:limit])
+                    kept_idx, kept_cum, kept_sp, kept_key = [idx_[pick]], [cum_[pick]], [sp_[pick]], [key_[pick]]
+                    held = limit
+                    complete = False
             idx = np.concatenate(kept_idx) if kept_idx else np.zeros((0, idx.shape[1] + 1), np.int32)
             cum = np.concatenate(kept_cum) if kept_cum else np.zeros((0, L, 8), np.int64)
             spatial = np.concatenate(kept_sp) if kept_sp else np.zeros((0, L, 2), np.int64)
+            keys = np.concatenate(kept_key) if kept_key else np.zeros(0)
             if idx.shape[0] > limit:
-                pick = np.sort(rng.choice(idx.shape[0], size=limit, replace=False))
+                pick = np.sort(np.argpartition(keys, limit)[:limit])
                 idx, cum, spatial = idx[pick], cum[pick], spatial[pick]
                 complete = False
             if idx.shape[0] == 0:

@@ -32,7 +32,8 @@ class Budget:
     """How much work one layer may take (evaluations of the exact cost model)."""
 
     exhaustive_evaluations: int = 300_000
-    exhaustive_tilings: int = 200_000
+    exhaustive_options: int = 60_000
+    exhaustive_tilings: int = 100_000
     samples: int = 8_000
     starts: int = 6
     max_steps: int = 60
@@ -108,66 +109,96 @@ def _permutations(arch: Arch) -> list[tuple[str, ...]]:
     return [tuple(lvl.temporal_permutation) for lvl in arch.levels]
 
 
-def _exhaustive_size(space: Mapspace, factors: np.ndarray, n_keep: int) -> int:
-    perms = _permutations(space.arch)
-    masks = present_masks(factors[:, :, 0])
-    total = 0
-    for row, count in zip(*np.unique(masks, axis=0, return_counts=True)):
-        n = 1
-        for l, m in enumerate(row):
-            n *= len(level_candidates(int(m), perms[l])[0])
-        total += n * int(count)
-    return total * n_keep
-
-
-def _exhaustive(space: Mapspace, factors: np.ndarray, keeps: np.ndarray, scorer: _Scorer) -> None:
+def _groups(space: Mapspace, factors: np.ndarray, keeps: np.ndarray):
+    """Tilings grouped by which temporal dims are active per level, with the per-level order
+    candidates of the group and every (tiling, keep choice) pair that fits the capacities."""
     perms = _permutations(space.arch)
     masks = present_masks(factors[:, :, 0])
     uniq, inv = np.unique(masks, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     for g, row in enumerate(uniq):
         group = factors[inv == g]
+        words = space.tile_words(space.cumulative(group))  # [G, L, 3]
+        used = np.einsum("gld,kld->gkl", words, keeps.astype(np.int64))
+        fits = np.all((space.capacity < 0) | (used <= space.capacity), axis=2)  # [G, K]
+        ti, ki = np.nonzero(fits)
         per_level = [level_candidates(int(m), perms[l])[0] for l, m in enumerate(row)]
+        yield group, ti, ki, per_level
+
+
+def _exhaustive_size(space: Mapspace, factors: np.ndarray, keeps: np.ndarray) -> int:
+    total = 0
+    for _, ti, _, per_level in _groups(space, factors, keeps):
+        total += len(ti) * int(np.prod([len(c) for c in per_level]))
+    return total
+
+
+def _exhaustive(space: Mapspace, factors: np.ndarray, keeps: np.ndarray, scorer: _Scorer) -> None:
+    for group, ti, ki, per_level in _groups(space, factors, keeps):
         combos = np.array(list(itertools.product(*[range(len(c)) for c in per_level])), dtype=np.int64)
         orders = np.stack([per_level[l][combos[:, l]] for l in range(space.L)], axis=1)  # [P, L, 8]
-        G, P, K = len(group), len(orders), len(keeps)
-        step = max(1, _EVAL_CHUNK // (P * K))
-        for start in range(0, G, step):
-            f = group[start:start + step]
-            n = len(f)
-            fi = np.repeat(f, P * K, axis=0)
-            oi = np.tile(np.repeat(orders, K, axis=0), (n, 1, 1))
-            ki = np.tile(keeps, (n * P, 1, 1))
-            scorer.score(_arrays(fi, oi, ki))
+        P = len(orders)
+        step = max(1, _EVAL_CHUNK // P)
+        for start in range(0, len(ti), step):
+            t, k = ti[start:start + step], ki[start:start + step]
+            n = len(t)
+            scorer.score(_arrays(np.repeat(group[t], P, axis=0), np.tile(orders, (n, 1, 1)),
+                                 np.repeat(keeps[k], P, axis=0)))
 
 
-def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds: int = 30) -> np.ndarray:
-    """Up to `count` distinct legal tilings [K, L, 3, 8] (must-keep capacities), drawn by
-    picking each dim's option uniformly and by spreading prime factors over free slots uniformly."""
+def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
+    """Probability of each option [n, L, 3] when every prime factor of the dim picks a free slot
+    uniformly: Π over primes of the multinomial count of the option's exponents."""
+    from math import factorial
+
+    weights = np.ones(len(options))
+    flat = options.reshape(len(options), -1)
+    for p in sorted(set(_primes(size))):
+        exps = np.zeros_like(flat)
+        rest = flat.copy()
+        while True:
+            hit = rest % p == 0
+            if not hit.any():
+                break
+            exps += hit
+            rest = np.where(hit, rest // p, rest)
+        total = exps.sum(axis=1)
+        fact = np.vectorize(factorial, otypes=[float])
+        weights *= fact(total) / np.prod(fact(exps), axis=1)
+    return weights / weights.sum()
+
+
+def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds: int = 40) -> np.ndarray:
+    """Up to `count` distinct legal tilings [K, L, 3, 8] (must-keep capacities). Each dim's option
+    is drawn uniformly (even rounds) or as if each prime factor picked a free slot uniformly (odd)."""
+    opts = space.options
+    if any(len(o) == 0 for o in opts):
+        return np.zeros((0, space.L, 3, 8), dtype=np.int64)
+    opt_cum = [np.flip(np.cumprod(np.flip(o.prod(axis=2), axis=1), axis=1), axis=1) for o in opts]  # [n, L]
+    weights = [_prime_weights(o, int(space.problem.dim_array[d])) for d, o in enumerate(opts)]
     found: list[np.ndarray] = []
     have = 0
-    batch = max(4 * count, 4096)
+    batch = max(2 * count, 4096)
     for r in range(rounds):
-        if r % 2 == 0:
-            parts = [opts[rng.integers(0, len(opts), size=batch)] for opts in space.options]
-            factors = np.stack(parts, axis=-1)  # [B, L, 3, 8]
-        else:
-            factors = _prime_spread(space, batch, rng)
-        cum = space.cumulative(factors)
-        ok = np.all(factors[:, :, 1].prod(axis=-1) <= space.fanout[:, 0], axis=1)
-        ok &= np.all(factors[:, :, 2].prod(axis=-1) <= space.fanout[:, 1], axis=1)
-        ok &= space.fits(cum, space.must_keep)
+        idx = np.stack([rng.integers(0, len(o), size=batch) if r % 2 == 0 else rng.choice(len(o), size=batch, p=w)
+                        for o, w in zip(opts, weights)], axis=1)  # [B, 8]
+        spatial = np.ones((batch, space.L, 2), dtype=np.int64)
+        cum = np.empty((batch, space.L, 8), dtype=np.int64)
+        for d in range(8):
+            spatial *= opts[d][idx[:, d], :, 1:]
+            cum[:, :, d] = opt_cum[d][idx[:, d]]
+        ok = np.all(spatial <= space.fanout, axis=(1, 2)) & space.fits(cum, space.must_keep)
         if ok.any():
-            found.append(factors[ok])
+            found.append(idx[ok])
             have += int(ok.sum())
         if have >= 2 * count:
             break
     if not found:
         return np.zeros((0, space.L, 3, 8), dtype=np.int64)
-    allf = np.unique(np.concatenate(found), axis=0)
-    if len(allf) > count:
-        allf = allf[np.sort(rng.choice(len(allf), size=count, replace=False))]
-    return allf
+    idx = np.unique(np.concatenate(found), axis=0)
+    if len(idx) > count:
+        idx = idx[np.sort(rng.choice(len(idx), size=count, replace=False))]
+    return np.stack([opts[d][idx[:, d]] for d in range(8)], axis=-1)
 
 
 def _primes(n: int) -> list[int]:
@@ -184,31 +215,6 @@ def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
     from quantloop.costmodel.problem import DIMS
 
     return [(l, k) for l in range(space.L) for k in range(3) if slot_rule(space.arch, l, k, DIMS[dim]) is None]
-
-
-def _prime_spread(space: Mapspace, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """Factors where each prime of each dim (after fixed factors) goes to a uniformly drawn free slot."""
-    from quantloop.costmodel.problem import DIMS
-
-    factors = np.ones((batch, space.L, 3, 8), dtype=np.int64)
-    for d in range(8):
-        size = int(space.problem.dim_array[d])
-        fixed = 1
-        for l in range(space.L):
-            for k in range(3):
-                rule = slot_rule(space.arch, l, k, DIMS[d])
-                if rule is not None:
-                    factors[:, l, k, d] = rule
-                    fixed *= rule
-        slots = _free_slots(space, d)
-        if size % fixed or (size // fixed > 1 and not slots):
-            return np.zeros((0, space.L, 3, 8), dtype=np.int64)
-        for p in _primes(size // fixed):
-            pick = rng.integers(0, len(slots), size=batch)
-            lv = np.array([s[0] for s in slots])[pick]
-            kd = np.array([s[1] for s in slots])[pick]
-            np.multiply.at(factors, (np.arange(batch), lv, kd, d), p)
-    return factors
 
 
 def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: np.ndarray,
@@ -285,11 +291,11 @@ def search(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy", 
     scorer = _Scorer(arch, problem, bits, objective)
     keeps = keep_choices(space)
     n_options = float(np.prod([max(1, len(o)) for o in space.options], dtype=np.float64))
-    if n_options <= budget.exhaustive_tilings * 20:
+    if n_options <= budget.exhaustive_options:
         tilings = space.enumerate(budget.exhaustive_tilings, rng)
         if tilings.complete and len(tilings) == 0:
             return None
-        if tilings.complete and _exhaustive_size(space, tilings.factors, len(keeps)) <= budget.exhaustive_evaluations:
+        if tilings.complete and _exhaustive_size(space, tilings.factors, keeps) <= budget.exhaustive_evaluations:
             _exhaustive(space, tilings.factors, keeps, scorer)
             if scorer.best is None:
                 return None

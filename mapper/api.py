@@ -1,0 +1,163 @@
+"""`map_layer` / `map_layers`: the best mapping of layers on a target, through the on-disk cache."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+from quantloop.costmodel.checks import check_bits
+from quantloop.costmodel.mapping import LevelMapping, Mapping
+from quantloop.costmodel.model import CostResult, evaluate
+from quantloop.costmodel.problem import Bits, Problem
+from quantloop.errors import QuantloopError
+from quantloop.mapper.cache import MapCache, cache_key
+from quantloop.mapper.search import OBJECTIVES, Budget, search
+from quantloop.targets.arch import Arch
+
+#: bump when the search changes its results, so stale cache entries are not reused
+MAPPER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """The chosen mapping and its exact cost. `optimal` is True only when the search was exhaustive
+    over the mapspace; `mappings_considered` counts the legal mappings scored; `seconds` is the
+    time this call took (a cache hit takes milliseconds)."""
+
+    mapping: Mapping
+    cost: CostResult
+    mappings_considered: int
+    optimal: bool
+    seconds: float
+    cache_hit: bool = False
+    name: str = ""
+
+
+def _problem_key(problem: Problem) -> dict:
+    return {k: v for k, v in asdict(problem).items() if k != "name"}
+
+
+def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: int) -> str:
+    return cache_key({
+        "problem": _problem_key(problem),
+        "bits": list(bits.as_tuple()),
+        "scheme": bits.scheme,
+        "target": arch.content_hash or repr(arch),
+        "objective": objective,
+        "seed": seed,
+        "mapper": MAPPER_VERSION,
+    })
+
+
+def mapping_to_json(mapping: Mapping) -> list[dict]:
+    return [
+        {"temporal": [list(x) for x in lm.temporal], "spatial_x": [list(x) for x in lm.spatial_x],
+         "spatial_y": [list(x) for x in lm.spatial_y], "keep": sorted(lm.keep)}
+        for lm in mapping.levels
+    ]
+
+
+def mapping_from_json(data: list[dict]) -> Mapping:
+    return Mapping(tuple(
+        LevelMapping(tuple(tuple(x) for x in lm["temporal"]), tuple(tuple(x) for x in lm["spatial_x"]),
+                     tuple(tuple(x) for x in lm["spatial_y"]), frozenset(lm["keep"]))
+        for lm in data
+    ))
+
+
+def _from_cache(cache: MapCache, key: str, arch: Arch, problem: Problem, bits: Bits, name: str,
+                started: float) -> MapResult | None:
+    entry = cache.get(key)
+    if entry is None:
+        return None
+    try:
+        mapping = mapping_from_json(entry["mapping"])
+        cost = evaluate(arch, problem, mapping, bits, check=True)
+        considered, optimal = int(entry["mappings_considered"]), bool(entry["optimal"])
+    except (KeyError, TypeError, ValueError, QuantloopError):
+        return None
+    return MapResult(mapping, cost, considered, optimal, time.perf_counter() - started, True, name)
+
+
+def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objective: str = "energy", *,
+              cache: MapCache | None = None, seed: int = 0, name: str = "",
+              budget: Budget | None = None) -> MapResult:
+    """The best mapping of one layer for `objective` (energy | latency | edp).
+
+    Raises QuantloopError when no legal mapping exists (naming the layer, the level, the smallest
+    tile in bits and the capacity) or when the target's constraints contradict.
+    """
+    from quantloop.targets.registry import load_target
+
+    started = time.perf_counter()
+    arch = load_target(target)
+    name = name or problem.name or "layer"
+    if objective not in OBJECTIVES:
+        raise QuantloopError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    check_bits(arch, bits)
+    key = layer_key(problem, arch, bits, objective, seed)
+    if cache is not None:
+        hit = _from_cache(cache, key, arch, problem, bits, name, started)
+        if hit is not None:
+            return hit
+    outcome = search(arch, problem, bits, objective, seed, budget or Budget())
+    from quantloop.mapper.cpsat import explain_infeasible, verify
+    from quantloop.mapper.mapspace import Mapspace
+
+    space = Mapspace(arch, problem, bits)
+    if outcome is None:
+        raise QuantloopError(explain_infeasible(space, name))
+    arrays = outcome.arrays
+    factors = arrays.temporal[0][:, None, :].repeat(3, axis=1)
+    factors[:, 1], factors[:, 2] = arrays.spatial_x[0], arrays.spatial_y[0]
+    if not verify(space, factors, arrays.keep[0]):
+        raise RuntimeError(f"mapper: layer {name}: the chosen mapping fails the CP-SAT legality model")
+    mapping = arrays.mapping(0)
+    cost = evaluate(arch, problem, mapping, bits, check=True)
+    seconds = time.perf_counter() - started
+    if cache is not None:
+        cache.put(key, {"mapping": mapping_to_json(mapping), "mappings_considered": outcome.considered,
+                        "optimal": outcome.optimal, "search_seconds": seconds})
+    return MapResult(mapping, cost, outcome.considered, outcome.optimal, seconds, False, name)
+
+
+def _map_one(args) -> MapResult:
+    name, problem, bits, arch, objective, cache_root, seed, budget = args
+    cache = MapCache(cache_root) if cache_root is not None else None
+    return map_layer(problem, arch, bits, objective, cache=cache, seed=seed, name=name, budget=budget)
+
+
+def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, objective: str = "energy", *,
+               workers: int = 1, cache: MapCache | None = None, seed: int = 0,
+               budget: Budget | None = None) -> list[MapResult]:
+    """map_layer for every (name, problem, bits), in order. Identical (problem, bits) are mapped
+    once; with workers > 1 distinct layers are mapped in a process pool. The results do not
+    depend on `workers`."""
+    from quantloop.targets.registry import load_target
+
+    arch = load_target(target)
+    if workers < 1:
+        raise QuantloopError(f"workers must be at least 1, got {workers}")
+    cache_root = None if cache is None else cache.root.parent
+    first: dict[tuple, int] = {}
+    jobs = []
+    for name, problem, bits in requests:
+        key = (tuple(_problem_key(problem).items()), bits)
+        if key not in first:
+            first[key] = len(jobs)
+            jobs.append((name, problem, bits, arch, objective, cache_root, seed, budget))
+    if workers == 1 or len(jobs) <= 1:
+        done = [_map_one(job) for job in jobs]
+    else:
+        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            done = list(pool.map(_map_one, jobs, chunksize=1))
+    results = []
+    for name, problem, bits in requests:
+        r = done[first[(tuple(_problem_key(problem).items()), bits)]]
+        results.append(r if r.name == name else MapResult(r.mapping, r.cost, r.mappings_considered, r.optimal,
+                                                          r.seconds, r.cache_hit, name))
+    return results
