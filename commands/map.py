@@ -1,0 +1,69 @@
+"""`quantloop map`: the best mapping of one layer (Timeloop problem YAML) on a target."""
+
+from __future__ import annotations
+
+import argparse
+
+from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args
+
+HELP = "find the best mapping of one layer (Timeloop problem YAML) on a target for energy, latency or EDP"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_argument(parser)
+    parser.add_argument("--problem", required=True, help="Timeloop v0.4 problem YAML (fork `bitwidths` honoured)")
+    add_bits_arguments(parser)
+    parser.add_argument("--scheme", choices=["int", "pot", "pot2"], default="int", help="weight quantization scheme")
+    parser.add_argument("--objective", choices=["energy", "latency", "edp"], default="energy", help="what to minimise")
+    parser.add_argument("--json", action="store_true", help="print JSON (the keys of `quantloop cost --json` plus the mapping)")
+    parser.add_argument("--emit-timeloop", metavar="DIR", help="write problem.yaml and map.yaml (Timeloop v0.4) to DIR")
+    parser.add_argument("--cache-dir", help="mapper cache folder (default: $QUANTLOOP_CACHE_DIR or the user cache dir)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the mapper cache")
+    parser.add_argument("--seed", type=int, default=0, help="search seed (results are deterministic for a seed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from quantloop.costmodel.problem import Bits
+    from quantloop.costmodel.timeloop_yaml import format_map_txt, mapping_to_list, read_problem, write_mapping, write_problem
+    from quantloop.errors import QuantloopError
+    from quantloop.mapper import MapCache, map_layer
+    from quantloop.targets.registry import load_target
+
+    arch = load_target(args.target)
+    problem, file_bits = read_problem(args.problem)
+    if file_bits is not None:
+        file_bits = dataclasses.replace(file_bits, scheme=args.scheme)
+    bits = bits_from_args(args, default=file_bits, scheme=args.scheme) or Bits(scheme=args.scheme)
+    cache = None if args.no_cache else MapCache(args.cache_dir)
+    name = problem.name or Path(args.problem).stem
+    result = map_layer(problem, arch, bits, args.objective, cache=cache, seed=args.seed, name=name)
+    if args.emit_timeloop:
+        out = Path(args.emit_timeloop)
+        if out.exists() and not out.is_dir():
+            raise QuantloopError(f"--emit-timeloop {out}: exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        write_problem(out / "problem.yaml", problem, bits if any(b is not None for b in bits.as_tuple()) else None)
+        write_mapping(out / "map.yaml", arch, result.mapping)
+    if args.json:
+        data = result.cost.to_json()
+        data.update({
+            "mapping": mapping_to_list(arch, result.mapping),
+            "mappings_considered": result.mappings_considered,
+            "optimal": result.optimal,
+            "seconds": result.seconds,
+            "cache_hit": result.cache_hit,
+        })
+        print(json.dumps(data, indent=1))
+        return 0
+    from quantloop.commands.cost import _print_tables
+
+    print(format_map_txt(arch, result.mapping, problem))
+    _print_tables(arch.name, problem, bits, result.cost)
+    proven = "proven optimal within the mapspace" if result.optimal else "not proven optimal (heuristic search)"
+    source = "cache hit" if result.cache_hit else "searched"
+    print(f"{result.mappings_considered:,} legal mappings considered; {result.seconds:.3f} s ({source}); {proven}")
+    return 0
