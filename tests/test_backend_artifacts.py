@@ -27,6 +27,7 @@ from quantloop.ir.accel import MappingAttr, layers
 from quantloop.targets.registry import load_target
 
 SMALL = "zoo:mobilenet_v2?width=0.25&resolution=32&num_classes=10"
+pytestmark = pytest.mark.filterwarnings("ignore:qnn-calibrate. no calibration data")
 
 
 def qnn_module(spec: str, bits: str, scheme: str = "int"):
@@ -42,7 +43,7 @@ def qnn_module(spec: str, bits: str, scheme: str = "int"):
     ctx = make_context()
     CanonicalizePass().apply(ctx, module)
     AssignBitsPass(bits=bits).apply(ctx, module)
-    CalibratePass(scheme=scheme).apply(ctx, module)
+    CalibratePass(scheme=scheme, samples=8).apply(ctx, module)
     return module
 
 
@@ -317,7 +318,7 @@ def test_gemm_and_matmul_weights_keep_their_stored_orientation(tmp_path):
 
     qnn = _conv_gemm_matmul_model()
     AssignBitsPass(bits="w5a8").apply(make_context(), qnn)
-    CalibratePass().apply(make_context(), qnn)
+    CalibratePass(samples=8).apply(make_context(), qnn)
     accel = accel_module(qnn, "simba")
     write_artifacts(tmp_path / "out", qnn_module=qnn, accel_module=accel, target="simba", command_line="x")
     manifest = {e["name"]: e for e in json.loads((tmp_path / "out" / "weights.json").read_text())["layers"]}
