@@ -27,6 +27,8 @@ from quantloop.targets.arch import Arch
 
 @dataclass(frozen=True)
 class OperandInfo:
+    """Bits, scheme and signedness of one data space (accel's `uint` is scheme int, unsigned)."""
+
     bits: int
     scheme: str  # int | pot | pot2
     signed: bool
@@ -34,6 +36,9 @@ class OperandInfo:
 
 @dataclass(frozen=True)
 class LayerRecord:
+    """One mapped layer: its problem, bits, mapping, re-evaluated cost, mapper statistics (None when the
+    module carries no `#accel.cost`) and its constant weights (None when the weight operand is computed)."""
+
     name: str
     kind: str
     problem: Problem
