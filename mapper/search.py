@@ -109,41 +109,53 @@ def _permutations(arch: Arch) -> list[tuple[str, ...]]:
     return [tuple(lvl.temporal_permutation) for lvl in arch.levels]
 
 
-def _groups(space: Mapspace, factors: np.ndarray, keeps: np.ndarray):
-    """Tilings grouped by which temporal dims are active per level, with the per-level order
-    candidates of the group and every (tiling, keep choice) pair that fits the capacities."""
-    perms = _permutations(space.arch)
-    masks = present_masks(factors[:, :, 0])
-    uniq, inv = np.unique(masks, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    for g, row in enumerate(uniq):
-        group = factors[inv == g]
-        words = space.tile_words(space.cumulative(group))  # [G, L, 3]
-        used = np.einsum("gld,kld->gkl", words, keeps.astype(np.int64))
-        fits = np.all((space.capacity < 0) | (used <= space.capacity), axis=2)  # [G, K]
-        ti, ki = np.nonzero(fits)
-        per_level = [level_candidates(int(m), perms[l])[0] for l, m in enumerate(row)]
-        yield group, ti, ki, per_level
+class _Expansion:
+    """Every (tiling, keep choice that fits, combination of per-level order candidates), expanded
+    lazily in chunks (mixed-radix decoding of the order combination index)."""
 
+    def __init__(self, space: Mapspace, factors: np.ndarray, keeps: np.ndarray) -> None:
+        perms = _permutations(space.arch)
+        masks = present_masks(factors[:, :, 0])
+        T, L = masks.shape
+        self.factors, self.keeps, self.L = factors, keeps, L
+        self.tables, self.cidx = [], np.empty((T, L), dtype=np.int64)
+        counts = np.empty((T, L), dtype=np.int64)
+        for l in range(L):
+            uniq, inv = np.unique(masks[:, l], return_inverse=True)
+            cands = [level_candidates(int(m), perms[l])[0] for m in uniq]
+            table = np.zeros((len(uniq), max(len(c) for c in cands), 8), dtype=np.int64)
+            for i, c in enumerate(cands):
+                table[i, :len(c)] = c
+            self.tables.append(table)
+            self.cidx[:, l] = inv.reshape(-1)
+            counts[:, l] = np.array([len(c) for c in cands])[inv.reshape(-1)]
+        words = space.tile_words(space.cumulative(factors))  # [T, L, 3]
+        used = np.einsum("tld,kld->tkl", words, keeps.astype(np.int64))
+        fits = np.all((space.capacity < 0) | (used <= space.capacity), axis=2)  # [T, K]
+        self.ti, self.ki = np.nonzero(fits)
+        self.counts = counts[self.ti]  # [pairs, L]
+        self.per_pair = self.counts.prod(axis=1)
+        self.size = int(self.per_pair.sum())
 
-def _exhaustive_size(space: Mapspace, factors: np.ndarray, keeps: np.ndarray) -> int:
-    total = 0
-    for _, ti, _, per_level in _groups(space, factors, keeps):
-        total += len(ti) * int(np.prod([len(c) for c in per_level]))
-    return total
+    def chunks(self, size: int):
+        ends = np.cumsum(self.per_pair)
+        start = 0
+        while start < len(self.ti):
+            stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + size, side="right")))
+            yield self._expand(start, min(stop, len(self.ti)))
+            start = stop
 
-
-def _exhaustive(space: Mapspace, factors: np.ndarray, keeps: np.ndarray, scorer: _Scorer) -> None:
-    for group, ti, ki, per_level in _groups(space, factors, keeps):
-        combos = np.array(list(itertools.product(*[range(len(c)) for c in per_level])), dtype=np.int64)
-        orders = np.stack([per_level[l][combos[:, l]] for l in range(space.L)], axis=1)  # [P, L, 8]
-        P = len(orders)
-        step = max(1, _EVAL_CHUNK // P)
-        for start in range(0, len(ti), step):
-            t, k = ti[start:start + step], ki[start:start + step]
-            n = len(t)
-            scorer.score(_arrays(np.repeat(group[t], P, axis=0), np.tile(orders, (n, 1, 1)),
-                                 np.repeat(keeps[k], P, axis=0)))
+    def _expand(self, a: int, b: int) -> MappingArrays:
+        reps = self.per_pair[a:b]
+        pair = np.repeat(np.arange(a, b), reps)
+        first = np.repeat(np.cumsum(reps) - reps, reps)
+        j = np.arange(len(pair)) - first
+        radix = self.counts[pair]  # [n, L]
+        stride = np.flip(np.cumprod(np.flip(radix, axis=1), axis=1), axis=1) // radix
+        digit = (j[:, None] // stride) % radix
+        t = self.ti[pair]
+        order = np.stack([self.tables[l][self.cidx[t, l], digit[:, l]] for l in range(self.L)], axis=1)
+        return _arrays(self.factors[t], order, self.keeps[self.ki[pair]])
 
 
 def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
@@ -295,8 +307,10 @@ def search(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy", 
         tilings = space.enumerate(budget.exhaustive_tilings, rng)
         if tilings.complete and len(tilings) == 0:
             return None
-        if tilings.complete and _exhaustive_size(space, tilings.factors, keeps) <= budget.exhaustive_evaluations:
-            _exhaustive(space, tilings.factors, keeps, scorer)
+        expansion = _Expansion(space, tilings.factors, keeps) if tilings.complete else None
+        if expansion is not None and expansion.size <= budget.exhaustive_evaluations:
+            for arrays in expansion.chunks(_EVAL_CHUNK):
+                scorer.score(arrays)
             if scorer.best is None:
                 return None
             return SearchOutcome(scorer.best, scorer.legal, optimal=True)
