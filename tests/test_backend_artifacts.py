@@ -218,6 +218,11 @@ def test_report_json_totals_and_quantloop_report(small_build, capsys):
     printed = capsys.readouterr().out
     assert "Network totals" in printed and str(out / "energy_by_level.png") in printed
     assert rows[0]["name"] in printed
+    assert main(["report", str(out), "--sort", "energy"]) == 0
+    table = capsys.readouterr().out.split("Layers", 1)[1]
+    top = max(rows, key=lambda r: r["energy_pj"])["name"]
+    first_row = next(line for line in table.splitlines() if line.startswith("│"))
+    assert first_row.split("│")[1].strip() == top
 
 
 @pytest.mark.parametrize("bits,scheme,target", [("w8a8", "int", "simba"), ("w3a4", "int", "eyeriss"),
