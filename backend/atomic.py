@@ -33,11 +33,15 @@ def check_output_dir(out_dir: Path, force: bool = False) -> None:
     """Raise QuantloopError when ``out_dir`` cannot receive a compile's artefacts.
 
     Missing parents are fine (they are created); a file in the way, a parent that is not a writable
-    folder, or an existing non-empty folder without ``force`` are errors. An existing empty folder is
+    folder, an existing non-empty folder without ``force``, or the current folder (or one containing it,
+    which replacing would delete) are errors. An existing empty folder is
     replaced without ``force`` since nothing in it can be lost.
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink() or out_dir.exists():
+        cwd = Path.cwd().resolve()
+        if out_dir.is_dir() and (out_dir.resolve() == cwd or out_dir.resolve() in cwd.parents):
+            raise QuantloopError(f"{out_dir}: is the current folder or contains it; choose a new output folder")
         if not out_dir.is_dir():
             raise QuantloopError(f"{out_dir}: exists and is not a folder; choose another output path")
         if not force and any(out_dir.iterdir()):

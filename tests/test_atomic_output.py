@@ -131,6 +131,17 @@ def test_check_output_dir_errors(tmp_path):
     check_output_dir(tmp_path / "empty")
 
 
+def test_the_current_folder_is_never_replaced(tmp_path, monkeypatch):
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "model.onnx").write_text("precious")
+    monkeypatch.chdir(work)
+    for path in (Path("."), work, tmp_path):
+        with pytest.raises(QuantloopError, match="current folder"):
+            check_output_dir(path, force=True)
+    assert (work / "model.onnx").read_text() == "precious"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
 def test_a_read_only_parent_is_refused(tmp_path):
     parent = tmp_path / "ro"
