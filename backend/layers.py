@@ -128,6 +128,18 @@ def _input_scale(op: accel.LayerOp) -> float | None:
     return float(elem.scale) if isinstance(elem, UniformType) else None
 
 
+def activation_quantization(op: accel.LayerOp) -> dict | None:
+    """Bits, signedness, scale and zero point of the layer's input and output (per-tensor uniform types)."""
+    from quantloop.ir.types import UniformType, element_type
+
+    out = {}
+    for key, value in (("input", op.input), ("output", op.output)):
+        elem = element_type(value)
+        if isinstance(elem, UniformType):
+            out[key] = {"bits": elem.bits, "signed": elem.signed, "scale": float(elem.scale), "zero_point": elem.zero_point}
+    return out or None
+
+
 def _weight_layer(op: accel.LayerOp, dram_loops) -> WeightLayer | None:
     const = _constant(op.weight)
     if const is None:
@@ -148,7 +160,8 @@ def _weight_layer(op: accel.LayerOp, dram_loops) -> WeightLayer | None:
                 f"layer {name}: {bias_values.size} bias values but {w_scales.size} weight scales; cannot store the bias as int32"
             )
         bias, bias_scales = quantize_bias(bias_values, w_scales, in_scale)
-    return WeightLayer(name, weights, layout, dims, extents, tuple(dram_loops), bias, bias_scales)
+    return WeightLayer(name, weights, layout, dims, extents, tuple(dram_loops), bias, bias_scales,
+                       activation_quantization(op))
 
 
 def collect_layers(accel_module: ModuleOp, target: Arch) -> list[LayerRecord]:

@@ -17,7 +17,9 @@ File layout (all little-endian):
 
 ``weights.json`` lists per layer the byte offset and length, shape and layout, bits, scheme, signedness,
 scales, zero points, quantization axis, word width, codes per word, padding bits per word, tile shape,
-tile count, words per tile, tile order (the weight loops) and the full DRAM loop nest the tiles follow.
+tile count, words per tile, tile order (the weight loops) and the full DRAM loop nest the tiles follow,
+and the quantization (bits, signedness, scale, zero point) of the layer's input and output activations,
+which requantizing the int32 accumulators needs.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class WeightLayer:
     dram_loops: tuple[tuple[str, int], ...]
     bias: np.ndarray | None = None
     bias_scales: np.ndarray | None = None
+    activations: dict | None = None
 
     @property
     def plan(self) -> TilePlan:
@@ -253,6 +256,7 @@ def _layer_entry(layer: WeightLayer, plan: TilePlan, offset: int, length: int, w
         "tile_words": packing.packed_size_words(plan.tile_size, w.bits, word_bits),
         "tile_order": [[d, f] for d, f in plan.loops],
         "loop_nest": [[d, int(f)] for d, f in layer.dram_loops],
+        **({"activations": layer.activations} if layer.activations else {}),
     }
 
 

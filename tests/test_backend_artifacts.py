@@ -193,6 +193,10 @@ def test_weights_follow_the_dram_loops_and_unpack_exactly(small_build):
         assert entry["tile_order"] == [[d, f] for d, f in dram if d in "GCMRS"]
         assert entry["word_bits"] == load_target("eyeriss").levels[0].word_bits
         assert entry["bits"] == 4 and entry["signed"]
+        in_type = op.input.type.element_type
+        assert entry["activations"]["input"] == {"bits": 8, "signed": in_type.signed, "scale": in_type.scale,
+                                                 "zero_point": in_type.zero_point}
+        assert entry["activations"]["output"]["scale"] == op.output.type.element_type.scale
     codes = unpack(out)
     for name, array in codes.items():
         assert array.dtype == np.int32 and array.min() >= -7 and array.max() <= 7
