@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if report["host_ops"]:
         ops = ", ".join(f"{h['name'] or '?'} ({h['op']})" for h in report["host_ops"])
         console.print(f"host ops (run on the host, not the accelerator): {ops}", soft_wrap=True)
+    from quantloop.backend.report import CORE_KEYS
+
+    extra = [key for key in report if key not in CORE_KEYS]
+    if extra:
+        console.print(f"also in report.json: {', '.join(extra)}")
     for plot in report["plots"]:
         path = out_dir / plot
         console.print(f"plot: {path}" + ("" if path.exists() else " [red](missing)[/]"), soft_wrap=True)

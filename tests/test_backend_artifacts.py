@@ -222,6 +222,7 @@ def test_report_json_totals_and_quantloop_report(small_build, capsys):
     printed = capsys.readouterr().out
     assert "Network totals" in printed and str(out / "energy_by_level.png") in printed
     assert rows[0]["name"] in printed
+    assert "also in report.json" not in printed
     assert main(["report", str(out), "--sort", "energy"]) == 0
     table = capsys.readouterr().out.split("Layers", 1)[1]
     top = max(rows, key=lambda r: r["energy_pj"])["name"]
