@@ -198,3 +198,19 @@ def test_report_totals_are_the_sums_of_the_layers(records, eyeriss):
     assert report["pareto"] == {"points": [1, 2]}
     with pytest.raises(ValueError, match="overwrite"):
         build_report(records, eyeriss, manifest, [], "cmd", [], {"total": 1})
+
+
+def test_quantloop_report_prints_tables_extras_and_missing_plots(records, eyeriss, tmp_path, capsys):
+    from quantloop.backend.report import write_report
+
+    manifest = {"layers": []}
+    report = build_report(records, eyeriss, manifest, [], "cmd", ["energy_by_level.png"], {"search": {"chosen": 3}})
+    write_report(tmp_path, report)
+    assert main(["report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "also in report.json: search" in printed
+    assert "energy_by_level.png (missing)" in printed
+    assert "conv3x3" in printed and "Energy by level" in printed and "Energy by data space" in printed
+    (tmp_path / "report.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a quantloop report" in capsys.readouterr().err
