@@ -188,7 +188,7 @@ def explain_infeasible(space: Mapspace, layer: str) -> str:
     must hold, or the target rules that contradict each other."""
     arch, pr = space.arch, space.problem
     for d, name in enumerate(DIMS):
-        if len(space.options[d]) == 0:
+        if len(space.dim_options(d, prune_capacity=False)) == 0:
             rules = [f"{lvl.name} temporal {name}={lvl.temporal_factors[name]}" for lvl in arch.levels
                      if name in lvl.temporal_factors and lvl.temporal_factors[name] != 1]
             rules += [f"{lvl.name} spatial {name}={f}" for lvl in arch.levels

@@ -86,7 +86,7 @@ class Mapspace:
                                   for l, lvl in enumerate(arch.levels)])
         self.options = [self.dim_options(d) for d in range(8)]
 
-    def dim_options(self, dim: int) -> np.ndarray:
+    def dim_options(self, dim: int, prune_capacity: bool = True) -> np.ndarray:
         """All legal ways [n, L, 3] to spread one dim over the slots (products equal the dim;
         fixed factors honoured; a single spatial factor never exceeds its fan-out)."""
         name, size = DIMS[dim], int(self.problem.dim_array[dim])
@@ -109,6 +109,8 @@ class Mapspace:
                 out[:, l, k] = arr[:, i]
         ok = np.all(out[:, :, 1] <= self.fanout[None, :, 0], axis=1) & np.all(out[:, :, 2] <= self.fanout[None, :, 1], axis=1)
         out = out[ok]
+        if not prune_capacity:
+            return out
         cum = np.ones((len(out), self.L, 8), dtype=np.int64)
         cum[:, :, dim] = np.flip(np.cumprod(np.flip(out.prod(axis=2), axis=1), axis=1), axis=1)
         return out[self.fits(cum, self.must_keep)]  # tiles only grow with the other dims
