@@ -40,8 +40,10 @@ def _problem_key(problem: Problem) -> dict:
     return {k: v for k, v in asdict(problem).items() if k != "name"}
 
 
-def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: int) -> str:
+def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: int,
+              budget: Budget | None = None) -> str:
     return cache_key({
+        "budget": asdict(budget or Budget()),
         "problem": _problem_key(problem),
         "bits": list(bits.as_tuple()),
         "scheme": bits.scheme,
@@ -98,7 +100,7 @@ def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objecti
     if objective not in OBJECTIVES:
         raise QuantloopError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     check_bits(arch, bits)
-    key = layer_key(problem, arch, bits, objective, seed)
+    key = layer_key(problem, arch, bits, objective, seed, budget)
     if cache is not None:
         hit = _from_cache(cache, key, arch, problem, bits, name, started)
         if hit is not None:

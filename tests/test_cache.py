@@ -1,0 +1,106 @@
+"""Mapper cache: location rules, hits, atomic entries, corrupted entries, keys, process pool."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from quantloop.costmodel.problem import Bits, Problem
+from quantloop.mapper import Budget, MapCache, map_layer, map_layers
+from quantloop.mapper.api import layer_key
+from quantloop.mapper.cache import default_cache_dir
+from quantloop.targets.registry import load_target
+
+SMALL = Budget(samples=1000, starts=2, max_steps=10, evaluations=8_000)
+LAYER = Problem(C=16, M=32, P=7, Q=7, R=3, S=3, name="conv")
+
+
+def _entries(root):
+    return sorted((root / "mapper").rglob("*.json"))
+
+
+def test_default_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("QUANTLOOP_CACHE_DIR", str(tmp_path / "env"))
+    assert default_cache_dir() == tmp_path / "env"
+    assert MapCache().root == tmp_path / "env" / "mapper"
+    monkeypatch.delenv("QUANTLOOP_CACHE_DIR")
+    assert "quantloop" in str(default_cache_dir())
+
+
+def test_hit_is_fast_and_identical(tmp_path):
+    cache = MapCache(tmp_path)
+    first = map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL)
+    assert not first.cache_hit and len(_entries(tmp_path)) == 1
+    started = time.perf_counter()
+    second = map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL)
+    assert time.perf_counter() - started < 0.5  # generous: a hit is one JSON read + one evaluation
+    assert second.cache_hit
+    assert (second.mapping, second.cost, second.mappings_considered, second.optimal) == (
+        first.mapping, first.cost, first.mappings_considered, first.optimal)
+
+
+def test_corrupted_entry_is_ignored_and_rewritten(tmp_path):
+    cache = MapCache(tmp_path)
+    first = map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL)
+    (entry,) = _entries(tmp_path)
+    entry.write_text('{"key": "truncated', encoding="utf-8")
+    again = map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL)
+    assert not again.cache_hit and again.mapping == first.mapping
+    assert json.loads(entry.read_text())["value"]["mappings_considered"] == first.mappings_considered
+    assert map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL).cache_hit
+
+
+def test_entry_with_an_illegal_mapping_is_a_miss(tmp_path):
+    cache = MapCache(tmp_path)
+    map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL)
+    (entry,) = _entries(tmp_path)
+    data = json.loads(entry.read_text())
+    data["value"]["mapping"][0]["temporal"] = [["M", 3]]
+    entry.write_text(json.dumps(data))
+    assert not map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL).cache_hit
+
+
+def test_no_temporary_files_are_left(tmp_path):
+    cache = MapCache(tmp_path)
+    map_layer(LAYER, "eyeriss", Bits(8, 8, 8), cache=cache, budget=SMALL)
+    assert not [p for p in (tmp_path / "mapper").rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_key_covers_problem_bits_scheme_target_objective_not_name():
+    eyeriss, simba = load_target("eyeriss"), load_target("simba")
+    base = layer_key(LAYER, eyeriss, Bits(8, 8, 8), "energy", 0)
+    assert base == layer_key(LAYER.with_dims(name="other"), eyeriss, Bits(8, 8, 8), "energy", 0)
+    variants = [
+        layer_key(LAYER.with_dims(M=16), eyeriss, Bits(8, 8, 8), "energy", 0),
+        layer_key(LAYER.with_dims(Wstride=2), eyeriss, Bits(8, 8, 8), "energy", 0),
+        layer_key(LAYER, eyeriss, Bits(4, 8, 8), "energy", 0),
+        layer_key(LAYER, eyeriss, Bits(8, 8, 8, scheme="pot"), "energy", 0),
+        layer_key(LAYER, simba, Bits(8, 8, 8), "energy", 0),
+        layer_key(LAYER, eyeriss, Bits(8, 8, 8), "edp", 0),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_map_layers_same_results_with_one_or_two_workers(tmp_path):
+    requests = [
+        ("a", Problem(C=8, M=16, P=7, Q=7, R=3, S=3), Bits(8, 8, 8)),
+        ("b", Problem(G=16, P=7, Q=7, R=3, S=3), Bits(4, 4, 4)),
+        ("c", Problem(C=16, M=8, P=7, Q=7), Bits(8, 8, 8)),
+        ("a_again", Problem(C=8, M=16, P=7, Q=7, R=3, S=3), Bits(8, 8, 8)),
+    ]
+    one = map_layers(requests, "simba", "energy", workers=1, cache=None, budget=SMALL)
+    two = map_layers(requests, "simba", "energy", workers=2, cache=MapCache(tmp_path), budget=SMALL)
+    assert [r.name for r in two] == ["a", "b", "c", "a_again"]
+    assert [(r.mapping, r.cost, r.mappings_considered) for r in one] == [(r.mapping, r.cost, r.mappings_considered) for r in two]
+    assert len(_entries(tmp_path)) == 3  # identical shapes are mapped once
+    warm = map_layers(requests, "simba", "energy", workers=2, cache=MapCache(tmp_path), budget=SMALL)
+    assert all(r.cache_hit for r in warm)
+
+
+def test_workers_must_be_positive():
+    from quantloop.errors import QuantloopError
+
+    with pytest.raises(QuantloopError, match="workers"):
+        map_layers([("a", LAYER, Bits(8, 8, 8))], "eyeriss", workers=0)
