@@ -39,8 +39,8 @@ from quantloop.errors import QuantloopError
 PROXY_SAMPLES = 64
 CALIB_RANDOM_SAMPLES = 32
 NO_FEASIBLE_EXIT = 3
-DEFAULT_POPULATION = 32
-DEFAULT_GENERATIONS = 24
+DEFAULT_POPULATION = 20
+DEFAULT_GENERATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -248,8 +248,23 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
     cache_dir, use_cache, weight_clip, input_shapes, ...); `bits` / `bits_file` are chosen here.
     Returns the driver's `CompileResult` with `search` holding the pareto.json document.
     """
+    searched = search_model(model, settings, console=console, **compile_kwargs)
+    return compile_chosen(searched, **compile_kwargs)
+
+
+@dataclass
+class Searched:
+    """A finished search: the canonical module, its data, the result and the pareto.json document."""
+
+    module: ModuleOp
+    data: SearchData
+    result: Any
+    document: dict[str, Any]
+
+
+def search_model(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any) -> Searched:
+    """The search half of `run_search` (raises the exit-3 error after writing the front)."""
     from quantloop.backend.pareto import build_pareto, write_pareto
-    from quantloop.driver import compile as compile_model
     from quantloop.frontend import import_onnx
     from quantloop.ir import make_context
     from quantloop.passes.canonicalize import CanonicalizePass
@@ -265,8 +280,6 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
         from quantloop.backend.atomic import check_output_dir
 
         check_output_dir(Path(output_dir), force=compile_kwargs.get("force", False))
-    objective = compile_kwargs.get("objective", "energy")
-    weight_clip = compile_kwargs.get("weight_clip", "minmax")
     if compile_kwargs.get("weight_scheme", "int") != "int":
         raise QuantloopError("--search chooses the weight scheme from the target's PEs; drop --scheme")
 
@@ -274,8 +287,9 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
     module = module.clone()
     CanonicalizePass().apply(make_context(), module)
     data = resolve_data(module, model, compile_kwargs.get("data"), settings)
-    options = _options(target, objective, settings, compile_kwargs.get("workers", 1), compile_kwargs.get("cache_dir"),
-                       compile_kwargs.get("use_cache", True), weight_clip)
+    options = _options(target, compile_kwargs.get("objective", "energy"), settings, compile_kwargs.get("workers", 1),
+                       compile_kwargs.get("cache_dir"), compile_kwargs.get("use_cache", True),
+                       compile_kwargs.get("weight_clip", "minmax"))
     if console is None and settings.progress:
         from rich.console import Console
 
@@ -294,15 +308,24 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
             with atomic_output_dir(Path(output_dir), compile_kwargs.get("force", False)) as tmp:
                 write_pareto(tmp, document, result)
         raise no_feasible_error(result)
+    return Searched(module, data, result, document)
 
+
+def compile_chosen(searched: Searched, **compile_kwargs: Any):
+    """The compile half of `run_search`: the chosen point through `driver.compile`, artefacts with
+    pareto.json, pareto.png and bits.json in the same atomic output folder."""
+    from quantloop.backend.pareto import write_pareto
+    from quantloop.driver import compile as compile_model
+
+    result, document, output_dir = searched.result, searched.document, compile_kwargs.get("output_dir")
     table = result.bits_file(result.chosen)
     with tempfile.TemporaryDirectory(prefix="quantloop-search-") as tmp:
         bits_path = Path(tmp) / "bits.json"
         bits_path.write_text(json.dumps(table, indent=1))
         kwargs = dict(compile_kwargs, bits_file=str(bits_path), weight_scheme=result.chosen.config.scheme, output_dir=None)
-        if not kwargs.get("data") and data.calib_name == "zoo:digits-calib":
+        if not kwargs.get("data") and searched.data.calib_name == "zoo:digits-calib":
             kwargs["data"] = "zoo:digits-calib"
-        compiled = compile_model(module, **kwargs)
+        compiled = compile_model(searched.module, **kwargs)
     compiled.search = document
     if output_dir is not None:
         from quantloop.backend.artifacts import write_artifacts
