@@ -34,8 +34,8 @@ class Budget:
     exhaustive_evaluations: int = 300_000
     exhaustive_options: int = 60_000
     exhaustive_tilings: int = 100_000
-    samples: int = 8_000
-    starts: int = 6
+    samples: int = 4_000
+    starts: int = 12
     max_steps: int = 60
     evaluations: int = 150_000
 
