@@ -105,12 +105,25 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     elide_weights_over: int | None = 16,
     out: TextIO | None = None,
     command_line: str = "",
+    search: Any | None = None,
 ) -> CompileResult:
     """Compile `model` (an ONNX path, `zoo:NAME`, an `onnx.ModelProto` or a qnn `ModuleOp`).
 
     Without `target` the flow stops at the graph level (bit-widths assigned, and calibrated when
     `output_dir` is given); with a target every conv / gemm layer is lowered and mapped.
+    `search` (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and
+    compiles its chosen point (`passes.search_bits.run_search`).
     """
+    if search is not None:
+        from quantloop.passes.search_bits import run_search
+
+        return run_search(
+            model, search, target=target, bits_file=bits_file, objective=objective, input_shapes=input_shapes,
+            output_dir=output_dir, force=force, data=data, weight_clip=weight_clip, weight_scheme=weight_scheme,
+            workers=workers, cache_dir=cache_dir, use_cache=use_cache, print_ir_after_all=print_ir_after_all,
+            print_ir_after=print_ir_after, dump_ir=dump_ir, elide_weights_over=elide_weights_over, out=out,
+            command_line=command_line,
+        )
     from quantloop.frontend import import_onnx
     from quantloop.ir import make_context
     from quantloop.passes.pipeline import run_pipeline

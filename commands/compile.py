@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="in printed IR, elide constants with more than N values (0: print all; default 16)",
     )
+    from quantloop.passes.search.flags import add_search_arguments
+
+    add_search_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from quantloop.driver import compile as compile_model
     from quantloop.errors import QuantloopError
     from quantloop.frontend.onnx_load import parse_input_shapes
+    from quantloop.passes.search.flags import search_settings
 
     if args.workers < 1:
         raise QuantloopError(f"--workers {args.workers}: must be at least 1")
@@ -67,11 +71,16 @@ def run(args: argparse.Namespace) -> int:
         dump_ir=args.dump_ir,
         elide_weights_over=None if args.elide_weights == 0 else args.elide_weights,
         command_line=shlex.join(["quantloop", *sys.argv[1:]]),
+        search=search_settings(args),
     )
     to_stderr = args.print_ir_after_all or bool(args.print_ir_after)
     stream = sys.stderr if to_stderr else sys.stdout
     console = Console(stderr=to_stderr, width=None if stream.isatty() else 160)
     print_summary(console, result, args)
+    if result.search is not None:
+        from quantloop.passes.search_bits import print_search_summary
+
+        print_search_summary(console, result.search)
     return 0
 
 

@@ -21,7 +21,6 @@ written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -35,53 +34,17 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
+from quantloop.passes.search.flags import (  # noqa: F401 - re-exported for compile.py and the driver
+    DEFAULT_GENERATIONS,
+    DEFAULT_POPULATION,
+    PROXY_SAMPLES,
+    SearchSettings,
+    add_search_arguments,
+    search_settings,
+)
 
-PROXY_SAMPLES = 64
 CALIB_RANDOM_SAMPLES = 32
 NO_FEASIBLE_EXIT = 3
-DEFAULT_POPULATION = 20
-DEFAULT_GENERATIONS = 10
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """The search flags of `quantloop compile --search`."""
-
-    max_accuracy_drop: float = 0.5
-    val_data: str | None = None
-    test_data: str | None = None
-    generations: int = DEFAULT_GENERATIONS
-    population: int = DEFAULT_POPULATION
-    seed: int = 0
-    bits_range: str = "2..8"
-    progress: bool = True
-    proxy_samples: int = PROXY_SAMPLES
-
-
-def add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("mixed-precision search (--search)")
-    group.add_argument("--search", action="store_true",
-                       help="choose per-layer bit-widths by NSGA-II, re-mapping every layer at every candidate's bits")
-    group.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="PP",
-                       help="largest top-1 drop against the float model, in percentage points (default 0.5)")
-    group.add_argument("--val-data", metavar="NPZ",
-                       help="labelled selection data (.npz x, y); default zoo:digits-val for the digits models")
-    group.add_argument("--test-data", metavar="NPZ",
-                       help="held-out data the chosen point is reported on; default zoo:digits-test for digits models")
-    group.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS, help=f"NSGA-II generations (default {DEFAULT_GENERATIONS})")
-    group.add_argument("--population", type=int, default=DEFAULT_POPULATION, help=f"NSGA-II population (default {DEFAULT_POPULATION})")
-    group.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
-    group.add_argument("--bits-range", default="2..8", metavar="LOW..HIGH", help="bit-widths searched (default 2..8)")
-
-
-def search_settings(args: argparse.Namespace) -> SearchSettings | None:
-    """The settings when `--search` was given, else None."""
-    if not getattr(args, "search", False):
-        return None
-    return SearchSettings(
-        max_accuracy_drop=args.max_accuracy_drop, val_data=args.val_data, test_data=args.test_data,
-        generations=args.generations, population=args.population, seed=args.seed, bits_range=args.bits_range,
-    )
 
 
 # ----------------------------------------------------------------------------- data
@@ -379,3 +342,30 @@ def held_out_accuracies(result, data: SearchData) -> dict[str, Any]:
         "w8a8_accuracy": evaluator.top1(result.reference.config, x, y),
         "chosen_accuracy": evaluator.top1(result.chosen.config, x, y),
     }
+
+
+def print_search_summary(console, document: dict[str, Any]) -> None:
+    """The search's lines under `quantloop compile --search`'s per-layer table."""
+    chosen = document["points"][document["chosen"]]
+    ref = document["reference_w8a8"]
+    ablation = document["ablation"]
+    metric = "top-1" if document["accuracy_metric"] == "top1" else "top-1 agreement"
+    console.print(
+        f"search: {len(document['points'])} Pareto points of {document['search']['evaluated']} configurations; "
+        f"float {metric} {100 * document['float_accuracy']:.2f} % on {document['data']['validation']}"
+    )
+    console.print(
+        f"chosen {chosen['label']}: {chosen['energy_pj'] / 1e6:,.3f} µJ ({100 * ablation['saving_vs_w8a8']:.1f} % below "
+        f"w8a8's {ref['energy_pj'] / 1e6:,.3f} µJ), {chosen['weight_bytes']:,} weight bytes, {metric} "
+        f"{100 * chosen['accuracy']:.2f} % (validation)"
+    )
+    test = document.get("test")
+    if test:
+        console.print(
+            f"held-out {test['data']}: chosen {100 * test['chosen_accuracy']:.2f} %, w8a8 {100 * test['w8a8_accuracy']:.2f} %, "
+            f"float {100 * test['float_accuracy']:.2f} %"
+        )
+    console.print(
+        f"re-mapping bought {100 * ablation['remapping_share_of_saving']:.1f} % of the saving (w8a8 mappings kept at the "
+        f"chosen bits: {ablation['fixed_w8a8_mapping_energy_pj'] / 1e6:,.3f} µJ)"
+    )

@@ -229,3 +229,20 @@ def test_search_flags():
                                                   "--generations", "2", "--bits-range", "3..8", "--seed", "7"]))
     assert (settings.max_accuracy_drop, settings.population, settings.generations, settings.bits_range, settings.seed) == (
         1.0, 6, 2, "3..8", 7)
+
+
+def test_compile_search_cli_reports_bad_flags_in_one_line(capsys, tmp_path):
+    from quantloop.cli import main
+
+    code = main(["compile", "zoo:cnn_digits", "--target", "eyeriss", "--search", "--bits-range", "2..16"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "16-bit values do not fit the 8-bit word of level DRAM" in err
+    assert main(["compile", "zoo:cnn_digits", "--search"]) == 2
+    assert "--search needs --target" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 1, 28, 28), np.float32), y=np.zeros(3, np.int64))
+    assert main(["compile", "zoo:cnn_digits", "--target", "eyeriss", "--search", "--val-data", str(bad)]) == 2
+    assert "x has shape 3x1x28x28, the model input needs 1x1x32x32" in capsys.readouterr().err
+    assert main(["compile", "zoo:mobilenet_v1?width=0.25&resolution=32", "--target", "eyeriss", "--search",
+                 "--val-data", str(bad)]) == 2
