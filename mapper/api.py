@@ -151,12 +151,22 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
         if key not in first:
             first[key] = len(jobs)
             jobs.append((name, problem, bits, arch, objective, cache_root, seed, budget))
-    if workers == 1 or len(jobs) <= 1:
-        done = [_map_one(job) for job in jobs]
+    done: list[MapResult | None] = [None] * len(jobs)
+    if cache is not None:  # hits are answered here, without starting workers
+        for i, (name, problem, bits, *_rest) in enumerate(jobs):
+            if objective in OBJECTIVES:
+                started = time.perf_counter()
+                key = layer_key(problem, arch, bits, objective, seed, budget)
+                done[i] = _from_cache(cache, key, arch, problem, bits, name, started)
+    todo = sorted((i for i, r in enumerate(done) if r is None), key=lambda i: -jobs[i][1].macs)  # big first
+    if workers == 1 or len(todo) <= 1:
+        for i in todo:
+            done[i] = _map_one(jobs[i])
     else:
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            done = list(pool.map(_map_one, jobs, chunksize=1))
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+            for i, r in zip(todo, pool.map(_map_one, [jobs[i] for i in todo], chunksize=1)):
+                done[i] = r
     results = []
     for name, problem, bits in requests:
         r = done[first[(tuple(_problem_key(problem).items()), bits)]]
