@@ -105,11 +105,11 @@ def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objecti
         hit = _from_cache(cache, key, arch, problem, bits, name, started)
         if hit is not None:
             return hit
-    outcome = search(arch, problem, bits, objective, seed, budget or Budget())
     from quantloop.mapper.cpsat import explain_infeasible, verify
     from quantloop.mapper.mapspace import Mapspace
 
     space = Mapspace(arch, problem, bits)
+    outcome = search(arch, problem, bits, objective, seed, budget or Budget(), space)
     if outcome is None:
         raise QuantloopError(explain_infeasible(space, name))
     arrays = outcome.arrays

@@ -14,6 +14,7 @@ capacity already overflows: tiles only grow as dims are added, so the pruning is
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,15 +46,34 @@ def slot_rule(arch: Arch, level: int, kind: int, dim: str) -> int | None:
     return fixed.get(dim)
 
 
-def _ordered_factorizations(n: int, slots: int) -> list[tuple[int, ...]]:
+def _prime_powers(n: int) -> list[tuple[int, int]]:
+    out, p = [], 2
+    while n > 1:
+        e = 0
+        while n % p == 0:
+            n //= p
+            e += 1
+        if e:
+            out.append((p, e))
+        p += 1
+    return out
+
+
+def _compositions(total: int, parts: int) -> np.ndarray:
+    """All [k, parts] non-negative integer vectors summing to `total` (stars and bars)."""
+    bars = np.array(list(itertools.combinations(range(total + parts - 1), parts - 1)), dtype=np.int64).reshape(-1, parts - 1)
+    edges = np.concatenate([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), total + parts - 1)], axis=1)
+    return np.diff(edges, axis=1) - 1
+
+
+def ordered_factorizations(n: int, slots: int) -> np.ndarray:
+    """All [k, slots] factor vectors whose product is n (vectorised over the prime exponents)."""
     if slots == 0:
-        return [()] if n == 1 else []
-    if slots == 1:
-        return [(n,)]
-    out = []
-    for d in divisors(n):
-        for rest in _ordered_factorizations(n // d, slots - 1):
-            out.append((d,) + rest)
+        return np.ones((1 if n == 1 else 0, 0), dtype=np.int64)
+    out = np.ones((1, slots), dtype=np.int64)
+    for p, e in _prime_powers(n):
+        powers = p ** _compositions(e, slots)  # [k, slots]
+        out = (out[:, None, :] * powers[None, :, :]).reshape(-1, slots)
     return out
 
 
@@ -101,12 +121,10 @@ class Mapspace:
                     fixed_prod *= rule
         if size % fixed_prod:
             return np.zeros((0, self.L, 3), dtype=np.int64)
-        combos = _ordered_factorizations(size // fixed_prod, len(free))
+        combos = ordered_factorizations(size // fixed_prod, len(free))
         out = np.repeat(base[None], len(combos), axis=0)
-        if free and combos:
-            arr = np.array(combos, dtype=np.int64)
-            for i, (l, k) in enumerate(free):
-                out[:, l, k] = arr[:, i]
+        for i, (l, k) in enumerate(free):
+            out[:, l, k] = combos[:, i]
         ok = np.all(out[:, :, 1] <= self.fanout[None, :, 0], axis=1) & np.all(out[:, :, 2] <= self.fanout[None, :, 1], axis=1)
         out = out[ok]
         if not prune_capacity:

@@ -174,9 +174,8 @@ def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
                 break
             exps += hit
             rest = np.where(hit, rest // p, rest)
-        total = exps.sum(axis=1)
-        fact = np.vectorize(factorial, otypes=[float])
-        weights *= fact(total) / np.prod(fact(exps), axis=1)
+        fact = np.array([float(factorial(i)) for i in range(int(exps.max()) + 1)])
+        weights *= fact[exps.sum(axis=1)] / np.prod(fact[exps], axis=1)
     return weights / weights.sum()
 
 
@@ -296,9 +295,9 @@ def _local_search(space: Mapspace, start: MappingArrays, scorer: _Scorer, budget
 
 
 def search(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy", seed: int = 0,
-           budget: Budget = Budget()) -> SearchOutcome | None:
+           budget: Budget = Budget(), space: Mapspace | None = None) -> SearchOutcome | None:
     """The best mapping found (None when no legal tiling exists: the caller diagnoses why)."""
-    space = Mapspace(arch, problem, bits)
+    space = space or Mapspace(arch, problem, bits)
     rng = np.random.default_rng(seed)
     scorer = _Scorer(arch, problem, bits, objective)
     keeps = keep_choices(space)
