@@ -73,7 +73,8 @@ def write_timeloop(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
 
 def write_weights(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
     layers = [r.weights for r in ctx.records if r.weights is not None]
-    ctx.manifest = weights.write_weights(tmp, layers, ctx.target.levels[0].word_bits)
+    computed = [{"name": r.name, "weight_producer": r.weight_producer} for r in ctx.records if r.weights is None]
+    ctx.manifest = weights.write_weights(tmp, layers, ctx.target.levels[0].word_bits, computed)
     return {"weights_bin": tmp / weights.BINARY, "weights_json": tmp / weights.MANIFEST}
 
 

@@ -37,7 +37,8 @@ class OperandInfo:
 @dataclass(frozen=True)
 class LayerRecord:
     """One mapped layer: its problem, bits, mapping, re-evaluated cost, mapper statistics (None when the
-    module carries no `#accel.cost`) and its constant weights (None when the weight operand is computed)."""
+    module carries no `#accel.cost`) and its constant weights (None when the weight operand is computed at
+    run time; `weight_producer` then names the op that computes it)."""
 
     name: str
     kind: str
@@ -49,6 +50,7 @@ class LayerRecord:
     optimal: bool | None
     mappings_considered: int | None
     weights: WeightLayer | None
+    weight_producer: str | None = None
 
 
 def tile_sizes(problem: Problem, mapping: Mapping) -> list[dict[str, int]]:
@@ -181,12 +183,17 @@ def collect_layers(accel_module: ModuleOp, target: Arch) -> list[LayerRecord]:
         cost = evaluate(target, problem, mapping, bits, check=False)
         mapper_cost = op.cost.data if op.cost is not None else None
         weights = _weight_layer(op, mapping.levels[0].temporal)
+        producer = None
+        if weights is None:
+            owner = op.weight.owner
+            producer = owner.name if isinstance(owner, Operation) else "a function argument"
         records.append(
             LayerRecord(
                 name, op.kind.data, problem, bits, operands, mapping, cost,
                 None if mapper_cost is None else mapper_cost.optimal,
                 None if mapper_cost is None else mapper_cost.mappings_considered,
                 weights,
+                producer,
             )
         )
     return records

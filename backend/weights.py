@@ -182,8 +182,14 @@ def _check_codes(layer: str, w: QuantizedWeights) -> None:
         raise ValueError(f"layer {layer}: weight codes span [{codes.min()}, {codes.max()}], outside [{lo}, {hi}]")
 
 
-def write_weights(out_dir: Path, layers: Sequence[WeightLayer], word_bits: int) -> dict:
-    """Write ``weights.bin`` and ``weights.json`` into ``out_dir``; return the manifest."""
+def write_weights(
+    out_dir: Path, layers: Sequence[WeightLayer], word_bits: int, computed: Sequence[dict] = ()
+) -> dict:
+    """Write ``weights.bin`` and ``weights.json`` into ``out_dir``; return the manifest.
+
+    ``computed`` lists the layers whose weight operand is computed at run time ({name, weight_producer}); they
+    have no stored weights and are listed under ``layers_without_stored_weights``.
+    """
     out_dir = Path(out_dir)
     word_bytes = _word_bytes(word_bits)
     entries = []
@@ -225,6 +231,7 @@ def write_weights(out_dir: Path, layers: Sequence[WeightLayer], word_bits: int) 
         "bias": "int32 codes, scale = float32(weight_scale[m] * input_scale), zero point 0",
         "total_bytes": offset,
         "layers": entries,
+        "layers_without_stored_weights": list(computed),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

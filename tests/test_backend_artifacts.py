@@ -345,3 +345,30 @@ def test_gemm_and_matmul_weights_keep_their_stored_orientation(tmp_path):
     for layer, const in (("conv1", "b1"), ("fc2", "b2")):
         scales = np.array(manifest[layer]["bias"]["scales"], np.float32)
         assert np.all(np.abs(biases[layer] - floats[const]) <= scales / 2 * (1 + 1e-6)), layer
+
+
+def test_a_matmul_of_two_activations_is_listed_without_stored_weights(tmp_path):
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+
+    from quantloop.ir.qnn import ConstantOp, GemmOp, MatMulOp, ReluOp, make_context
+    from quantloop.passes.assign_bits import AssignBitsPass
+    from quantloop.passes.calibrate import CalibratePass
+
+    fn = func.FuncOp("main", ([TensorType(f32, [3, 3])], [TensorType(f32, [3, 5])]))
+    (x,) = fn.body.block.args
+    r = ReluOp(x, name="relu")
+    w = ConstantOp(np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32), name="w")
+    mm = MatMulOp(x, r, name="mm")
+    fc = GemmOp(mm, w, None, name="fc")
+    fn.body.block.add_ops([r, w, mm, fc, func.ReturnOp(fc)])
+    qnn = ModuleOp([fn])
+    AssignBitsPass(bits="w8a8").apply(make_context(), qnn)
+    CalibratePass(samples=4).apply(make_context(), qnn)
+    write_artifacts(tmp_path / "out", qnn_module=qnn, accel_module=accel_module(qnn, "eyeriss"), target="eyeriss",
+                    command_line="x")
+    manifest = json.loads((tmp_path / "out" / "weights.json").read_text())
+    assert [e["name"] for e in manifest["layers"]] == ["fc"]
+    assert manifest["layers_without_stored_weights"] == [{"name": "mm", "weight_producer": "qnn.relu"}]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {r["name"]: r["weight_bytes"] for r in report["layers"]}["mm"] == 0
