@@ -73,8 +73,12 @@ def plot_energy_by_dataspace(report: dict, path: Path) -> Path:
     fig, (pie_ax, bar_ax) = plt.subplots(
         1, 2, figsize=(12, _layer_axis_height(len(names))), width_ratios=[1, 1.6], layout="constrained"
     )
-    pie_ax.pie([totals[ds] for ds in parts], labels=parts, autopct="%1.1f%%", colors=[colors[ds] for ds in parts],
-               startangle=90, counterclock=False)
+    values = [totals[ds] for ds in parts]
+    share = [100.0 * v / sum(values) for v in values]
+    wedges, _, _ = pie_ax.pie(values, autopct=lambda pct: f"{pct:.1f}%" if pct >= 3 else "",
+                              colors=[colors[ds] for ds in parts], startangle=90, counterclock=False)
+    pie_ax.legend(wedges, [f"{ds} ({pct:.1f}%)" for ds, pct in zip(parts, share)], loc="upper center",
+                  bbox_to_anchor=(0.5, 0.0), fontsize=8)
     pie_ax.set_title(f"Network energy share by data space\n(total {report['total']['energy_pj'] / 1e6:.4g} µJ)")
     raw = _series(layers, "energy_by_dataspace_pj", parts)
     layer_total = np.maximum(sum(raw.values()), 1e-30)
