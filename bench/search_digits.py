@@ -31,7 +31,8 @@ def digits(target: str, args) -> dict:
     from quantloop.passes.search_bits import SearchSettings, compile_chosen, search_model
 
     with tempfile.TemporaryDirectory(prefix="quantloop-bench-") as tmp:
-        kwargs = dict(target=target, output_dir=Path(tmp) / "build", cache_dir=str(Path(tmp) / "cache"), workers=args.workers)
+        kwargs = dict(target=target, output_dir=Path(tmp) / "build", cache_dir=str(Path(tmp) / "cache"),
+                      workers=args.workers, weight_clip=args.weight_clip)
         started = time.perf_counter()
         searched = search_model(
             "zoo:mobilenet_v2_digits",
@@ -67,7 +68,7 @@ def report_digits(target: str, doc: dict, args) -> None:
     ablation = doc["ablation"]
     mapper = doc["search"]["mapper"]
     print(f"\n== zoo:mobilenet_v2_digits on {target} (population {args.population}, generations {args.generations}, "
-          f"seed {args.seed}, workers {args.workers}, cold mapper cache)")
+          f"seed {args.seed}, workers {args.workers}, weight clipping {args.weight_clip}, cold mapper cache)")
     print(f"float top-1            val {100 * doc['float_accuracy']:6.2f} %   test {100 * test['float_accuracy']:6.2f} %")
     print(f"uniform w8a8           val {100 * ref['accuracy']:6.2f} %   test {100 * test['w8a8_accuracy']:6.2f} %   "
           f"energy {ref['energy_pj'] / 1e6:9.4f} µJ   weights {ref['weight_bytes']:7d} B")
@@ -90,6 +91,7 @@ def imagenet(args) -> None:
     from quantloop.ir import make_context
     from quantloop.passes.canonicalize import CanonicalizePass
     from quantloop.passes.search.engine import SearchOptions, search_bits
+    from quantloop.passes.search.space import parse_bits_range
     from quantloop.passes.search_bits import SearchSettings, resolve_data
 
     model = "zoo:mobilenet_v2"
@@ -98,14 +100,15 @@ def imagenet(args) -> None:
     settings = SearchSettings(proxy_samples=args.proxy_samples)
     data = resolve_data(module, model, None, settings)
     print(f"\n== {model} (224×224, seeded weights) on {args.imagenet_target}, {data.val_name}; "
-          f"population {args.imagenet_population}, generations {args.imagenet_generations}")
+          f"population {args.imagenet_population}, generations {args.imagenet_generations}, bits {args.imagenet_bits}")
     with tempfile.TemporaryDirectory(prefix="quantloop-bench-") as tmp:
         runs = []
         for label in ("cold cache", "warm cache"):
             options = SearchOptions(
                 target=args.imagenet_target, population=args.imagenet_population,
                 generations=args.imagenet_generations, seed=args.seed, workers=args.workers,
-                cache_dir=str(Path(tmp) / "cache"), max_accuracy_drop=args.imagenet_drop,
+                cache_dir=str(Path(tmp) / "cache"), max_accuracy_drop=args.imagenet_drop, weight_clip=args.weight_clip,
+                widths=parse_bits_range(args.imagenet_bits),
             )
             started = time.perf_counter()
             result = search_bits(module, options, data.calib_x, data.val_x, data.val_y)
@@ -137,6 +140,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", metavar="DIR", help="copy each target's output folder here")
+    parser.add_argument("--weight-clip", choices=["minmax", "mse"], default="mse")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--skip-imagenet", action="store_true")
     parser.add_argument("--imagenet-target", default="eyeriss")
@@ -144,6 +148,7 @@ def main() -> int:
     parser.add_argument("--imagenet-generations", type=int, default=3)
     parser.add_argument("--imagenet-drop", type=float, default=5.0, help="agreement drop allowed (pp)")
     parser.add_argument("--proxy-samples", type=int, default=16)
+    parser.add_argument("--imagenet-bits", default="4,6,8", help="bit-widths of the ImageNet search (default 4,6,8)")
     args = parser.parse_args()
     if not args.skip_digits:
         rows = [digits(target, args) for target in args.targets]
