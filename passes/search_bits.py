@@ -161,8 +161,12 @@ def apply_bits(module: ModuleOp, table: dict, ctx: Context | None = None) -> Non
 
 @dataclass(frozen=True)
 class SearchBitsPass(ModulePass):
-    """`qnn-search-bits{target=eyeriss ...}` on a canonicalized float module; `output` (a folder)
-    receives pareto.json and pareto.png."""
+    """`qnn-search-bits{target=eyeriss val_data=... ...}` on a canonicalized float module.
+
+    The pass does not know which model it runs on, so `val_data` is required (labelled `.npz` or
+    `zoo:digits-val`) and `data` empty means seeded random calibration inputs; `output` (a folder)
+    receives pareto.json and pareto.png.
+    """
 
     name = "qnn-search-bits"
 
