@@ -72,13 +72,18 @@ def qnn_passes(
     data: str | None,
     weight_clip: str,
     weight_scheme: str,
+    act_range: str = "minmax",
+    percentile: float = 99.99,
 ) -> list[ModulePass]:
     """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration."""
     passes = [_make_pass("qnn-canonicalize")]
     passes.append(_make_pass("qnn-assign-bits", bits=bits, file=bits_file or ""))
     if calibrate:
         passes.append(
-            _make_pass("qnn-calibrate", data=data or "", weight_clip=weight_clip, scheme=weight_scheme)
+            _make_pass(
+                "qnn-calibrate", data=data or "", weight_clip=weight_clip, scheme=weight_scheme,
+                act_range=act_range, percentile=percentile,
+            )
         )
     return passes
 
@@ -96,6 +101,8 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     data: str | None = None,
     weight_clip: str = "minmax",
     weight_scheme: str = "int",
+    act_range: str = "minmax",
+    percentile: float = 99.99,
     workers: int = 1,
     cache_dir: str | None = None,
     use_cache: bool = True,
@@ -120,6 +127,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
         return run_search(
             model, search, target=target, bits_file=bits_file, objective=objective, input_shapes=input_shapes,
             output_dir=output_dir, force=force, data=data, weight_clip=weight_clip, weight_scheme=weight_scheme,
+            act_range=act_range, percentile=percentile,
             workers=workers, cache_dir=cache_dir, use_cache=use_cache, print_ir_after_all=print_ir_after_all,
             print_ir_after=print_ir_after, dump_ir=dump_ir, elide_weights_over=elide_weights_over, out=out,
             command_line=command_line,
@@ -158,6 +166,8 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
         data=data,
         weight_clip=weight_clip,
         weight_scheme=weight_scheme,
+        act_range=act_range,
+        percentile=percentile,
     )
     dump_dir = Path(dump_ir) if dump_ir is not None else None
     run_pipeline(module, passes, ctx, dump_dir=dump_dir, **dump_kwargs)

@@ -32,7 +32,8 @@ def digits(target: str, args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="quantloop-bench-") as tmp:
         kwargs = dict(target=target, output_dir=Path(tmp) / "build", cache_dir=str(Path(tmp) / "cache"),
-                      workers=args.workers, weight_clip=args.weight_clip)
+                      workers=args.workers, weight_clip=args.weight_clip, act_range=args.act_range,
+                      percentile=args.percentile)
         started = time.perf_counter()
         searched = search_model(
             "zoo:mobilenet_v2_digits",
@@ -68,7 +69,8 @@ def report_digits(target: str, doc: dict, args) -> None:
     ablation = doc["ablation"]
     mapper = doc["search"]["mapper"]
     print(f"\n== zoo:mobilenet_v2_digits on {target} (population {args.population}, generations {args.generations}, "
-          f"seed {args.seed}, workers {args.workers}, weight clipping {args.weight_clip}, cold mapper cache)")
+          f"seed {args.seed}, workers {args.workers}, weight clipping {args.weight_clip}, activation ranges "
+          f"{args.act_range}{f' {args.percentile}' if args.act_range == 'percentile' else ''}, cold mapper cache)")
     print(f"float top-1            val {100 * doc['float_accuracy']:6.2f} %   test {100 * test['float_accuracy']:6.2f} %")
     print(f"uniform w8a8           val {100 * ref['accuracy']:6.2f} %   test {100 * test['w8a8_accuracy']:6.2f} %   "
           f"energy {ref['energy_pj'] / 1e6:9.4f} µJ   weights {ref['weight_bytes']:7d} B")
@@ -141,6 +143,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", metavar="DIR", help="copy each target's output folder here")
     parser.add_argument("--weight-clip", choices=["minmax", "mse"], default="mse")
+    parser.add_argument("--act-range", choices=["minmax", "percentile"], default="percentile")
+    parser.add_argument("--percentile", type=float, default=99.9)
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--skip-imagenet", action="store_true")
     parser.add_argument("--imagenet-target", default="eyeriss")

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", metavar="NPZ", help="calibration data: .npz with array x (or zoo:digits-calib)")
     parser.add_argument("--weight-clip", choices=["minmax", "mse"], default="minmax")
+    parser.add_argument("--act-range", choices=["minmax", "percentile"], default="minmax",
+                        help="activation ranges from calibration: extremes or percentiles (default minmax)")
+    parser.add_argument("--percentile", type=float, default=99.99, help="with --act-range percentile (default 99.99)")
     parser.add_argument("--scheme", choices=["int", "pot", "pot2"], default="int", help="weight quantization scheme")
     parser.add_argument("--workers", type=int, default=1, help="map layers in this many processes")
     parser.add_argument("--cache-dir", help="mapper cache folder (default: the user cache directory)")
@@ -62,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         data=args.data,
         weight_clip=args.weight_clip,
+        act_range=args.act_range,
+        percentile=args.percentile,
         weight_scheme=args.scheme,
         workers=args.workers,
         cache_dir=args.cache_dir,

@@ -125,7 +125,7 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
 
 
 def _options(target: str, objective: str, settings: SearchSettings, workers: int, cache_dir: str | None,
-             use_cache: bool, weight_clip: str):
+             use_cache: bool, weight_clip: str, act_range: str = "minmax", percentile: float = 99.99):
     from quantloop.passes.search.engine import SearchOptions
     from quantloop.passes.search.space import parse_bits_range
 
@@ -133,7 +133,8 @@ def _options(target: str, objective: str, settings: SearchSettings, workers: int
         target=target, objective=objective, max_accuracy_drop=settings.max_accuracy_drop,
         widths=parse_bits_range(settings.bits_range), population=settings.population,
         generations=settings.generations, seed=settings.seed, workers=workers, cache_dir=cache_dir or None,
-        use_cache=use_cache, weight_clip=weight_clip, progress=settings.progress,
+        use_cache=use_cache, weight_clip=weight_clip, act_range=act_range, percentile=percentile,
+        progress=settings.progress,
     )
 
 
@@ -183,6 +184,8 @@ class SearchBitsPass(ModulePass):
     cache_dir: str = ""
     no_cache: bool = False
     weight_clip: str = "minmax"
+    act_range: str = "minmax"
+    percentile: float = 99.99
     output: str = ""
     progress: bool = False
 
@@ -193,7 +196,7 @@ class SearchBitsPass(ModulePass):
                                   self.population, self.seed, self.bits_range, self.progress)
         data = resolve_data(op, None, self.data, settings)
         options = _options(self.target, self.objective, settings, self.workers, self.cache_dir,
-                           not self.no_cache, self.weight_clip)
+                           not self.no_cache, self.weight_clip, self.act_range, self.percentile)
         result = search_bits(op, options, data.calib_x, data.val_x, data.val_y,
                              data_names=(data.calib_name, data.val_name))
         if self.output:
@@ -256,7 +259,8 @@ def search_model(model: Any, settings: SearchSettings, *, console=None, **compil
     data = resolve_data(module, model, compile_kwargs.get("data"), settings)
     options = _options(target, compile_kwargs.get("objective", "energy"), settings, compile_kwargs.get("workers", 1),
                        compile_kwargs.get("cache_dir"), compile_kwargs.get("use_cache", True),
-                       compile_kwargs.get("weight_clip", "minmax"))
+                       compile_kwargs.get("weight_clip", "minmax"), compile_kwargs.get("act_range", "minmax"),
+                       compile_kwargs.get("percentile", 99.99))
     if console is None and settings.progress:
         from rich.console import Console
 
@@ -337,7 +341,10 @@ def held_out_accuracies(result, data: SearchData) -> dict[str, Any]:
     float_top = np.argmax(float_predict(space, x).reshape(len(x), -1), axis=1)
     metric = "top1" if y is not None else "agreement"
     y = float_top if y is None else y
-    evaluator = FakeQuantEvaluator(space, data.calib_x, weight_clip=result.options.weight_clip)
+    options = result.options
+    evaluator = FakeQuantEvaluator(
+        space, data.calib_x, weight_clip=options.weight_clip, act_range=options.act_range, percentile=options.percentile
+    )
     return {
         "data": data.test_name,
         "metric": metric,

@@ -114,17 +114,21 @@ def _reference_session(model):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_evaluator_equals_the_fakequant_export_bit_for_bit(space, mnv2, evaluator, seed):
+@pytest.mark.parametrize("seed, clip, act_range", [(0, "minmax", "minmax"), (1, "minmax", "minmax"), (2, "mse", "percentile")])
+def test_evaluator_equals_the_fakequant_export_bit_for_bit(space, mnv2, evaluator, seed, clip, act_range):
     """One session fed with a candidate's scales and weights = assign-bits + calibrate + export_fakequant_onnx."""
     from quantloop.frontend.fakequant_export import export_fakequant_onnx
     from quantloop.passes.calibrate import CalibratePass
 
+    if (clip, act_range) != ("minmax", "minmax"):
+        evaluator = FakeQuantEvaluator(
+            space, load_dataset("zoo:digits-calib")[0], weight_clip=clip, act_range=act_range, percentile=99.9
+        )
     config = random_config(space, seed)
     module = mnv2.clone()
     ctx = make_context()
     apply_bits(module, space.bits_file(config), ctx)
-    CalibratePass(data="zoo:digits-calib").apply(ctx, module)
+    CalibratePass(data="zoo:digits-calib", weight_clip=clip, act_range=act_range, percentile=99.9).apply(ctx, module)
     session = _reference_session(export_fakequant_onnx(module))
     x = load_dataset("zoo:digits-val")[0][:12]
     reference = np.concatenate([session.run(None, {"input": x[i : i + 1]})[0] for i in range(len(x))])

@@ -37,6 +37,8 @@ class SearchOptions:
     cache_dir: str | None = None
     use_cache: bool = True
     weight_clip: str = "minmax"
+    act_range: str = "minmax"
+    percentile: float = 99.99
     progress: bool = True
 
 
@@ -197,7 +199,9 @@ def search_bits(
         raise QuantloopError("qnn-search-bits: accel-lower names the layers differently from the search space")
     cache = MapCache(options.cache_dir) if options.use_cache else None
     energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed)
-    accuracy = FakeQuantEvaluator(space, calib_x, weight_clip=options.weight_clip)
+    accuracy = FakeQuantEvaluator(
+        space, calib_x, weight_clip=options.weight_clip, act_range=options.act_range, percentile=options.percentile
+    )
     candidates = Candidates(space, energy, accuracy, val_x, val_y, float_accuracy, options)
     reference = candidates.evaluate([space.decode(space.uniform(8, 8))])[0]
 

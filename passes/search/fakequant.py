@@ -12,7 +12,8 @@ same bits after qnn-assign-bits (the candidate's bits file) and qnn-calibrate on
 Numerics (the qnn-calibrate conventions of `ir/quantization.py`): weights symmetric, signed,
 narrow range, per output channel (min-max or MSE clipping; pot / pot2 codes for those schemes);
 activations symmetric with zero point 0, unsigned where assign-bits makes them unsigned, scale
-from the float model's min/max on the calibration data; biases stay float (the accelerator adds
+from the float model's range on the calibration data (min/max or percentiles, as qnn-calibrate's
+`act_range`); biases stay float (the accelerator adds
 them as int32 at the far finer accumulator scale).
 """
 
@@ -116,12 +117,16 @@ class FakeQuantEvaluator:
         calib_x: np.ndarray,
         *,
         weight_clip: str = "minmax",
+        act_range: str = "minmax",
+        percentile: float = 99.99,
         threads: int = 1,
     ) -> None:
         from quantloop.backend.accuracy import make_session
 
         self.space = space
         self.weight_clip = weight_clip
+        self.act_range = act_range
+        self.percentile = percentile
         self.float_weights = {t.name: numpy_helper.to_array(t).astype(np.float32) for t in space.model.graph.initializer}
         observe, _ = fakequant_graph(space, observe=True)
         self.ranges = self._ranges(make_session(observe, threads), calib_x)
@@ -133,16 +138,23 @@ class FakeQuantEvaluator:
         self._weights: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def _ranges(self, session, x: np.ndarray) -> dict[str, tuple[float, float]]:
+        """Activation ranges exactly as qnn-calibrate observes them (its `RangeObserver`, seed 0,
+        model input then results in graph order, batch by batch)."""
+        from quantloop.passes.calibrate import RangeObserver
+
         names = [q.tensor for q in self.space.quantizers]
+        data_name = self.space.model.graph.input[0].name
         batch = self.space.model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or len(x)
-        lo = {n: np.inf for n in names}
-        hi = {n: -np.inf for n in names}
+        rng = np.random.default_rng(0)
+        observers = {n: RangeObserver(self.act_range, self.percentile, rng) for n in names}
+        fetch = [n for n in names if n != data_name]
         for i in range(0, len(x), batch):
-            outs = session.run(names, {self.space.model.graph.input[0].name: x[i : i + batch]})
-            for n, v in zip(names, outs):
-                lo[n] = min(lo[n], float(v.min()))
-                hi[n] = max(hi[n], float(v.max()))
-        return {n: (lo[n], hi[n]) for n in names}
+            part = x[i : i + batch]
+            if data_name in observers:
+                observers[data_name].update(part)
+            for n, v in zip(fetch, session.run(fetch, {data_name: part})):
+                observers[n].update(v)
+        return {n: obs.range() for n, obs in observers.items()}
 
     def layer_weights(self, index: int, bits: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
         """(fake-quantized weights, per-channel scales) of layer `index` at `bits`, memoised."""
