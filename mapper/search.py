@@ -18,7 +18,7 @@ import numpy as np
 
 from quantloop.costmodel.mapping import MappingArrays
 from quantloop.costmodel.model import BatchResult, evaluate_batch
-from quantloop.costmodel.problem import DATASPACES, Bits, Problem
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
 from quantloop.mapper.mapspace import Mapspace, slot_rule
 from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
 from quantloop.targets.arch import Arch
@@ -223,8 +223,6 @@ def _primes(n: int) -> list[int]:
 
 
 def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
-    from quantloop.costmodel.problem import DIMS
-
     return [(l, k) for l in range(space.L) for k in range(3) if slot_rule(space.arch, l, k, DIMS[dim]) is None]
 
 
