@@ -37,3 +37,28 @@ def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
     base = base or Bits(scheme=scheme)
     values = {k: (v if v is not None else getattr(base, k)) for k, v in overrides.items()}
     return Bits(**values, scheme=base.scheme)
+
+
+def print_cost_tables(target: str, problem, bits, result) -> None:
+    """The cost summary line and the per-level, per-data-space table of `quantloop cost` and `quantloop map`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 132))
+    console.print(
+        f"[bold]{problem.name or 'layer'}[/] on [bold]{target}[/], "
+        f"bits {bits if any(b is not None for b in bits.as_tuple()) else 'stock (one value per word)'}: "
+        f"energy {result.total_energy_pj:,.2f} pJ, cycles {result.cycles:,}, "
+        f"utilization {result.utilization:.3f}, MACs {result.macs:,}, MAC energy {result.mac_energy_pj:,.2f} pJ"
+    )
+    table = Table(title="per level and data space (counts are words per instance)")
+    for col in ("level", "data space", "values/word", "instances", "tile words", "reads", "fills", "updates", "energy pJ"):
+        table.add_column(col, justify="left" if col in ("level", "data space") else "right")
+    for s in result.per_level:
+        table.add_row(
+            s.level, s.dataspace, str(s.values_per_word), str(s.utilized_instances), f"{s.utilized_capacity_words:,}",
+            f"{s.reads_per_instance:,}", f"{s.fills_per_instance:,}", f"{s.updates_per_instance:,}", f"{s.energy_pj:,.2f}",
+        )
+    console.print(table)
+    leak = sum(result.leakage_pj.values())
+    console.print(f"leakage {leak:,.2f} pJ")

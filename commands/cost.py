@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args
+from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args, print_cost_tables
 
 HELP = "energy, cycles and per-level accesses of one mapping (Timeloop problem + map YAML) on a target"
 
@@ -45,29 +45,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
         return 0
-    _print_tables(arch.name, problem, bits, result)
+    print_cost_tables(arch.name, problem, bits, result)
     return 0
-
-
-def _print_tables(target: str, problem, bits, result) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=max(Console().width, 132))
-    console.print(
-        f"[bold]{problem.name or 'layer'}[/] on [bold]{target}[/], "
-        f"bits {bits if any(b is not None for b in bits.as_tuple()) else 'stock (one value per word)'}: "
-        f"energy {result.total_energy_pj:,.2f} pJ, cycles {result.cycles:,}, "
-        f"utilization {result.utilization:.3f}, MACs {result.macs:,}, MAC energy {result.mac_energy_pj:,.2f} pJ"
-    )
-    table = Table(title="per level and data space (counts are words per instance)")
-    for col in ("level", "data space", "values/word", "instances", "tile words", "reads", "fills", "updates", "energy pJ"):
-        table.add_column(col, justify="left" if col in ("level", "data space") else "right")
-    for s in result.per_level:
-        table.add_row(
-            s.level, s.dataspace, str(s.values_per_word), str(s.utilized_instances), f"{s.utilized_capacity_words:,}",
-            f"{s.reads_per_instance:,}", f"{s.fills_per_instance:,}", f"{s.updates_per_instance:,}", f"{s.energy_pj:,.2f}",
-        )
-    console.print(table)
-    leak = sum(result.leakage_pj.values())
-    console.print(f"leakage {leak:,.2f} pJ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args
+from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args, print_cost_tables
 
 HELP = "find the best mapping of one layer (Timeloop problem YAML) on a target for energy, latency or EDP"
 
@@ -59,10 +59,9 @@ def run(args: argparse.Namespace) -> int:
         })
         print(json.dumps(data, indent=1))
         return 0
-    from quantloop.commands.cost import _print_tables
 
     print(format_map_txt(arch, result.mapping, problem))
-    _print_tables(arch.name, problem, bits, result.cost)
+    print_cost_tables(arch.name, problem, bits, result.cost)
     proven = "proven optimal within the mapspace" if result.optimal else "not proven optimal (heuristic search)"
     source = "cache hit" if result.cache_hit else "searched"
     print(f"{result.mappings_considered:,} legal mappings considered; {result.seconds:.3f} s ({source}); {proven}")
