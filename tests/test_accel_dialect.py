@@ -276,7 +276,7 @@ def test_layer_verifier_rejects_unknown_kind():
 
 # ------------------------------------------------------------------------ reference Timeloop mappings
 
-REFERENCE = __import__("pathlib").Path("/work/shared/reference/timeloop")
+REFERENCE = __import__("pathlib").Path(__import__("os").environ["QUANTLOOP_REFERENCE_DIR"])
 REFERENCE_CASES = [
     (arch, case)
     for arch in ("eyeriss_like", "simba_like")

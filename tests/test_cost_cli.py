@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 from quantloop.cli import main
 from quantloop.targets import registry
 
-REF = Path("/work/shared/reference/timeloop/eyeriss_like")
+REF = Path(os.environ["QUANTLOOP_REFERENCE_DIR"]) / "eyeriss_like"
 PW = REF / "pw1x1_C32_M64_P56"
 pytestmark = pytest.mark.skipif(not PW.is_dir(), reason="reference runs not available")
 

@@ -3,6 +3,7 @@ random layers re-checked by the cost model and CP-SAT, and layers without a lega
 
 from __future__ import annotations
 
+import os
 import dataclasses
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.search import search
 from quantloop.targets.registry import load_target
 
-REFERENCE = Path("/work/shared/reference/timeloop")
+REFERENCE = Path(os.environ["QUANTLOOP_REFERENCE_DIR"])
 LAYERS = ["conv3x3_C64_M64_P56", "dw3x3_G64_P56", "pw1x1_C32_M64_P56", "default_problem"]
 CASES = [("eyeriss", f"eyeriss_like/{layer}") for layer in LAYERS]
 CASES += [("simba", f"simba_like/{layer}") for layer in LAYERS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from quantloop.cli import main
 
-REF = Path("/work/shared/reference/timeloop")
+REF = Path(os.environ["QUANTLOOP_REFERENCE_DIR"])
 CASES = json.loads((REF / "index.json").read_text())["cases"] if REF.is_dir() else []
 pytestmark = pytest.mark.skipif(not CASES, reason="reference runs not available")
 

@@ -3,6 +3,7 @@ and the map.txt-style loop nest."""
 
 from __future__ import annotations
 
+import os
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from quantloop.costmodel.timeloop_yaml import (
 from quantloop.errors import QuantloopError
 from quantloop.targets.registry import load_target
 
-REF = Path("/work/shared/reference/timeloop")
+REF = Path(os.environ["QUANTLOOP_REFERENCE_DIR"])
 CASES = json.loads((REF / "index.json").read_text())["cases"] if REF.is_dir() else []
 needs_ref = pytest.mark.skipif(not CASES, reason="reference runs not available")
 
