@@ -151,8 +151,8 @@ def main() -> int:
     parser.add_argument("--imagenet-population", type=int, default=8)
     parser.add_argument("--imagenet-generations", type=int, default=3)
     parser.add_argument("--imagenet-drop", type=float, default=5.0, help="agreement drop allowed (pp)")
-    parser.add_argument("--proxy-samples", type=int, default=16)
-    parser.add_argument("--imagenet-bits", default="4,6,8", help="bit-widths of the ImageNet search (default 4,6,8)")
+    parser.add_argument("--proxy-samples", type=int, default=32)
+    parser.add_argument("--imagenet-bits", default="2..8", help="bit-widths of the ImageNet search (default 2..8)")
     args = parser.parse_args()
     if not args.skip_digits:
         rows = [digits(target, args) for target in args.targets]
