@@ -12,8 +12,9 @@ ImageNet: the same search on zoo:mobilenet_v2 (224×224, seeded weights) with th
 the second run's mapper phase should be ≥ 10× faster (the accuracy evaluations are not cached,
 so the whole-run speed-up is printed too).
 
-    python bench/search_digits.py [--targets eyeriss simba] [--population 20] [--generations 10]
-        [--workers 2] [--imagenet-population 8] [--imagenet-generations 3] [--skip-imagenet]
+    python bench/search_digits.py [--targets eyeriss simba] [--population 24] [--generations 14]
+        [--workers 2] [--imagenet-population 8] [--imagenet-generations 3] [--imagenet-bits 2..8]
+        [--proxy-samples 32] [--weight-clip mse] [--act-range percentile] [--percentile 99.9] [--skip-imagenet]
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def imagenet(args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", default=["eyeriss", "simba"])
-    parser.add_argument("--population", type=int, default=20)
-    parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--population", type=int, default=24)
+    parser.add_argument("--generations", type=int, default=14)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", metavar="DIR", help="copy each target's output folder here")

@@ -23,7 +23,6 @@ from quantloop.passes.search.engine import SearchOptions, search_bits
 from quantloop.passes.search.fakequant import float_predict
 from quantloop.passes.search_bits import SearchSettings, run_search
 
-pytestmark = pytest.mark.slow  # the mapper takes 1-2 s per (layer, bits) on this machine
 
 MODEL = "zoo:cnn_digits"
 

@@ -30,8 +30,8 @@ class SearchOptions:
     objective: str = "energy"
     max_accuracy_drop: float = 0.5
     widths: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    population: int = 20
-    generations: int = 10
+    population: int = 24
+    generations: int = 14
     seed: int = 0
     workers: int = 1
     cache_dir: str | None = None

@@ -6,8 +6,8 @@ import argparse
 from dataclasses import dataclass
 
 PROXY_SAMPLES = 64
-DEFAULT_POPULATION = 20
-DEFAULT_GENERATIONS = 10
+DEFAULT_POPULATION = 24
+DEFAULT_GENERATIONS = 14
 
 
 @dataclass(frozen=True)
