@@ -218,8 +218,13 @@ def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_
     cache_dir, use_cache, weight_clip, input_shapes, ...); `bits` / `bits_file` are chosen here.
     Returns the driver's `CompileResult` with `search` holding the pareto.json document.
     """
+    import time
+
+    started = time.perf_counter()
     searched = search_model(model, settings, console=console, **compile_kwargs)
-    return compile_chosen(searched, **compile_kwargs)
+    compiled = compile_chosen(searched, **compile_kwargs)
+    compiled.seconds = time.perf_counter() - started
+    return compiled
 
 
 @dataclass
