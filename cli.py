@@ -30,18 +30,25 @@ def _command_module(name: str):
     return importlib.import_module(f"quantloop.commands.{name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 2, like every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"quantloop: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="quantloop",
         description="Compile quantized CNNs onto spatial DNN accelerators.",
     )
     parser.add_argument("--version", action="version", version=f"quantloop {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _command_names():
         module = _command_module(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
         module.add_arguments(p)
     return parser
 
@@ -61,11 +68,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"quantloop: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        return 0
+    except OSError as err:
+        if debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"quantloop: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("quantloop: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

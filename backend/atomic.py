@@ -52,6 +52,11 @@ def check_output_dir(out_dir: Path, force: bool = False) -> None:
         raise QuantloopError(f"{out_dir}: cannot create the output folder because {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise QuantloopError(f"{out_dir}: cannot write to {existing} (permission denied)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise QuantloopError(f"{out_dir}: cannot write to {existing} ({err.strerror or err})") from None
 
 
 @contextlib.contextmanager

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from quantloop.errors import QuantloopError
+
+LEGAL_BITS = frozenset([2, 3, 4, 5, 6, 7, 8, 16])
+
 
 def add_target_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
@@ -36,6 +40,11 @@ def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
         return None
     base = base or Bits(scheme=scheme)
     values = {k: (v if v is not None else getattr(base, k)) for k, v in overrides.items()}
+    for key, value in values.items():
+        if value is not None and value not in LEGAL_BITS:
+            raise QuantloopError(
+                f"bits of {key}: {value} is not a supported bit-width (use 2..8 or 16)"
+            )
     return Bits(**values, scheme=base.scheme)
 
 

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise QuantloopError(f"--workers {args.workers}: must be at least 1")
+    if args.elide_weights < 0:
+        raise QuantloopError(f"--elide-weights {args.elide_weights}: must be 0 (print every weight) or more")
     result = compile_model(
         args.model,
         target=args.target,
