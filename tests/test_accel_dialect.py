@@ -284,7 +284,6 @@ REFERENCE_CASES = [
 ]
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="the Timeloop reference runs are not on this machine")
 @pytest.mark.parametrize("arch_name, case", REFERENCE_CASES)
 def test_reference_mapping_round_trips_through_text_and_evaluates_the_same(arch_name, case):
     from quantloop.costmodel.model import evaluate

@@ -69,7 +69,7 @@ def test_unknown_split_is_a_user_error():
 
 
 def test_upsample_matches_torch_bilinear():
-    torch = pytest.importorskip("torch")
+    import torch
     images = digits._packaged_splits()["x_val"][:16]
     ours = digits.upsample(images, 32)
     theirs = torch.nn.functional.interpolate(
@@ -129,7 +129,7 @@ def test_unknown_digits_model_is_a_user_error():
 
 @pytest.mark.slow
 def test_short_training_runs_exports_and_is_deterministic(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     from quantloop.frontend.zoo import train_digits
 
     threads = torch.get_num_threads()

@@ -8,7 +8,7 @@ from quantloop.frontend import export_onnx, from_torch
 from quantloop.ir import BatchNormOp, Conv2dOp, make_context
 from quantloop.passes.canonicalize import CanonicalizePass
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 class SmallNet(torch.nn.Module):

@@ -32,7 +32,6 @@ SMALL = Budget(samples=1500, starts=3, max_steps=20, evaluations=20_000)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="Timeloop reference runs not available")
 @pytest.mark.parametrize("target,case", CASES)
 def test_mapper_beats_timeloops_own_search(target, case):
     arch = load_target(target)
@@ -44,7 +43,6 @@ def test_mapper_beats_timeloops_own_search(target, case):
     assert result.mappings_considered > 1000
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="Timeloop reference runs not available")
 def test_mapper_beats_timeloop_on_one_layer_quickly():
     arch = load_target("simba")
     case = REFERENCE / "simba_like/pw1x1_C32_M64_P56"
