@@ -98,7 +98,7 @@ def test_mobilenet_v2_default_size_roundtrip():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v1"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v1", "vgg16"])
 def test_default_size_roundtrip(name):
     model = load_zoo_model(f"zoo:{name}")
     exported = roundtrip(model)
