@@ -122,7 +122,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     compiles its chosen point (`passes.search_bits.run_search`).
     """
     if search is not None:
-        from quantloop.passes.search_bits import run_search
+        from quantloop.cosearch import run_search
 
         return run_search(
             model, search, target=target, bits_file=bits_file, objective=objective, input_shapes=input_shapes,

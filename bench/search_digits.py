@@ -29,7 +29,8 @@ from pathlib import Path
 def digits(target: str, args) -> dict:
     from rich.console import Console
 
-    from quantloop.passes.search_bits import SearchSettings, compile_chosen, search_model
+    from quantloop.cosearch import compile_chosen, search_model
+    from quantloop.passes.search_bits import SearchSettings
 
     with tempfile.TemporaryDirectory(prefix="quantloop-bench-") as tmp:
         kwargs = dict(target=target, output_dir=Path(tmp) / "build", cache_dir=str(Path(tmp) / "cache"),

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=to_stderr, width=None if stream.isatty() else 160)
     print_summary(console, result, args)
     if result.search is not None:
-        from quantloop.passes.search_bits import print_search_summary
+        from quantloop.cosearch import print_search_summary
 
         print_search_summary(console, result.search)
     return 0

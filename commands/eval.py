@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from quantloop.backend.accuracy import input_signature, make_session, top1_session
+    from quantloop.frontend.accuracy import input_signature, make_session, top1_session
     from quantloop.errors import QuantloopError
     from quantloop.frontend.dataset import check_dataset, load_dataset
 

@@ -13,10 +13,8 @@ agreement with the float model on `PROXY_SAMPLES` seeded N(0, 1) inputs; other m
 one). The test split is never read by the search; `run_search` reports the chosen point on it.
 
 For `quantloop compile --search`: `add_search_arguments(parser)` adds the flags and
-`search_settings(args)` reads them; the driver hands them to `run_search`, which searches, writes
-`pareto.json` + `pareto.png`, and compiles the chosen point through `driver.compile` with its
-bits file. No point meets the constraint → QuantloopError with exit code 3 after the front is
-written.
+`search_settings(args)` reads them; the driver hands them to `quantloop.cosearch.run_search`,
+which searches, writes `pareto.json` + `pareto.png`, and compiles the chosen point.
 """
 
 from __future__ import annotations
@@ -80,6 +78,7 @@ class SearchData:
     test_x: np.ndarray | None
     test_y: np.ndarray | None
     test_name: str | None
+    calib_spec: str | None = None  # the data spec calibration read (None: seeded random inputs)
 
 
 def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: SearchSettings) -> SearchData:
@@ -118,13 +117,14 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
         test_name = f"fidelity proxy: top-1 agreement with float on {settings.proxy_samples} N(0,1) inputs (seed 2)"
     else:
         test_x = test_y = test_name = None
-    return SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name)
+    calib_spec = None if calib_name.startswith("random") else calib_name
+    return SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name, calib_spec)
 
 
 # ----------------------------------------------------------------------------- the pass
 
 
-def _options(target: str, objective: str, settings: SearchSettings, workers: int, cache_dir: str | None,
+def search_options(target: str, objective: str, settings: SearchSettings, workers: int, cache_dir: str | None,
              use_cache: bool, weight_clip: str, act_range: str = "minmax", percentile: float = 99.99):
     from quantloop.passes.search.engine import SearchOptions
     from quantloop.passes.search.space import parse_bits_range
@@ -195,145 +195,17 @@ class SearchBitsPass(ModulePass):
         settings = SearchSettings(self.max_accuracy_drop, self.val_data or None, None, self.generations,
                                   self.population, self.seed, self.bits_range, self.progress)
         data = resolve_data(op, None, self.data, settings)
-        options = _options(self.target, self.objective, settings, self.workers, self.cache_dir,
+        options = search_options(self.target, self.objective, settings, self.workers, self.cache_dir,
                            not self.no_cache, self.weight_clip, self.act_range, self.percentile)
         result = search_bits(op, options, data.calib_x, data.val_x, data.val_y,
                              data_names=(data.calib_name, data.val_name))
         if self.output:
-            from quantloop.backend.pareto import build_pareto, write_pareto
+            from quantloop.passes.search.pareto import build_pareto, write_pareto
 
             write_pareto(self.output, build_pareto(result, model="<module>"), result)
         if result.chosen is None:
             raise no_feasible_error(result)
         apply_bits(op, result.bits_file(result.chosen), ctx)
-
-
-# ----------------------------------------------------------------------------- the compile flow
-
-
-def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any):
-    """`quantloop compile --search`: search, write the front, compile the chosen point.
-
-    `compile_kwargs` are `driver.compile`'s (target, output_dir, force, data, objective, workers,
-    cache_dir, use_cache, weight_clip, input_shapes, ...); `bits` / `bits_file` are chosen here.
-    Returns the driver's `CompileResult` with `search` holding the pareto.json document.
-    """
-    import time
-
-    started = time.perf_counter()
-    searched = search_model(model, settings, console=console, **compile_kwargs)
-    compiled = compile_chosen(searched, **compile_kwargs)
-    compiled.seconds = time.perf_counter() - started
-    return compiled
-
-
-@dataclass
-class Searched:
-    """A finished search: the canonical module, its data, the result and the pareto.json document."""
-
-    module: ModuleOp
-    data: SearchData
-    result: Any
-    document: dict[str, Any]
-
-
-def search_model(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any) -> Searched:
-    """The search half of `run_search` (raises the exit-3 error after writing the front)."""
-    from quantloop.backend.pareto import build_pareto, write_pareto
-    from quantloop.frontend import import_onnx
-    from quantloop.ir import make_context
-    from quantloop.passes.canonicalize import CanonicalizePass
-    from quantloop.passes.search.engine import search_bits
-
-    target = compile_kwargs.get("target")
-    if not target:
-        raise QuantloopError("--search needs --target (the energy objective maps every layer on it)")
-    if compile_kwargs.get("bits_file"):
-        raise QuantloopError("--search chooses the bits itself; drop --bits-file")
-    output_dir = compile_kwargs.get("output_dir")
-    if output_dir is not None:
-        from quantloop.backend.atomic import check_output_dir
-
-        check_output_dir(Path(output_dir), force=compile_kwargs.get("force", False))
-    if compile_kwargs.get("weight_scheme", "int") != "int":
-        raise QuantloopError("--search chooses the weight scheme from the target's PEs; drop --scheme")
-
-    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(compile_kwargs.get("input_shapes") or {}))
-    module = module.clone()
-    CanonicalizePass().apply(make_context(), module)
-    data = resolve_data(module, model, compile_kwargs.get("data"), settings)
-    options = _options(target, compile_kwargs.get("objective", "energy"), settings, compile_kwargs.get("workers", 1),
-                       compile_kwargs.get("cache_dir"), compile_kwargs.get("use_cache", True),
-                       compile_kwargs.get("weight_clip", "minmax"), compile_kwargs.get("act_range", "minmax"),
-                       compile_kwargs.get("percentile", 99.99))
-    if console is None and settings.progress:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-    result = search_bits(module, options, data.calib_x, data.val_x, data.val_y, console=console,
-                         data_names=(data.calib_name, data.val_name))
-    model_name = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
-    extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
-    if result.chosen is not None and data.test_x is not None:
-        extra["test"] = held_out_accuracies(result, data)
-    document = build_pareto(result, model=model_name, extra=extra)
-    if result.chosen is None:
-        if output_dir is not None:
-            from quantloop.backend.atomic import atomic_output_dir
-
-            with atomic_output_dir(Path(output_dir), compile_kwargs.get("force", False)) as tmp:
-                write_pareto(tmp, document, result)
-        raise no_feasible_error(result)
-    return Searched(module, data, result, document)
-
-
-def compile_chosen(searched: Searched, **compile_kwargs: Any):
-    """The compile half of `run_search`: the chosen point through `driver.compile`, artefacts with
-    pareto.json, pareto.png and bits.json in the same atomic output folder."""
-    from quantloop.backend.pareto import write_pareto
-    from quantloop.driver import compile as compile_model
-
-    result, document, output_dir = searched.result, searched.document, compile_kwargs.get("output_dir")
-    table = result.bits_file(result.chosen)
-    with tempfile.TemporaryDirectory(prefix="quantloop-search-") as tmp:
-        bits_path = Path(tmp) / "bits.json"
-        bits_path.write_text(json.dumps(table, indent=1))
-        kwargs = dict(compile_kwargs, bits_file=str(bits_path), weight_scheme=result.chosen.config.scheme, output_dir=None)
-        if not kwargs.get("data") and searched.data.calib_name == "zoo:digits-calib":
-            kwargs["data"] = "zoo:digits-calib"
-        compiled = compile_model(searched.module, **kwargs)
-    compiled.search = document
-    if output_dir is not None:
-        from quantloop.backend.artifacts import write_artifacts
-
-        def write_search_files(folder: Path) -> dict[str, Path]:
-            written = write_pareto(folder, document, result)
-            bits_out = folder / "bits.json"
-            bits_out.write_text(json.dumps(table, indent=1) + "\n")
-            return {**written, "bits_json": bits_out}
-
-        compiled.artifacts = write_artifacts(
-            Path(output_dir), qnn_module=compiled.qnn_module, accel_module=compiled.module, target=compiled.target,
-            command_line=compile_kwargs.get("command_line", ""), force=compile_kwargs.get("force", False),
-            extra_reports={"search": report_summary(document)}, extra_writers=[write_search_files],
-        )
-    return compiled
-
-
-def report_summary(document: dict[str, Any]) -> dict[str, Any]:
-    """What report.json says about the search: the chosen point, the references, the ablation."""
-    chosen = document["points"][document["chosen"]]
-    return {
-        "pareto": "pareto.json",
-        "objective": document["objective"],
-        "accuracy_metric": document["accuracy_metric"],
-        "max_accuracy_drop_pp": document["max_accuracy_drop_pp"],
-        "float_accuracy": document["float_accuracy"],
-        "chosen": {k: chosen[k] for k in ("label", "energy_pj", "cycles", "weight_bytes", "accuracy")},
-        "w8a8": {k: document["reference_w8a8"][k] for k in ("energy_pj", "cycles", "weight_bytes", "accuracy")},
-        "ablation": document["ablation"],
-        "test": document.get("test"),
-    }
 
 
 def held_out_accuracies(result, data: SearchData) -> dict[str, Any]:
@@ -358,30 +230,3 @@ def held_out_accuracies(result, data: SearchData) -> dict[str, Any]:
         "w8a8_accuracy": evaluator.top1(result.reference.config, x, y),
         "chosen_accuracy": evaluator.top1(result.chosen.config, x, y),
     }
-
-
-def print_search_summary(console, document: dict[str, Any]) -> None:
-    """The search's lines under `quantloop compile --search`'s per-layer table."""
-    chosen = document["points"][document["chosen"]]
-    ref = document["reference_w8a8"]
-    ablation = document["ablation"]
-    metric = "top-1" if document["accuracy_metric"] == "top1" else "top-1 agreement"
-    console.print(
-        f"search: {len(document['points'])} Pareto points of {document['search']['evaluated']} configurations; "
-        f"float {metric} {100 * document['float_accuracy']:.2f} % on {document['data']['validation']}"
-    )
-    console.print(
-        f"chosen {chosen['label']}: {chosen['energy_pj'] / 1e6:,.3f} µJ ({100 * ablation['saving_vs_w8a8']:.1f} % below "
-        f"w8a8's {ref['energy_pj'] / 1e6:,.3f} µJ), {chosen['weight_bytes']:,} weight bytes, {metric} "
-        f"{100 * chosen['accuracy']:.2f} % (validation)"
-    )
-    test = document.get("test")
-    if test:
-        console.print(
-            f"held-out {test['data']}: chosen {100 * test['chosen_accuracy']:.2f} %, w8a8 {100 * test['w8a8_accuracy']:.2f} %, "
-            f"float {100 * test['float_accuracy']:.2f} %"
-        )
-    console.print(
-        f"re-mapping bought {100 * ablation['remapping_share_of_saving']:.1f} % of the saving (w8a8 mappings kept at the "
-        f"chosen bits: {ablation['fixed_w8a8_mapping_energy_pj'] / 1e6:,.3f} µJ)"
-    )

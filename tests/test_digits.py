@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from quantloop.backend.accuracy import top1
+from quantloop.frontend.accuracy import top1
 from quantloop.errors import QuantloopError
 from quantloop.frontend.zoo import digits
 from quantloop.frontend.zoo.train_digits import ALLOWED_OPS

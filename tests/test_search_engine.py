@@ -21,7 +21,8 @@ from quantloop.passes.canonicalize import CanonicalizePass
 from quantloop.passes.registry import load_pass
 from quantloop.passes.search.engine import SearchOptions, search_bits
 from quantloop.passes.search.fakequant import float_predict
-from quantloop.passes.search_bits import SearchSettings, run_search
+from quantloop.cosearch import run_search
+from quantloop.passes.search_bits import SearchSettings
 
 
 MODEL = "zoo:cnn_digits"

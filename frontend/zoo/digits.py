@@ -9,7 +9,7 @@ ONNX graphs.
 
 The shipped models (`mobilenet_v2_digits.onnx`, `cnn_digits.onnx`) take a float32 input named
 `input` of fixed shape 1×1×32×32 and return logits 1×10: a fixed batch of 1 lets the importer
-build the IR without `--input-shape`; `quantloop.backend.accuracy.top1` feeds such models one
+build the IR without `--input-shape`; `quantloop.frontend.accuracy.top1` feeds such models one
 sample at a time.
 """
 

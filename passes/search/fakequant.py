@@ -121,7 +121,7 @@ class FakeQuantEvaluator:
         percentile: float = 99.99,
         threads: int = 1,
     ) -> None:
-        from quantloop.backend.accuracy import make_session
+        from quantloop.frontend.accuracy import make_session
 
         self.space = space
         self.weight_clip = weight_clip
@@ -206,7 +206,7 @@ class FakeQuantEvaluator:
 
 def float_predict(space: SearchSpace, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """The float model's outputs on `x` (batched when the model allows it)."""
-    from quantloop.backend.accuracy import make_session, predict
+    from quantloop.frontend.accuracy import make_session, predict
 
     model = onnx.ModelProto()
     model.CopyFrom(space.model)

@@ -169,9 +169,9 @@ class EnergyModel:
 
 def weight_bytes(counts: Sequence[int], weight_bits: Sequence[int], word_bits: int) -> int:
     """Packed weight memory: Σ ⌈count / ⌊word / b⌋⌉ words of the DRAM word, in bytes."""
-    from quantloop.backend.packing import packed_size_words
+    from quantloop.costmodel.problem import values_per_word
 
-    words = sum(packed_size_words(int(n), int(b), int(word_bits)) for n, b in zip(counts, weight_bits))
+    words = sum(-(-int(n) // values_per_word(int(word_bits), int(b))) for n, b in zip(counts, weight_bits))
     return words * word_bits // 8 if word_bits % 8 == 0 else -(-words * word_bits // 8)
 
 

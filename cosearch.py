@@ -1,0 +1,178 @@
+"""`quantloop compile --search`: search per-layer bits with the mapper in the loop, then compile the chosen point.
+
+This sits beside the driver, not in passes/: it writes artefacts (the Pareto front beside the usual
+ones, in the same atomic output folder) and calls the driver for the chosen bits. The search
+itself is the `qnn-search-bits` pass's engine (`quantloop.passes.search`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xdsl.dialects.builtin import ModuleOp
+
+from quantloop.errors import QuantloopError
+from quantloop.passes.search_bits import (
+    SearchData,
+    SearchSettings,
+    held_out_accuracies,
+    no_feasible_error,
+    resolve_data,
+    search_options,
+)
+
+
+def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any):
+    """`quantloop compile --search`: search, write the front, compile the chosen point.
+
+    `compile_kwargs` are `driver.compile`'s (target, output_dir, force, data, objective, workers,
+    cache_dir, use_cache, weight_clip, input_shapes, ...); `bits` / `bits_file` are chosen here.
+    Returns the driver's `CompileResult` with `search` holding the pareto.json document.
+    """
+    import time
+
+    started = time.perf_counter()
+    searched = search_model(model, settings, console=console, **compile_kwargs)
+    compiled = compile_chosen(searched, **compile_kwargs)
+    compiled.seconds = time.perf_counter() - started
+    return compiled
+
+
+@dataclass
+class Searched:
+    """A finished search: the canonical module, its data, the result and the pareto.json document."""
+
+    module: ModuleOp
+    data: SearchData
+    result: Any
+    document: dict[str, Any]
+
+
+def search_model(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any) -> Searched:
+    """The search half of `run_search` (raises the exit-3 error after writing the front)."""
+    from quantloop.passes.search.pareto import build_pareto, write_pareto
+    from quantloop.frontend import import_onnx
+    from quantloop.ir import make_context
+    from quantloop.passes.canonicalize import CanonicalizePass
+    from quantloop.passes.search.engine import search_bits
+
+    target = compile_kwargs.get("target")
+    if not target:
+        raise QuantloopError("--search needs --target (the energy objective maps every layer on it)")
+    if compile_kwargs.get("bits_file"):
+        raise QuantloopError("--search chooses the bits itself; drop --bits-file")
+    output_dir = compile_kwargs.get("output_dir")
+    if output_dir is not None:
+        from quantloop.backend.atomic import check_output_dir
+
+        check_output_dir(Path(output_dir), force=compile_kwargs.get("force", False))
+    if compile_kwargs.get("weight_scheme", "int") != "int":
+        raise QuantloopError("--search chooses the weight scheme from the target's PEs; drop --scheme")
+
+    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(compile_kwargs.get("input_shapes") or {}))
+    module = module.clone()
+    CanonicalizePass().apply(make_context(), module)
+    data = resolve_data(module, model, compile_kwargs.get("data"), settings)
+    options = search_options(target, compile_kwargs.get("objective", "energy"), settings, compile_kwargs.get("workers", 1),
+                       compile_kwargs.get("cache_dir"), compile_kwargs.get("use_cache", True),
+                       compile_kwargs.get("weight_clip", "minmax"), compile_kwargs.get("act_range", "minmax"),
+                       compile_kwargs.get("percentile", 99.99))
+    if console is None and settings.progress:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    result = search_bits(module, options, data.calib_x, data.val_x, data.val_y, console=console,
+                         data_names=(data.calib_name, data.val_name))
+    model_name = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
+    extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
+    if result.chosen is not None and data.test_x is not None:
+        extra["test"] = held_out_accuracies(result, data)
+    document = build_pareto(result, model=model_name, extra=extra)
+    if result.chosen is None:
+        if output_dir is not None:
+            from quantloop.backend.atomic import atomic_output_dir
+
+            with atomic_output_dir(Path(output_dir), compile_kwargs.get("force", False)) as tmp:
+                write_pareto(tmp, document, result)
+        raise no_feasible_error(result)
+    return Searched(module, data, result, document)
+
+
+def compile_chosen(searched: Searched, **compile_kwargs: Any):
+    """The compile half of `run_search`: the chosen point through `driver.compile`, artefacts with
+    pareto.json, pareto.png and bits.json in the same atomic output folder."""
+    from quantloop.passes.search.pareto import write_pareto
+    from quantloop.driver import compile as compile_model
+
+    result, document, output_dir = searched.result, searched.document, compile_kwargs.get("output_dir")
+    table = result.bits_file(result.chosen)
+    with tempfile.TemporaryDirectory(prefix="quantloop-search-") as tmp:
+        bits_path = Path(tmp) / "bits.json"
+        bits_path.write_text(json.dumps(table, indent=1))
+        kwargs = dict(compile_kwargs, bits_file=str(bits_path), weight_scheme=result.chosen.config.scheme, output_dir=None)
+        kwargs["data"] = kwargs.get("data") or searched.data.calib_spec
+        compiled = compile_model(searched.module, **kwargs)
+    compiled.search = document
+    if output_dir is not None:
+        from quantloop.backend.artifacts import write_artifacts
+
+        def write_search_files(folder: Path) -> dict[str, Path]:
+            written = write_pareto(folder, document, result)
+            bits_out = folder / "bits.json"
+            bits_out.write_text(json.dumps(table, indent=1) + "\n")
+            return {**written, "bits_json": bits_out}
+
+        compiled.artifacts = write_artifacts(
+            Path(output_dir), qnn_module=compiled.qnn_module, accel_module=compiled.module, target=compiled.target,
+            command_line=compile_kwargs.get("command_line", ""), force=compile_kwargs.get("force", False),
+            extra_reports={"search": report_summary(document)}, extra_writers=[write_search_files],
+        )
+    return compiled
+
+
+def report_summary(document: dict[str, Any]) -> dict[str, Any]:
+    """What report.json says about the search: the chosen point, the references, the ablation."""
+    chosen = document["points"][document["chosen"]]
+    return {
+        "pareto": "pareto.json",
+        "objective": document["objective"],
+        "accuracy_metric": document["accuracy_metric"],
+        "max_accuracy_drop_pp": document["max_accuracy_drop_pp"],
+        "float_accuracy": document["float_accuracy"],
+        "chosen": {k: chosen[k] for k in ("label", "energy_pj", "cycles", "weight_bytes", "accuracy")},
+        "w8a8": {k: document["reference_w8a8"][k] for k in ("energy_pj", "cycles", "weight_bytes", "accuracy")},
+        "ablation": document["ablation"],
+        "test": document.get("test"),
+    }
+
+
+def print_search_summary(console, document: dict[str, Any]) -> None:
+    """The search's lines under `quantloop compile --search`'s per-layer table."""
+    chosen = document["points"][document["chosen"]]
+    ref = document["reference_w8a8"]
+    ablation = document["ablation"]
+    metric = "top-1" if document["accuracy_metric"] == "top1" else "top-1 agreement"
+    console.print(
+        f"search: {len(document['points'])} Pareto points of {document['search']['evaluated']} configurations; "
+        f"float {metric} {100 * document['float_accuracy']:.2f} % on {document['data']['validation']}"
+    )
+    console.print(
+        f"chosen {chosen['label']}: {chosen['energy_pj'] / 1e6:,.3f} µJ ({100 * ablation['saving_vs_w8a8']:.1f} % below "
+        f"w8a8's {ref['energy_pj'] / 1e6:,.3f} µJ), {chosen['weight_bytes']:,} weight bytes, {metric} "
+        f"{100 * chosen['accuracy']:.2f} % (validation)"
+    )
+    test = document.get("test")
+    if test:
+        console.print(
+            f"held-out {test['data']}: chosen {100 * test['chosen_accuracy']:.2f} %, w8a8 {100 * test['w8a8_accuracy']:.2f} %, "
+            f"float {100 * test['float_accuracy']:.2f} %"
+        )
+    console.print(
+        f"re-mapping bought {100 * ablation['remapping_share_of_saving']:.1f} % of the saving (w8a8 mappings kept at the "
+        f"chosen bits: {ablation['fixed_w8a8_mapping_energy_pj'] / 1e6:,.3f} µJ)"
+    )

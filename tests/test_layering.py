@@ -1,0 +1,41 @@
+"""Data flows one way: frontend → ir → passes → backend; targets, costmodel and mapper are consulted
+by passes and backend; nothing imports the CLI. A violation fails here instead of in review."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT = re.compile(r"^\s*(?:from|import)\s+quantloop\.(\w+)", re.M)
+
+FORBIDDEN = {
+    "ir": {"frontend", "passes", "backend", "driver", "cosearch", "mapper"},
+    "targets": {"frontend", "ir", "passes", "backend", "driver", "cosearch", "mapper"},
+    "costmodel": {"frontend", "ir", "passes", "backend", "driver", "cosearch", "mapper"},
+    "mapper": {"frontend", "passes", "backend", "driver", "cosearch"},
+    "frontend": {"passes", "backend", "driver", "cosearch"},
+    "passes": {"backend", "driver", "cosearch"},
+    "backend": {"driver", "cosearch"},
+}
+
+
+def _sources(folder: str):
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_layers_import_only_downstream(folder):
+    bad = [
+        f"{path.relative_to(ROOT)} imports quantloop.{name}"
+        for path in _sources(folder)
+        for name in IMPORT.findall(path.read_text())
+        if name in FORBIDDEN[folder]
+    ]
+    assert not bad, "; ".join(bad)
+
+
+def test_nothing_but_the_cli_imports_commands():
+    library = [p for p in ROOT.rglob("*.py") if not {"tests", "bench", "commands", ".git"} & set(p.relative_to(ROOT).parts)]
+    bad = [str(p.relative_to(ROOT)) for p in library if p.name not in ("cli.py", "__main__.py") and re.search(r"quantloop\.(cli|commands)\b", p.read_text())]
+    assert not bad, bad
