@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantloop.errors import QuantloopError
+from quantloop.passes.search.accuracy_cache import AccuracyCache, AccuracyStats, CachedAccuracy
 from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
 from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
 from quantloop.passes.search.space import Config, SearchSpace, build_space
@@ -77,6 +78,8 @@ class SearchResult:
     mapper: MapperStats
     seconds: float
     generations_run: int = 0
+    accuracy_stats: AccuracyStats = field(default_factory=AccuracyStats)
+    energy_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -106,23 +109,26 @@ def check_widths(arch, widths: Sequence[int]) -> None:
 class Candidates:
     """Evaluates genes into archived `Point`s (memoised by configuration)."""
 
-    def __init__(self, space, energy: EnergyModel, accuracy: FakeQuantEvaluator, x, y, float_accuracy, options):
+    def __init__(self, space, energy: EnergyModel, accuracy: CachedAccuracy, float_accuracy, options):
         self.space = space
         self.energy = energy
         self.accuracy = accuracy
-        self.x, self.y = x, y
         self.float_accuracy = float_accuracy
         self.options = options
         self.word_bits = energy.arch.levels[0].word_bits
         self.counts = [layer.weight_count for layer in space.layers]
         self.points: dict[Config, Point] = {}
+        self.energy_seconds = 0.0
 
     def evaluate(self, configs: Sequence[Config]) -> list[Point]:
         new = [c for c in dict.fromkeys(configs) if c not in self.points]
+        started = time.perf_counter()
         self.energy.ensure([(self.space.layer_bits(c), c.scheme) for c in new])
+        totals = {c: self.energy.totals(self.space.layer_bits(c), c.scheme) for c in new}
+        self.energy_seconds += time.perf_counter() - started
         for config in new:
-            energy, cycles = self.energy.totals(self.space.layer_bits(config), config.scheme)
-            acc = self.accuracy.top1(config, self.x, self.y)
+            energy, cycles = totals[config]
+            acc = self.accuracy.top1(config)
             feasible = (self.float_accuracy - acc) * 100.0 <= self.options.max_accuracy_drop + 1e-9
             self.points[config] = Point(
                 config, energy, cycles, weight_bytes(self.counts, config.weights, self.word_bits), acc, feasible
@@ -199,10 +205,14 @@ def search_bits(
         raise QuantloopError("qnn-search-bits: accel-lower names the layers differently from the search space")
     cache = MapCache(options.cache_dir) if options.use_cache else None
     energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed)
-    accuracy = FakeQuantEvaluator(
-        space, calib_x, weight_clip=options.weight_clip, act_range=options.act_range, percentile=options.percentile
+    accuracy = CachedAccuracy(
+        space, calib_x, val_x, val_y, metric=metric, weight_clip=options.weight_clip, act_range=options.act_range,
+        percentile=options.percentile, cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
+        make_evaluator=lambda: FakeQuantEvaluator(
+            space, calib_x, weight_clip=options.weight_clip, act_range=options.act_range, percentile=options.percentile
+        ),
     )
-    candidates = Candidates(space, energy, accuracy, val_x, val_y, float_accuracy, options)
+    candidates = Candidates(space, energy, accuracy, float_accuracy, options)
     reference = candidates.evaluate([space.decode(space.uniform(8, 8))])[0]
 
     from quantloop.passes.search.nsga import run_nsga2
@@ -227,6 +237,7 @@ def search_bits(
         space=space, options=options, target_name=arch.name, accuracy_metric=metric, float_accuracy=float_accuracy,
         reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
         ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
+        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds,
     )
 
 
