@@ -114,7 +114,7 @@ def imagenet(args) -> None:
                 target=args.imagenet_target, population=args.imagenet_population,
                 generations=args.imagenet_generations, seed=args.seed, workers=args.workers,
                 cache_dir=str(Path(tmp) / "cache"), max_accuracy_drop=args.imagenet_drop, weight_clip=args.weight_clip,
-                widths=parse_bits_range(args.imagenet_bits),
+                act_range=args.act_range, percentile=args.percentile, widths=parse_bits_range(args.imagenet_bits),
             )
             started = time.perf_counter()
             result = search_bits(module, options, data.calib_x, data.val_x, data.val_y)
