@@ -9,6 +9,8 @@ Legal storage widths:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import math
 from collections.abc import Sequence
 
@@ -297,74 +299,57 @@ def _parse_uniform(parser: AttrParser) -> list[Attribute]:
     return [IntAttr(bits), IntAttr(int(signed)), FloatData(scale), IntAttr(zero_point)]
 
 
+class _PowerOfTwoType:
+    """What `!qnn.pot` and `!qnn.pot2` share: one parameter, `<bits = b>`, always signed."""
+
+    bits_attr: IntAttr
+    LEGAL_BITS: ClassVar[frozenset[int]]
+
+    def __init__(self, bits: int) -> None:
+        super().__init__(IntAttr(bits))  # type: ignore[call-arg]
+
+    @property
+    def bits(self) -> int:
+        return self.bits_attr.data
+
+    @property
+    def signed(self) -> bool:
+        return True
+
+    def verify(self) -> None:
+        _check_bits(f"!{self.name}", self.bits, self.LEGAL_BITS)  # type: ignore[attr-defined]
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<bits = {self.bits}>")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
+        start = parser.pos
+        with parser.in_angle_brackets():
+            parser.parse_keyword("bits")
+            parser.parse_punctuation("=")
+            bits = parser.parse_integer(allow_boolean=False, allow_negative=False)
+        return _verified(cls, parser, start, [IntAttr(bits)])
+
+
 @irdl_attr_definition
-class PotType(ParametrizedAttribute, TypeAttribute):
+class PotType(_PowerOfTwoType, ParametrizedAttribute, TypeAttribute):
     """Power-of-two weights, sign + exponent: `!qnn.pot<bits = 4>` (multiply = shift)."""
 
     name = "qnn.pot"
+    LEGAL_BITS = POT_BITS
 
     bits_attr: IntAttr
-
-    def __init__(self, bits: int) -> None:
-        super().__init__(IntAttr(bits))
-
-    @property
-    def bits(self) -> int:
-        return self.bits_attr.data
-
-    @property
-    def signed(self) -> bool:
-        return True
-
-    def verify(self) -> None:
-        _check_bits("!qnn.pot", self.bits, POT_BITS)
-
-    def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(f"<bits = {self.bits}>")
-
-    @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
-        start = parser.pos
-        with parser.in_angle_brackets():
-            parser.parse_keyword("bits")
-            parser.parse_punctuation("=")
-            bits = parser.parse_integer(allow_boolean=False, allow_negative=False)
-        return _verified(cls, parser, start, [IntAttr(bits)])
 
 
 @irdl_attr_definition
-class Pot2Type(ParametrizedAttribute, TypeAttribute):
+class Pot2Type(_PowerOfTwoType, ParametrizedAttribute, TypeAttribute):
     """Sum of two powers of two: `!qnn.pot2<bits = 8>` (multiply = two shifts and an add)."""
 
     name = "qnn.pot2"
+    LEGAL_BITS = POT2_BITS
 
     bits_attr: IntAttr
-
-    def __init__(self, bits: int) -> None:
-        super().__init__(IntAttr(bits))
-
-    @property
-    def bits(self) -> int:
-        return self.bits_attr.data
-
-    @property
-    def signed(self) -> bool:
-        return True
-
-    def verify(self) -> None:
-        _check_bits("!qnn.pot2", self.bits, POT2_BITS)
-
-    def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(f"<bits = {self.bits}>")
-
-    @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
-        start = parser.pos
-        with parser.in_angle_brackets():
-            parser.parse_keyword("bits")
-            parser.parse_punctuation("=")
-            bits = parser.parse_integer(allow_boolean=False, allow_negative=False)
-        return _verified(cls, parser, start, [IntAttr(bits)])
 
 
 QuantizedType = IntType | UniformType | UniformPerAxisType | PotType | Pot2Type
