@@ -116,10 +116,10 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
 ) -> CompileResult:
     """Compile `model` (an ONNX path, `zoo:NAME`, an `onnx.ModelProto` or a qnn `ModuleOp`).
 
-    Without `target` the flow stops at the graph level (bit-widths assigned, and calibrated when
-    `output_dir` is given); with a target every conv / gemm layer is lowered and mapped.
-    `search` (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and
-    compiles its chosen point (`passes.search_bits.run_search`).
+    Without `target` the flow stops at the graph level (bit-widths assigned); with a target the
+    model is calibrated and every conv / gemm layer is lowered and mapped. `search`
+    (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and compiles
+    its chosen point (`quantloop.cosearch.run_search`).
     """
     if search is not None:
         from quantloop.cosearch import run_search
