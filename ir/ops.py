@@ -139,7 +139,9 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...] | None:
 
 
 class _Named:
-    """Access to the optional `name` property shared by every qnn op."""
+    """The optional `name` property shared by every qnn op (xDSL collects field definitions through the MRO)."""
+
+    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     @property
     def node_name(self) -> str | None:
@@ -149,6 +151,10 @@ class _Named:
 
 class _FusedActivation(_Named):
     """Ops that may carry a fused activation: `act` is "none", "relu" or "clip" (act_min..act_max)."""
+
+    act_attr = prop_def(StringAttr, prop_name="act")
+    act_min_attr = opt_prop_def(FloatAttr, prop_name="act_min")
+    act_max_attr = opt_prop_def(FloatAttr, prop_name="act_max")
 
     @property
     def act(self) -> str:
@@ -212,10 +218,6 @@ class Conv2dOp(IRDLOperation, _FusedActivation):
     pads_attr = prop_def(DenseArrayBase, prop_name="pads")
     dilations_attr = prop_def(DenseArrayBase, prop_name="dilations")
     group_attr = prop_def(IntegerAttr, prop_name="group")
-    act_attr = prop_def(StringAttr, prop_name="act")
-    act_min_attr = opt_prop_def(FloatAttr, prop_name="act_min")
-    act_max_attr = opt_prop_def(FloatAttr, prop_name="act_max")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -337,10 +339,6 @@ class GemmOp(IRDLOperation, _FusedActivation):
     beta_attr = prop_def(FloatAttr, prop_name="beta")
     trans_a_attr = prop_def(IntegerAttr, prop_name="trans_a")
     trans_b_attr = prop_def(IntegerAttr, prop_name="trans_b")
-    act_attr = prop_def(StringAttr, prop_name="act")
-    act_min_attr = opt_prop_def(FloatAttr, prop_name="act_min")
-    act_max_attr = opt_prop_def(FloatAttr, prop_name="act_max")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -441,7 +439,6 @@ class MatMulOp(IRDLOperation, _Named):
     a = operand_def(TensorType)
     b = operand_def(TensorType)
     output = result_def(TensorType)
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -478,10 +475,6 @@ class AddOp(IRDLOperation, _FusedActivation):
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
     output = result_def(TensorType)
-    act_attr = prop_def(StringAttr, prop_name="act")
-    act_min_attr = opt_prop_def(FloatAttr, prop_name="act_min")
-    act_max_attr = opt_prop_def(FloatAttr, prop_name="act_max")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -550,7 +543,6 @@ class ReluOp(_UnaryOp):
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -565,7 +557,6 @@ class ClipOp(_UnaryOp):
     output = result_def(TensorType)
     min_attr = prop_def(FloatAttr, prop_name="min")
     max_attr = prop_def(FloatAttr, prop_name="max")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -600,7 +591,6 @@ class IdentityOp(_UnaryOp):
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -614,7 +604,6 @@ class DropoutOp(_UnaryOp):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     ratio_attr = prop_def(FloatAttr, prop_name="ratio")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -645,7 +634,6 @@ class SoftmaxOp(_UnaryOp):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     axis_attr = prop_def(IntegerAttr, prop_name="axis")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -678,7 +666,6 @@ class QuantizeOp(_UnaryOp):
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -710,7 +697,6 @@ class DequantizeOp(_UnaryOp):
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -747,6 +733,15 @@ def _pool_shape(
 
 
 class _PoolOp(IRDLOperation, _Named):
+    """Fields, constructor and checks shared by max and average pooling."""
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    kernel_attr = prop_def(DenseArrayBase, prop_name="kernel")
+    strides_attr = prop_def(DenseArrayBase, prop_name="strides")
+    pads_attr = prop_def(DenseArrayBase, prop_name="pads")
+    ceil_mode_attr = prop_def(IntegerAttr, prop_name="ceil_mode")
+
     def __init__(
         self,
         input: SSAValue | Operation,
@@ -777,19 +772,19 @@ class _PoolOp(IRDLOperation, _Named):
 
     @property
     def kernel(self) -> tuple[int, ...]:
-        return self.kernel_attr.get_values()  # type: ignore[attr-defined]
+        return self.kernel_attr.get_values()
 
     @property
     def strides(self) -> tuple[int, ...]:
-        return self.strides_attr.get_values()  # type: ignore[attr-defined]
+        return self.strides_attr.get_values()
 
     @property
     def pads(self) -> tuple[int, ...]:
-        return self.pads_attr.get_values()  # type: ignore[attr-defined]
+        return self.pads_attr.get_values()
 
     @property
     def ceil_mode(self) -> bool:
-        return bool(self.ceil_mode_attr.value.data)  # type: ignore[attr-defined]
+        return bool(self.ceil_mode_attr.value.data)
 
     def verify_(self) -> None:
         in_shape, out_shape = _shape(self.operands[0]), _shape(self.results[0])
@@ -818,13 +813,6 @@ class _PoolOp(IRDLOperation, _Named):
 class MaxPoolOp(_PoolOp):
     name = "qnn.maxpool"
 
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    kernel_attr = prop_def(DenseArrayBase, prop_name="kernel")
-    strides_attr = prop_def(DenseArrayBase, prop_name="strides")
-    pads_attr = prop_def(DenseArrayBase, prop_name="pads")
-    ceil_mode_attr = prop_def(IntegerAttr, prop_name="ceil_mode")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -833,14 +821,7 @@ class MaxPoolOp(_PoolOp):
 class AvgPoolOp(_PoolOp):
     name = "qnn.avgpool"
 
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    kernel_attr = prop_def(DenseArrayBase, prop_name="kernel")
-    strides_attr = prop_def(DenseArrayBase, prop_name="strides")
-    pads_attr = prop_def(DenseArrayBase, prop_name="pads")
-    ceil_mode_attr = prop_def(IntegerAttr, prop_name="ceil_mode")
     count_include_pad_attr = prop_def(IntegerAttr, prop_name="count_include_pad")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -880,7 +861,6 @@ class GlobalAvgPoolOp(IRDLOperation, _Named):
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -924,7 +904,6 @@ class ReshapeOp(IRDLOperation, _Named):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     shape_attr = prop_def(DenseArrayBase, prop_name="shape")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -969,7 +948,6 @@ class FlattenOp(IRDLOperation, _Named):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     axis_attr = prop_def(IntegerAttr, prop_name="axis")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -1010,7 +988,6 @@ class ConcatOp(IRDLOperation, _Named):
     inputs = var_operand_def(TensorType)
     output = result_def(TensorType)
     axis_attr = prop_def(IntegerAttr, prop_name="axis")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -1067,7 +1044,6 @@ class ConstantOp(IRDLOperation, _Named):
 
     output = result_def(TensorType)
     value = prop_def(DenseWeightsAttr)
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
@@ -1121,7 +1097,6 @@ class BatchNormOp(IRDLOperation, _Named):
     var = operand_def(TensorType)
     output = result_def(TensorType)
     epsilon_attr = prop_def(FloatAttr, prop_name="epsilon")
-    node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     traits = traits_def(Pure())
 
