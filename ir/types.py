@@ -84,8 +84,22 @@ def _parse_bool_keyword(parser: AttrParser) -> bool:
     return False
 
 
+class _IntegerStorage:
+    """`bits` and `signed` of the types whose storage is an iN or uN integer (parameters bits_attr, signed_attr)."""
+
+    __slots__ = ()
+
+    @property
+    def bits(self) -> int:
+        return self.bits_attr.data  # type: ignore[attr-defined]
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signed_attr.data)  # type: ignore[attr-defined]
+
+
 @irdl_attr_definition
-class IntType(ParametrizedAttribute, TypeAttribute):
+class IntType(_IntegerStorage, ParametrizedAttribute, TypeAttribute):
     """A bit-width chosen but not yet calibrated: `!qnn.int<bits = 4, signed = true>`."""
 
     name = "qnn.int"
@@ -95,14 +109,6 @@ class IntType(ParametrizedAttribute, TypeAttribute):
 
     def __init__(self, bits: int, signed: bool) -> None:
         super().__init__(IntAttr(bits), IntAttr(int(bool(signed))))
-
-    @property
-    def bits(self) -> int:
-        return self.bits_attr.data
-
-    @property
-    def signed(self) -> bool:
-        return bool(self.signed_attr.data)
 
     def verify(self) -> None:
         _check_bits("!qnn.int", self.bits, INT_BITS)
@@ -139,7 +145,7 @@ def _check_scale(type_name: str, scale: float) -> None:
 
 
 @irdl_attr_definition
-class UniformType(ParametrizedAttribute, TypeAttribute):
+class UniformType(_IntegerStorage, ParametrizedAttribute, TypeAttribute):
     """Per-tensor affine quantization: `!qnn.uniform<i4:f32, 0.0123:0>` (unsigned: `u8`)."""
 
     name = "qnn.uniform"
@@ -151,14 +157,6 @@ class UniformType(ParametrizedAttribute, TypeAttribute):
 
     def __init__(self, bits: int, signed: bool, scale: float, zero_point: int) -> None:
         super().__init__(IntAttr(bits), IntAttr(int(bool(signed))), FloatData(float(scale)), IntAttr(zero_point))
-
-    @property
-    def bits(self) -> int:
-        return self.bits_attr.data
-
-    @property
-    def signed(self) -> bool:
-        return bool(self.signed_attr.data)
 
     @property
     def scale(self) -> float:
@@ -193,7 +191,7 @@ class UniformType(ParametrizedAttribute, TypeAttribute):
 
 
 @irdl_attr_definition
-class UniformPerAxisType(ParametrizedAttribute, TypeAttribute):
+class UniformPerAxisType(_IntegerStorage, ParametrizedAttribute, TypeAttribute):
     """Per-axis affine quantization: `!qnn.uniform<i8:f32:0, {0.1:0, 0.2:0}>`.
 
     Shares the mnemonic spelling of `!qnn.uniform`; the parser of `!qnn.uniform` tells the two
@@ -219,14 +217,6 @@ class UniformPerAxisType(ParametrizedAttribute, TypeAttribute):
             ArrayAttr([FloatData(float(s)) for s in scales]),
             ArrayAttr([IntAttr(int(z)) for z in zero_points]),
         )
-
-    @property
-    def bits(self) -> int:
-        return self.bits_attr.data
-
-    @property
-    def signed(self) -> bool:
-        return bool(self.signed_attr.data)
 
     @property
     def axis(self) -> int:
