@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-from xdsl.dialects import func
+from onnx import TensorProto, numpy_helper
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.onnx_export import EMITTERS, IR_VERSION, OPSET, OnnxExporter
+from quantloop.frontend.onnx_export import OnnxExporter
 from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
 from quantloop.ir import (
     ConstantOp,
@@ -80,37 +79,22 @@ class FakeQuantExporter(OnnxExporter):
     def onnx_type(self, value: SSAValue) -> int:
         return TensorProto.FLOAT
 
-    def export(self, graph_name: str) -> onnx.ModelProto:
-        block = self.function.body.block
-        inputs = []
-        for arg in block.args:
-            inputs.append(self.value_info(arg, self.name(arg)))
-            self.fake_quantize(arg)
-        outputs: list[onnx.ValueInfoProto] = []
-        for op in block.ops:
-            if isinstance(op, func.ReturnOp):
-                for value in op.operands:
-                    name = self.name(value)
-                    if any(o.name == name for o in outputs) or name in {i.name for i in inputs}:
-                        alias = self.fresh(f"{name}_out")
-                        self.node("Identity", [name], [alias])
-                        name = alias
-                    outputs.append(self.value_info(value, name))
-                continue
-            emitter = FAKEQUANT_EMITTERS.get(type(op)) or EMITTERS.get(type(op))
-            if emitter is None:
-                raise QuantloopError(f"export: {op_label(op)} has no ONNX export")
+    def graph_input(self, arg: SSAValue) -> onnx.ValueInfoProto:
+        info = super().graph_input(arg)
+        self.fake_quantize(arg)
+        return info
+
+    def emit_op(self, op: Operation) -> None:
+        emitter = FAKEQUANT_EMITTERS.get(type(op))
+        if emitter is None:
+            super().emit_op(op)
+        else:
             emitter(self, op)
-            if isinstance(op, ConstantOp):
-                continue
-            for result in op.results:
-                if not self._keeps_input_type(op, result):
-                    self.fake_quantize(result)
-        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="quantloop")
-        model.graph.initializer.extend(self.initializers)  # after make_model, which copies its graph
-        model.ir_version = IR_VERSION
-        return model
+        if isinstance(op, ConstantOp):
+            return
+        for result in op.results:
+            if not self._keeps_input_type(op, result):
+                self.fake_quantize(result)
 
     @staticmethod
     def _keeps_input_type(op: Operation, result: SSAValue) -> bool:

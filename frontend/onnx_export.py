@@ -9,7 +9,7 @@
   scale: they export as float32, their data unchanged.
 
 The per-op emitters live in `EMITTERS` (op class -> function); the fake-quant export extends the
-exporter by overriding `quantized_value` / registering emitters rather than rewriting the walk.
+exporter by overriding `graph_input` / `emit_op` (and the type hooks) rather than rewriting the walk.
 """
 
 from __future__ import annotations
@@ -144,9 +144,19 @@ class OnnxExporter:
 
     # ------------------------------------------------------------------ walk
 
+    def graph_input(self, arg: SSAValue) -> onnx.ValueInfoProto:
+        """The graph input of a function argument."""
+        return self.value_info(arg, self.name(arg))
+
+    def emit_op(self, op: Operation) -> None:
+        emitter = EMITTERS.get(type(op))
+        if emitter is None:
+            raise QuantloopError(f"export: {op_label(op)} has no ONNX export")
+        emitter(self, op)
+
     def export(self, graph_name: str) -> onnx.ModelProto:
         block = self.function.body.block
-        inputs = [self.value_info(arg, self.name(arg)) for arg in block.args]
+        inputs = [self.graph_input(arg) for arg in block.args]
         outputs: list[onnx.ValueInfoProto] = []
         for op in block.ops:
             if isinstance(op, func.ReturnOp):
@@ -158,10 +168,7 @@ class OnnxExporter:
                         name = alias
                     outputs.append(self.value_info(value, name))
                 continue
-            emitter = EMITTERS.get(type(op))
-            if emitter is None:
-                raise QuantloopError(f"export: {op_label(op)} has no ONNX export")
-            emitter(self, op)
+            self.emit_op(op)
         graph = helper.make_graph(self.nodes, graph_name, inputs, outputs)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="quantloop")
         model.graph.initializer.extend(self.initializers)  # after make_model, which copies its graph
