@@ -153,6 +153,17 @@ class Bits:
 STOCK_BITS = Bits()
 
 
+def prime_factors(n: int) -> list[int]:
+    """Prime factors of `n` with multiplicity, ascending (1 has none); the unit loop bounds are split into."""
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
 def values_per_word(word_bits: int, bits: int | None) -> int:
     """Values of `bits` bits held by one `word_bits` word (1 when bits is None: stock Timeloop)."""
     if bits is None or word_bits <= 1:

@@ -12,18 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from quantloop.costmodel.mapping import MappingArrays
-from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, DIMS, Problem
+from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, DIMS, Problem, prime_factors
 from quantloop.targets.arch import Arch
-
-
-def _primes(n: int) -> list[int]:
-    out, p = [], 2
-    while n > 1:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 1 if p == 2 else 2
-    return out
 
 
 def _allowed_slots(arch: Arch, dim: str) -> list[tuple[int, int]]:
@@ -53,7 +43,7 @@ def random_mappings(arch: Arch, problem: Problem, count: int, rng: np.random.Gen
         factors = np.ones((B, 3, L, 8), dtype=np.int64)  # kind, level, dim
         for d in DIMS:
             slots = _allowed_slots(arch, d)
-            for p in _primes(getattr(problem, d)):
+            for p in prime_factors(getattr(problem, d)):
                 pick = rng.integers(0, len(slots), size=B)
                 lv = np.array([s[0] for s in slots])[pick]
                 kd = np.array([s[1] for s in slots])[pick]

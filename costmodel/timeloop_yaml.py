@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from quantloop.costmodel.mapping import LevelMapping, Mapping
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 
@@ -231,20 +231,10 @@ def _split_axis(loops: tuple, stages: list[int]) -> list[dict[str, int]]:
     for d, f in loops:
         if place(d, f):
             continue
-        for p in _prime_factors(f):
+        for p in prime_factors(f):
             if not place(d, p):  # does not fit the stages: keep it on the last one (the checks report it)
                 out[-1][d] = out[-1].get(d, 1) * p
                 used[-1] *= p
-    return out
-
-
-def _prime_factors(n: int) -> list[int]:
-    out, p = [], 2
-    while n > 1:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 1
     return out
 
 

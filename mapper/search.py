@@ -18,7 +18,7 @@ import numpy as np
 
 from quantloop.costmodel.mapping import MappingArrays
 from quantloop.costmodel.model import BatchResult, evaluate_batch
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.mapper.mapspace import Mapspace, slot_rule
 from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
 from quantloop.targets.arch import Arch
@@ -165,7 +165,7 @@ def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
 
     weights = np.ones(len(options))
     flat = options.reshape(len(options), -1)
-    for p in sorted(set(_primes(size))):
+    for p in sorted(set(prime_factors(size))):
         exps = np.zeros_like(flat)
         rest = flat.copy()
         while True:
@@ -212,16 +212,6 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
     return np.stack([opts[d][idx[:, d]] for d in range(8)], axis=-1)
 
 
-def _primes(n: int) -> list[int]:
-    out, p = [], 2
-    while n > 1:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 1
-    return out
-
-
 def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
     return [(l, k) for l in range(space.L) for k in range(3) if slot_rule(space.arch, l, k, DIMS[dim]) is None]
 
@@ -236,7 +226,7 @@ def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: n
             fa = factors[a[0], a[1], d]
             if fa == 1:
                 continue
-            for p in sorted(set(_primes(int(fa)))):
+            for p in sorted(set(prime_factors(int(fa)))):
                 for b in slots:
                     if b == a:
                         continue
