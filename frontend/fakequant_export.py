@@ -37,21 +37,16 @@ from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
 from quantloop.ir import (
     ConstantOp,
     DequantizeOp,
-    DropoutOp,
-    FlattenOp,
-    IdentityOp,
-    MaxPoolOp,
     QuantizeOp,
-    ReshapeOp,
     UniformPerAxisType,
     UniformType,
     is_float,
     op_label,
 )
+from quantloop.ir.ops import MOVES_VALUES
 from quantloop.ir import quantization as q
 
 QDQ_BITS = (4, 8, 16)
-MOVES_VALUES = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
 
 
 def export_fakequant_onnx(

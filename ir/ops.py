@@ -1157,3 +1157,9 @@ QNN_OPS: tuple[type[IRDLOperation], ...] = (
     IdentityOp,
     DropoutOp,
 )
+
+#: Ops whose result holds values of their first operand, only moved (selected, reshaped or copied).
+MOVES_VALUES: tuple[type[IRDLOperation], ...] = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
+
+#: Ops that read weights, and the index of the weight operand.
+WEIGHT_OPERAND: dict[type[IRDLOperation], int] = {Conv2dOp: 1, GemmOp: 1, MatMulOp: 1}

@@ -50,7 +50,6 @@ from quantloop.ir.qnn import (
     GlobalAvgPoolOp,
     IdentityOp,
     IntType,
-    MatMulOp,
     MaxPoolOp,
     QuantizeOp,
     ReluOp,
@@ -61,10 +60,9 @@ from quantloop.ir.qnn import (
     is_signed,
     op_label,
 )
+from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
 from quantloop.ir.types import INT_BITS
 
-WEIGHT_OPERAND = {Conv2dOp: 1, GemmOp: 1, MatMulOp: 1}
-PASS_THROUGH = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
 KEEPS_NONNEGATIVE = (MaxPoolOp, AvgPoolOp, GlobalAvgPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp, ConcatOp, AddOp)
 _SPEC = re.compile(r"^w(\d+)a(\d+)$")
 
@@ -214,7 +212,7 @@ class AssignBitsPass(ModulePass):
                 ints = [t for t in ints if isinstance(t, IntType)]
                 if self._is_nonnegative(o, nonnegative):
                     nonnegative.add(result)
-                if isinstance(o, PASS_THROUGH) and entry.activations is None and ints:
+                if isinstance(o, MOVES_VALUES) and entry.activations is None and ints:
                     elem = IntType(ints[0].bits, ints[0].signed and result not in nonnegative)
                 else:
                     elem = IntType(entry.activations or default_a, result not in nonnegative)

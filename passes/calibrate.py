@@ -47,24 +47,17 @@ from quantloop.ir.qnn import (
     ConstantOp,
     Conv2dOp,
     DenseWeightsAttr,
-    DropoutOp,
-    FlattenOp,
     GemmOp,
-    IdentityOp,
     IntType,
-    MatMulOp,
-    MaxPoolOp,
     Pot2Type,
     PotType,
-    ReshapeOp,
     UniformPerAxisType,
     UniformType,
     main_func,
     op_label,
 )
+from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
 
-WEIGHT_OPERAND = {Conv2dOp: 1, GemmOp: 1, MatMulOp: 1}
-MOVES_VALUES = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
 PERCENTILE_SAMPLE_CAP = 1 << 22
 
 

@@ -28,21 +28,16 @@ from xdsl.dialects.builtin import ModuleOp
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.ops import (
+    MOVES_VALUES,
     ConstantOp,
     Conv2dOp,
-    DropoutOp,
-    FlattenOp,
     GemmOp,
-    IdentityOp,
     MatMulOp,
-    MaxPoolOp,
     QuantizeOp,
     DequantizeOp,
-    ReshapeOp,
 )
 from quantloop.ir.types import INT_BITS, IntType, element_type
 
-PASS_THROUGH = (MaxPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp)
 COMPUTE = (Conv2dOp, GemmOp, MatMulOp)
 DEFAULT_BITS = 8
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:\.\.|-|:)\s*(\d+)\s*$")
@@ -265,7 +260,7 @@ def build_space(module: ModuleOp, widths: tuple[int, ...], schemes: tuple[str, .
                 ComputeLayer(name, names[w], bias, names[x], tensor, tuple(w.type.get_shape()), _weight_axis(op))
             )
             quantizers.append(Quantizer(tensor, elem.signed, ("layer", len(layers) - 1)))
-        elif isinstance(op, PASS_THROUGH):
+        elif isinstance(op, MOVES_VALUES):
             aliases[tensor] = aliases.get(names[op.operands[0]], names[op.operands[0]])
         else:
             inputs = tuple(
