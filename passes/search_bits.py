@@ -81,6 +81,21 @@ class SearchData:
     calib_spec: str | None = None  # the data spec calibration read (None: seeded random inputs)
 
 
+def _labelled(spec: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    from quantloop.frontend.dataset import load_dataset
+
+    x, y = load_dataset(spec)
+    if y is None:
+        raise QuantloopError(f"{spec}: {what} data needs labels (array y)")
+    return x, y
+
+
+def _fidelity_proxy(module: ModuleOp, samples: int, seed: int) -> tuple[np.ndarray, None, str]:
+    """Seeded random inputs on which top-1 agreement with the float model stands in for accuracy."""
+    name = f"fidelity proxy: top-1 agreement with float on {samples} N(0,1) inputs (seed {seed})"
+    return _random_inputs(module, samples, seed), None, name
+
+
 def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: SearchSettings) -> SearchData:
     """Calibration, validation and test data for the search (see the module docstring)."""
     from quantloop.frontend.dataset import load_dataset
@@ -97,24 +112,16 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
         calib_x, calib_name = _random_inputs(module, CALIB_RANDOM_SAMPLES, 0), "random N(0,1) inputs (seed 0)"
     val_spec = settings.val_data or ("zoo:digits-val" if digits else None)
     if val_spec:
-        val_x, val_y = load_dataset(val_spec)
-        if val_y is None:
-            raise QuantloopError(f"{val_spec}: validation data needs labels (array y)")
-        val_name = val_spec
+        (val_x, val_y), val_name = _labelled(val_spec, "validation"), val_spec
     elif imagenet_zoo:
-        val_x, val_y = _random_inputs(module, settings.proxy_samples, 1), None
-        val_name = f"fidelity proxy: top-1 agreement with float on {settings.proxy_samples} N(0,1) inputs (seed 1)"
+        val_x, val_y, val_name = _fidelity_proxy(module, settings.proxy_samples, 1)
     else:
         raise QuantloopError("--search: --val-data is required (a labelled .npz with x and y) for this model")
     test_spec = settings.test_data or ("zoo:digits-test" if digits else None)
     if test_spec:
-        test_x, test_y = load_dataset(test_spec)
-        if test_y is None:
-            raise QuantloopError(f"{test_spec}: test data needs labels (array y)")
-        test_name = test_spec
+        (test_x, test_y), test_name = _labelled(test_spec, "test"), test_spec
     elif imagenet_zoo and not settings.val_data:
-        test_x, test_y = _random_inputs(module, settings.proxy_samples, 2), None
-        test_name = f"fidelity proxy: top-1 agreement with float on {settings.proxy_samples} N(0,1) inputs (seed 2)"
+        test_x, test_y, test_name = _fidelity_proxy(module, settings.proxy_samples, 2)
     else:
         test_x = test_y = test_name = None
     calib_spec = None if calib_name.startswith("random") else calib_name
