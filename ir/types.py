@@ -43,6 +43,13 @@ def float_text(value: float) -> str:
     return mantissa + exp_mark + exponent
 
 
+def _parse_bits_field(parser: AttrParser) -> int:
+    """`bits = <b>`, the first parameter of `!qnn.int`, `!qnn.pot` and `!qnn.pot2`."""
+    parser.parse_keyword("bits")
+    parser.parse_punctuation("=")
+    return parser.parse_integer(allow_boolean=False, allow_negative=False)
+
+
 def _check_bits(type_name: str, bits: int, legal: frozenset[int]) -> None:
     if bits not in legal:
         raise VerifyException(
@@ -120,9 +127,7 @@ class IntType(_IntegerStorage, ParametrizedAttribute, TypeAttribute):
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
         start = parser.pos
         with parser.in_angle_brackets():
-            parser.parse_keyword("bits")
-            parser.parse_punctuation("=")
-            bits = parser.parse_integer(allow_boolean=False, allow_negative=False)
+            bits = _parse_bits_field(parser)
             parser.parse_punctuation(",")
             parser.parse_keyword("signed")
             parser.parse_punctuation("=")
@@ -316,9 +321,7 @@ class _PowerOfTwoType:
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
         start = parser.pos
         with parser.in_angle_brackets():
-            parser.parse_keyword("bits")
-            parser.parse_punctuation("=")
-            bits = parser.parse_integer(allow_boolean=False, allow_negative=False)
+            bits = _parse_bits_field(parser)
         return _verified(cls, parser, start, [IntAttr(bits)])
 
 
