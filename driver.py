@@ -76,7 +76,7 @@ def qnn_passes(
     percentile: float = 99.99,
 ) -> list[ModulePass]:
     """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration."""
-    passes = [_make_pass("qnn-canonicalize")]
+    passes = [_make_pass("qnn-canonicalize"), _make_pass("qnn-fold-quant")]
     passes.append(_make_pass("qnn-assign-bits", bits=bits, file=bits_file or ""))
     if calibrate:
         passes.append(
