@@ -101,6 +101,8 @@ def _fold_quantize(op: Operation) -> None:
 
 @dataclass(frozen=True)
 class FoldQuantPass(ModulePass):
+    """Fold a QDQ / QOperator / QONNX model's quantize-dequantize into its layers' types (keeps its own bits)."""
+
     name = "qnn-fold-quant"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
