@@ -11,7 +11,7 @@ HELP = "Compile an ONNX model (or zoo:NAME) for a target: bit-widths, mappings, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="ONNX file, or zoo:NAME (see `quantloop zoo`)")
-    parser.add_argument("--target", help="target name (see `quantloop targets`) or a target YAML file")
+    parser.add_argument("--target", help="target name (see `quantloop targets`), a target YAML file, or a Timeloop design folder")
     parser.add_argument("-o", "--output", metavar="DIR", help="write schedules, packed weights and the report here")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--bits", default="w8a8", help="uniform bit-widths, e.g. w8a8, w4a8 (default: w8a8)")
