@@ -137,7 +137,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     from quantloop.passes.pipeline import run_pipeline
 
     started = time.perf_counter()
-    out = sys.stdout if out is None else out
+    out = sys.stderr if out is None else out  # IR dumps, as mlir-opt prints them
     if output_dir is not None:
         if target is None:
             raise QuantloopError("compile: -o/--output needs --target (schedules and packed weights are per target)")

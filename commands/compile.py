@@ -80,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
         command_line=shlex.join(["quantloop", *sys.argv[1:]]),
         search=search_settings(args),
     )
-    to_stderr = args.print_ir_after_all or bool(args.print_ir_after)
-    stream = sys.stderr if to_stderr else sys.stdout
-    console = Console(stderr=to_stderr, width=None if stream.isatty() else 160)
+    # the result (summary table) on stdout; IR dumps went to stderr, as mlir-opt and xdsl-opt do
+    console = Console(width=None if sys.stdout.isatty() else 160)
     print_summary(console, result, args)
     if result.search is not None:
         from quantloop.cosearch import print_search_summary

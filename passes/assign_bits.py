@@ -154,6 +154,8 @@ def _retype(value: SSAValue, elem: Attribute) -> SSAValue:
 
 @dataclass(frozen=True)
 class AssignBitsPass(ModulePass):
+    """Give weights and activations `!qnn.int` types: `bits` (w8a8) or per layer from a JSON `file`."""
+
     name = "qnn-assign-bits"
 
     bits: str = "w8a8"

@@ -169,7 +169,9 @@ def apply_bits(module: ModuleOp, table: dict, ctx: Context | None = None) -> Non
 
 @dataclass(frozen=True)
 class SearchBitsPass(ModulePass):
-    """`qnn-search-bits{target=eyeriss val_data=... ...}` on a canonicalized float module.
+    """NSGA-II search of per-layer bit-widths with the mapper in the loop, on a canonicalized float module.
+
+    `qnn-search-bits{target=eyeriss val_data=... ...}`.
 
     The pass does not know which model it runs on, so `val_data` is required (labelled `.npz` or
     `zoo:digits-val`) and `data` empty means seeded random calibration inputs; `output` (a folder)
