@@ -97,7 +97,9 @@ class CompileOptions:
     """Everything a compile can be told. Defaults here are the only defaults."""
 
     target: str | None = field(
-        default=None, metadata=flag("--target", help="target name (see `quantloop targets`) or a target YAML file")
+        default=None, metadata=flag(
+            "--target", help="target name (see `quantloop targets`), a target YAML file, or a Timeloop design folder"
+        ),
     )
     output_dir: str | Path | None = field(
         default=None, metadata=flag("-o", "--output", metavar="DIR", help="write schedules, packed weights and the report here")
