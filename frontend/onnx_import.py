@@ -30,6 +30,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
+from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS, QOPERATOR_CONVERTERS
 from quantloop.frontend.quant_types import ONNX_STORAGE, container, uniform_type
 from quantloop.ir import (
     AddOp,
@@ -214,18 +215,21 @@ class _Importer:
     # ------------------------------------------------------------------ converters
 
     def conv(self, node: onnx.NodeProto) -> None:
-        a = _attrs(node)
         x, w = self.value(node.input[0]), self.value(node.input[1])
-        w_shape = self.shape_of(node.input[1])
+        bias = self.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        self.emit(self.conv_op(node, x, w, bias, self.result_type(node.output[0])), node.output[0])
+
+    def conv_op(self, node: onnx.NodeProto, x: SSAValue, w: SSAValue, bias: SSAValue | None, result_type) -> Conv2dOp:
+        """A Conv2dOp with `node`'s attributes (Conv and QLinearConv share them)."""
+        a = _attrs(node)
+        w_shape = tuple(w.type.get_shape())
         if len(w_shape) != 4:
             raise self.fail(f"only 2-D convolutions are supported (weight shape {list(w_shape)})")
-        bias = self.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         strides = list(a.get("strides", [1, 1]))
         dilations = list(a.get("dilations", [1, 1]))
-        pads = self.pads(a, self.shape_of(node.input[0])[2:], list(a.get("kernel_shape", w_shape[2:])), strides, dilations)
-        op = Conv2dOp(x, w, bias, self.result_type(node.output[0]), strides=strides, pads=pads,
-                      dilations=dilations, group=int(a.get("group", 1)), name=node.name or None)
-        self.emit(op, node.output[0])
+        pads = self.pads(a, x.type.get_shape()[2:], list(a.get("kernel_shape", w_shape[2:])), strides, dilations)
+        return Conv2dOp(x, w, bias, result_type, strides=strides, pads=pads,
+                        dilations=dilations, group=int(a.get("group", 1)), name=node.name or None)
 
     def pads(self, a: Mapping[str, object], size, kernel, strides, dilations) -> list[int]:
         mode = a.get("auto_pad", b"NOTSET")
@@ -504,6 +508,7 @@ CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "Dropout": _Importer.dropout,
     "QuantizeLinear": _Importer.quantize_linear,
     "DequantizeLinear": _Importer.dequantize_linear,
+    **QOPERATOR_CONVERTERS,
 }
 QONNX_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {"Quant": _Importer.qonnx_quant}
 #: onnxruntime's contrib domain: QuantizeLinear / DequantizeLinear as the standard ones (ORT writes int4 and
@@ -511,6 +516,7 @@ QONNX_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {"Qua
 MICROSOFT_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "QuantizeLinear": _Importer.quantize_linear,
     "DequantizeLinear": _Importer.dequantize_linear,
+    **MICROSOFT_QOPERATOR_CONVERTERS,
 }
 DOMAIN_CONVERTERS = {**{d: QONNX_CONVERTERS for d in QONNX_DOMAINS}, MICROSOFT_DOMAIN: MICROSOFT_CONVERTERS}
 
