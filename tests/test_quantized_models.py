@@ -299,3 +299,160 @@ def test_qdq_mobilenet_v2(variant, tmp_path, cache):
 def test_qoperator_resnet18(tmp_path, cache):
     model = folded_float(resnet18(width=0.25, resolution=32, num_classes=10), tmp_path, "qop")
     compile_and_check(quantize(model, tmp_path, "qop", fmt=QuantFormat.QOperator), tmp_path, cache, integer_kernels=True)
+
+
+# ----------------------------------------------------------------------------- QONNX
+
+QONNX = "qonnx.custom_op.general"
+
+
+def qonnx_cnn() -> onnx.ModelProto:
+    """Quant nodes at 2, 4 and 8 bits on weights and activations (signed, unsigned, narrow, per channel)."""
+    rng = np.random.default_rng(11)
+    nodes, inits = [], []
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def quant(x: str, out: str, scale, bits: int, signed: int, narrow: int = 0) -> str:
+        inputs = [x, const(f"{out}.scale", scale), const(f"{out}.zeropt", 0.0), const(f"{out}.bitwidth", bits)]
+        nodes.append(helper.make_node("Quant", inputs, [out], domain=QONNX, name=f"{out}_quant", signed=signed,
+                                      narrow=narrow, rounding_mode="ROUND"))
+        return out
+
+    def weight(name: str, shape, bits: int, narrow: int) -> str:
+        w = rng.standard_normal(shape).astype(np.float32) * 0.3
+        qmax = 2 ** (bits - 1) - 1
+        scale = (np.abs(w).reshape(shape[0], -1).max(axis=1) / qmax).reshape((-1,) + (1,) * (len(shape) - 1))
+        return quant(const(name, w), f"{name}_q", scale.astype(np.float32), bits, 1, narrow)
+
+    x = quant("x", "x_q", 0.05, 8, 1)
+    nodes.append(helper.make_node("Conv", [x, weight("conv1.w", (8, 3, 3, 3), 2, 1)], ["c1"], pads=[1, 1, 1, 1], name="conv1"))
+    nodes.append(helper.make_node("Relu", ["c1"], ["r1"], name="relu1"))
+    a1 = quant("r1", "a1", 0.1, 4, 0)
+    nodes.append(helper.make_node("Conv", [a1, weight("conv2.w", (8, 8, 3, 3), 4, 0)], ["c2"], pads=[1, 1, 1, 1], name="conv2"))
+    nodes.append(helper.make_node("Relu", ["c2"], ["r2"], name="relu2"))
+    a2 = quant("r2", "a2", 0.05, 8, 0)
+    nodes.append(helper.make_node("GlobalAveragePool", [a2], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", [quant("gap", "a3", 0.05, 8, 0)], ["flat"], name="flatten"))
+    a3 = "flat"
+    nodes.append(helper.make_node("Gemm", [a3, weight("fc.w", (10, 8), 8, 1)], ["logits"], transB=1, name="fc"))
+    quant("logits", "y", 0.02, 8, 1)
+    graph = helper.make_graph(nodes, "qonnx_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(QONNX, 1)])
+
+
+@pytest.mark.parametrize("targets", [("simba",), pytest.param(TARGETS, marks=pytest.mark.slow)], ids=["simba", "both"])
+def test_qonnx_cnn_compiles_with_its_own_bits_codes_and_outputs(targets, tmp_path, cache):
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.custom_op.general.quant import quant
+
+    model = qonnx_cnn()
+    src = tmp_path / "qonnx.onnx"
+    onnx.save(model, src)
+    graph = _Graph(src)
+    expected_bits = {"conv1": "w2 i8 o4u", "conv2": "w4 i4u o8u", "fc": "w8 i8u o8"}
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(4)]
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    wrapper = ModelWrapper(model).transform(InferShapes())
+    reference = np.stack([execute_onnx(wrapper, {"x": x})["y"] for x in xs])
+    for target in targets:
+        out = tmp_path / target
+        result = quantloop.compile(str(src), target=target, output_dir=out, cache_dir=str(cache), out=io.StringIO())
+        assert {layer.name: layer.bits for layer in result.layers} == expected_bits
+        codes = unpack(out)
+        for node in graph.model.graph.node:
+            if node.op_type not in ("Conv", "Gemm"):
+                continue
+            q = graph.producer[node.input[1]]
+            w, scale, zeropt, bits = (graph.array(name) for name in q.input)
+            attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
+            values = quant(w, scale, zeropt, bits, attrs["signed"], attrs["narrow"], "ROUND")
+            np.testing.assert_array_equal(codes[node.name], np.round(values / scale + zeropt).astype(np.int64))
+        ours = _session(out / "model.quant.onnx", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        got = np.stack([ours.run(None, {"x": x})[0] for x in xs])
+        # Quant rounds as the fake quantization does and qonnx runs the float ops in onnxruntime: bit-exact.
+        np.testing.assert_array_equal(got, reference)
+
+
+def _qonnx_model(nodes, inits, x_shape, y_shape, opset_version: int = 2) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "qonnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(QONNX, opset_version)])
+
+
+def _qonnx_reference(model: onnx.ModelProto, xs: list[np.ndarray]) -> np.ndarray:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    wrapper = ModelWrapper(model).transform(InferShapes())
+    return np.stack([execute_onnx(wrapper, {"x": x})["y"] for x in xs])
+
+
+def test_qonnx_bipolar_weights(tmp_path, cache):
+    """BipolarQuant weights become 2-bit ±1 codes at the model's scale; outputs bit-exact."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Quant", ["x", "xs", "z", "b8"], ["xq"], domain=QONNX, signed=1, narrow=0, rounding_mode="ROUND", name="quant_x"),
+        helper.make_node("BipolarQuant", ["w", "ws"], ["wq"], domain=QONNX, name="binary_w"),
+        helper.make_node("Conv", ["xq", "wq"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Quant", ["c", "ys", "z", "b8"], ["y"], domain=QONNX, signed=1, narrow=0, rounding_mode="ROUND", name="quant_y"),
+    ]
+    model = _qonnx_model(nodes, {"xs": 0.02, "z": 0.0, "b8": 8, "w": w, "ws": 0.05, "ys": 0.05}, [1, 3, 6, 6], [1, 4, 6, 6])
+    src = tmp_path / "bipolar.onnx"
+    onnx.save(model, src)
+    out = tmp_path / "out"
+    result = quantloop.compile(str(src), target="simba", output_dir=out, cache_dir=str(cache), out=io.StringIO())
+    assert [layer.bits for layer in result.layers] == ["w2 i8 o8"]
+    np.testing.assert_array_equal(unpack(out)["conv"], np.where(w >= 0, 1, -1))
+    xs = [rng.standard_normal((1, 3, 6, 6)).astype(np.float32) for _ in range(4)]
+    ours = _session(out / "model.quant.onnx", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    np.testing.assert_array_equal(np.stack([ours.run(None, {"x": x})[0] for x in xs]), _qonnx_reference(model, xs))
+
+
+@pytest.mark.parametrize("scale, exact", [(2.0**-6, True), (0.02, False)], ids=["power-of-two", "other"])
+def test_qonnx_trunc(scale, exact, tmp_path):
+    """Trunc (ROUND) of 8-bit codes to 5 bits (t = 8). With a power-of-two scale (as Brevitas' truncation
+    uses) the float reference is exact; with another scale x = q·scale is rounded to float32, so a tie
+    q / t = n + 1/2 may round either way: at most 1 LSB of out_scale."""
+    nodes = [
+        helper.make_node("Quant", ["x", "xs", "z", "b8"], ["xq"], domain=QONNX, signed=1, narrow=0, rounding_mode="ROUND", name="quant_x"),
+        helper.make_node("Trunc", ["xq", "xs", "z", "b8", "ts", "b5"], ["y"], domain=QONNX, signed=1, rounding_mode="ROUND", name="trunc"),
+    ]
+    model = _qonnx_model(nodes, {"xs": scale, "z": 0.0, "b8": 8, "ts": 8 * scale, "b5": 5}, [64, 64], [64, 64])
+    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+
+    path = tmp_path / "trunc.quant.onnx"
+    onnx.save(export_fakequant_onnx(quantloop.compile(model, out=io.StringIO()).module), path)  # no layer to map
+    xs = [np.random.default_rng(9).standard_normal((64, 64)).astype(np.float32) * 64 * scale]
+    ours = _session(path, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    got, reference = ours.run(None, {"x": xs[0]})[0], _qonnx_reference(model, xs)[0]
+    lsb = np.abs(got - reference) / np.float32(8 * scale)
+    assert lsb.max() == 0.0 if exact else lsb.max() <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(rounding_mode="FLOOR"), "rounding_mode FLOOR is not supported"),
+    (dict(inputs=5), "Trunc v1"),
+    (dict(bipolar_activation=True), "BipolarQuant of activations"),
+])
+def test_qonnx_refusals_name_the_reason(change, message):
+    from quantloop.errors import QuantloopError
+
+    trunc_inputs = ["xq", "xs", "z", "b8", "ts", "b5"][: change.get("inputs", 6)]
+    nodes = [helper.make_node("Quant", ["x", "xs", "z", "b8"], ["xq"], domain=QONNX, signed=1, name="quant_x"),
+             helper.make_node("Trunc", trunc_inputs, ["y"], domain=QONNX, name="trunc",
+                              rounding_mode=change.get("rounding_mode", "ROUND"))]
+    if change.get("bipolar_activation"):
+        nodes = [helper.make_node("BipolarQuant", ["x", "xs"], ["y"], domain=QONNX, name="binary_x")]
+    model = _qonnx_model(nodes, {"xs": 0.02, "z": 0.0, "b8": 8, "ts": 0.16, "b5": 5}, [1, 4], [1, 4])
+    with pytest.raises(QuantloopError, match=message):
+        quantloop.compile(model)
