@@ -71,6 +71,7 @@ from quantloop.ir import (
 )
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "finn")
+MICROSOFT_DOMAIN = "com.microsoft"
 OPSETS = range(7, 22)  # below 11 converted by onnx.version_converter at load (frontend.onnx_fold)
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -625,7 +626,7 @@ def _qonnx_codes(x, scale, zeropt, bits, signed, narrow, mode, fail) -> np.ndarr
 def _converter(node: onnx.NodeProto) -> Callable[[_Importer, onnx.NodeProto], None] | None:
     if node.domain in ("", "ai.onnx"):
         return CONVERTERS.get(node.op_type) or (_Importer.host if node.op_type in HOST_OP_TYPES else None)
-    return QONNX_CONVERTERS.get(node.op_type) if node.domain in QONNX_DOMAINS else None
+    return DOMAIN_CONVERTERS.get(node.domain, {}).get(node.op_type)
 
 
 CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
@@ -654,7 +655,15 @@ CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "DequantizeLinear": _Importer.dequantize_linear,
 }
 QONNX_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {"Quant": _Importer.qonnx_quant}
+#: onnxruntime's contrib domain: QuantizeLinear / DequantizeLinear as the standard ones (ORT writes int4 and
+#: int16 QDQ there below opset 21).
+MICROSOFT_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
+    "QuantizeLinear": _Importer.quantize_linear,
+    "DequantizeLinear": _Importer.dequantize_linear,
+}
+DOMAIN_CONVERTERS = {**{d: QONNX_CONVERTERS for d in QONNX_DOMAINS}, MICROSOFT_DOMAIN: MICROSOFT_CONVERTERS}
 
 
 def supported_ops() -> list[str]:
-    return sorted({*CONVERTERS, *HOST_OP_TYPES}) + [f"{op} (QONNX)" for op in sorted(QONNX_CONVERTERS)]
+    return (sorted({*CONVERTERS, *HOST_OP_TYPES}) + [f"{op} (QONNX)" for op in sorted(QONNX_CONVERTERS)]
+            + [f"{MICROSOFT_DOMAIN}.{op}" for op in sorted(MICROSOFT_CONVERTERS)])

@@ -20,3 +20,12 @@ if _found is None:
         "set QUANTLOOP_REFERENCE_DIR to that folder"
     )
 os.environ["QUANTLOOP_REFERENCE_DIR"] = str(_found)
+
+# Hypothesis runs are reproducible by default (the `ci` profile derandomizes: the same examples every run,
+# so CI cannot go red by chance). Explore with fresh random examples locally:
+#   HYPOTHESIS_PROFILE=dev python -m pytest -q tests/test_quantization.py
+from hypothesis import settings as _hypothesis_settings
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+_hypothesis_settings.register_profile("dev", derandomize=False, print_blob=True)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
