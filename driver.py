@@ -18,6 +18,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
+from quantloop.progress import Progress, reporting
 
 
 @dataclass
@@ -48,6 +49,7 @@ class CompileResult:
     artifacts: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     search: dict[str, Any] | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_energy_pj(self) -> float:
@@ -74,6 +76,8 @@ def qnn_passes(
     weight_scheme: str,
     act_range: str = "minmax",
     percentile: float = 99.99,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
 ) -> list[ModulePass]:
     """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration."""
     passes = [_make_pass("qnn-canonicalize")]
@@ -82,7 +86,7 @@ def qnn_passes(
         passes.append(
             _make_pass(
                 "qnn-calibrate", data=data or "", weight_clip=weight_clip, scheme=weight_scheme,
-                act_range=act_range, percentile=percentile,
+                act_range=act_range, percentile=percentile, cache_dir=cache_dir or "", no_cache=not use_cache,
             )
         )
     return passes
@@ -113,14 +117,21 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     out: TextIO | None = None,
     command_line: str = "",
     search: Any | None = None,
+    emit: str | Sequence[str] | None = None,
+    progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` (an ONNX path, `zoo:NAME`, an `onnx.ModelProto` or a qnn `ModuleOp`).
 
     Without `target` the flow stops at the graph level (bit-widths assigned); with a target the
     model is calibrated and every conv / gemm layer is lowered and mapped. `search`
     (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and compiles
-    its chosen point (`quantloop.cosearch.run_search`).
+    its chosen point (`quantloop.cosearch.run_search`). `emit` chooses the artefacts written to
+    `output_dir` (`backend.artifacts.parse_emit`: "schedule,weights", "all"; default the cheap ones).
+    `progress` (`quantloop.progress.make_progress`) shows the phases as they run; without it the
+    compile is silent. Either way `result.phases` holds every phase's wall time.
     """
+    if not command_line:
+        command_line = python_call(model, locals())
     if search is not None:
         from quantloop.cosearch import run_search
 
@@ -130,8 +141,43 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
             act_range=act_range, percentile=percentile,
             workers=workers, cache_dir=cache_dir, use_cache=use_cache, print_ir_after_all=print_ir_after_all,
             print_ir_after=print_ir_after, dump_ir=dump_ir, elide_weights_over=elide_weights_over, out=out,
-            command_line=command_line,
+            command_line=command_line, emit=emit, progress=progress,
         )
+    with reporting(progress or Progress()) as shown:
+        result = _compile(
+            model, target=target, bits=bits, bits_file=bits_file, objective=objective, input_shapes=input_shapes,
+            output_dir=output_dir, force=force, data=data, weight_clip=weight_clip, weight_scheme=weight_scheme,
+            act_range=act_range, percentile=percentile, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
+            print_ir_after_all=print_ir_after_all, print_ir_after=print_ir_after, dump_ir=dump_ir,
+            elide_weights_over=elide_weights_over, out=out, command_line=command_line, emit=emit, progress=shown,
+        )
+    result.phases = dict(shown.phases)
+    return result
+
+
+def python_call(model: Any, arguments: Mapping[str, Any]) -> str:
+    """`quantloop.compile('zoo:x', target='eyeriss', ...)`: the command line of a compile run from Python
+    (the arguments that differ from their defaults), for schedule.txt and report.json."""
+    import inspect
+
+    defaults = {
+        name: p.default for name, p in inspect.signature(compile).parameters.items() if p.default is not inspect.Parameter.empty
+    }
+    skip = {"out", "progress", "command_line", "search"}
+    parts = [repr(str(model)) if isinstance(model, (str, Path)) else f"<{type(model).__name__}>"]
+    for name, default in defaults.items():
+        value = arguments.get(name, default)
+        if name in skip or value == default or (isinstance(value, (list, tuple)) and not value and not default):
+            continue
+        parts.append(f"{name}={str(value)!r}" if isinstance(value, Path) else f"{name}={value!r}")
+    return f"quantloop.compile({', '.join(parts)})"
+
+
+def _compile(
+    model: Any, *, target, bits, bits_file, objective, input_shapes, output_dir, force, data, weight_clip,
+    weight_scheme, act_range, percentile, workers, cache_dir, use_cache, print_ir_after_all, print_ir_after,
+    dump_ir, elide_weights_over, out, command_line, emit, progress: Progress,
+) -> CompileResult:
     from quantloop.frontend import import_onnx
     from quantloop.ir import make_context
     from quantloop.passes.pipeline import run_pipeline
@@ -141,17 +187,21 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     if output_dir is not None:
         if target is None:
             raise QuantloopError("compile: -o/--output needs --target (schedules and packed weights are per target)")
+        from quantloop.backend.emit import parse_emit
         from quantloop.backend.atomic import check_output_dir
 
+        parse_emit(emit)
         check_output_dir(Path(output_dir), force=force)
 
     target_obj = None
     if target is not None:
         from quantloop.targets.registry import load_target
 
-        target_obj = load_target(target)
+        with progress.phase("load target"):
+            target_obj = load_target(target)
 
-    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(input_shapes or {}))
+    with progress.phase("import"):
+        module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(input_shapes or {}))
     ctx = make_context()
     dump_kwargs = dict(
         print_ir_after_all=print_ir_after_all,
@@ -168,6 +218,8 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
         weight_scheme=weight_scheme,
         act_range=act_range,
         percentile=percentile,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
     )
     dump_dir = Path(dump_ir) if dump_ir is not None else None
     run_pipeline(module, passes, ctx, dump_dir=dump_dir, **dump_kwargs)
@@ -208,6 +260,9 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
             target=target_obj,
             command_line=command_line,
             force=force,
+            emit=emit,
+            title=f"{model if isinstance(model, (str, Path)) else 'model'} on {target_obj.name}, "
+            f"{bits_file or bits} ({objective})",
         )
     result.seconds = time.perf_counter() - started
     return result

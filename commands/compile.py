@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="target name (see `quantloop targets`) or a target YAML file")
     parser.add_argument("-o", "--output", metavar="DIR", help="write schedules, packed weights and the report here")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    from quantloop.backend.emit import emit_help
+
+    parser.add_argument("--emit", metavar="LIST", help=emit_help())
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
     parser.add_argument("--bits", default="w8a8", help="uniform bit-widths, e.g. w8a8, w4a8 (default: w8a8)")
     parser.add_argument("--bits-file", metavar="JSON", help='per-layer bits: {"conv1": {"weights": 4, "activations": 8}}')
     parser.add_argument("--objective", choices=["energy", "latency", "edp"], default="energy")
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from quantloop.errors import QuantloopError
     from quantloop.frontend.onnx_load import parse_input_shapes
     from quantloop.passes.search.flags import search_settings
+    from quantloop.progress import make_progress
 
     if args.workers < 1:
         raise QuantloopError(f"--workers {args.workers}: must be at least 1")
@@ -79,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         elide_weights_over=None if args.elide_weights == 0 else args.elide_weights,
         command_line=shlex.join(["quantloop", *sys.argv[1:]]),
         search=search_settings(args),
+        emit=args.emit,
+        progress=make_progress(sys.stderr, quiet=args.quiet),
     )
     to_stderr = args.print_ir_after_all or bool(args.print_ir_after)
     stream = sys.stderr if to_stderr else sys.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -16,6 +17,7 @@ from xdsl.utils.exceptions import ArgSpecParseError, VerifyException
 from quantloop.errors import QuantloopError
 from quantloop.ir.qnn import print_module, verify_module
 from quantloop.passes.registry import available_passes
+from quantloop.progress import current as current_progress
 
 
 def dump_header(pass_name: str) -> str:
@@ -84,8 +86,16 @@ def run_pipeline(
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
     step = first_step - 1
+    progress = current_progress()
+    running = ExitStack()  # the phase of the pass that runs now (dumps are not timed as the pass)
 
-    def after_pass(previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
+    def after_pass(previous: ModulePass | None, op: ModuleOp, next_pass: ModulePass | None) -> None:
+        running.close()
+        _dump(previous, op)
+        if next_pass is not None:
+            running.enter_context(progress.phase(next_pass.name))
+
+    def _dump(previous: ModulePass | None, op: ModuleOp) -> None:
         nonlocal step
         if previous is None:
             if dump_dir is not None and first_step == 1:
@@ -105,7 +115,8 @@ def run_pipeline(
             (dump_dir / f"{step:02d}_{previous.name}.mlir").write_text(print_module(op, elide_weights_over=None))
 
     try:
-        PassPipeline(tuple(passes), after_pass).apply(ctx, module)
+        with running:
+            PassPipeline(tuple(passes), after_pass).apply(ctx, module)
     except VerifyException as err:
         raise QuantloopError(f"internal error: a pass produced invalid IR: {err}", exit_code=1) from err
     return module

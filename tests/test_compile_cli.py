@@ -88,7 +88,8 @@ def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(ca
 
 def test_compile_writes_artefacts_and_refuses_to_overwrite_without_force(capsys, tmp_path):
     out_dir = tmp_path / "build"
-    argv = ["compile", "zoo:cnn_digits", "--target", "simba", "-o", str(out_dir), "--cache-dir", str(tmp_path / "c")]
+    argv = ["compile", "zoo:cnn_digits", "--target", "simba", "-o", str(out_dir), "--cache-dir", str(tmp_path / "c"),
+            "--emit", "all"]
     code, out, err = _run(argv + ["--data", "zoo:digits-calib"], capsys)
     assert code == 0, err
     for name in ("schedule.json", "schedule.txt", "weights.bin", "weights.json", "report.json", "model.quant.onnx"):
