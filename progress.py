@@ -12,6 +12,7 @@ plain line per finished phase otherwise (a log file or a pipe), nothing with `qu
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -60,12 +61,14 @@ class Progress:
         handle = Phase(self, name, total)
         started = time.perf_counter()
         self._begin(handle)
+        failed = True
         try:
             yield handle
+            failed = False
         finally:
             seconds = time.perf_counter() - started
             self.phases[name] = self.phases.get(name, 0.0) + seconds
-            self._end(handle, seconds)
+            self._end(handle, seconds, failed)
 
     def close(self) -> None:
         """Stop any live display."""
@@ -76,19 +79,34 @@ class Progress:
     def _update(self, phase: Phase) -> None:
         pass
 
-    def _end(self, phase: Phase, seconds: float) -> None:
-        pass
+    def _end(self, phase: Phase, seconds: float, failed: bool) -> None:
+        """`failed`: the phase raised (its error is reported by whoever catches it, not here)."""
+
+
+def plain_line(name: str, seconds: float, summary: str = "") -> str:
+    """`quantloop: mapping 1.23 s (31/31, 31 cache hits)`: a finished phase on a log or a pipe."""
+    return f"quantloop: {name} {seconds:.2f} s{summary}"
+
+
+_PLAIN_LINE = re.compile(r"^quantloop: (?!error: )[\w .-]+ \d+\.\d\d s( \(.*\))?$")
+
+
+def is_progress_line(line: str) -> bool:
+    """Whether `line` (of stderr) is a plain progress line rather than a message or an error."""
+    return bool(_PLAIN_LINE.match(line))
 
 
 class PlainProgress(Progress):
-    """One line per finished phase, for logs and pipes: `quantloop: accel-map 1.23 s (52/52, 52 cache hits)`."""
+    """One line per finished phase (:func:`plain_line`), for logs and pipes. A phase that fails prints
+    nothing: the error's one line says what went wrong."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__()
         self.stream = stream
 
-    def _end(self, phase: Phase, seconds: float) -> None:
-        print(f"quantloop: {phase.name} {seconds:.2f} s{phase.summary()}", file=self.stream, flush=True)
+    def _end(self, phase: Phase, seconds: float, failed: bool) -> None:
+        if not failed:
+            print(plain_line(phase.name, seconds, phase.summary()), file=self.stream, flush=True)
 
 
 class RichProgress(Progress):
@@ -115,9 +133,10 @@ class RichProgress(Progress):
         counts = f"{phase.done}/{phase.total}{hits}" if phase.total is not None else ""
         self.bars.update(self.tasks[id(phase)], completed=phase.done, counts=counts, item=phase.item)
 
-    def _end(self, phase: Phase, seconds: float) -> None:
+    def _end(self, phase: Phase, seconds: float, failed: bool) -> None:
         self.bars.remove_task(self.tasks.pop(id(phase)))
-        self.console.print(f"[green]✓[/] {phase.name} [dim]{seconds:.2f} s{phase.summary()}[/]", highlight=False)
+        if not failed:
+            self.console.print(f"[green]✓[/] {phase.name} [dim]{seconds:.2f} s{phase.summary()}[/]", highlight=False)
 
     def close(self) -> None:
         self.bars.stop()
