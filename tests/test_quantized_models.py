@@ -23,6 +23,7 @@ from quantloop.frontend.zoo.builder import GraphBuilder
 from quantloop.frontend.zoo.models import mobilenet_v2, resnet18
 
 TARGETS = ("eyeriss", "simba")
+EMIT = "weights,onnx"  # the artefacts the checks read
 COMPUTE = ("Conv", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger")
 
 
@@ -181,7 +182,7 @@ def output_scale(src: Path) -> float:
 def compile_and_check(src: Path, out_root: Path, cache: Path, targets=TARGETS, integer_kernels: bool = False) -> None:
     for target in targets:
         out = out_root / f"{src.stem}-{target}"
-        result = quantloop.compile(str(src), target=target, output_dir=out, cache_dir=str(cache), out=io.StringIO())
+        result = quantloop.compile(str(src), target=target, output_dir=out, cache_dir=str(cache), emit=EMIT, out=io.StringIO())
         assert result.layers, "no layer was mapped"
         assert all(np.isfinite(layer.energy_pj) for layer in result.layers)
         check_weights(src, out)
@@ -363,7 +364,7 @@ def test_qonnx_cnn_compiles_with_its_own_bits_codes_and_outputs(targets, tmp_pat
     reference = np.stack([execute_onnx(wrapper, {"x": x})["y"] for x in xs])
     for target in targets:
         out = tmp_path / target
-        result = quantloop.compile(str(src), target=target, output_dir=out, cache_dir=str(cache), out=io.StringIO())
+        result = quantloop.compile(str(src), target=target, output_dir=out, cache_dir=str(cache), emit=EMIT, out=io.StringIO())
         assert {layer.name: layer.bits for layer in result.layers} == expected_bits
         codes = unpack(out)
         for node in graph.model.graph.node:
@@ -410,7 +411,7 @@ def test_qonnx_bipolar_weights(tmp_path, cache):
     src = tmp_path / "bipolar.onnx"
     onnx.save(model, src)
     out = tmp_path / "out"
-    result = quantloop.compile(str(src), target="simba", output_dir=out, cache_dir=str(cache), out=io.StringIO())
+    result = quantloop.compile(str(src), target="simba", output_dir=out, cache_dir=str(cache), emit=EMIT, out=io.StringIO())
     assert [layer.bits for layer in result.layers] == ["w2 i8 o8"]
     np.testing.assert_array_equal(unpack(out)["conv"], np.where(w >= 0, 1, -1))
     xs = [rng.standard_normal((1, 3, 6, 6)).astype(np.float32) for _ in range(4)]
