@@ -20,6 +20,7 @@ from xdsl.passes import ModulePass
 
 PASS_MODULES: dict[str, str] = {
     "qnn-canonicalize": "quantloop.passes.canonicalize",
+    "qnn-fold-quant": "quantloop.passes.fold_quant",
     "qnn-assign-bits": "quantloop.passes.assign_bits",
     "qnn-calibrate": "quantloop.passes.calibrate",
     "qnn-search-bits": "quantloop.passes.search_bits",
@@ -38,9 +39,12 @@ def _module_exists(module: str) -> bool:
 def load_pass(name: str) -> type[ModulePass]:
     """The pass class registered as `name` (imports its module; a package must re-export it)."""
     module = importlib.import_module(PASS_MODULES[name])
-    for _, obj in inspect.getmembers(module, inspect.isclass):
-        if issubclass(obj, ModulePass) and getattr(obj, "name", None) == name:
-            return obj
+    found = [
+        obj for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, ModulePass) and getattr(obj, "name", None) == name
+    ]
+    if found:  # the base class when a module also defines in-memory variants of its pass
+        return min(found, key=lambda cls: len(cls.__mro__))
     raise LookupError(f"{PASS_MODULES[name]} defines no ModulePass named '{name}'")
 
 

@@ -54,7 +54,7 @@ def test_print_ir_after_all_on_mobilenet_v2_dumps_every_pass_and_each_dump_parse
     assert code == 0, err
     assert "IR Dump" not in out
     dumps = _split_dumps(err)
-    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-assign-bits"]
+    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits"]
     _check_dumps(dumps, tmp_path, capsys)
     assert "!qnn.int<bits = 8, signed = true>" in dumps[-1][1]
     # the custom syntax: enum activations, compact arrays, defaults left out
@@ -70,7 +70,9 @@ def test_mobilenet_v2_on_eyeriss_every_dump_is_readable_and_round_trips(capsys, 
     )
     assert code == 0, err
     dumps = _split_dumps(err)
-    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"]
+    assert [name for name, _ in dumps] == [
+        "qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"
+    ]
     _check_dumps(dumps, tmp_path, capsys)
     mapped = dumps[-1][1]
     assert mapped.startswith("!qnn_q0 = !qnn.uniform<i8:f32:0, {") and "#accel.cost<" in mapped
@@ -96,17 +98,18 @@ def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(ca
     code, out, err = _run(argv, capsys)
     assert code == 0, err
     names = [name for name, _ in _split_dumps(err)]
-    assert names == ["qnn-canonicalize", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"]
+    assert names == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"]
     files = sorted(p.name for p in dump_dir.iterdir())
     assert files == [
         "00_input.mlir",
         "01_qnn-canonicalize.mlir",
-        "02_qnn-assign-bits.mlir",
-        "03_qnn-calibrate.mlir",
-        "04_accel-lower.mlir",
-        "05_accel-map.mlir",
+        "02_qnn-fold-quant.mlir",
+        "03_qnn-assign-bits.mlir",
+        "04_qnn-calibrate.mlir",
+        "05_accel-lower.mlir",
+        "06_accel-map.mlir",
     ]
-    mapped = parse_module((dump_dir / "05_accel-map.mlir").read_text(), "05_accel-map.mlir")
+    mapped = parse_module((dump_dir / "06_accel-map.mlir").read_text(), "06_accel-map.mlir")
     layers = [op for op in mapped.walk() if op.name == "accel.layer"]
     assert layers and all(op.properties.get("mapping") is not None for op in layers)
     assert "#accel.mapping<" in err and "#accel.cost<" in err
