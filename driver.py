@@ -233,6 +233,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
     `mapper_stats` (layer name -> object with `seconds` and `cache_hit`) comes from the accel-map
     pass; timings are kept out of the IR so that dumps stay deterministic.
     """
+    from quantloop.ir import op_kind
     from quantloop.ir.accel import host_ops, layers
 
     summaries: list[LayerSummary] = []
@@ -255,7 +256,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
                 cache_hit=bool(getattr(stats, "cache_hit", False)),
             )
         )
-    host = [f"{op.name} {_op_name(op)}" for op in host_ops(module)]
+    host = [f"{op_kind(op)} {_op_name(op)}" for op in host_ops(module)]
     return summaries, host
 
 

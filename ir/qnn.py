@@ -37,6 +37,8 @@ from quantloop.ir.ops import (
     FlattenOp,
     GemmOp,
     GlobalAvgPoolOp,
+    HOST_OP_TYPES,
+    HostOp,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -47,6 +49,7 @@ from quantloop.ir.ops import (
     broadcast_shapes,
     conv_output_size,
     matmul_shape,
+    op_kind,
     op_label,
 )
 from quantloop.ir.types import (
@@ -230,6 +233,8 @@ __all__ = [
     "FlattenOp",
     "GemmOp",
     "GlobalAvgPoolOp",
+    "HOST_OP_TYPES",
+    "HostOp",
     "IdentityOp",
     "IntType",
     "MatMulOp",
@@ -256,6 +261,7 @@ __all__ = [
     "is_signed",
     "make_context",
     "matmul_shape",
+    "op_kind",
     "op_label",
     "parse_module",
     "print_module",
