@@ -1178,7 +1178,7 @@ HOST_OP_TYPES = frozenset({
 
 
 @irdl_op_definition
-class HostOp(IRDLOperation, _Named):
+class HostOp(QnnOp):
     """An ONNX operator (`op_type` in `HOST_OP_TYPES`) that runs on the host, with ONNX's semantics.
 
     `onnx_attrs` holds the node's attributes (ints, floats, strings and lists of them); `absent`

@@ -23,7 +23,7 @@ from typing import ClassVar
 from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, f64, i64
 from xdsl.dialects.utils import EnumAttribute
 from xdsl.ir import Attribute, BuiltinAttribute, SSAValue
-from xdsl.irdl import IRDLOperation, OptionalDef, VarOperandDef
+from xdsl.irdl import IRDLOperation, OptionalDef, VarOperandDef, VarResultDef
 from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
 from xdsl.utils.base_printer import BasePrinter
@@ -264,6 +264,25 @@ class CustomSyntaxOp(IRDLOperation):
         return layout
 
     @classmethod
+    def _group_results(cls, parser: Parser, types: list[Attribute], pos: int) -> list[Attribute | list[Attribute]]:
+        """Result types per result definition (one variadic group takes what the single ones leave)."""
+        definitions = cls.get_irdl_definition().results
+        variadic = [f for f, d in definitions if isinstance(d, VarResultDef)]
+        spare = len(types) - (len(definitions) - len(variadic))
+        if len(variadic) > 1 or spare < 0 or (not variadic and spare):
+            parser.raise_error(f"{cls.name}: {len(types)} result types do not fit its results", pos, parser.pos)
+        grouped: list[Attribute | list[Attribute]] = []
+        index = 0
+        for _, definition in definitions:
+            if isinstance(definition, VarResultDef):
+                grouped.append(types[index : index + spare])
+                index += spare
+            else:
+                grouped.append(types[index])
+                index += 1
+        return grouped
+
+    @classmethod
     def parse(cls, parser: Parser) -> CustomSyntaxOp:
         op_def = cls.get_irdl_definition()
         start = parser.pos
@@ -302,7 +321,7 @@ class CustomSyntaxOp(IRDLOperation):
         operands = [[values[i] for i in entry] if isinstance(entry, list) else values[entry] for entry in layout]
         return cls.build(
             operands=operands,
-            result_types=list(function_type.outputs.data),
+            result_types=cls._group_results(parser, list(function_type.outputs.data), type_pos),
             properties=properties,
             attributes=attributes.data if isinstance(attributes, DictionaryAttr) else {},
         )

@@ -240,6 +240,7 @@ def test_round_trip(build, elide):
     module, _ = build()
     module.verify()
     text = print_module(module, elide_weights_over=elide)
+    assert '"qnn.' not in text, "every qnn op prints in the custom syntax (derive new ops from QnnOp)"
     parsed = parse_module(text)
     assert print_module(parsed, elide_weights_over=elide) == text
     if elide is None:
