@@ -268,12 +268,16 @@ def weight_scales(
     ``minmax`` maps each channel's max |w| to the largest level; ``mse`` searches the clipping value
     ``ratio * max|w|`` per channel for the least squared error of the fake-quantized weights: ratios
     0.05, 0.10, ..., 1 first, then steps of 0.005 within ±0.05 of each channel's best (never worse than
-    minmax, which is ratio 1). Channels that are all zero get scale 1.
+    minmax, which is ratio 1). Channels that are all zero, or whose max |w| is below ``top · MIN_SCALE``
+    (a scale would be subnormal), get scale 1 and so all-zero codes.
     """
     mat = _channel_matrix(w, axis)
     absmax = np.abs(mat).max(axis=1) if mat.size else np.zeros(mat.shape[0], np.float32)
     top = max_level(scheme, bits)
-    safe_max = np.where(absmax > 0, absmax, np.float32(top))
+    # A channel whose scale would fall below float32's normal range (max |w| < top · MIN_SCALE) is
+    # quantized as all-zero: clamping its scale up to MIN_SCALE would round codes beyond max |w|.
+    representable = absmax >= np.float32(top) * MIN_SCALE
+    safe_max = np.where(representable, absmax, np.float32(top))
     base = np.maximum((safe_max / np.float32(top)).astype(np.float32), MIN_SCALE)
     if clip == "minmax":
         return base

@@ -115,6 +115,8 @@ def _batches(x: np.ndarray, batch: int) -> Iterator[np.ndarray]:
 
 @dataclass(frozen=True)
 class CalibratePass(ModulePass):
+    """Per-channel weight scales and activation ranges from onnxruntime runs: `!qnn.uniform` types."""
+
     name = "qnn-calibrate"
 
     data: str = ""

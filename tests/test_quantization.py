@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper
@@ -131,6 +131,8 @@ def test_uniform_round_trip_error_within_half_step(x, bits, signed, scale, zp_fr
     scheme=st.sampled_from(["int", "pot", "pot2"]),
     clip=st.sampled_from(["minmax", "mse"]),
 )
+@example(w=np.array([[6.4e-39, -1e-40]], np.float32), bits=8, scheme="int", clip="minmax")  # subnormal channel
+@example(w=np.array([[3e-37, 1e-38]], np.float32), bits=4, scheme="pot", clip="minmax")
 def test_weight_codes_in_range_and_nearest(w, bits, scheme, clip):
     if scheme == "pot2" and bits < 3:
         bits = 3
