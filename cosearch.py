@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from xdsl.dialects.builtin import ModuleOp
 
+from quantloop.backend.artifacts import write_artifacts
+from quantloop.backend.atomic import atomic_output_dir, check_output_dir
 from quantloop.errors import QuantloopError
+from quantloop.frontend import import_onnx
+from quantloop.ir import make_context
+from quantloop.options import CompileOptions
+from quantloop.passes.canonicalize import CanonicalizePass
+from quantloop.passes.search.engine import search_bits
+from quantloop.passes.search.pareto import build_pareto, write_pareto
 from quantloop.passes.search_bits import (
     SearchData,
     SearchSettings,
@@ -27,18 +35,21 @@ from quantloop.passes.search_bits import (
 )
 
 
-def run_search(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any):
+def run_search(model: Any, options: CompileOptions | SearchSettings, *, console=None, out: TextIO | None = None,
+               **keywords: Any):
     """`quantloop compile --search`: search, write the front, compile the chosen point.
 
-    `compile_kwargs` are `driver.compile`'s (target, output_dir, force, data, objective, workers,
-    cache_dir, use_cache, weight_clip, input_shapes, ...); `bits` / `bits_file` are chosen here.
+    `options` is the compile's `CompileOptions` with `search` set (or, shorter, the
+    `SearchSettings` alone, with the other options as keywords); the bits are chosen here.
     Returns the driver's `CompileResult` with `search` holding the pareto.json document.
     """
-    import time
-
     started = time.perf_counter()
-    searched = search_model(model, settings, console=console, **compile_kwargs)
-    compiled = compile_chosen(searched, **compile_kwargs)
+    if isinstance(options, SearchSettings):
+        options = CompileOptions.build(search=options, **keywords)
+    else:
+        options = CompileOptions.build(options, **keywords)
+    searched = search_model(model, options, console=console)
+    compiled = compile_chosen(searched, options, out=out)
     compiled.seconds = time.perf_counter() - started
     return compiled
 
@@ -53,40 +64,29 @@ class Searched:
     document: dict[str, Any]
 
 
-def search_model(model: Any, settings: SearchSettings, *, console=None, **compile_kwargs: Any) -> Searched:
+def search_model(model: Any, options: CompileOptions, *, console=None) -> Searched:
     """The search half of `run_search` (raises the exit-3 error after writing the front)."""
-    from quantloop.passes.search.pareto import build_pareto, write_pareto
-    from quantloop.frontend import import_onnx
-    from quantloop.ir import make_context
-    from quantloop.passes.canonicalize import CanonicalizePass
-    from quantloop.passes.search.engine import search_bits
-
-    target = compile_kwargs.get("target")
-    if not target:
+    settings = options.search
+    if settings is None:
+        raise QuantloopError("search_model: the options have no search settings (CompileOptions.search)")
+    if not options.target:
         raise QuantloopError("--search needs --target (the energy objective maps every layer on it)")
-    if compile_kwargs.get("bits_file"):
+    if options.bits_file or options.bits_table is not None:
         raise QuantloopError("--search chooses the bits itself; drop --bits-file")
-    output_dir = compile_kwargs.get("output_dir")
-    if output_dir is not None:
-        from quantloop.backend.atomic import check_output_dir
-
-        check_output_dir(Path(output_dir), force=compile_kwargs.get("force", False))
-    if compile_kwargs.get("weight_scheme", "int") != "int":
+    if options.output_dir is not None:
+        check_output_dir(Path(options.output_dir), force=options.force)
+    if options.weight_scheme != "int":
         raise QuantloopError("--search chooses the weight scheme from the target's PEs; drop --scheme")
 
-    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(compile_kwargs.get("input_shapes") or {}))
+    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(options.input_shapes or {}))
     module = module.clone()
     CanonicalizePass().apply(make_context(), module)
-    data = resolve_data(module, model, compile_kwargs.get("data"), settings)
-    options = search_options(target, compile_kwargs.get("objective", "energy"), settings, compile_kwargs.get("workers", 1),
-                       compile_kwargs.get("cache_dir"), compile_kwargs.get("use_cache", True),
-                       compile_kwargs.get("weight_clip", "minmax"), compile_kwargs.get("act_range", "minmax"),
-                       compile_kwargs.get("percentile", 99.99))
+    data = resolve_data(module, model, options.data, settings)
     if console is None and settings.progress:
         from rich.console import Console
 
         console = Console(stderr=True)
-    result = search_bits(module, options, data.calib_x, data.val_x, data.val_y, console=console,
+    result = search_bits(module, search_options(options), data.calib_x, data.val_x, data.val_y, console=console,
                          data_names=(data.calib_name, data.val_name))
     model_name = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
     extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
@@ -94,33 +94,28 @@ def search_model(model: Any, settings: SearchSettings, *, console=None, **compil
         extra["test"] = held_out_accuracies(result, data)
     document = build_pareto(result, model=model_name, extra=extra)
     if result.chosen is None:
-        if output_dir is not None:
-            from quantloop.backend.atomic import atomic_output_dir
-
-            with atomic_output_dir(Path(output_dir), compile_kwargs.get("force", False)) as tmp:
+        if options.output_dir is not None:
+            with atomic_output_dir(Path(options.output_dir), options.force) as tmp:
                 write_pareto(tmp, document, result)
         raise no_feasible_error(result)
     return Searched(module, data, result, document)
 
 
-def compile_chosen(searched: Searched, **compile_kwargs: Any):
-    """The compile half of `run_search`: the chosen point through `driver.compile`, artefacts with
-    pareto.json, pareto.png and bits.json in the same atomic output folder."""
-    from quantloop.passes.search.pareto import write_pareto
+def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO | None = None):
+    """The compile half of `run_search`: the chosen point through `driver.compile` (its bits table
+    handed over in memory), artefacts with pareto.json, pareto.png and bits.json in the same atomic
+    output folder."""
     from quantloop.driver import compile as compile_model
 
-    result, document, output_dir = searched.result, searched.document, compile_kwargs.get("output_dir")
+    result, document, output_dir = searched.result, searched.document, options.output_dir
     table = result.bits_file(result.chosen)
-    with tempfile.TemporaryDirectory(prefix="quantloop-search-") as tmp:
-        bits_path = Path(tmp) / "bits.json"
-        bits_path.write_text(json.dumps(table, indent=1))
-        kwargs = dict(compile_kwargs, bits_file=str(bits_path), weight_scheme=result.chosen.config.scheme, output_dir=None)
-        kwargs["data"] = kwargs.get("data") or searched.data.calib_spec
-        compiled = compile_model(searched.module, **kwargs)
+    chosen_options = options.replace(
+        bits_file=None, bits_table=table, weight_scheme=result.chosen.config.scheme, output_dir=None, search=None,
+        data=options.data or searched.data.calib_spec,
+    )
+    compiled = compile_model(searched.module, chosen_options, out=out)
     compiled.search = document
     if output_dir is not None:
-        from quantloop.backend.artifacts import write_artifacts
-
         def write_search_files(folder: Path) -> dict[str, Path]:
             written = write_pareto(folder, document, result)
             bits_out = folder / "bits.json"
@@ -129,7 +124,7 @@ def compile_chosen(searched: Searched, **compile_kwargs: Any):
 
         compiled.artifacts = write_artifacts(
             Path(output_dir), qnn_module=compiled.qnn_module, accel_module=compiled.module, target=compiled.target,
-            command_line=compile_kwargs.get("command_line", ""), force=compile_kwargs.get("force", False),
+            command_line=options.command_line, force=options.force, emit=options.emit,
             extra_reports={"search": report_summary(document)}, extra_writers=[write_search_files],
         )
     return compiled

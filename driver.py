@@ -1,6 +1,7 @@
 """The compile flow: model -> qnn -> bits -> calibration -> accel layers -> mappings -> artefacts.
 
-`compile()` is what `quantloop compile` and the Python API run. It checks the output folder
+`compile()` is what `quantloop compile` and the Python API run, with one `CompileOptions`
+(`quantloop.options`; its module docstring says how to add an option). It checks the output folder
 before any work, runs every pass through one pipeline runner (so `--print-ir-after-all` and
 `--dump-ir` see each of them), and hands the mapped module to the backend.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,6 +19,8 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
+from quantloop.options import CompileOptions
+from quantloop.progress import Progress, reporting
 
 
 @dataclass
@@ -48,6 +51,8 @@ class CompileResult:
     artifacts: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     search: dict[str, Any] | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of every phase (import, each pass, mapping, each artefact), as `quantloop.progress` recorded them."""
 
     @property
     def total_energy_pj(self) -> float:
@@ -64,133 +69,133 @@ def _make_pass(name: str, **options: Any) -> ModulePass:
     return load_pass(name)(**options)
 
 
-def qnn_passes(
-    *,
-    bits: str,
-    bits_file: str | None,
-    calibrate: bool,
-    data: str | None,
-    weight_clip: str,
-    weight_scheme: str,
-    act_range: str = "minmax",
-    percentile: float = 99.99,
-) -> list[ModulePass]:
+def qnn_passes(options: CompileOptions, *, calibrate: bool) -> list[ModulePass]:
     """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration."""
-    passes = [_make_pass("qnn-canonicalize")]
-    passes.append(_make_pass("qnn-assign-bits", bits=bits, file=bits_file or ""))
+    passes = [_make_pass("qnn-canonicalize"), _make_pass("qnn-fold-quant")]
+    if options.bits_table is not None:
+        from quantloop.passes.assign_bits import AssignBitsTablePass
+
+        passes.append(AssignBitsTablePass(bits=options.bits, table=options.bits_table))
+    else:
+        passes.append(_make_pass("qnn-assign-bits", bits=options.bits, file=options.bits_file or ""))
     if calibrate:
         passes.append(
             _make_pass(
-                "qnn-calibrate", data=data or "", weight_clip=weight_clip, scheme=weight_scheme,
-                act_range=act_range, percentile=percentile,
+                "qnn-calibrate", data=options.data or "", weight_clip=options.weight_clip, scheme=options.weight_scheme,
+                act_range=options.act_range, percentile=options.percentile,
+                cache_dir=options.cache_dir or "", no_cache=not options.use_cache,
             )
         )
     return passes
 
 
+def accel_passes(options: CompileOptions) -> list[ModulePass]:
+    """Lowering onto the target and mapping every layer."""
+    return [
+        _make_pass("accel-lower", target=options.target),
+        _make_pass(
+            "accel-map",
+            objective=options.objective,
+            workers=options.workers,
+            cache_dir=options.cache_dir or "",
+            no_cache=not options.use_cache,
+        ),
+    ]
+
+
 def compile(  # noqa: A001 - the public API is quantloop.compile
     model: Any,
+    options: CompileOptions | None = None,
     *,
-    target: str | None = None,
-    bits: str = "w8a8",
-    bits_file: str | None = None,
-    objective: str = "energy",
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    output_dir: str | Path | None = None,
-    force: bool = False,
-    data: str | None = None,
-    weight_clip: str = "minmax",
-    weight_scheme: str = "int",
-    act_range: str = "minmax",
-    percentile: float = 99.99,
-    workers: int = 1,
-    cache_dir: str | None = None,
-    use_cache: bool = True,
-    print_ir_after_all: bool = False,
-    print_ir_after: Sequence[str] = (),
-    dump_ir: str | Path | None = None,
-    elide_weights_over: int | None = 16,
     out: TextIO | None = None,
-    command_line: str = "",
-    search: Any | None = None,
+    progress: Progress | None = None,
+    **keywords: Any,
 ) -> CompileResult:
     """Compile `model` (an ONNX path, `zoo:NAME`, an `onnx.ModelProto` or a qnn `ModuleOp`).
 
+    `options` (`quantloop.options.CompileOptions`) and/or its fields as keywords
+    (`compile(model, target="eyeriss", bits="w4a8")`) say how; `out` receives printed IR.
     Without `target` the flow stops at the graph level (bit-widths assigned); with a target the
-    model is calibrated and every conv / gemm layer is lowered and mapped. `search`
+    model is calibrated and every conv / gemm layer is lowered and mapped. `options.search`
     (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and compiles
-    its chosen point (`quantloop.cosearch.run_search`).
+    its chosen point (`quantloop.cosearch.run_search`). `progress` (`quantloop.progress.make_progress`)
+    shows the phases as they run; without it the compile is silent. Either way `result.phases`
+    holds every phase's wall time.
     """
-    if search is not None:
-        from quantloop.cosearch import run_search
+    options = CompileOptions.build(options, **keywords)
+    if not options.command_line:
+        options = options.replace(command_line=python_call(model, options))
+    with reporting(progress or Progress()) as shown:
+        if options.search is not None:
+            from quantloop.cosearch import run_search
 
-        return run_search(
-            model, search, target=target, bits_file=bits_file, objective=objective, input_shapes=input_shapes,
-            output_dir=output_dir, force=force, data=data, weight_clip=weight_clip, weight_scheme=weight_scheme,
-            act_range=act_range, percentile=percentile,
-            workers=workers, cache_dir=cache_dir, use_cache=use_cache, print_ir_after_all=print_ir_after_all,
-            print_ir_after=print_ir_after, dump_ir=dump_ir, elide_weights_over=elide_weights_over, out=out,
-            command_line=command_line,
-        )
+            result = run_search(model, options, out=out)
+        else:
+            result = _compile(model, options, out, shown)
+    result.phases = dict(shown.phases)
+    return result
+
+
+def python_call(model: Any, options: CompileOptions) -> str:
+    """`quantloop.compile('zoo:x', target='eyeriss', ...)`: how a compile run from Python is recorded in
+    schedule.txt and report.json (the options that differ from their defaults)."""
+    import dataclasses
+
+    parts = [repr(str(model)) if isinstance(model, (str, Path)) else f"<{type(model).__name__}>"]
+    for f in dataclasses.fields(CompileOptions):
+        value = getattr(options, f.name)
+        if f.name in ("command_line", "search", "bits_table") or value == f.default:
+            continue
+        parts.append(f"{f.name}={str(value)!r}" if isinstance(value, Path) else f"{f.name}={value!r}")
+    return f"quantloop.compile({', '.join(parts)})"
+
+
+def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: Progress) -> CompileResult:
     from quantloop.frontend import import_onnx
     from quantloop.ir import make_context
     from quantloop.passes.pipeline import run_pipeline
 
     started = time.perf_counter()
-    out = sys.stdout if out is None else out
+    out = sys.stderr if out is None else out  # IR dumps, as mlir-opt prints them
+    target, output_dir = options.target, options.output_dir
     if output_dir is not None:
         if target is None:
             raise QuantloopError("compile: -o/--output needs --target (schedules and packed weights are per target)")
         from quantloop.backend.atomic import check_output_dir
+        from quantloop.backend.emit import parse_emit
 
-        check_output_dir(Path(output_dir), force=force)
+        parse_emit(options.emit)
+        check_output_dir(Path(output_dir), force=options.force)
 
     target_obj = None
     if target is not None:
         from quantloop.targets.registry import load_target
 
-        target_obj = load_target(target)
+        with progress.phase("load target"):
+            target_obj = load_target(target)
 
-    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(input_shapes or {}))
+    with progress.phase("import"):
+        module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(options.input_shapes or {}))
     ctx = make_context()
     dump_kwargs = dict(
-        print_ir_after_all=print_ir_after_all,
-        print_ir_after=set(print_ir_after),
+        print_ir_after_all=options.print_ir_after_all,
+        print_ir_after=set(options.print_ir_after),
         out=out,
-        elide_weights_over=elide_weights_over,
+        elide_weights_over=options.elide_weights_over,
     )
-    passes = qnn_passes(
-        bits=bits,
-        bits_file=bits_file,
-        calibrate=target is not None or output_dir is not None,
-        data=data,
-        weight_clip=weight_clip,
-        weight_scheme=weight_scheme,
-        act_range=act_range,
-        percentile=percentile,
-    )
-    dump_dir = Path(dump_ir) if dump_ir is not None else None
+    passes = qnn_passes(options, calibrate=target is not None or output_dir is not None)
+    dump_dir = Path(options.dump_ir) if options.dump_ir is not None else None
     run_pipeline(module, passes, ctx, dump_dir=dump_dir, **dump_kwargs)
     if target_obj is None:
         return CompileResult(module=module, qnn_module=module, target=None, seconds=time.perf_counter() - started)
 
     qnn_module = module.clone()
-    accel_passes = [
-        _make_pass("accel-lower", target=target),
-        _make_pass(
-            "accel-map",
-            objective=objective,
-            workers=workers,
-            cache_dir=cache_dir or "",
-            no_cache=not use_cache,
-        ),
-    ]
     from quantloop.passes.accel_map import collect_mapper_stats
 
     with collect_mapper_stats() as mapper_stats:
         run_pipeline(
             module,
-            accel_passes,
+            accel_passes(options),
             ctx,
             dump_dir=dump_dir,
             first_step=len(passes) + 1,
@@ -206,11 +211,20 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
             qnn_module=qnn_module,
             accel_module=module,
             target=target_obj,
-            command_line=command_line,
-            force=force,
+            command_line=options.command_line,
+            force=options.force,
+            emit=options.emit,
+            title=plot_title(model, target_obj, options),
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+def plot_title(model: Any, target: Any, options: CompileOptions) -> str:
+    """`zoo:mobilenet_v2 on eyeriss, w4a8 (energy)`: what the plots are of."""
+    name = str(model) if isinstance(model, (str, Path)) else "model"
+    bits = "searched bits" if options.bits_table is not None else (options.bits_file or options.bits)
+    return f"{name} on {target.name}, {bits} ({options.objective})"
 
 
 def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = None) -> tuple[list[LayerSummary], list[str]]:
@@ -219,6 +233,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
     `mapper_stats` (layer name -> object with `seconds` and `cache_hit`) comes from the accel-map
     pass; timings are kept out of the IR so that dumps stay deterministic.
     """
+    from quantloop.ir import op_kind
     from quantloop.ir.accel import host_ops, layers
 
     summaries: list[LayerSummary] = []
@@ -241,7 +256,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
                 cache_hit=bool(getattr(stats, "cache_hit", False)),
             )
         )
-    host = [f"{op.name} {_op_name(op)}" for op in host_ops(module)]
+    host = [f"{op_kind(op)} {_op_name(op)}" for op in host_ops(module)]
     return summaries, host
 
 

@@ -6,7 +6,8 @@ Totals are sums over layers (layers run one after another). A layer's weight byt
 ``weights.bin``: packed weight words plus its int32 bias (padded to a word); so ``total.weight_bytes`` is
 the size of ``weights.bin``. Energy "by level" puts MAC energy under level ``MAC`` and adds a level's
 leakage to it; "by data space" has ``Weights``, ``Inputs``, ``Outputs``, ``compute`` (MACs) and
-``leakage``.
+``leakage``. ``target.area`` is the target's area per level, for the MACs and in total (mm²,
+``targets/area.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from quantloop.backend.layers import LayerRecord
 from quantloop.backend.schedule import energy_breakdown
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
+from quantloop.targets.area import target_area
 
 REPORT_VERSION = 1
 CORE_KEYS = ("version", "quantloop_version", "command_line", "target", "total", "layers", "host_ops", "plots")
@@ -92,7 +94,8 @@ def build_report(
         "version": REPORT_VERSION,
         "quantloop_version": __version__,
         "command_line": command_line,
-        "target": {"name": target.name, "content_hash": target.content_hash, "pe_count": target.pe_count},
+        "target": {"name": target.name, "content_hash": target.content_hash, "pe_count": target.pe_count,
+                   "area": target_area(target).to_json()},
         "total": {
             "energy_pj": sum(layer["energy_pj"] for layer in layers),
             "cycles": cycles,

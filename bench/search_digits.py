@@ -32,23 +32,22 @@ def digits(target: str, args) -> dict:
     from rich.console import Console
 
     from quantloop.cosearch import compile_chosen, search_model
+    from quantloop.options import CompileOptions
     from quantloop.passes.search_bits import SearchSettings
 
     with tempfile.TemporaryDirectory(prefix="quantloop-bench-") as tmp:
-        kwargs = dict(target=target, output_dir=Path(tmp) / "build", cache_dir=str(Path(tmp) / "cache"),
-                      workers=args.workers, weight_clip=args.weight_clip, act_range=args.act_range,
-                      percentile=args.percentile)
-        started = time.perf_counter()
-        searched = search_model(
-            "zoo:mobilenet_v2_digits",
-            SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
-            console=Console(stderr=True), **kwargs,
+        options = CompileOptions(
+            target=target, output_dir=Path(tmp) / "build", cache_dir=str(Path(tmp) / "cache"), workers=args.workers,
+            weight_clip=args.weight_clip, act_range=args.act_range, percentile=args.percentile,
+            search=SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
         )
+        started = time.perf_counter()
+        searched = search_model("zoo:mobilenet_v2_digits", options, console=Console(stderr=True))
         search_wall = time.perf_counter() - started
         report_digits(target, searched.document, args)
         print(f"search wall time       {search_wall:.1f} s (cold mapper cache; goal < 600 s)", flush=True)
         try:
-            compiled = compile_chosen(searched, **kwargs)
+            compiled = compile_chosen(searched, options)
             energy = sum(layer.energy_pj for layer in compiled.layers)
             print(f"compile of the chosen  {time.perf_counter() - started - search_wall:.1f} s, "
                   f"{len(compiled.artifacts)} artefacts; compiled energy {energy / 1e6:.4f} µJ (accel-map at the exact bits)")

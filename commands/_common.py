@@ -13,7 +13,7 @@ def add_target_argument(parser: argparse.ArgumentParser, required: bool = True) 
     parser.add_argument(
         "--target",
         required=required,
-        help="target name (see `quantloop targets`) or path to a target YAML file",
+        help="target name (see `quantloop targets`), a target YAML file, or a Timeloop design folder / arch.yaml",
     )
 
 

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from quantloop.costmodel.model import evaluate
     from quantloop.costmodel.problem import Bits
     from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
+    from quantloop.targets.area import format_mm2, target_area
     from quantloop.targets.registry import load_target
 
     arch = load_target(args.target)
@@ -42,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
     bits = bits_from_args(args, default=file_bits, scheme=args.scheme) or Bits(scheme=args.scheme)
     mapping = read_mapping(args.mapping, arch)
     result = evaluate(arch, problem, mapping, bits, check=True)
+    area = target_area(arch)
     if args.json:
-        print(json.dumps(result.to_json(), indent=1))
+        print(json.dumps({**result.to_json(), "area": area.to_json()}, indent=1))
         return 0
     print_cost_tables(arch.name, problem, bits, result)
+    parts = [f"{name} {format_mm2(mm2)}" for name, mm2 in area.levels.items()] + [f"{arch.compute.name} {format_mm2(area.compute)}"]
+    print(f"area (all instances): {', '.join(parts)}; total {format_mm2(area.total_mm2)}")
     return 0

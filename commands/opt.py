@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "run passes on a .mlir file (e.g. -p qnn-canonicalize,qnn-assign-bits{bits=w4a8})"
+HELP = "run passes on a .mlir file (e.g. -p qnn-canonicalize,qnn-assign-bits{bits=w4a8},cse)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,13 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--passes",
         default="",
         metavar="PIPELINE",
-        help="comma-separated passes with options in braces, e.g. 'qnn-assign-bits{bits=w4a8 file=bits.json}'",
+        help="comma-separated passes with options in braces, e.g. 'qnn-assign-bits{bits=w4a8 file=bits.json}'; "
+        "xDSL's canonicalize, cse and dce run too (--list-passes)",
     )
     parser.add_argument("-o", "--output", metavar="OUT", help="write the result here instead of standard output")
     parser.add_argument(
         "--print-ir-after-all",
+        "--print-between-passes",
         action="store_true",
-        help="print the IR after every pass to standard error, under MLIR's '// -----// IR Dump After' header",
+        help="print the IR after every pass to standard error, under MLIR's '// -----// IR Dump After' header "
+        "(--print-between-passes is xdsl-opt's name for it)",
     )
     parser.add_argument(
         "--print-ir-after",
@@ -38,7 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print constants with more than N values as #qnn.dense<elided> "
         "(default: the result keeps every weight, IR dumps elide over 16)",
     )
-    parser.add_argument("--list-passes", action="store_true", help="list the available passes and exit")
+    parser.add_argument(
+        "--time-passes", action="store_true", help="print the wall time of every pass to standard error (MLIR's report)"
+    )
+    parser.add_argument(
+        "--list-passes", action="store_true", help="list the available passes with their options and exit"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from quantloop.errors import QuantloopError
     from quantloop.ir.qnn import make_context, parse_module, print_module
     from quantloop.passes.pipeline import parse_pipeline, run_pipeline
-    from quantloop.passes.registry import available_passes
-
     if args.list_passes:
-        print("\n".join(sorted(available_passes())))
+        sys.stdout.write(list_passes())
         return 0
     if args.file is None:
         raise QuantloopError("quantloop opt: no input file given (FILE.mlir, or '-' for standard input)")
@@ -80,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         dump_dir=Path(args.dump_ir) if args.dump_ir else None,
         out=sys.stderr,
         elide_weights_over=16 if args.elide_weights is None else elide,
+        time_passes=args.time_passes,
     )
     result = print_module(module, elide_weights_over=elide)
     if args.output:
@@ -94,3 +101,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(result)
     return 0
+
+
+def list_passes() -> str:
+    """Every pass a pipeline may name: `name{option=default ...}`, its description and option types."""
+    from quantloop.passes.registry import describe_pass, pipeline_passes
+
+    lines = []
+    for name, loader in pipeline_passes().items():
+        info = describe_pass(name, loader())
+        lines.append(f"{name}  {info.description}")
+        for option in info.options:
+            lines.append(f"    {option.name}: {option.type} = {option.default}")
+    return "\n".join(lines) + "\n"

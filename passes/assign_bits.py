@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xdsl.context import Context
@@ -97,22 +98,27 @@ def load_bits_file(path: str | Path) -> dict[str, LayerBits]:
         raise QuantloopError(f"{path}: bits file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise QuantloopError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(table, dict):
-        raise QuantloopError(f"{path}: expected an object keyed by layer name, got {type(table).__name__}")
+    return parse_bits_table(table, str(path))
+
+
+def parse_bits_table(table: object, where: str) -> dict[str, LayerBits]:
+    """Per-layer bits from a bits file's content (`where` names it in errors)."""
+    if not isinstance(table, Mapping):
+        raise QuantloopError(f"{where}: expected an object keyed by layer name, got {type(table).__name__}")
     layers: dict[str, LayerBits] = {}
     for name, entry in table.items():
-        if not isinstance(entry, dict):
-            raise QuantloopError(f"{path}: layer '{name}' must map to an object like {{\"weights\": 4, \"activations\": 8}}")
+        if not isinstance(entry, Mapping):
+            raise QuantloopError(f"{where}: layer '{name}' must map to an object like {{\"weights\": 4, \"activations\": 8}}")
         unknown = set(entry) - {"weights", "activations"}
         if unknown:
             raise QuantloopError(
-                f"{path}: layer '{name}' has unknown keys {sorted(unknown)} (expected 'weights' and/or 'activations')"
+                f"{where}: layer '{name}' has unknown keys {sorted(unknown)} (expected 'weights' and/or 'activations')"
             )
         values: dict[str, int] = {}
         for key, bits in entry.items():
             if not isinstance(bits, int) or isinstance(bits, bool):
-                raise QuantloopError(f"{path}: layer '{name}' {key} must be an integer, got {bits!r}")
-            values[key] = check_bits(bits, f"{path}: layer '{name}' {key}")
+                raise QuantloopError(f"{where}: layer '{name}' {key} must be an integer, got {bits!r}")
+            values[key] = check_bits(bits, f"{where}: layer '{name}' {key}")
         layers[name] = LayerBits(**values)
     return layers
 
@@ -154,6 +160,8 @@ def _retype(value: SSAValue, elem: Attribute) -> SSAValue:
 
 @dataclass(frozen=True)
 class AssignBitsPass(ModulePass):
+    """Give weights and activations `!qnn.int` types: `bits` (w8a8) or per layer from a JSON `file`."""
+
     name = "qnn-assign-bits"
 
     bits: str = "w8a8"
@@ -161,19 +169,22 @@ class AssignBitsPass(ModulePass):
     input_bits: int = 8
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        self._assign(op, lambda: load_bits_file(self.file) if self.file else {}, self.file)
+
+    def _assign(self, op: ModuleOp, load_table: Callable[[], Mapping[str, LayerBits]], where: str) -> None:
         default_w, default_a = parse_bits_spec(self.bits)
         check_bits(self.input_bits, "qnn-assign-bits input-bits")
-        table = load_bits_file(self.file) if self.file else {}
+        table = load_table()
         named = {o.node_name: o for o in op.walk() if getattr(o, "node_name", None)}
         unknown = sorted(set(table) - set(named))
         if unknown:
             known = ", ".join(sorted(named)) or "none"
             raise QuantloopError(
-                f"{self.file}: unknown layer names {', '.join(unknown)} (layers in the model: {known})"
+                f"{where}: unknown layer names {', '.join(unknown)} (layers in the model: {known})"
             )
         for name, entry in table.items():
             if entry.weights is not None and type(named[name]) not in WEIGHT_OPERAND:
-                raise QuantloopError(f"{self.file}: layer '{name}' ({named[name].name}) has no weights to give bits to")
+                raise QuantloopError(f"{where}: layer '{name}' ({named[name].name}) has no weights to give bits to")
 
         for func in (o for o in op.walk() if isinstance(o, FuncOp)):
             self._assign_function(func, default_w, default_a, table)
@@ -233,3 +244,14 @@ class AssignBitsPass(ModulePass):
             inputs = [v for v in o.operands if not isinstance(v.owner, ConstantOp)]
             return bool(inputs) and all(v in nonnegative or _unsigned_quantized(v) for v in inputs)
         return False
+
+
+@dataclass(frozen=True)
+class AssignBitsTablePass(AssignBitsPass):
+    """`qnn-assign-bits` with its per-layer table in memory instead of a file (what the search hands
+    over). Not registered: pipelines name the file form; this one prints and dumps as qnn-assign-bits."""
+
+    table: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        self._assign(op, lambda: parse_bits_table(self.table, "bits table"), "bits table")

@@ -167,6 +167,8 @@ class FoldConstantExpressions(RewritePattern):
 
 @dataclass(frozen=True)
 class CanonicalizePass(ModulePass):
+    """Fold BatchNormalization into conv/gemm, fuse relu/clip, fold constants, drop Identity/Dropout."""
+
     name = "qnn-canonicalize"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

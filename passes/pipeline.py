@@ -1,8 +1,10 @@
-"""Parse pass pipelines (`p1,p2{opt=v k=w}`, xdsl-opt syntax) and run them with MLIR-style IR dumps."""
+"""Parse pass pipelines (`p1,p2{opt=v k=w}`, xdsl-opt syntax) and run them with MLIR-style IR dumps and timings."""
 
 from __future__ import annotations
 
 import sys
+import time
+from contextlib import ExitStack
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -15,7 +17,8 @@ from xdsl.utils.exceptions import ArgSpecParseError, VerifyException
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.qnn import print_module, verify_module
-from quantloop.passes.registry import available_passes
+from quantloop.passes.registry import pipeline_passes
+from quantloop.progress import current as current_progress
 
 
 def dump_header(pass_name: str) -> str:
@@ -23,8 +26,9 @@ def dump_header(pass_name: str) -> str:
 
 
 def parse_pipeline(spec: str) -> list[ModulePass]:
-    """Pass instances for a pipeline spec such as `qnn-canonicalize,qnn-assign-bits{bits=w4a8}`."""
-    known = available_passes()
+    """Pass instances for a pipeline spec such as `qnn-canonicalize,qnn-assign-bits{bits=w4a8},cse`
+    (quantloop's passes and xDSL's `registry.XDSL_PASSES`)."""
+    known = pipeline_passes()
     try:
         specs = list(parse_spec(spec))
     except (ArgSpecParseError, ValueError) as err:
@@ -59,6 +63,7 @@ def run_pipeline(
     elide_weights_over: int | None = 16,
     verify_each: bool = True,
     first_step: int = 1,
+    time_passes: bool = False,
 ) -> ModuleOp:
     """Run `passes` on `module` in place and return it.
 
@@ -69,12 +74,13 @@ def run_pipeline(
     With `verify_each` the module is verified after every pass, naming the pass that broke it.
     `first_step` numbers the first pass's dump file, so a second pipeline run on the same module
     continues the numbering (the input is dumped only when `first_step` is 1).
+    With `time_passes` an MLIR-style execution time report (wall time per pass) is written to `out`.
     """
     if isinstance(passes, str):
         passes = parse_pipeline(passes)
     out = sys.stdout if out is None else out
     wanted = set(print_ir_after)
-    known = set(available_passes()) | {p.name for p in passes}
+    known = set(pipeline_passes()) | {p.name for p in passes}
     unknown = wanted - known
     if unknown:
         raise QuantloopError(
@@ -84,9 +90,21 @@ def run_pipeline(
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
     step = first_step - 1
+    timings: list[tuple[str, float]] = []
+    started = time.perf_counter()
+    progress = current_progress()
+    running = ExitStack()  # the progress phase of the pass that runs now (dumps are not part of it)
 
-    def after_pass(previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
-        nonlocal step
+    def after_pass(previous: ModulePass | None, op: ModuleOp, next_pass: ModulePass | None) -> None:
+        running.close()
+        _dump(previous, op)
+        if next_pass is not None:
+            running.enter_context(progress.phase(next_pass.name))
+
+    def _dump(previous: ModulePass | None, op: ModuleOp) -> None:
+        nonlocal step, started
+        if previous is not None:
+            timings.append((previous.name, time.perf_counter() - started))
         if previous is None:
             if dump_dir is not None and first_step == 1:
                 (dump_dir / "00_input.mlir").write_text(print_module(op, elide_weights_over=None))
@@ -103,9 +121,26 @@ def run_pipeline(
             out.write("\n")
         if dump_dir is not None:
             (dump_dir / f"{step:02d}_{previous.name}.mlir").write_text(print_module(op, elide_weights_over=None))
+        started = time.perf_counter()
 
     try:
-        PassPipeline(tuple(passes), after_pass).apply(ctx, module)
+        with running:
+            PassPipeline(tuple(passes), after_pass).apply(ctx, module)
     except VerifyException as err:
         raise QuantloopError(f"internal error: a pass produced invalid IR: {err}", exit_code=1) from err
+    if time_passes:
+        out.write(time_report(timings))
     return module
+
+
+def time_report(timings: Sequence[tuple[str, float]]) -> str:
+    """MLIR's `-mlir-timing` report: total, then the wall time and share of every pass in order."""
+    rule = "===" + "-" * 73 + "==="
+    total = sum(seconds for _, seconds in timings)
+    lines = [rule, "Execution time report".center(len(rule)).rstrip(), rule, f"  Total Execution Time: {total:.4f} seconds", ""]
+    lines.append("  ----Wall Time----  ----Name----")
+    for name, seconds in timings:
+        share = 100.0 * seconds / total if total > 0 else 0.0
+        lines.append(f"  {seconds:8.4f} ({share:5.1f}%)  {name}")
+    lines.append(f"  {total:8.4f} (100.0%)  Total")
+    return "\n".join(lines) + "\n"

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +30,11 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
+from quantloop.ir import make_context
+from quantloop.options import DEFAULT_PERCENTILE, CompileOptions
+from quantloop.passes.assign_bits import AssignBitsTablePass
+from quantloop.passes.search.engine import SearchOptions, search_bits
+from quantloop.passes.search.space import parse_bits_range
 from quantloop.passes.search.flags import (  # noqa: F401 - re-exported for compile.py and the driver
     DEFAULT_GENERATIONS,
     DEFAULT_POPULATION,
@@ -131,17 +134,15 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
 # ----------------------------------------------------------------------------- the pass
 
 
-def search_options(target: str, objective: str, settings: SearchSettings, workers: int, cache_dir: str | None,
-             use_cache: bool, weight_clip: str, act_range: str = "minmax", percentile: float = 99.99):
-    from quantloop.passes.search.engine import SearchOptions
-    from quantloop.passes.search.space import parse_bits_range
-
+def search_options(options: CompileOptions) -> SearchOptions:
+    """The search engine's options from a compile's (`options.search` holds the search flags)."""
+    settings = options.search
     return SearchOptions(
-        target=target, objective=objective, max_accuracy_drop=settings.max_accuracy_drop,
+        target=options.target, objective=options.objective, max_accuracy_drop=settings.max_accuracy_drop,
         widths=parse_bits_range(settings.bits_range), population=settings.population,
-        generations=settings.generations, seed=settings.seed, workers=workers, cache_dir=cache_dir or None,
-        use_cache=use_cache, weight_clip=weight_clip, act_range=act_range, percentile=percentile,
-        progress=settings.progress,
+        generations=settings.generations, seed=settings.seed, workers=options.workers,
+        cache_dir=options.cache_dir or None, use_cache=options.use_cache, weight_clip=options.weight_clip,
+        act_range=options.act_range, percentile=options.percentile, progress=settings.progress,
     )
 
 
@@ -157,19 +158,15 @@ def no_feasible_error(result) -> QuantloopError:
 
 
 def apply_bits(module: ModuleOp, table: dict, ctx: Context | None = None) -> None:
-    """Run qnn-assign-bits with `table` as its per-layer bits file."""
-    from quantloop.ir import make_context
-    from quantloop.passes.assign_bits import AssignBitsPass
-
-    with tempfile.TemporaryDirectory(prefix="quantloop-bits-") as tmp:
-        path = Path(tmp) / "bits.json"
-        path.write_text(json.dumps(table))
-        AssignBitsPass(file=str(path)).apply(ctx or make_context(), module)
+    """Run qnn-assign-bits with `table` as its per-layer bits (in memory)."""
+    AssignBitsTablePass(table=table).apply(ctx or make_context(), module)
 
 
 @dataclass(frozen=True)
 class SearchBitsPass(ModulePass):
-    """`qnn-search-bits{target=eyeriss val_data=... ...}` on a canonicalized float module.
+    """NSGA-II search of per-layer bit-widths with the mapper in the loop, on a canonicalized float module.
+
+    `qnn-search-bits{target=eyeriss val_data=... ...}`.
 
     The pass does not know which model it runs on, so `val_data` is required (labelled `.npz` or
     `zoo:digits-val`) and `data` empty means seeded random calibration inputs; `output` (a folder)
@@ -192,19 +189,20 @@ class SearchBitsPass(ModulePass):
     no_cache: bool = False
     weight_clip: str = "minmax"
     act_range: str = "minmax"
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     output: str = ""
     progress: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        from quantloop.passes.search.engine import search_bits
-
         settings = SearchSettings(self.max_accuracy_drop, self.val_data or None, None, self.generations,
                                   self.population, self.seed, self.bits_range, self.progress)
         data = resolve_data(op, None, self.data, settings)
-        options = search_options(self.target, self.objective, settings, self.workers, self.cache_dir,
-                           not self.no_cache, self.weight_clip, self.act_range, self.percentile)
-        result = search_bits(op, options, data.calib_x, data.val_x, data.val_y,
+        options = CompileOptions(
+            target=self.target, objective=self.objective, workers=self.workers, cache_dir=self.cache_dir or None,
+            use_cache=not self.no_cache, weight_clip=self.weight_clip, act_range=self.act_range,
+            percentile=self.percentile, search=settings,
+        )
+        result = search_bits(op, search_options(options), data.calib_x, data.val_x, data.val_y,
                              data_names=(data.calib_name, data.val_name))
         if self.output:
             from quantloop.passes.search.pareto import build_pareto, write_pareto

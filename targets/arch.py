@@ -68,6 +68,7 @@ class StorageLevel:
     temporal_factors: TMapping[str, int] = field(default_factory=dict)
     temporal_permutation: tuple[str, ...] = ()
     spatial_stages: tuple[SpatialStage, ...] = ()
+    area_um2: float | None = None  # one instance; see targets/area.py
 
     @property
     def spatial_x_dims(self) -> frozenset[str]:
@@ -116,6 +117,7 @@ class ComputeLevel:
     energy_mode: str = "scaled"
     shift_add_energy: TMapping[str, float] = field(default_factory=dict)
     leak_per_cycle: float = 0.0
+    area_um2: float | None = None  # one MAC; see targets/area.py
 
     def mac_energy(self, weight_bits: int | None, input_bits: int | None, output_bits: int | None,
                    scheme: str = "int") -> float:

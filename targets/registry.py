@@ -1,4 +1,5 @@
-"""Finding targets: built-in YAML files, a path, folders on QUANTLOOP_TARGET_PATH, and
+"""Finding targets: built-in YAML files, a path (a target YAML, or a Timeloop design folder or
+architecture file), folders on QUANTLOOP_TARGET_PATH, and
 `quantloop.targets` entry points (value: a YAML path, or a callable returning one)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
-from quantloop.targets.schema import load_arch_file
+from quantloop.targets.schema import load_arch_file, to_arch
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 ENV_VAR = "QUANTLOOP_TARGET_PATH"
@@ -51,6 +52,8 @@ def discover() -> list[TargetEntry]:
         if not folder_path.is_dir():
             raise QuantloopError(f"{ENV_VAR}: {folder} is not a folder")
         entries += [TargetEntry(p.stem, p, f"${ENV_VAR} ({folder})") for p in _yaml_files(folder_path)]
+        entries += [TargetEntry(p.parent.name, p.parent, f"${ENV_VAR} ({folder}), Timeloop design")
+                    for p in sorted(folder_path.glob("*/arch.yaml"))]
     entries += _entry_point_paths()
     seen, unique = set(), []
     for e in entries:
@@ -66,23 +69,41 @@ def list_targets() -> list[str]:
 
 @lru_cache(maxsize=64)
 def _load_cached(path: str, mtime: float, source: str) -> Arch:
+    from quantloop.targets.timeloop_design import design_spec, is_timeloop_architecture
+
+    if Path(path).is_dir() or is_timeloop_architecture(Path(path)):
+        return to_arch(design_spec(path), source)
     return load_arch_file(path, source)
 
 
+def _is_design_folder(path: Path) -> bool:
+    from quantloop.targets.timeloop_design.design import ARCH_FILES
+
+    return path.is_dir() and any((path / f).is_file() for f in ARCH_FILES)
+
+
+def _load_path(path: Path, source: str) -> Arch:
+    """A quantloop target YAML, a Timeloop design folder, or a Timeloop architecture file."""
+    from quantloop.targets.timeloop_design import design_stamp
+
+    stamp = design_stamp(path) if path.is_dir() else path.stat().st_mtime
+    return _load_cached(str(path.resolve()), stamp, source)
+
+
 def load_target(name_or_path: str | os.PathLike | Arch) -> Arch:
-    """A target by built-in / plugged-in name, or by path to a YAML file."""
+    """A target by built-in / plugged-in name, or by path to a YAML file or a Timeloop design folder."""
     if isinstance(name_or_path, Arch):
         return name_or_path
     text = str(name_or_path)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml") or os.sep in text:
-        if not path.is_file():
+    if path.suffix in (".yaml", ".yml") or os.sep in text or _is_design_folder(path):
+        if not path.is_file() and not path.is_dir():
             raise QuantloopError(f"{text}: target file not found")
-        return _load_cached(str(path.resolve()), path.stat().st_mtime, str(path))
+        return _load_path(path, str(path))
     builtin = BUILTIN_DIR / f"{text}.yaml"
     if builtin.is_file():  # built-ins win over plug-ins of the same name; no need to scan
         return _load_cached(str(builtin), builtin.stat().st_mtime, "built-in")
     for entry in discover():
         if entry.name == text:
-            return _load_cached(str(entry.path), entry.path.stat().st_mtime, entry.source)
+            return _load_path(entry.path, entry.source)
     raise QuantloopError(f"target {text!r}: unknown (known targets: {', '.join(list_targets())})")

@@ -18,6 +18,8 @@ The schema mirrors Timeloop v0.4 architecture semantics so a Timeloop spec carri
   bypass; the mapper chooses the rest), `spatial_x` / `spatial_y: {factors}` (fixed spatial
   factors; 1 forbids the dim on that axis), `temporal: {factors, permutation}` (permutation lists
   dims innermost first).
+* `area_um2` (a level, and `compute`): the area of one instance in µm², as Accelergy's ART
+  gives it; `targets/area.py` sums it per level and in total.
 * `compute`: the MAC array. Energy per MAC for weight / input / partial-sum widths w, a, o:
   `energy_mode: scaled` (default): E = energy_pj · (multiplier_fraction · (w·a)/(w_ref·a_ref)
   + (1 − multiplier_fraction) · o/acc_ref); `energy_mode: fixed`: E = energy_pj whatever the
@@ -130,6 +132,7 @@ class Level(_Strict):
     leak_pj_per_cycle: float = Field(default=0.0, ge=0)
     bandwidth: Bandwidth = Field(default_factory=Bandwidth)
     constraints: Constraints = Field(default_factory=Constraints)
+    area_um2: float | None = Field(default=None, ge=0, description="area of ONE instance in µm² (Accelergy ART)")
 
     @model_validator(mode="after")
     def _geometry(self) -> "Level":
@@ -168,6 +171,7 @@ class Compute(_Strict):
     energy_mode: Literal["scaled", "fixed"] = "scaled"
     shift_add_energy_pj: dict[Literal["pot", "pot2"], float] = Field(default_factory=dict)
     leak_pj_per_cycle: float = Field(default=0.0, ge=0)
+    area_um2: float | None = Field(default=None, ge=0, description="area of ONE MAC in µm² (Accelergy ART)")
 
 
 class TargetSpec(_Strict):
@@ -254,7 +258,7 @@ def to_arch(spec: TargetSpec, source: str = "") -> Arch:
                 spatial_y_factors=dict(lvl.constraints.spatial_y.factors),
                 temporal_factors=dict(lvl.constraints.temporal.factors),
                 temporal_permutation=tuple(lvl.constraints.temporal.permutation),
-                spatial_stages=stages,
+                spatial_stages=stages, area_um2=lvl.area_um2,
             )
         )
         instances *= lvl.fanout.x * lvl.fanout.y
@@ -263,7 +267,7 @@ def to_arch(spec: TargetSpec, source: str = "") -> Arch:
         name=c.name, instances=instances, energy=c.energy_pj, ref_weight_bits=c.reference_bits.weights,
         ref_input_bits=c.reference_bits.inputs, ref_acc_bits=c.reference_bits.accumulator,
         mult_fraction=c.multiplier_fraction, energy_mode=c.energy_mode,
-        shift_add_energy=dict(c.shift_add_energy_pj), leak_per_cycle=c.leak_pj_per_cycle,
+        shift_add_energy=dict(c.shift_add_energy_pj), leak_per_cycle=c.leak_pj_per_cycle, area_um2=c.area_um2,
     )
     return Arch(name=spec.name, levels=tuple(levels), compute=compute, source=source,
                 content_hash=content_hash(spec), description=spec.description)

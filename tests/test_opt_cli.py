@@ -54,9 +54,37 @@ def test_dump_ir_dir(model_file, tmp_path, capsys):
     assert (dump / "01_qnn-assign-bits.mlir").read_text() == capsys.readouterr().out
 
 
-def test_list_passes(capsys):
+def test_list_passes_shows_descriptions_and_options(capsys):
     assert main(["opt", "--list-passes"]) == 0
-    assert "qnn-assign-bits" in capsys.readouterr().out.split()
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert {"qnn-canonicalize", "qnn-assign-bits", "accel-map", "canonicalize", "cse", "dce"} <= set(names)
+    header = next(i for i, line in enumerate(lines) if line.startswith("qnn-assign-bits "))
+    assert "JSON" in lines[header]  # the one-line description
+    assert '    bits: str = "w8a8"' in lines[header + 1 : header + 4]
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines if not line.startswith(" ")), "a pass without description"
+
+
+def test_xdsl_passes_run_beside_quantloop_passes(tmp_path, capsys):
+    b = MainBuilder([TensorType(f32, [1, 3, 6, 6])])
+    w = b.add(ConstantOp(np.ones((4, 3, 3, 3), np.float32), name="w"))
+    b.add(ReluOp(b.args[0], name="unused"))
+    first = b.add(Conv2dOp(b.args[0], w, pads=(1, 1, 1, 1)))
+    second = b.add(Conv2dOp(b.args[0], w, pads=(1, 1, 1, 1)))
+    path = tmp_path / "dup.mlir"
+    path.write_text(print_module(b.finish([first, second]), elide_weights_over=None))
+    assert main(["opt", str(path), "-p", "cse,dce,canonicalize", "--time-passes"]) == 0
+    captured = capsys.readouterr()
+    module = parse_module(captured.out)
+    assert [op.name for op in module.walk() if op.name.startswith("qnn.")] == ["qnn.constant", "qnn.conv2d"]
+    assert "Execution time report" in captured.err
+    assert [line.split()[-1] for line in captured.err.splitlines()[-4:]] == ["cse", "dce", "canonicalize", "Total"]
+
+
+def test_print_between_passes_is_print_ir_after_all(model_file, capsys):
+    assert main(["opt", str(model_file), "-p", "qnn-assign-bits,cse", "--print-between-passes"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("// -----// IR Dump After") == 2 and dump_header("cse") in err
 
 
 def one_line_error(capsys) -> str:

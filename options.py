@@ -1,0 +1,219 @@
+"""One options object for a compile: `CompileOptions`, and the defaults every layer shares.
+
+The same object flows from the CLI (`quantloop compile`'s flags are generated from the fields
+below) and from the Python API (`quantloop.compile(model, target="eyeriss", bits="w4a8")` builds
+one from its keywords) through `driver.compile`, the passes it builds and the mixed-precision
+search (`cosearch.run_search`). Nothing re-lists the options or re-states their defaults.
+
+Adding an option is one edit here: a field with its default, and `metadata=flag("--name",
+help=...)` when `quantloop compile` should have a flag for it (the flag's value lands in the field
+of the same name; `convert=` maps the flag's value to the option's, e.g. a count to a bool). The
+Python keyword exists as soon as the field does. Then read `options.name` where it takes effect:
+the driver hands the whole object to the search and builds the passes from it (`driver.qnn_passes`,
+`driver.accel_passes`), so it reaches both without further threading.
+
+This module is light on purpose (standard library only): the CLI imports it to build its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantloop.errors import QuantloopError
+
+OBJECTIVES = ("energy", "latency", "edp")
+"""What the mapper minimises per layer (and the search over the network)."""
+
+DEFAULT_BITS = "w8a8"
+DEFAULT_PERCENTILE = 99.99
+"""Two-sided activation percentile of `act_range="percentile"` calibration."""
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How `quantloop compile` spells one option: `add` puts its flag(s) on the parser with
+    `dest` = the field name, `read` takes the option's value back from the parsed arguments."""
+
+    add: Callable[[argparse.ArgumentParser, dataclasses.Field], None]
+    read: Callable[[argparse.Namespace, str], Any]
+
+
+def flag(*names: str, convert: Callable[[Any], Any] | None = None, **argparse_kwargs: Any) -> dict[str, Cli]:
+    """Field metadata for an option with one command-line flag (argparse keywords as usual; the
+    default is the field's unless given)."""
+
+    def add(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+        kwargs = dict(argparse_kwargs)
+        if kwargs.get("action") not in ("store_true", "store_false", "append"):
+            kwargs.setdefault("default", f.default)
+        parser.add_argument(*names, dest=f.name, **kwargs)
+
+    def read(args: argparse.Namespace, name: str) -> Any:
+        value = getattr(args, name)
+        return convert(value) if convert is not None else value
+
+    return {"cli": Cli(add, read)}
+
+
+def _input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
+    if not items:
+        return None
+    from quantloop.frontend.onnx_load import parse_input_shapes
+
+    return parse_input_shapes(items)
+
+
+def _workers(value: int) -> int:
+    if value < 1:
+        raise QuantloopError(f"--workers {value}: must be at least 1")
+    return value
+
+
+def _elide_weights(value: int) -> int | None:
+    if value < 0:
+        raise QuantloopError(f"--elide-weights {value}: must be 0 (print every weight) or more")
+    return None if value == 0 else value
+
+
+def _emit(value: str | None) -> tuple[str, ...]:
+    from quantloop.backend.emit import parse_emit
+
+    return parse_emit(value)
+
+
+def _emit_help() -> str:
+    from quantloop.backend.emit import emit_help
+
+    return emit_help()
+
+
+def _add_search_flags(parser: argparse.ArgumentParser, _: dataclasses.Field) -> None:
+    from quantloop.passes.search.flags import add_search_arguments
+
+    add_search_arguments(parser)
+
+
+def _read_search_flags(args: argparse.Namespace, _: str) -> Any:
+    from quantloop.passes.search.flags import search_settings
+
+    return search_settings(args)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything a compile can be told. Defaults here are the only defaults."""
+
+    target: str | None = field(
+        default=None, metadata=flag(
+            "--target", help="target name (see `quantloop targets`), a target YAML file, or a Timeloop design folder"
+        ),
+    )
+    output_dir: str | Path | None = field(
+        default=None, metadata=flag("-o", "--output", metavar="DIR", help="write schedules, packed weights and the report here")
+    )
+    force: bool = field(default=False, metadata=flag("--force", action="store_true", help="replace an existing output folder"))
+    emit: str | Sequence[str] | None = field(
+        default=None, metadata=flag("--emit", metavar="LIST", convert=_emit, help=_emit_help())
+    )
+    """Artefacts written to `output_dir` (`backend.emit.parse_emit`: "schedule,weights", a list, "all";
+    None: `backend.emit.DEFAULT_EMIT`)."""
+    bits: str = field(
+        default=DEFAULT_BITS,
+        metadata=flag("--bits", help=f"uniform bit-widths, e.g. w8a8, w4a8 (default: {DEFAULT_BITS})"),
+    )
+    bits_file: str | None = field(
+        default=None,
+        metadata=flag("--bits-file", metavar="JSON", help='per-layer bits: {"conv1": {"weights": 4, "activations": 8}}'),
+    )
+    bits_table: Mapping[str, Mapping[str, int]] | None = None
+    """Per-layer bits in memory, the same shape as a bits file (the search hands its choice over here)."""
+    objective: str = field(default="energy", metadata=flag("--objective", choices=list(OBJECTIVES)))
+    input_shapes: Mapping[str, Sequence[int]] | None = field(
+        default=None,
+        metadata=flag(
+            "--input-shape", action="append", metavar="NAME=DxD..", convert=_input_shapes,
+            help="fix a symbolic input shape, e.g. x=1x3x224x224",
+        ),
+    )
+    data: str | None = field(
+        default=None, metadata=flag("--data", metavar="NPZ", help="calibration data: .npz with array x (or zoo:digits-calib)")
+    )
+    weight_clip: str = field(default="minmax", metadata=flag("--weight-clip", choices=["minmax", "mse"]))
+    act_range: str = field(
+        default="minmax",
+        metadata=flag(
+            "--act-range", choices=["minmax", "percentile"],
+            help="activation ranges from calibration: extremes or percentiles (default minmax)",
+        ),
+    )
+    percentile: float = field(
+        default=DEFAULT_PERCENTILE,
+        metadata=flag("--percentile", type=float, help=f"with --act-range percentile (default {DEFAULT_PERCENTILE})"),
+    )
+    weight_scheme: str = field(
+        default="int", metadata=flag("--scheme", choices=["int", "pot", "pot2"], help="weight quantization scheme")
+    )
+    workers: int = field(
+        default=1, metadata=flag("--workers", type=int, convert=_workers, help="map layers in this many processes")
+    )
+    cache_dir: str | None = field(
+        default=None, metadata=flag("--cache-dir", help="mapper cache folder (default: the user cache directory)")
+    )
+    use_cache: bool = field(
+        default=True,
+        metadata=flag("--no-cache", action="store_true", convert=lambda no: not no, help="do not read or write the mapper cache"),
+    )
+    print_ir_after_all: bool = field(
+        default=False, metadata=flag("--print-ir-after-all", action="store_true", help="print the IR after every pass")
+    )
+    print_ir_after: Sequence[str] = field(
+        default=(),
+        metadata=flag(
+            "--print-ir-after", action="append", default=[], metavar="PASS", convert=tuple, help="print the IR after PASS"
+        ),
+    )
+    dump_ir: str | Path | None = field(
+        default=None, metadata=flag("--dump-ir", metavar="DIR", help="write one numbered .mlir file per pass into DIR")
+    )
+    elide_weights_over: int | None = field(
+        default=16,
+        metadata=flag(
+            "--elide-weights", type=int, metavar="N", convert=_elide_weights,
+            help="in printed IR, elide constants with more than N values (0: print all; default 16)",
+        ),
+    )
+    command_line: str = ""
+    """Recorded in the artefacts (the CLI sets it to its own command line)."""
+    search: Any | None = field(default=None, metadata={"cli": Cli(_add_search_flags, _read_search_flags)})
+    """`passes.search.flags.SearchSettings`: run the mixed-precision co-search and compile its choice."""
+
+    def replace(self, **changes: Any) -> CompileOptions:
+        """A copy with `changes` (unknown names are an error, as for the constructor)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def build(cls, options: CompileOptions | None = None, **keywords: Any) -> CompileOptions:
+        """`options` (or the defaults) with keyword overrides: what the keyword API accepts."""
+        base = options if options is not None else cls()
+        unknown = sorted(set(keywords) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown compile option(s) {', '.join(unknown)}; see quantloop.options.CompileOptions")
+        return dataclasses.replace(base, **keywords) if keywords else base
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **keywords: Any) -> CompileOptions:
+        """The options of a parsed `quantloop compile` command line (flags added by `add_arguments`)."""
+        values = {f.name: f.metadata["cli"].read(args, f.name) for f in dataclasses.fields(cls) if "cli" in f.metadata}
+        return cls(**values, **keywords)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every `CompileOptions` flag, in field order."""
+    for f in dataclasses.fields(CompileOptions):
+        if "cli" in f.metadata:
+            f.metadata["cli"].add(parser, f)

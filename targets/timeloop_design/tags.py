@@ -1,0 +1,81 @@
+"""A safe YAML loader for Timeloop v0.4 design files that knows timeloopfe's node tags.
+
+`!Container`, `!Component`, `!Hierarchical`, `!Parallel` and `!Nothing` become `TaggedNode`s;
+every other value is read exactly as `yaml.safe_load` reads it. Before anything is built the
+node tree is walked once, so an unknown tag is reported with the file, the key path and the line
+(`yaml.load` with a full loader is never used: a design file must not be able to run code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from quantloop.errors import QuantloopError
+
+KNOWN_TAGS = ("Container", "Component", "Hierarchical", "Parallel", "Nothing")
+_STANDARD_PREFIX = "tag:yaml.org,2002:"
+
+
+@dataclass(frozen=True)
+class TaggedNode:
+    """A tagged node of a v0.4 architecture: `tag` is the tag without '!', `body` its mapping."""
+
+    tag: str
+    body: dict
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct(loader: _Loader, node: yaml.Node) -> TaggedNode:
+    tag = node.tag[1:]
+    if isinstance(node, yaml.MappingNode):
+        body = loader.construct_mapping(node, deep=True)
+    elif isinstance(node, yaml.ScalarNode) and not loader.construct_scalar(node):
+        body = {}
+    else:
+        raise yaml.constructor.ConstructorError(None, None, f"!{tag} must tag a mapping", node.start_mark)
+    return TaggedNode(tag, dict(body))
+
+
+for _tag in KNOWN_TAGS:
+    _Loader.add_constructor(f"!{_tag}", _construct)
+
+
+def _check_tags(node: yaml.Node, path: str, source: str) -> None:
+    tag = node.tag or ""
+    if not tag.startswith(_STANDARD_PREFIX) and tag[1:] not in KNOWN_TAGS:
+        raise QuantloopError(
+            f"{source}: {path or '<root>'}: unknown tag {tag} (line {node.start_mark.line + 1}; "
+            f"known: {', '.join('!' + t for t in KNOWN_TAGS)})"
+        )
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            _check_tags(value, f"{path}.{name}" if path else str(name), source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_tags(item, f"{path}[{i}]", source)
+
+
+def load_yaml(path: Path) -> object:
+    """The contents of a Timeloop YAML file; one-line QuantloopError naming the file otherwise."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise QuantloopError(f"{path}: cannot read ({err.strerror})") from None
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_tags(root, "", str(path))
+        return loader.construct_document(root)
+    except yaml.YAMLError as err:
+        raise QuantloopError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    finally:
+        loader.dispose()
