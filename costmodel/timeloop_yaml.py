@@ -22,12 +22,19 @@ from quantloop.targets.arch import Arch
 
 _TIMELOOP_DIM_ORDER = "CMRSNPQG"
 _BITS_KEYS = ("bitwidths", "datawidths", "wordwidths")
+#: libyaml's emitter when PyYAML was built with it (several times faster; same text as the pure-Python one)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _dump_yaml(data: object) -> str:
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
 def _load_yaml(path: str | Path) -> object:
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_LOADER)
     except OSError as err:
         raise QuantloopError(f"{path}: cannot read ({err.strerror})") from None
     except yaml.YAMLError as err:
@@ -100,7 +107,7 @@ def problem_to_dict(problem: Problem, bits: Bits | None = None) -> dict:
 
 
 def write_problem(path: str | Path, problem: Problem, bits: Bits | None = None) -> None:
-    Path(path).write_text(yaml.safe_dump(problem_to_dict(problem, bits), sort_keys=False))
+    Path(path).write_text(_dump_yaml(problem_to_dict(problem, bits)))
 
 
 # ---------------------------------------------------------------- mapping
@@ -293,7 +300,7 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
 
 
 def write_mapping(path: str | Path, arch: Arch, mapping: Mapping) -> None:
-    Path(path).write_text(yaml.safe_dump({"mapping": mapping_to_list(arch, mapping)}, sort_keys=False))
+    Path(path).write_text(_dump_yaml({"mapping": mapping_to_list(arch, mapping)}))
 
 
 def format_map_txt(arch: Arch, mapping: Mapping, problem: Problem | None = None) -> str:
