@@ -171,6 +171,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
 
     `mapper_stats` (layer name -> object with `seconds` and `cache_hit`) comes from the accel-map pass.
     """
+    from quantloop.ir import op_kind
     from quantloop.ir.accel import DATASPACES, STRIDE_KEYS, host_ops, layers
 
     summaries: list[LayerSummary] = []
@@ -210,7 +211,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
                 mappings_considered=cost.mappings_considered if cost else 0,
             )
         )
-    host = [f"{op.name} {_op_name(op)}" for op in host_ops(module)]
+    host = [f"{op_kind(op)} {_op_name(op)}" for op in host_ops(module)]
     return summaries, host
 
 

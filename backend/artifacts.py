@@ -43,12 +43,13 @@ class ArtifactContext:
 
 
 def host_op_list(accel_module: ModuleOp) -> list[dict]:
+    from quantloop.ir import op_kind
     from quantloop.ir.accel import host_ops
 
     out = []
     for op in host_ops(accel_module):
         name = getattr(op, "node_name", None)
-        out.append({"name": name if isinstance(name, str) else "", "op": op.name})
+        out.append({"name": name if isinstance(name, str) else "", "op": op_kind(op)})
     return out
 
 

@@ -128,14 +128,14 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     broken = _tiny_model()
     broken.graph.node[0].input[0] = "missing_tensor"
     checker = _write_model(tmp_path / "checker.onnx", broken)
-    unsupported = _write_model(tmp_path / "unsupported.onnx", _tiny_model("Sigmoid"))
+    unsupported = _write_model(tmp_path / "unsupported.onnx", _tiny_model("Hardmax"))
     symbolic = _write_model(tmp_path / "symbolic.onnx", _tiny_model(symbolic=True))
     return {
         "missing file": (["compile", str(tmp_path / "nope.onnx")], "nope.onnx"),
         "not onnx": (["compile", str(not_onnx)], "notes.onnx"),
         "truncated": (["compile", str(truncated)], "truncated.onnx"),
         "checker": (["compile", str(checker)], "checker.onnx"),
-        "unsupported op": (["compile", str(unsupported)], "Sigmoid"),
+        "unsupported op": (["compile", str(unsupported)], "Hardmax ×1 (first 'my_hardmax')"),
         "symbolic dim": (["compile", str(symbolic)], "--input-shape"),
         "unknown zoo name": (["compile", "zoo:alexnet"], "alexnet"),
         "unknown target": (["compile", str(good), "--target", "tpu9000"], "tpu9000"),
@@ -180,10 +180,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, capsys, tmp_path
 
 
 def test_unsupported_op_names_the_node_and_the_supported_ops(capsys, tmp_path):
-    path = _write_model(tmp_path / "m.onnx", _tiny_model("Sigmoid"))
+    path = _write_model(tmp_path / "m.onnx", _tiny_model("Hardmax"))
     code, _, err = _run(["compile", str(path)], capsys)
     assert code == 2
-    assert "my_sigmoid" in err and "Conv" in err and "Gemm" in err
+    assert "my_hardmax" in err and "Conv" in err and "Gemm" in err
 
 
 def test_debug_shows_the_traceback(capsys, tmp_path):
