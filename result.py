@@ -188,7 +188,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
         summaries.append(
             LayerSummary(
                 name=op.label,
-                kind=op.kind.data,
+                kind=op.kind.data.value,
                 shape=_shape_text(p),
                 bits=" ".join(_bits_text(prefix, b.of(ds)) for prefix, ds in (("w", "Weights"), ("i", "Inputs"), ("o", "Outputs"))),
                 energy_pj=cost.energy_pj if cost else float("nan"),
