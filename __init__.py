@@ -4,9 +4,8 @@ Bit-widths and mappings are chosen together: fewer bits per value pack more valu
 memory word and buffer, which opens mappings that do not exist at 8 or 16 bits.
 """
 
-__version__ = "0.1.0"
-
 from quantloop.errors import QuantloopError
+from quantloop.version import __version__
 
 __all__ = ["QuantloopError", "__version__", "compile"]
 

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 import traceback
 
-from quantloop import __version__
+from quantloop.version import __version__
 from quantloop.errors import QuantloopError
 
 _ORDER = ["compile", "opt", "map", "cost", "targets", "zoo", "eval", "report"]

@@ -181,10 +181,6 @@ def _prod_dims(ext: np.ndarray, dims) -> np.ndarray:
     return out
 
 
-def _window(extent_a: np.ndarray, extent_b: np.ndarray, stride: int, dilation: int) -> np.ndarray:
-    return (extent_a - 1) * stride + (extent_b - 1) * dilation + 1
-
-
 class _Nest:
     """Per-batch loop-nest tables shared by every (level, data space) analysis.
 
@@ -235,8 +231,7 @@ class _Nest:
         """(volume, width, height) of data space ds for per-dim extents ext[..., 8]."""
         pr = self.problem
         if ds == _INPUTS:
-            w = _window(ext[..., _P], ext[..., _R], pr.Wstride, pr.Wdilation)
-            h = _window(ext[..., _Q], ext[..., _S], pr.Hstride, pr.Hdilation)
+            w, h = pr.input_window(ext[..., _P], ext[..., _Q], ext[..., _R], ext[..., _S])
             other = ext[..., _N] * ext[..., _G] * ext[..., _C]
             return other * w * h, w, h
         vol = _prod_dims(ext, _DS_DIMS[ds])
@@ -283,7 +278,7 @@ def _level_tables(arch: Arch, bits: Bits):
     opw = np.ones((L, 3), dtype=np.int64)
     for l, lvl in enumerate(arch.levels):
         for k, b in enumerate(bits.as_tuple()):
-            opw[l, k] = values_per_word(lvl.word_bits, b)
+            opw[l, k] = values_per_word(word_bits=lvl.word_bits, bits=b)
     return opw
 
 

@@ -28,6 +28,7 @@ from xdsl.dialects.builtin import FunctionType, ModuleOp, TensorType, f32
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
+from quantloop.bits import LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
 from quantloop.frontend.quant_types import ONNX_STORAGE, container, uniform_type
@@ -427,8 +428,8 @@ class _Importer:
         scale = np.asarray(self.const(node.input[1], "Quant scale"), np.float32)
         zeropt = np.asarray(self.const(node.input[2], "Quant zero point"), np.float32)
         bitwidth = float(np.asarray(self.const(node.input[3], "Quant bitwidth")).reshape(-1)[0])
-        if bitwidth != int(bitwidth) or int(bitwidth) not in (2, 3, 4, 5, 6, 7, 8, 16):
-            raise self.fail(f"bitwidth {bitwidth:g} is not a legal storage width (2..8 or 16)")
+        if bitwidth != int(bitwidth) or int(bitwidth) not in LEGAL_BITS:
+            raise self.fail(f"bitwidth {bitwidth:g} is not a legal storage width ({legal_text()})")
         if np.any(zeropt != np.round(zeropt)):
             raise self.fail("the zero point must be integer-valued")
         bits = int(bitwidth)

@@ -6,9 +6,8 @@ import dataclasses
 import pytest
 
 from quantloop.driver import accel_passes, qnn_passes
-from quantloop.options import CompileOptions, add_arguments
+from quantloop.options import CompileOptions, SearchSettings, add_arguments
 from quantloop.passes.assign_bits import AssignBitsPass, AssignBitsTablePass
-from quantloop.passes.search.flags import SearchSettings
 from quantloop.passes.search_bits import search_options
 
 
