@@ -68,7 +68,7 @@ def _make_pass(name: str, **options: Any) -> ModulePass:
 
 def qnn_passes(options: CompileOptions, *, calibrate: bool) -> list[ModulePass]:
     """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration."""
-    passes = [_make_pass("qnn-canonicalize")]
+    passes = [_make_pass("qnn-canonicalize"), _make_pass("qnn-fold-quant")]
     if options.bits_table is not None:
         from quantloop.passes.assign_bits import AssignBitsTablePass
 

@@ -113,13 +113,16 @@ def quantized_constant(constant) -> QuantizedWeights:
     """
     wq = q.weight_quantization(constant)
     array = constant.array
+    narrow = wq.narrow_range
     if np.issubdtype(array.dtype, np.integer):
         codes = array
+        # A quantized model's own codes may use the most negative code, which narrow range excludes.
+        narrow = narrow and not (codes.size and codes.min() < q.qrange(wq.bits, wq.signed, True)[0])
     elif wq.scheme == "int":
         codes = uniform_codes(array, wq.scales, wq.zero_points, wq.bits, wq.signed, wq.axis, wq.narrow_range)
     else:
         codes = wq.encode(array)
-    return QuantizedWeights(codes, wq.bits, wq.scheme, wq.signed, wq.scales, wq.zero_points, wq.axis, wq.narrow_range)
+    return QuantizedWeights(codes, wq.bits, wq.scheme, wq.signed, wq.scales, wq.zero_points, wq.axis, bool(narrow))
 
 
 def _input_scale(op: accel.LayerOp) -> float | None:

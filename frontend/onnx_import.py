@@ -58,6 +58,7 @@ from quantloop.ir import (
 )
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "finn")
+MICROSOFT_DOMAIN = "com.microsoft"
 OPSETS = range(11, 22)
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -187,7 +188,7 @@ class _Importer:
         for node in self.graph.node:
             self.node = node
             standard = node.domain in ("", "ai.onnx")
-            converter = (CONVERTERS if standard else QONNX_CONVERTERS if node.domain in QONNX_DOMAINS else {}).get(node.op_type)
+            converter = (CONVERTERS if standard else DOMAIN_CONVERTERS.get(node.domain, {})).get(node.op_type)
             if converter is None:
                 label = node.op_type if standard else f"{node.domain}.{node.op_type}"
                 raise self.fail(f"unsupported op {label}; supported ops: {', '.join(supported_ops())}")
@@ -506,7 +507,15 @@ CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "DequantizeLinear": _Importer.dequantize_linear,
 }
 QONNX_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {"Quant": _Importer.qonnx_quant}
+#: onnxruntime's contrib domain: QuantizeLinear / DequantizeLinear as the standard ones (ORT writes int4 and
+#: int16 QDQ there below opset 21).
+MICROSOFT_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
+    "QuantizeLinear": _Importer.quantize_linear,
+    "DequantizeLinear": _Importer.dequantize_linear,
+}
+DOMAIN_CONVERTERS = {**{d: QONNX_CONVERTERS for d in QONNX_DOMAINS}, MICROSOFT_DOMAIN: MICROSOFT_CONVERTERS}
 
 
 def supported_ops() -> list[str]:
-    return sorted(CONVERTERS) + [f"{op} (QONNX)" for op in sorted(QONNX_CONVERTERS)]
+    return (sorted(CONVERTERS) + [f"{op} (QONNX)" for op in sorted(QONNX_CONVERTERS)]
+            + [f"{MICROSOFT_DOMAIN}.{op}" for op in sorted(MICROSOFT_CONVERTERS)])

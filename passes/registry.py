@@ -20,6 +20,7 @@ from xdsl.passes import ModulePass
 
 PASS_MODULES: dict[str, str] = {
     "qnn-canonicalize": "quantloop.passes.canonicalize",
+    "qnn-fold-quant": "quantloop.passes.fold_quant",
     "qnn-assign-bits": "quantloop.passes.assign_bits",
     "qnn-calibrate": "quantloop.passes.calibrate",
     "qnn-search-bits": "quantloop.passes.search_bits",

@@ -38,7 +38,7 @@ def test_print_ir_after_all_on_mobilenet_v2_dumps_every_pass_and_each_dump_parse
     code, out, err = _run(["compile", "zoo:mobilenet_v2", "--print-ir-after-all"], capsys)
     assert code == 0, err
     dumps = _split_dumps(err)
-    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-assign-bits"]
+    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits"]
     for name, text in dumps:
         path = tmp_path / f"{name}.mlir"
         path.write_text(text + "\n")
@@ -68,17 +68,18 @@ def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(ca
     code, out, err = _run(argv, capsys)
     assert code == 0, err
     names = [name for name, _ in _split_dumps(err)]
-    assert names == ["qnn-canonicalize", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"]
+    assert names == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"]
     files = sorted(p.name for p in dump_dir.iterdir())
     assert files == [
         "00_input.mlir",
         "01_qnn-canonicalize.mlir",
-        "02_qnn-assign-bits.mlir",
-        "03_qnn-calibrate.mlir",
-        "04_accel-lower.mlir",
-        "05_accel-map.mlir",
+        "02_qnn-fold-quant.mlir",
+        "03_qnn-assign-bits.mlir",
+        "04_qnn-calibrate.mlir",
+        "05_accel-lower.mlir",
+        "06_accel-map.mlir",
     ]
-    mapped = parse_module((dump_dir / "05_accel-map.mlir").read_text(), "05_accel-map.mlir")
+    mapped = parse_module((dump_dir / "06_accel-map.mlir").read_text(), "06_accel-map.mlir")
     layers = [op for op in mapped.walk() if op.name == "accel.layer"]
     assert layers and all(op.properties.get("mapping") is not None for op in layers)
     assert "#accel.mapping<" in err and "#accel.cost<" in err

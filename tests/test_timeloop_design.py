@@ -179,10 +179,10 @@ def test_constrained_mapping_obeys_c_on_x_m_on_y(tmp_path):
 
     folder = _two_d_design(tmp_path, "{permutation: [C, M], split: 1, factors: [N=1, G=1, P=1, Q=1, R=1, S=1]}")
     arch = load_target(folder)
-    problem = Problem(name="pw", C=32, M=64, P=14, Q=14)
+    problem = Problem(name="pw", C=28, M=24, P=4, Q=4)
     result = map_layer(problem, arch, Bits(), objective="energy")
     lm = result.mapping.levels[1]
-    assert {d for d, f in lm.spatial_x if f > 1} <= {"C"} and {d for d, f in lm.spatial_y if f > 1} <= {"M"}
+    assert {d for d, f in lm.spatial_x if f > 1} == {"C"} and {d for d, f in lm.spatial_y if f > 1} == {"M"}
 
 
 # ------------------------------------------------------------------------ errors
@@ -257,3 +257,33 @@ def test_report_json_carries_the_target_area():
     report = build_report([], arch, {"layers": []}, [], "cmd", [])
     assert report["target"]["area"] == target_area(arch).to_json()
     assert report["target"]["area"]["total_mm2"] == pytest.approx(target_area(load_target("simba")).total_mm2)
+
+
+def test_component_mesh_is_a_fanout_of_the_level_above(tmp_path):
+    """`spatial` on a component: that many copies below the storage level above it (no dummy level)."""
+    folder = _design(tmp_path)
+    arch_file = folder / "arch.yaml"
+    text = arch_file.read_text().replace("    name: mac\n    class: intmac\n",
+                                         "    name: mac\n    class: intmac\n    spatial: {meshX: 2}\n")
+    arch_file.write_text(text)
+    arch = load_target(folder)
+    psum = arch.levels[-1]
+    assert (psum.fanout_x, psum.fanout_y, psum.spatial_stages) == (2, 1, ())
+    assert arch.pe_count == 336
+
+
+def test_design_folders_on_the_target_path_are_found_by_name(tmp_path, monkeypatch, capsys):
+    _design(tmp_path)
+    monkeypatch.setenv("QUANTLOOP_TARGET_PATH", str(tmp_path))
+    assert load_target("eyeriss_like").pe_count == 168
+    assert main(["targets", "--json"]) == 0
+    listed = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
+    assert "Timeloop design" in listed["eyeriss_like"]["source"]
+
+
+def test_v03_mesh_that_disagrees_with_the_instance_count(tmp_path, capsys):
+    folder = _design(tmp_path)
+    v3 = folder / "timeloop_input_architecture.yaml"
+    v3.write_text(v3.read_text().replace("- name: psum_spad[1..168]", "- name: psum_spad[1..100]"))
+    err = _error(capsys, v3)
+    assert f"{v3}: architecture.subtree[0].local[6].attributes: meshX × meshY = 168 but the name says 100" in err

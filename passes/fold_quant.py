@@ -1,0 +1,118 @@
+"""`qnn-fold-quant`: fold a quantized model's quantize / dequantize structure into quantized operand types.
+
+A QDQ or QONNX model arrives as `qnn.dequantize → f32 → op → f32 → qnn.quantize`. Every qnn op reads a
+quantized operand as the real values its codes stand for and writes a quantized result as the
+quantization of its real result, so both ends fold into the op's types without changing a value:
+
+- A `qnn.dequantize` of a runtime value: every op that reads its result reads the quantized value
+  instead (except `qnn.quantize`, which then requantizes, and the function's return).
+- A `qnn.dequantize` of a quantized constant (the model's weight codes): the weight operand of
+  conv2d / gemm / matmul reads the constant itself, so the layer keeps the model's codes, scales, zero
+  points and bits. Any other reader (a BatchNorm parameter, an Add operand) reads a float constant of
+  the dequantized values, computed as DequantizeLinear does: `float32(q − zp) · scale`.
+- An op whose float result is read only by `qnn.quantize` ops of one and the same type takes that type
+  as its result type, and the quantize ops disappear.
+
+What stays: quantize ops of the model's float inputs (and requantizations), and dequantize ops that
+feed the return. Tensors the model leaves in float stay f32, for `qnn-assign-bits` and calibration.
+Run it after `qnn-canonicalize` and before `qnn-assign-bits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, f32
+from xdsl.dialects.func import FuncOp, ReturnOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+from xdsl.transforms.dead_code_elimination import region_dce
+
+from quantloop.frontend.quant_types import quant_params
+from quantloop.ir.ops import WEIGHT_OPERAND, ConstantOp, DequantizeOp, QuantizeOp
+from quantloop.ir.types import UniformPerAxisType, UniformType
+
+
+def dequantized_values(constant: ConstantOp) -> np.ndarray:
+    """The float32 values of a uniform quantized constant, exactly as ONNX DequantizeLinear computes them."""
+    elem = constant.output.type.element_type
+    scale, zero_point, axis = quant_params(elem)
+    codes = np.asarray(constant.array).astype(np.int64)
+    shape = [1] * codes.ndim
+    if axis is not None:
+        shape[axis] = -1
+    scale = np.asarray(scale, np.float32).reshape(shape if axis is not None else ())
+    zero_point = np.asarray(zero_point, np.int64).reshape(scale.shape)
+    return (codes - zero_point).astype(np.float32) * scale
+
+
+def _is_float(value: SSAValue) -> bool:
+    return isinstance(value.type, TensorType) and isinstance(value.type.element_type, Float32Type)
+
+
+def _quantized_constant(value: SSAValue) -> ConstantOp | None:
+    owner = value.owner
+    if isinstance(owner, ConstantOp) and isinstance(value.type.element_type, (UniformType, UniformPerAxisType)):
+        return owner
+    return None
+
+
+def _fold_dequantize(dq: DequantizeOp) -> None:
+    constant = _quantized_constant(dq.input)
+    float_twin: ConstantOp | None = None
+    for use in list(dq.output.uses):
+        user, index = use.operation, use.index
+        if constant is not None:
+            if WEIGHT_OPERAND.get(type(user)) == index:
+                user.operands[index] = dq.input
+                continue
+            if float_twin is None:
+                float_twin = ConstantOp(dequantized_values(constant), TensorType(f32, dq.output.type.get_shape()),
+                                        name=constant.node_name)
+                float_twin.output.name_hint = dq.output.name_hint
+                Rewriter.insert_op(float_twin, InsertPoint.before(dq))
+            user.operands[index] = float_twin.output
+        elif not isinstance(user, (QuantizeOp, DequantizeOp, ReturnOp)):
+            user.operands[index] = dq.input
+
+
+def _fold_quantize(op: Operation) -> None:
+    """Give `op`'s float result the type of the quantize ops that read it (when they all agree)."""
+    if len(op.results) != 1 or not _is_float(op.results[0]):
+        return
+    result = op.results[0]
+    readers = [use.operation for use in result.uses]
+    if not readers or not all(isinstance(r, QuantizeOp) for r in readers):
+        return
+    types = {r.output.type for r in readers}
+    if len(types) != 1:
+        return
+    (quantized_type,) = types
+    name = readers[0].output.name_hint or result.name_hint
+    new = Rewriter.replace_value_with_new_type(result, quantized_type)
+    new.name_hint = name
+    for reader in readers:
+        reader.output.replace_all_uses_with(new)
+        Rewriter.erase_op(reader)
+
+
+@dataclass(frozen=True)
+class FoldQuantPass(ModulePass):
+    """Fold a QDQ / QOperator / QONNX model's quantize-dequantize into its layers' types (keeps its own bits)."""
+
+    name = "qnn-fold-quant"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for function in [o for o in op.walk() if isinstance(o, FuncOp)]:
+            body = list(function.body.block.ops)
+            for inner in body:
+                if isinstance(inner, DequantizeOp):
+                    _fold_dequantize(inner)
+            for inner in list(function.body.block.ops):
+                if not isinstance(inner, (QuantizeOp, DequantizeOp, ConstantOp, ReturnOp)):
+                    _fold_quantize(inner)
+            region_dce(function.body)
+            function.update_function_type()
