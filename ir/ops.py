@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
     DenseArrayBase,
     Float32Type,
     FloatAttr,
@@ -33,6 +35,7 @@ from xdsl.irdl import (
     result_def,
     traits_def,
     var_operand_def,
+    var_result_def,
 )
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
@@ -1136,6 +1139,80 @@ class BatchNormOp(IRDLOperation, _Named):
         _check_same_shape(self, self.input)
 
 
+# ----------------------------------------------------------------------------- host ops kept in ONNX terms
+
+
+#: ONNX operators kept as `qnn.host`: they run on the host with ONNX's own semantics (never mapped
+#: onto the accelerator); the importer maps everything else to a dedicated op or refuses it.
+HOST_OP_TYPES = frozenset({
+    "Mul", "Sub", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Max", "Min", "Mean",
+    "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus", "Gelu",
+    "Transpose", "Pad", "Slice", "Split", "Gather", "Tile", "Expand", "DepthToSpace", "SpaceToDepth",
+    "LRN", "AveragePool", "MaxPool", "ReduceMean", "ReduceMax", "ReduceSum", "GlobalMaxPool", "Resize", "LogSoftmax",
+    "InstanceNormalization", "LpNormalization",
+})
+
+
+@irdl_op_definition
+class HostOp(IRDLOperation, _Named):
+    """An ONNX operator (`op_type` in `HOST_OP_TYPES`) that runs on the host, with ONNX's semantics.
+
+    `onnx_attrs` holds the node's attributes (ints, floats, strings and lists of them); `absent`
+    lists the positions of omitted optional ONNX inputs, so the node exports back exactly.
+    Result types are those ONNX shape inference gave the node's outputs.
+    """
+
+    name = "qnn.host"
+
+    args = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    op_type_attr = prop_def(StringAttr, prop_name="op_type")
+    onnx_attrs = prop_def(DictionaryAttr, prop_name="onnx_attrs")
+    absent_attr = opt_prop_def(DenseArrayBase, prop_name="absent")
+
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        op_type: str,
+        operands: Sequence[SSAValue | Operation],
+        result_types: Sequence[Attribute],
+        attrs: dict[str, Attribute] | None = None,
+        *,
+        absent: Sequence[int] = (),
+        name: str | None = None,
+    ) -> None:
+        props: dict[str, Attribute] = {"op_type": StringAttr(op_type), "onnx_attrs": DictionaryAttr(attrs or {})}
+        if absent:
+            props["absent"] = _ints(absent)
+        super().__init__(operands=[[SSAValue.get(v) for v in operands]], result_types=[list(result_types)],
+                         properties={**props, **_common_props(name)})
+
+    @property
+    def op_type(self) -> str:
+        return self.op_type_attr.data
+
+    @property
+    def absent(self) -> tuple[int, ...]:
+        return self.absent_attr.get_values() if self.absent_attr is not None else ()
+
+    def verify_(self) -> None:
+        if self.op_type not in HOST_OP_TYPES:
+            _fail(self, f"op_type '{self.op_type}' is not a host op ({', '.join(sorted(HOST_OP_TYPES))})")
+        if not self.outputs:
+            _fail(self, "needs at least one result")
+        for key, value in self.onnx_attrs.data.items():
+            if not isinstance(value, (IntegerAttr, FloatAttr, StringAttr, DenseArrayBase, ArrayAttr)):
+                _fail(self, f"attribute '{key}' is a {value.name}; ONNX attributes are ints, floats, strings or lists")
+        if any(i < 0 or i > len(self.args) + len(self.absent) for i in self.absent):
+            _fail(self, f"absent input positions {list(self.absent)} are out of range")
+
+
+def op_kind(op: Operation) -> str:
+    """What an op does, for schedules and reports: `qnn.host` ops say their ONNX op type."""
+    return f"{op.name}:{op.op_type}" if isinstance(op, HostOp) else op.name
+
+
 QNN_OPS: tuple[type[IRDLOperation], ...] = (
     Conv2dOp,
     GemmOp,
@@ -1156,6 +1233,7 @@ QNN_OPS: tuple[type[IRDLOperation], ...] = (
     BatchNormOp,
     IdentityOp,
     DropoutOp,
+    HostOp,
 )
 
 #: Ops whose result holds values of their first operand, only moved (selected, reshaped or copied).

@@ -34,6 +34,8 @@ from quantloop.ir.ops import (
     FlattenOp,
     GemmOp,
     GlobalAvgPoolOp,
+    HOST_OP_TYPES,
+    HostOp,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -44,6 +46,7 @@ from quantloop.ir.ops import (
     broadcast_shapes,
     conv_output_size,
     matmul_shape,
+    op_kind,
     op_label,
 )
 from quantloop.ir.types import (
@@ -224,6 +227,8 @@ __all__ = [
     "FlattenOp",
     "GemmOp",
     "GlobalAvgPoolOp",
+    "HOST_OP_TYPES",
+    "HostOp",
     "IdentityOp",
     "IntType",
     "MatMulOp",
@@ -250,6 +255,7 @@ __all__ = [
     "is_signed",
     "make_context",
     "matmul_shape",
+    "op_kind",
     "op_label",
     "parse_module",
     "print_module",

@@ -26,6 +26,7 @@ from quantloop.ir.qnn import (
     FlattenOp,
     GemmOp,
     GlobalAvgPoolOp,
+    HostOp,
     IdentityOp,
     IntType,
     MainBuilder,
@@ -187,7 +188,23 @@ def build_identity_dropout():
     return b.finish([d]), d
 
 
+def build_host():
+    """LRN and Split with every attribute kind, an int64 constant operand and an omitted optional input."""
+    from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, FloatAttr, IntegerAttr, StringAttr, i64
+
+    b = MainBuilder([t(1, 4, 3, 3)])
+    lrn = b.add(HostOp("LRN", [b.args[0]], [t(1, 4, 3, 3)], {"size": IntegerAttr(5, i64), "alpha": FloatAttr(1e-4, f32),
+                                                             "beta": FloatAttr(0.75, f32)}, name="lrn 1"))
+    sizes = b.add(ConstantOp(np.array([1, 3], np.int64), TensorType(i64, [2]), name="sizes"))
+    split = b.add(HostOp("Split", [lrn, sizes], [t(1, 1, 3, 3), t(1, 3, 3, 3)], {"axis": IntegerAttr(1, i64)}, name="split"))
+    resize = b.add(HostOp("Resize", [split.results[1], b.add(ConstantOp(np.array([1, 1, 2, 2], np.float32)))],
+                          [t(1, 3, 6, 6)], {"mode": StringAttr("nearest"), "axes": DenseArrayBase.from_list(i64, [0, 1, 2, 3]),
+                                            "names": ArrayAttr([StringAttr("a")])}, absent=[1], name="resize"))
+    return b.finish([split.results[0], resize]), resize
+
+
 BUILDERS = [
+    build_host,
     build_conv,
     build_depthwise_dilated,
     build_gemm,
