@@ -124,7 +124,7 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
 
         compiled.artifacts = write_artifacts(
             Path(output_dir), qnn_module=compiled.qnn_module, accel_module=compiled.module, target=compiled.target,
-            command_line=options.command_line, force=options.force,
+            command_line=options.command_line, force=options.force, emit=options.emit,
             extra_reports={"search": report_summary(document)}, extra_writers=[write_search_files],
         )
     return compiled

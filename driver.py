@@ -20,6 +20,7 @@ from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
 from quantloop.options import CompileOptions
+from quantloop.progress import Progress, reporting
 
 
 @dataclass
@@ -50,6 +51,8 @@ class CompileResult:
     artifacts: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     search: dict[str, Any] | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of every phase (import, each pass, mapping, each artefact), as `quantloop.progress` recorded them."""
 
     @property
     def total_energy_pj(self) -> float:
@@ -80,6 +83,7 @@ def qnn_passes(options: CompileOptions, *, calibrate: bool) -> list[ModulePass]:
             _make_pass(
                 "qnn-calibrate", data=options.data or "", weight_clip=options.weight_clip, scheme=options.weight_scheme,
                 act_range=options.act_range, percentile=options.percentile,
+                cache_dir=options.cache_dir or "", no_cache=not options.use_cache,
             )
         )
     return passes
@@ -104,6 +108,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     options: CompileOptions | None = None,
     *,
     out: TextIO | None = None,
+    progress: Progress | None = None,
     **keywords: Any,
 ) -> CompileResult:
     """Compile `model` (an ONNX path, `zoo:NAME`, an `onnx.ModelProto` or a qnn `ModuleOp`).
@@ -113,13 +118,39 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     Without `target` the flow stops at the graph level (bit-widths assigned); with a target the
     model is calibrated and every conv / gemm layer is lowered and mapped. `options.search`
     (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and compiles
-    its chosen point (`quantloop.cosearch.run_search`).
+    its chosen point (`quantloop.cosearch.run_search`). `progress` (`quantloop.progress.make_progress`)
+    shows the phases as they run; without it the compile is silent. Either way `result.phases`
+    holds every phase's wall time.
     """
     options = CompileOptions.build(options, **keywords)
-    if options.search is not None:
-        from quantloop.cosearch import run_search
+    if not options.command_line:
+        options = options.replace(command_line=python_call(model, options))
+    with reporting(progress or Progress()) as shown:
+        if options.search is not None:
+            from quantloop.cosearch import run_search
 
-        return run_search(model, options, out=out)
+            result = run_search(model, options, out=out)
+        else:
+            result = _compile(model, options, out, shown)
+    result.phases = dict(shown.phases)
+    return result
+
+
+def python_call(model: Any, options: CompileOptions) -> str:
+    """`quantloop.compile('zoo:x', target='eyeriss', ...)`: how a compile run from Python is recorded in
+    schedule.txt and report.json (the options that differ from their defaults)."""
+    import dataclasses
+
+    parts = [repr(str(model)) if isinstance(model, (str, Path)) else f"<{type(model).__name__}>"]
+    for f in dataclasses.fields(CompileOptions):
+        value = getattr(options, f.name)
+        if f.name in ("command_line", "search", "bits_table") or value == f.default:
+            continue
+        parts.append(f"{f.name}={str(value)!r}" if isinstance(value, Path) else f"{f.name}={value!r}")
+    return f"quantloop.compile({', '.join(parts)})"
+
+
+def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: Progress) -> CompileResult:
     from quantloop.frontend import import_onnx
     from quantloop.ir import make_context
     from quantloop.passes.pipeline import run_pipeline
@@ -131,16 +162,20 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
         if target is None:
             raise QuantloopError("compile: -o/--output needs --target (schedules and packed weights are per target)")
         from quantloop.backend.atomic import check_output_dir
+        from quantloop.backend.emit import parse_emit
 
+        parse_emit(options.emit)
         check_output_dir(Path(output_dir), force=options.force)
 
     target_obj = None
     if target is not None:
         from quantloop.targets.registry import load_target
 
-        target_obj = load_target(target)
+        with progress.phase("load target"):
+            target_obj = load_target(target)
 
-    module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(options.input_shapes or {}))
+    with progress.phase("import"):
+        module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(options.input_shapes or {}))
     ctx = make_context()
     dump_kwargs = dict(
         print_ir_after_all=options.print_ir_after_all,
@@ -178,9 +213,18 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
             target=target_obj,
             command_line=options.command_line,
             force=options.force,
+            emit=options.emit,
+            title=plot_title(model, target_obj, options),
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+def plot_title(model: Any, target: Any, options: CompileOptions) -> str:
+    """`zoo:mobilenet_v2 on eyeriss, w4a8 (energy)`: what the plots are of."""
+    name = str(model) if isinstance(model, (str, Path)) else "model"
+    bits = "searched bits" if options.bits_table is not None else (options.bits_file or options.bits)
+    return f"{name} on {target.name}, {bits} ({options.objective})"
 
 
 def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = None) -> tuple[list[LayerSummary], list[str]]:
@@ -189,6 +233,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
     `mapper_stats` (layer name -> object with `seconds` and `cache_hit`) comes from the accel-map
     pass; timings are kept out of the IR so that dumps stay deterministic.
     """
+    from quantloop.ir import op_kind
     from quantloop.ir.accel import host_ops, layers
 
     summaries: list[LayerSummary] = []
@@ -200,7 +245,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
         summaries.append(
             LayerSummary(
                 name=op.label,
-                kind=op.kind.data,
+                kind=op.kind.data.value,
                 shape=_shape_text(p),
                 bits=" ".join(_bits_text(prefix, b.of(ds)) for prefix, ds in (("w", "Weights"), ("i", "Inputs"), ("o", "Outputs"))),
                 energy_pj=cost.energy_pj if cost else float("nan"),
@@ -211,7 +256,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
                 cache_hit=bool(getattr(stats, "cache_hit", False)),
             )
         )
-    host = [f"{op.name} {_op_name(op)}" for op in host_ops(module)]
+    host = [f"{op_kind(op)} {_op_name(op)}" for op in host_ops(module)]
     return summaries, host
 
 

@@ -80,6 +80,18 @@ def _elide_weights(value: int) -> int | None:
     return None if value == 0 else value
 
 
+def _emit(value: str | None) -> tuple[str, ...]:
+    from quantloop.backend.emit import parse_emit
+
+    return parse_emit(value)
+
+
+def _emit_help() -> str:
+    from quantloop.backend.emit import emit_help
+
+    return emit_help()
+
+
 def _add_search_flags(parser: argparse.ArgumentParser, _: dataclasses.Field) -> None:
     from quantloop.passes.search.flags import add_search_arguments
 
@@ -105,6 +117,11 @@ class CompileOptions:
         default=None, metadata=flag("-o", "--output", metavar="DIR", help="write schedules, packed weights and the report here")
     )
     force: bool = field(default=False, metadata=flag("--force", action="store_true", help="replace an existing output folder"))
+    emit: str | Sequence[str] | None = field(
+        default=None, metadata=flag("--emit", metavar="LIST", convert=_emit, help=_emit_help())
+    )
+    """Artefacts written to `output_dir` (`backend.emit.parse_emit`: "schedule,weights", a list, "all";
+    None: `backend.emit.DEFAULT_EMIT`)."""
     bits: str = field(
         default=DEFAULT_BITS,
         metadata=flag("--bits", help=f"uniform bit-widths, e.g. w8a8, w4a8 (default: {DEFAULT_BITS})"),

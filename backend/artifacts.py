@@ -4,6 +4,9 @@ Folder contents: ``schedule.json`` (+ schema in the package), ``schedule.txt``, 
 (``problem.yaml``, ``map.yaml``), ``weights.bin`` + ``weights.json``, ``model.quant.onnx``, ``report.json``,
 ``energy_by_level.png`` and ``energy_by_dataspace.png``. The writers run in ``STEPS`` order inside a
 temporary folder beside the destination (:mod:`quantloop.backend.atomic`).
+
+Which of them are written is the caller's choice (``emit``, ``quantloop compile --emit``; the choices and
+the default live in :mod:`quantloop.backend.emit`).
 """
 
 from __future__ import annotations
@@ -16,13 +19,12 @@ from xdsl.dialects.builtin import ModuleOp
 
 from quantloop.backend import plots, report, schedule, timeloop_export, weights
 from quantloop.backend.atomic import atomic_output_dir, check_output_dir
+from quantloop.backend.emit import DEFAULT_EMIT, STEPS, parse_emit
 from quantloop.backend.layers import LayerRecord, collect_layers
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 
-__all__ = ["write_artifacts", "check_output_dir", "STEPS"]
-
-STEPS = ("schedule", "timeloop", "weights", "onnx", "report")
+__all__ = ["write_artifacts", "check_output_dir", "parse_emit", "STEPS", "DEFAULT_EMIT"]
 
 
 @dataclass
@@ -34,16 +36,20 @@ class ArtifactContext:
     qnn_module: ModuleOp | None
     extra_reports: dict | None
     folders: dict[str, str]
+    title: str = ""
+    steps: tuple[str, ...] = STEPS
     manifest: dict = field(default_factory=dict)
+    report: dict | None = None
 
 
 def host_op_list(accel_module: ModuleOp) -> list[dict]:
+    from quantloop.ir import op_kind
     from quantloop.ir.accel import host_ops
 
     out = []
     for op in host_ops(accel_module):
         name = getattr(op, "node_name", None)
-        out.append({"name": name if isinstance(name, str) else "", "op": op.name})
+        out.append({"name": name if isinstance(name, str) else "", "op": op_kind(op)})
     return out
 
 
@@ -71,10 +77,16 @@ def write_timeloop(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
     return {"timeloop": tmp / "timeloop"}
 
 
+def _weight_layers(ctx: ArtifactContext) -> list:
+    return [r.weights for r in ctx.records if r.weights is not None]
+
+
+def _computed(ctx: ArtifactContext) -> list[dict]:
+    return [{"name": r.name, "weight_producer": r.weight_producer} for r in ctx.records if r.weights is None]
+
+
 def write_weights(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
-    layers = [r.weights for r in ctx.records if r.weights is not None]
-    computed = [{"name": r.name, "weight_producer": r.weight_producer} for r in ctx.records if r.weights is None]
-    ctx.manifest = weights.write_weights(tmp, layers, ctx.target.levels[0].word_bits, computed)
+    ctx.manifest = weights.write_weights(tmp, _weight_layers(ctx), ctx.target.levels[0].word_bits, _computed(ctx))
     return {"weights_bin": tmp / weights.BINARY, "weights_json": tmp / weights.MANIFEST}
 
 
@@ -90,15 +102,25 @@ def write_onnx(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
     return {"model_quant_onnx": path}
 
 
+def _report_data(ctx: ArtifactContext) -> dict:
+    if ctx.report is None:
+        if not ctx.manifest:  # weights not emitted: their packed sizes are still reported
+            ctx.manifest = weights.weight_manifest(_weight_layers(ctx), ctx.target.levels[0].word_bits, _computed(ctx))
+        plot_names = [plots.ENERGY_BY_LEVEL, plots.ENERGY_BY_DATASPACE] if "plots" in ctx.steps else []
+        ctx.report = report.build_report(
+            ctx.records, ctx.target, ctx.manifest, ctx.host_ops, ctx.command_line, plot_names, ctx.extra_reports
+        )
+    return ctx.report
+
+
 def write_report(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
-    plot_names = [plots.ENERGY_BY_LEVEL, plots.ENERGY_BY_DATASPACE]
-    data = report.build_report(
-        ctx.records, ctx.target, ctx.manifest, ctx.host_ops, ctx.command_line, plot_names, ctx.extra_reports
-    )
-    path = report.write_report(tmp, data)
+    return {"report_json": report.write_report(tmp, _report_data(ctx))}
+
+
+def write_plots(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
     levels = [lvl.name for lvl in ctx.target.levels] + ["MAC"]
-    level_plot, dataspace_plot = plots.write_plots(tmp, data, levels)
-    return {"report_json": path, "plot_energy_by_level": level_plot, "plot_energy_by_dataspace": dataspace_plot}
+    level_plot, dataspace_plot = plots.write_plots(tmp, _report_data(ctx), levels, ctx.title)
+    return {"plot_energy_by_level": level_plot, "plot_energy_by_dataspace": dataspace_plot}
 
 
 def write_artifacts(
@@ -111,6 +133,8 @@ def write_artifacts(
     force: bool = False,
     extra_reports: dict | None = None,
     extra_writers: Sequence[Callable[[Path], dict[str, Path]]] = (),
+    emit: str | Sequence[str] | None = None,
+    title: str = "",
 ) -> dict[str, Path]:
     """Write all artefacts into ``out_dir`` atomically; return their final paths by kind.
 
@@ -119,7 +143,12 @@ def write_artifacts(
     An existing ``out_dir`` is replaced only with ``force``. ``extra_reports`` go into report.json under
     their own keys; each of ``extra_writers`` is called with the temporary folder after the built-in steps
     (so its files are part of the same all-or-nothing output) and returns {kind: path} of what it wrote.
+    ``emit`` chooses the artefacts (:func:`parse_emit`; default ``DEFAULT_EMIT``); ``title`` (model, target,
+    bits) heads the plots. Each step is a phase of the current :mod:`quantloop.progress`.
     """
+    from quantloop.progress import current
+
+    steps = parse_emit(emit)
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     if not isinstance(target, Arch):
@@ -136,11 +165,15 @@ def write_artifacts(
         qnn_module=qnn_module,
         extra_reports=extra_reports,
         folders=timeloop_export.folder_names([r.name for r in records]),
+        title=title,
+        steps=steps,
     )
     written: dict[str, Path] = {}
+    progress = current()
     with atomic_output_dir(out_dir, force) as tmp:
-        for step in STEPS:
-            written.update(globals()[f"write_{step}"](tmp, ctx))
+        for step in steps:
+            with progress.phase(f"write {step}"):
+                written.update(globals()[f"write_{step}"](tmp, ctx))
         for writer in extra_writers:
             written.update(writer(tmp))
         final = {kind: out_dir / path.relative_to(tmp) for kind, path in written.items()}

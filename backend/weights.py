@@ -191,33 +191,49 @@ def write_weights(
     have no stored weights and are listed under ``layers_without_stored_weights``.
     """
     out_dir = Path(out_dir)
+    with open(out_dir / BINARY, "wb") as binary:
+        manifest = _pack_all(binary, layers, word_bits, computed)
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def weight_manifest(layers: Sequence[WeightLayer], word_bits: int, computed: Sequence[dict] = ()) -> dict:
+    """The manifest `write_weights` would write (sizes and offsets included), writing nothing."""
+    return _pack_all(_Discard(), layers, word_bits, computed)
+
+
+def _pack_all(binary, layers: Sequence[WeightLayer], word_bits: int, computed: Sequence[dict]) -> dict:
     word_bytes = _word_bytes(word_bits)
     entries = []
     offset = 0
-    with open(out_dir / BINARY, "wb") as binary:
-        for layer in layers:
-            w = layer.weights
-            _check_codes(layer.name, w)
-            plan = layer.plan
-            signed = w.signed or w.scheme != "int"
-            data = pack_tiles(w.codes.reshape(plan.extents), plan, w.bits, word_bits, signed)
-            binary.write(data)
-            entry = _layer_entry(layer, plan, offset, len(data), word_bits, signed)
-            offset += len(data)
-            if layer.bias is not None:
-                raw = np.ascontiguousarray(layer.bias, dtype="<i4").tobytes()
-                pad = (-len(raw)) % word_bytes
-                binary.write(raw + bytes(pad))
-                entry["bias"] = {
-                    "offset": offset,
-                    "length": len(raw),
-                    "count": int(np.size(layer.bias)),
-                    "dtype": "int32",
-                    "scales": [float(s) for s in np.asarray(layer.bias_scales, dtype=np.float32).ravel()],
-                    "zero_point": 0,
-                }
-                offset += len(raw) + pad
-            entries.append(entry)
+    for layer in layers:
+        w = layer.weights
+        _check_codes(layer.name, w)
+        plan = layer.plan
+        signed = w.signed or w.scheme != "int"
+        data = pack_tiles(w.codes.reshape(plan.extents), plan, w.bits, word_bits, signed)
+        binary.write(data)
+        entry = _layer_entry(layer, plan, offset, len(data), word_bits, signed)
+        offset += len(data)
+        if layer.bias is not None:
+            raw = np.ascontiguousarray(layer.bias, dtype="<i4").tobytes()
+            pad = (-len(raw)) % word_bytes
+            binary.write(raw + bytes(pad))
+            entry["bias"] = {
+                "offset": offset,
+                "length": len(raw),
+                "count": int(np.size(layer.bias)),
+                "dtype": "int32",
+                "scales": [float(s) for s in np.asarray(layer.bias_scales, dtype=np.float32).ravel()],
+                "zero_point": 0,
+            }
+            offset += len(raw) + pad
+        entries.append(entry)
     manifest = {
         "version": FORMAT_VERSION,
         "binary": BINARY,
@@ -233,7 +249,6 @@ def write_weights(
         "layers": entries,
         "layers_without_stored_weights": list(computed),
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 

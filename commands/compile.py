@@ -15,15 +15,17 @@ HELP = "Compile an ONNX model (or zoo:NAME) for a target: bit-widths, mappings, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="ONNX file, or zoo:NAME (see `quantloop zoo`)")
     add_option_flags(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the result")
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from quantloop.driver import compile as compile_model
+    from quantloop.progress import make_progress
 
     options = CompileOptions.from_args(args, command_line=shlex.join(["quantloop", *sys.argv[1:]]))
-    result = compile_model(args.model, options)
+    result = compile_model(args.model, options, progress=make_progress(sys.stderr, quiet=args.quiet))
     # the result (summary table) on stdout; IR dumps went to stderr, as mlir-opt and xdsl-opt do
     console = Console(width=None if sys.stdout.isatty() else 160)
     print_summary(console, result, args)

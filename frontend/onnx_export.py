@@ -20,8 +20,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import (
+    AnyFloat,
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    ModuleOp,
+    StringAttr,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
@@ -38,6 +46,7 @@ from quantloop.ir import (
     FlattenOp,
     GemmOp,
     GlobalAvgPoolOp,
+    HostOp,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -118,6 +127,8 @@ class OnnxExporter:
         elem = value.type.element_type
         if isinstance(elem, (UniformType, UniformPerAxisType)):
             return self.storage_type(elem, value)
+        if isinstance(elem, IntegerType):
+            return TensorProto.INT64 if elem.width.data == 64 else TensorProto.INT32
         return TensorProto.FLOAT
 
     def storage_type(self, elem, value: SSAValue) -> int:
@@ -199,6 +210,8 @@ def _constant(ex: OnnxExporter, op: ConstantOp) -> None:
     elem = value.type.element_type
     if isinstance(elem, (UniformType, UniformPerAxisType)):
         tensor = int_tensor(name, op.array, ex.storage_type(elem, value))
+    elif isinstance(elem, IntegerType):  # shapes, pads, indices of host ops
+        tensor = numpy_helper.from_array(np.asarray(op.array, f"int{elem.width.data}"), name)
     else:
         tensor = numpy_helper.from_array(np.asarray(op.array, np.float32), name)
     ex.initializers.append(tensor)
@@ -274,7 +287,30 @@ def _dequantize(ex: OnnxExporter, op: DequantizeOp) -> None:
     ex.node("DequantizeLinear", [ex.name(op.input), *qinputs], [ex.name(op.output)], op, **attrs)
 
 
+def onnx_attr(value: Attribute):
+    """The Python value `helper.make_node` turns back into the ONNX attribute the importer read."""
+    if isinstance(value, IntegerAttr):
+        return int(value.value.data)
+    if isinstance(value, FloatAttr):
+        return float(value.value.data)
+    if isinstance(value, StringAttr):
+        return value.data
+    if isinstance(value, DenseArrayBase):
+        values = value.get_values()
+        return [float(v) for v in values] if isinstance(value.elt_type, AnyFloat) else [int(v) for v in values]
+    return [v.data for v in value]  # ArrayAttr of strings
+
+
+def _host(ex: OnnxExporter, op: HostOp) -> None:
+    names = [ex.name(v) for v in op.args]
+    for position in sorted(op.absent):  # omitted optional inputs stay omitted
+        names.insert(position, "")
+    attrs = {key: onnx_attr(value) for key, value in op.onnx_attrs.data.items()}
+    ex.node(op.op_type, names, [ex.name(r) for r in op.results], op, **attrs)
+
+
 EMITTERS: dict[type[Operation], Callable[[OnnxExporter, Operation], None]] = {
+    HostOp: _host,
     ConstantOp: _constant,
     Conv2dOp: _conv,
     GemmOp: _gemm,

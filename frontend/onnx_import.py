@@ -24,8 +24,20 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from xdsl.dialects import func
-from xdsl.dialects.builtin import FunctionType, ModuleOp, TensorType, f32
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseArrayBase,
+    FloatAttr,
+    FunctionType,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    f32,
+    i32,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
 from quantloop.errors import QuantloopError
@@ -44,6 +56,8 @@ from quantloop.ir import (
     FlattenOp,
     GemmOp,
     GlobalAvgPoolOp,
+    HOST_OP_TYPES,
+    HostOp,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -58,7 +72,7 @@ from quantloop.ir import (
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "finn")
 MICROSOFT_DOMAIN = "com.microsoft"
-OPSETS = range(11, 22)
+OPSETS = range(7, 22)  # below 11 converted by onnx.version_converter at load (frontend.onnx_fold)
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -99,8 +113,11 @@ class _Importer:
         self.graph = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if self.opset not in OPSETS:
-            raise QuantloopError(f"{source}: opset {self.opset} is not supported (supported: 11..21)")
+            raise QuantloopError(f"{source}: opset {self.opset} is not supported (supported: {OPSETS[0]}..{OPSETS[-1]})")
         self.consts: dict[str, np.ndarray] = {t.name: self._read(t) for t in self.graph.initializer}
+        self.elem_types: dict[str, int] = {
+            info.name: info.type.tensor_type.elem_type for info in [*self.graph.value_info, *self.graph.output]
+        }
         self.onnx_types: dict[str, int] = {t.name: t.data_type for t in self.graph.initializer}
         self.values: dict[str, SSAValue] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -184,13 +201,10 @@ class _Importer:
         for info, arg in zip(inputs, block.args):
             self.values[info.name] = arg
             arg.name_hint = _hint(info.name)
+        self._refuse_unsupported()
         for node in self.graph.node:
             self.node = node
-            standard = node.domain in ("", "ai.onnx")
-            converter = (CONVERTERS if standard else DOMAIN_CONVERTERS.get(node.domain, {})).get(node.op_type)
-            if converter is None:
-                label = node.op_type if standard else f"{node.domain}.{node.op_type}"
-                raise self.fail(f"unsupported op {label}; supported ops: {', '.join(supported_ops())}")
+            converter = _converter(node)
             try:
                 converter(self, node)
             except VerifyException as err:
@@ -203,6 +217,18 @@ class _Importer:
             "main", FunctionType.from_lists([a.type for a in block.args], [v.type for v in outputs]), Region(block)
         )
         return ModuleOp([function])
+
+    def _refuse_unsupported(self) -> None:
+        """One error listing every unsupported op type, with its count and first node."""
+        missing: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.graph.node:
+            if _converter(node) is None:
+                label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+                missing.setdefault(label, []).append(node)
+        if missing:
+            listed = "; ".join(f"{label} ×{len(nodes)} (first '{nodes[0].name or nodes[0].output[0]}')"
+                               for label, nodes in missing.items())
+            raise QuantloopError(f"{self.source}: unsupported ops: {listed}; supported ops: {', '.join(supported_ops())}")
 
     def _input_type(self, info: onnx.ValueInfoProto) -> TensorType:
         tensor = info.type.tensor_type
@@ -269,7 +295,7 @@ class _Importer:
         self.only_first_output(node)
         kernel = list(a["kernel_shape"])
         if len(kernel) != 2:
-            raise self.fail(f"only 2-D pooling is supported (kernel_shape {kernel})")
+            return self.host(node)  # 1-D / 3-D pooling (torch's LocalResponseNorm) runs on the host
         dilations = list(a.get("dilations", [1, 1]))
         if dilations != [1, 1]:
             raise self.fail(f"dilated pooling is not supported (dilations {dilations})")
@@ -309,9 +335,17 @@ class _Importer:
     def softmax(self, node: onnx.NodeProto) -> None:
         rank = len(self.shape_of(node.input[0]))
         axis = int(_attrs(node).get("axis", -1 if self.opset >= 13 else 1))
-        if self.opset < 13 and (axis % rank) != rank - 1:
-            raise self.fail(f"Softmax before opset 13 flattens from axis {axis}; only the last axis is supported")
-        self.emit(SoftmaxOp(self.value(node.input[0]), axis, name=node.name or None), node.output[0])
+        x = self.value(node.input[0])
+        if self.opset >= 13 or (axis % rank) == rank - 1:
+            self.emit(SoftmaxOp(x, axis, name=node.name or None), node.output[0])
+            return
+        # Before opset 13 Softmax normalises over all dimensions from `axis` on, as one flattened row.
+        shape = self.shape_of(node.input[0])
+        cut = axis % rank
+        base = node.name or node.output[0]
+        rows = self.emit(ReshapeOp(x, [math.prod(shape[:cut]), math.prod(shape[cut:])], name=f"{base}_rows"))
+        soft = self.emit(SoftmaxOp(rows, -1, name=node.name or None))
+        self.emit(ReshapeOp(soft, list(shape), name=f"{base}_shape"), node.output[0])
 
     def constant(self, node: onnx.NodeProto) -> None:
         a = _attrs(node)
@@ -351,6 +385,88 @@ class _Importer:
         if training is not None and bool(training):
             raise self.fail("Dropout in training mode is not supported")
         self.emit(DropoutOp(self.value(node.input[0]), ratio, name=node.name or None), node.output[0])
+
+    # ------------------------------------------------------------------ real-CNN ops
+
+    def host(self, node: onnx.NodeProto) -> None:
+        """An op of `HOST_OP_TYPES`: kept in ONNX terms as `qnn.host` (runs on the host)."""
+        operands, absent = [], []
+        for i, name in enumerate(node.input):
+            if name:
+                operands.append(self.host_operand(name))
+            else:
+                absent.append(i)
+        if any(not out for out in node.output):
+            raise self.fail("unnamed (omitted) outputs are not supported on host ops")
+        like = operands[0] if node.op_type in _MOVES_ELEMENTS and operands else None
+        types = [self.host_result_type(out, like) for out in node.output]
+        attrs = {a.name: _xdsl_attr(a, self.fail) for a in node.attribute}
+        op = HostOp(node.op_type, operands, types, attrs, absent=absent, name=node.name or None)
+        self.ops.append(op)
+        for out, result in zip(node.output, op.results):
+            self.values[out] = result
+            result.name_hint = _hint(out)
+
+    def host_operand(self, name: str) -> SSAValue:
+        if name in self.values or name not in self.consts or self.consts[name].dtype == np.float32:
+            return self.value(name)
+        array = self.consts[name]
+        elem = _ELEMENT_TYPES.get(array.dtype)
+        if elem is None:
+            raise self.fail(f"constant '{name}' of type {array.dtype} is not supported (float32, int64, int32 are)")
+        return self.emit(ConstantOp(array, TensorType(elem, list(array.shape)), name=name), name)
+
+    def host_result_type(self, output: str, like: SSAValue | None) -> TensorType:
+        shape = self.shapes.get(output)
+        if shape is None:
+            raise self.fail(f"the shape of output '{output}' is not known after ONNX shape inference")
+        onnx_type = self.elem_types.get(output, onnx.TensorProto.FLOAT)
+        if onnx_type == onnx.TensorProto.FLOAT:
+            return self.result_type(output, like)
+        elem = _ELEMENT_TYPES.get(helper.tensor_dtype_to_np_dtype(onnx_type))
+        if elem is None:
+            raise self.fail(f"output '{output}' is {onnx.TensorProto.DataType.Name(onnx_type)}; host ops compute "
+                            "float32, int64 or int32")
+        return TensorType(elem, list(shape))
+
+    def reduce_mean(self, node: onnx.NodeProto) -> None:
+        """ReduceMean over H and W of an NCHW tensor is global average pooling; any other is a host op."""
+        a = _attrs(node)
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.consts.get(node.input[1])
+        rank = len(self.shape_of(node.input[0]))
+        if rank != 4 or axes is None or sorted(int(x) % 4 for x in np.asarray(axes).reshape(-1)) != [2, 3]:
+            return self.host(node)
+        pooled = GlobalAvgPoolOp(self.value(node.input[0]), name=node.name or None)
+        if int(a.get("keepdims", 1)):
+            self.emit(pooled, node.output[0])
+            return
+        self.emit(pooled)
+        self.emit(ReshapeOp(pooled, list(self.shapes[node.output[0]]), name=f"{node.name or node.output[0]}_squeeze"),
+                  node.output[0])
+
+    def sum(self, node: onnx.NodeProto) -> None:
+        """Sum of n inputs: a chain of qnn.add (one input: the identity)."""
+        values = [self.value(name) for name in node.input]
+        if len(values) == 1:
+            self.emit(IdentityOp(values[0], name=node.name or None), node.output[0])
+            return
+        total = values[0]
+        for i, other in enumerate(values[1:], start=2):
+            last = i == len(values)
+            op = AddOp(total, other, self.result_type(node.output[0]) if last else None,
+                       name=(node.name or None) if last else f"{node.name or node.output[0]}_{i - 1}")
+            total = self.emit(op, node.output[0] if last else None)
+
+    def static_reshape(self, node: onnx.NodeProto) -> None:
+        """Squeeze / Unsqueeze: a reshape to the (static) inferred output shape."""
+        x = self.value(node.input[0])
+        shape = self.shapes.get(node.output[0])
+        if shape is None:
+            raise self.fail(f"the shape of output '{node.output[0]}' is not known after ONNX shape inference")
+        self.emit(ReshapeOp(x, list(shape), self.result_type(node.output[0], like=x), name=node.name or None),
+                  node.output[0])
 
     # ------------------------------------------------------------------ quantization
 
@@ -463,6 +579,29 @@ class _Importer:
         return axis, np.broadcast_to(scale, full).reshape(-1), np.broadcast_to(zeropt, full).reshape(-1)
 
 
+#: Host ops whose results only move input elements: they keep a per-tensor quantized element type.
+_MOVES_ELEMENTS = frozenset({"Transpose", "Slice", "Split", "Gather", "Tile", "Expand", "DepthToSpace", "SpaceToDepth"})
+_ELEMENT_TYPES = {np.dtype(np.float32): f32, np.dtype(np.int64): i64, np.dtype(np.int32): i32}
+
+
+def _xdsl_attr(attr: onnx.AttributeProto, fail: Callable[[str], QuantloopError]) -> Attribute:
+    """An ONNX attribute as an xDSL attribute that `onnx_export.onnx_attr` turns back into the same value."""
+    kind = onnx.AttributeProto
+    if attr.type == kind.INT:
+        return IntegerAttr(attr.i, i64)
+    if attr.type == kind.FLOAT:
+        return FloatAttr(attr.f, f32)
+    if attr.type == kind.STRING:
+        return StringAttr(attr.s.decode())
+    if attr.type == kind.INTS:
+        return DenseArrayBase.from_list(i64, list(attr.ints))
+    if attr.type == kind.FLOATS:
+        return DenseArrayBase.from_list(f32, list(attr.floats))
+    if attr.type == kind.STRINGS:
+        return ArrayAttr([StringAttr(v.decode()) for v in attr.strings])
+    raise fail(f"attribute '{attr.name}' of type {kind.AttributeType.Name(attr.type)} is not supported on host ops")
+
+
 def _along(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     """A scalar or 1-D per-axis parameter shaped to broadcast against an `ndim`-D tensor along `axis`."""
     if param.ndim == 0 or param.size == 1 and ndim == 0:
@@ -484,6 +623,12 @@ def _qonnx_codes(x, scale, zeropt, bits, signed, narrow, mode, fail) -> np.ndarr
     return np.clip(rounding[mode](scaled), low, high).astype(np.int64)
 
 
+def _converter(node: onnx.NodeProto) -> Callable[[_Importer, onnx.NodeProto], None] | None:
+    if node.domain in ("", "ai.onnx"):
+        return CONVERTERS.get(node.op_type) or (_Importer.host if node.op_type in HOST_OP_TYPES else None)
+    return DOMAIN_CONVERTERS.get(node.domain, {}).get(node.op_type)
+
+
 CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "Conv": _Importer.conv,
     "Gemm": _Importer.gemm,
@@ -498,6 +643,10 @@ CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "Flatten": _Importer.flatten,
     "Concat": _Importer.concat,
     "Softmax": _Importer.softmax,
+    "ReduceMean": _Importer.reduce_mean,
+    "Sum": _Importer.sum,
+    "Squeeze": _Importer.static_reshape,
+    "Unsqueeze": _Importer.static_reshape,
     "Constant": _Importer.constant,
     "BatchNormalization": _Importer.batchnorm,
     "Identity": _Importer.identity,
@@ -516,5 +665,5 @@ DOMAIN_CONVERTERS = {**{d: QONNX_CONVERTERS for d in QONNX_DOMAINS}, MICROSOFT_D
 
 
 def supported_ops() -> list[str]:
-    return (sorted(CONVERTERS) + [f"{op} (QONNX)" for op in sorted(QONNX_CONVERTERS)]
+    return (sorted({*CONVERTERS, *HOST_OP_TYPES}) + [f"{op} (QONNX)" for op in sorted(QONNX_CONVERTERS)]
             + [f"{MICROSOFT_DOMAIN}.{op}" for op in sorted(MICROSOFT_CONVERTERS)])

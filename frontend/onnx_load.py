@@ -1,4 +1,5 @@
-"""Read an ONNX model (file or `zoo:` spec), check it, fix its input shapes and infer the rest.
+"""Read an ONNX model (file or `zoo:` spec), check it, fix its input shapes and infer the rest;
+convert opsets below 11 and fold its constant parts (`onnx_fold`).
 
 Every failure is a one-line `QuantloopError` naming the file and the problem.
 """
@@ -14,6 +15,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from quantloop.errors import QuantloopError
+from quantloop.frontend.onnx_fold import MAX_FOLD_ROUNDS, convert_opset, fold_constants
 
 InputShapes = Mapping[str, tuple[int, ...]]
 
@@ -77,13 +79,23 @@ def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputSha
     else:
         source, model = str(spec), _read_file(Path(spec))
     _set_input_shapes(model, input_shapes or {}, source)
+    model = convert_opset(model, source)
+    _check_and_infer(model, source)
+    for _ in range(MAX_FOLD_ROUNDS):
+        if not fold_constants(model, source):
+            break
+        _check_and_infer(model, source)
+    return model
+
+
+def _check_and_infer(model: onnx.ModelProto, source: str) -> None:
+    """Check the model and replace its value_info/outputs by inferred ones (both on the skeleton)."""
     skeleton = _skeleton(model)
     _check(skeleton, source)
     inferred = infer_shapes(skeleton, source).graph
     for field in ("value_info", "output"):
         model.graph.ClearField(field)
         getattr(model.graph, field).extend(getattr(inferred, field))
-    return model
 
 
 #: Initializers with more elements than this are left out of checking and shape inference.

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
     DenseArrayBase,
     Float32Type,
     FloatAttr,
@@ -22,9 +24,11 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.dialects.utils import EnumAttribute
+from xdsl.ir import Attribute, Operation, SpacedOpaqueSyntaxAttribute, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
+    irdl_attr_definition,
     irdl_op_definition,
     operand_def,
     opt_operand_def,
@@ -33,15 +37,17 @@ from xdsl.irdl import (
     result_def,
     traits_def,
     var_operand_def,
+    var_result_def,
 )
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.str_enum import StrEnum
 
 from quantloop.errors import QuantloopError
+from quantloop.ir.syntax import CustomSyntaxOp
 from quantloop.ir.types import UniformPerAxisType, UniformType
 from quantloop.ir.weights import DenseWeightsAttr
 
-ACTIVATIONS = ("none", "relu", "clip")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -83,7 +89,9 @@ def _common_props(name: str | None) -> dict[str, Attribute]:
 
 
 def _act_props(act: str, act_min: float | None, act_max: float | None) -> dict[str, Attribute]:
-    props: dict[str, Attribute] = {"act": StringAttr(act)}
+    if act not in ACTIVATIONS:
+        raise VerifyException(f"act '{act}' is not one of {', '.join(ACTIVATIONS)}")
+    props: dict[str, Attribute] = {"act": ActivationAttr(Activation(act))}
     if act_min is not None:
         props["act_min"] = _float(act_min)
     if act_max is not None:
@@ -138,28 +146,47 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...] | None:
         return None
 
 
-class _Named:
-    """The optional `name` property shared by every qnn op (xDSL collects field definitions through the MRO)."""
+class Activation(StrEnum):
+    """A fused activation: none, relu, or clip to [act_min, act_max]."""
+
+    NONE = "none"
+    RELU = "relu"
+    CLIP = "clip"
+
+
+ACTIVATIONS: tuple[str, ...] = tuple(a.value for a in Activation)
+
+
+@irdl_attr_definition
+class ActivationAttr(EnumAttribute[Activation], SpacedOpaqueSyntaxAttribute):
+    """`#qnn<activation relu>`; `act = relu` in an op's custom syntax."""
+
+    name = "qnn.activation"
+
+
+class QnnOp(CustomSyntaxOp):
+    """Base of every qnn op: the optional `name` property (the ONNX node name) and the dialect's
+    custom syntax (`quantloop.ir.syntax`). A new op derives from it (or from a subclass)."""
 
     node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     @property
     def node_name(self) -> str | None:
-        node = self.properties.get("name")  # type: ignore[attr-defined]
+        node = self.properties.get("name")
         return node.data if isinstance(node, StringAttr) else None
 
 
-class _FusedActivation(_Named):
+class _FusedActivation:
     """Ops that may carry a fused activation: `act` is "none", "relu" or "clip" (act_min..act_max)."""
 
-    act_attr = prop_def(StringAttr, prop_name="act")
+    act_attr = prop_def(ActivationAttr, ActivationAttr(Activation.NONE), prop_name="act")
     act_min_attr = opt_prop_def(FloatAttr, prop_name="act_min")
     act_max_attr = opt_prop_def(FloatAttr, prop_name="act_max")
 
     @property
     def act(self) -> str:
         act = self.properties.get("act")  # type: ignore[attr-defined]
-        return act.data if isinstance(act, StringAttr) else "none"
+        return act.data.value if isinstance(act, ActivationAttr) else "none"
 
     @property
     def act_min(self) -> float | None:
@@ -204,7 +231,7 @@ def pool_output_sizes(size: int, kernel: int, stride: int, pad_begin: int, pad_e
 
 
 @irdl_op_definition
-class Conv2dOp(IRDLOperation, _FusedActivation):
+class Conv2dOp(QnnOp, _FusedActivation):
     """2-D convolution, NCHW input, MCRS weight (C per group), optional bias of length M."""
 
     name = "qnn.conv2d"
@@ -214,10 +241,10 @@ class Conv2dOp(IRDLOperation, _FusedActivation):
     bias = opt_operand_def(TensorType)
     output = result_def(TensorType)
 
-    strides_attr = prop_def(DenseArrayBase, prop_name="strides")
-    pads_attr = prop_def(DenseArrayBase, prop_name="pads")
-    dilations_attr = prop_def(DenseArrayBase, prop_name="dilations")
-    group_attr = prop_def(IntegerAttr, prop_name="group")
+    strides_attr = prop_def(DenseArrayBase, _ints((1, 1)), prop_name="strides")
+    pads_attr = prop_def(DenseArrayBase, _ints((0, 0, 0, 0)), prop_name="pads")
+    dilations_attr = prop_def(DenseArrayBase, _ints((1, 1)), prop_name="dilations")
+    group_attr = prop_def(IntegerAttr, _int(1), prop_name="group")
 
     traits = traits_def(Pure())
 
@@ -325,7 +352,7 @@ class Conv2dOp(IRDLOperation, _FusedActivation):
 
 
 @irdl_op_definition
-class GemmOp(IRDLOperation, _FusedActivation):
+class GemmOp(QnnOp, _FusedActivation):
     """ONNX Gemm: alpha * op(a) @ op(b) + beta * c, with op = transpose when trans_a / trans_b."""
 
     name = "qnn.gemm"
@@ -335,10 +362,10 @@ class GemmOp(IRDLOperation, _FusedActivation):
     c = opt_operand_def(TensorType)
     output = result_def(TensorType)
 
-    alpha_attr = prop_def(FloatAttr, prop_name="alpha")
-    beta_attr = prop_def(FloatAttr, prop_name="beta")
-    trans_a_attr = prop_def(IntegerAttr, prop_name="trans_a")
-    trans_b_attr = prop_def(IntegerAttr, prop_name="trans_b")
+    alpha_attr = prop_def(FloatAttr, _float(1.0), prop_name="alpha")
+    beta_attr = prop_def(FloatAttr, _float(1.0), prop_name="beta")
+    trans_a_attr = prop_def(IntegerAttr, _int(0), prop_name="trans_a")
+    trans_b_attr = prop_def(IntegerAttr, _int(0), prop_name="trans_b")
 
     traits = traits_def(Pure())
 
@@ -431,7 +458,7 @@ def matmul_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
 
 
 @irdl_op_definition
-class MatMulOp(IRDLOperation, _Named):
+class MatMulOp(QnnOp):
     """numpy-style matrix product (ONNX MatMul)."""
 
     name = "qnn.matmul"
@@ -467,7 +494,7 @@ class MatMulOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class AddOp(IRDLOperation, _FusedActivation):
+class AddOp(QnnOp, _FusedActivation):
     """Element-wise sum with numpy broadcasting, optionally followed by a fused activation."""
 
     name = "qnn.add"
@@ -515,7 +542,7 @@ class AddOp(IRDLOperation, _FusedActivation):
 # ----------------------------------------------------------------------------- element-wise ops
 
 
-class _UnaryOp(IRDLOperation, _Named):
+class _UnaryOp(QnnOp):
     """Shared constructor and shape check of ops whose result has the input's shape."""
 
     def __init__(
@@ -732,15 +759,15 @@ def _pool_shape(
     ]
 
 
-class _PoolOp(IRDLOperation, _Named):
+class _PoolOp(QnnOp):
     """Fields, constructor and checks shared by max and average pooling."""
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
     kernel_attr = prop_def(DenseArrayBase, prop_name="kernel")
-    strides_attr = prop_def(DenseArrayBase, prop_name="strides")
-    pads_attr = prop_def(DenseArrayBase, prop_name="pads")
-    ceil_mode_attr = prop_def(IntegerAttr, prop_name="ceil_mode")
+    strides_attr = prop_def(DenseArrayBase, _ints((1, 1)), prop_name="strides")
+    pads_attr = prop_def(DenseArrayBase, _ints((0, 0, 0, 0)), prop_name="pads")
+    ceil_mode_attr = prop_def(IntegerAttr, _int(0), prop_name="ceil_mode")
 
     def __init__(
         self,
@@ -821,7 +848,7 @@ class MaxPoolOp(_PoolOp):
 class AvgPoolOp(_PoolOp):
     name = "qnn.avgpool"
 
-    count_include_pad_attr = prop_def(IntegerAttr, prop_name="count_include_pad")
+    count_include_pad_attr = prop_def(IntegerAttr, _int(0), prop_name="count_include_pad")
 
     traits = traits_def(Pure())
 
@@ -854,7 +881,7 @@ class AvgPoolOp(_PoolOp):
 
 
 @irdl_op_definition
-class GlobalAvgPoolOp(IRDLOperation, _Named):
+class GlobalAvgPoolOp(QnnOp):
     """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
 
     name = "qnn.global_avgpool"
@@ -896,7 +923,7 @@ def resolve_reshape(in_shape: Sequence[int], shape: Sequence[int]) -> tuple[int,
 
 
 @irdl_op_definition
-class ReshapeOp(IRDLOperation, _Named):
+class ReshapeOp(QnnOp):
     """Static reshape; `shape` follows ONNX (0 = copy the input dimension, -1 = inferred)."""
 
     name = "qnn.reshape"
@@ -940,7 +967,7 @@ class ReshapeOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class FlattenOp(IRDLOperation, _Named):
+class FlattenOp(QnnOp):
     """ONNX Flatten: dimensions before `axis` and from `axis` on become the two result dimensions."""
 
     name = "qnn.flatten"
@@ -982,7 +1009,7 @@ class FlattenOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class ConcatOp(IRDLOperation, _Named):
+class ConcatOp(QnnOp):
     name = "qnn.concat"
 
     inputs = var_operand_def(TensorType)
@@ -1037,7 +1064,7 @@ class ConcatOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class ConstantOp(IRDLOperation, _Named):
+class ConstantOp(QnnOp):
     """Weights and other constant tensors; `op.array` is the data shaped like the result."""
 
     name = "qnn.constant"
@@ -1085,7 +1112,7 @@ class ConstantOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class BatchNormOp(IRDLOperation, _Named):
+class BatchNormOp(QnnOp):
     """Inference batch normalisation over axis 1; canonicalize folds it into the preceding conv."""
 
     name = "qnn.batchnorm"
@@ -1136,6 +1163,80 @@ class BatchNormOp(IRDLOperation, _Named):
         _check_same_shape(self, self.input)
 
 
+# ----------------------------------------------------------------------------- host ops kept in ONNX terms
+
+
+#: ONNX operators kept as `qnn.host`: they run on the host with ONNX's own semantics (never mapped
+#: onto the accelerator); the importer maps everything else to a dedicated op or refuses it.
+HOST_OP_TYPES = frozenset({
+    "Mul", "Sub", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Max", "Min", "Mean",
+    "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus", "Gelu",
+    "Transpose", "Pad", "Slice", "Split", "Gather", "Tile", "Expand", "DepthToSpace", "SpaceToDepth",
+    "LRN", "AveragePool", "MaxPool", "ReduceMean", "ReduceMax", "ReduceSum", "GlobalMaxPool", "Resize", "LogSoftmax",
+    "InstanceNormalization", "LpNormalization",
+})
+
+
+@irdl_op_definition
+class HostOp(QnnOp):
+    """An ONNX operator (`op_type` in `HOST_OP_TYPES`) that runs on the host, with ONNX's semantics.
+
+    `onnx_attrs` holds the node's attributes (ints, floats, strings and lists of them); `absent`
+    lists the positions of omitted optional ONNX inputs, so the node exports back exactly.
+    Result types are those ONNX shape inference gave the node's outputs.
+    """
+
+    name = "qnn.host"
+
+    args = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    op_type_attr = prop_def(StringAttr, prop_name="op_type")
+    onnx_attrs = prop_def(DictionaryAttr, prop_name="onnx_attrs")
+    absent_attr = opt_prop_def(DenseArrayBase, prop_name="absent")
+
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        op_type: str,
+        operands: Sequence[SSAValue | Operation],
+        result_types: Sequence[Attribute],
+        attrs: dict[str, Attribute] | None = None,
+        *,
+        absent: Sequence[int] = (),
+        name: str | None = None,
+    ) -> None:
+        props: dict[str, Attribute] = {"op_type": StringAttr(op_type), "onnx_attrs": DictionaryAttr(attrs or {})}
+        if absent:
+            props["absent"] = _ints(absent)
+        super().__init__(operands=[[SSAValue.get(v) for v in operands]], result_types=[list(result_types)],
+                         properties={**props, **_common_props(name)})
+
+    @property
+    def op_type(self) -> str:
+        return self.op_type_attr.data
+
+    @property
+    def absent(self) -> tuple[int, ...]:
+        return self.absent_attr.get_values() if self.absent_attr is not None else ()
+
+    def verify_(self) -> None:
+        if self.op_type not in HOST_OP_TYPES:
+            _fail(self, f"op_type '{self.op_type}' is not a host op ({', '.join(sorted(HOST_OP_TYPES))})")
+        if not self.outputs:
+            _fail(self, "needs at least one result")
+        for key, value in self.onnx_attrs.data.items():
+            if not isinstance(value, (IntegerAttr, FloatAttr, StringAttr, DenseArrayBase, ArrayAttr)):
+                _fail(self, f"attribute '{key}' is a {value.name}; ONNX attributes are ints, floats, strings or lists")
+        if any(i < 0 or i > len(self.args) + len(self.absent) for i in self.absent):
+            _fail(self, f"absent input positions {list(self.absent)} are out of range")
+
+
+def op_kind(op: Operation) -> str:
+    """What an op does, for schedules and reports: `qnn.host` ops say their ONNX op type."""
+    return f"{op.name}:{op.op_type}" if isinstance(op, HostOp) else op.name
+
+
 QNN_OPS: tuple[type[IRDLOperation], ...] = (
     Conv2dOp,
     GemmOp,
@@ -1156,6 +1257,7 @@ QNN_OPS: tuple[type[IRDLOperation], ...] = (
     BatchNormOp,
     IdentityOp,
     DropoutOp,
+    HostOp,
 )
 
 #: Ops whose result holds values of their first operand, only moved (selected, reshaped or copied).

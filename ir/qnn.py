@@ -22,6 +22,9 @@ from quantloop.ir.builder import MainBuilder, main_func
 from quantloop.ir.ops import (
     ACTIVATIONS,
     QNN_OPS,
+    Activation,
+    ActivationAttr,
+    QnnOp,
     AddOp,
     AvgPoolOp,
     BatchNormOp,
@@ -34,6 +37,8 @@ from quantloop.ir.ops import (
     FlattenOp,
     GemmOp,
     GlobalAvgPoolOp,
+    HOST_OP_TYPES,
+    HostOp,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -44,6 +49,7 @@ from quantloop.ir.ops import (
     broadcast_shapes,
     conv_output_size,
     matmul_shape,
+    op_kind,
     op_label,
 )
 from quantloop.ir.types import (
@@ -67,7 +73,7 @@ from quantloop.ir.weights import DenseWeightsAttr, Weights
 QNN = Dialect(
     "qnn",
     list(QNN_OPS),
-    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr],
+    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr],
 )
 
 #: Dialects every quantloop context loads; other dialects (e.g. `accel`) are appended here
@@ -207,6 +213,9 @@ def verify_module(module: ModuleOp, source_name: str = "<module>") -> None:
 
 __all__ = [
     "ACTIVATIONS",
+    "Activation",
+    "ActivationAttr",
+    "QnnOp",
     "QNN",
     "QNN_OPS",
     "QUANTIZED_TYPES",
@@ -224,6 +233,8 @@ __all__ = [
     "FlattenOp",
     "GemmOp",
     "GlobalAvgPoolOp",
+    "HOST_OP_TYPES",
+    "HostOp",
     "IdentityOp",
     "IntType",
     "MatMulOp",
@@ -250,6 +261,7 @@ __all__ = [
     "is_signed",
     "make_context",
     "matmul_shape",
+    "op_kind",
     "op_label",
     "parse_module",
     "print_module",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from quantloop.costmodel.checks import check_bits
 from quantloop.costmodel.mapping import LevelMapping, Mapping
@@ -134,10 +135,11 @@ def _map_one(args) -> MapResult:
 
 def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, objective: str = "energy", *,
                workers: int = 1, cache: MapCache | None = None, seed: int = 0,
-               budget: Budget | None = None) -> list[MapResult]:
+               budget: Budget | None = None, progress: Any = None) -> list[MapResult]:
     """map_layer for every (name, problem, bits), in order. Identical (problem, bits) are mapped
     once; with workers > 1 distinct layers are mapped in a process pool. The results do not
-    depend on `workers`."""
+    depend on `workers`. `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a
+    layer is searched and `advance(name, cache_hit)` after each distinct layer."""
     from quantloop.targets.registry import load_target
 
     arch = load_target(target)
@@ -158,15 +160,25 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
                 started = time.perf_counter()
                 key = layer_key(problem, arch, bits, objective, seed, budget)
                 done[i] = _from_cache(cache, key, arch, problem, bits, name, started)
+                if done[i] is not None and progress is not None:
+                    progress.advance(name, cache_hit=True)
     todo = sorted((i for i, r in enumerate(done) if r is None), key=lambda i: -jobs[i][1].macs)  # big first
     if workers == 1 or len(todo) <= 1:
         for i in todo:
+            if progress is not None:
+                progress.start(jobs[i][0])
             done[i] = _map_one(jobs[i])
+            if progress is not None:
+                progress.advance(jobs[i][0])
     else:
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-            for i, r in zip(todo, pool.map(_map_one, [jobs[i] for i in todo], chunksize=1)):
-                done[i] = r
+            futures = {pool.submit(_map_one, jobs[i]): i for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                done[i] = future.result()
+                if progress is not None:
+                    progress.advance(jobs[i][0])
     results = []
     for name, problem, bits in requests:
         r = done[first[(tuple(_problem_key(problem).items()), bits)]]

@@ -33,10 +33,10 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 class MapCache:
-    """A folder of `<key>.json` entries."""
+    """A folder of `<key>.json` entries (`folder` under the cache root: other on-disk caches reuse this class)."""
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = (Path(root) if root is not None else default_cache_dir()) / "mapper"
+    def __init__(self, root: str | os.PathLike | None = None, folder: str = "mapper") -> None:
+        self.root = (Path(root) if root is not None else default_cache_dir()) / folder
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"

@@ -108,8 +108,13 @@ class AccelMapPass(ModulePass):
             if key not in distinct:
                 distinct[key] = len(requests)
                 requests.append((layer.label, layer.problem.to_costmodel(name=layer.label), key[1]))
+        from quantloop.progress import current
+
         cache = None if self.no_cache else MapCache(self.cache_dir or None)
-        results = map_layers(requests, arch, self.objective, workers=self.workers, cache=cache, seed=self.seed)
+        with current().phase("mapping", total=len(requests)) as progress:
+            results = map_layers(
+                requests, arch, self.objective, workers=self.workers, cache=cache, seed=self.seed, progress=progress
+            )
         level_names = [level.name for level in arch.levels]
         stats = _STATS.get()
         for layer in todo:

@@ -22,7 +22,12 @@ Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib
 `samples` seeded N(0, 1) random inputs (and warns: such ranges say little about real data),
 `weight_clip=minmax|mse`, `act_range=minmax|percentile`, `percentile=99.99` (two-sided: the
 (100 − p)-th and p-th percentiles; tensors with more than 4 M observed values are subsampled at random,
-seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`.
+seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`.
+
+The observed ranges are cached on disk beside the mapper cache (same root, `calibration/` folder),
+keyed by the exported float model (bytes, weights included), the calibration inputs, the activation
+range settings, the onnxruntime version and `CACHE_VERSION`: a rerun on the same model and data
+skips the onnxruntime runs, the slowest part of a warm compile.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ from quantloop.ir.qnn import (
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
 
 PERCENTILE_SAMPLE_CAP = 1 << 22
+#: bump whenever the observed ranges change for the same model, data and settings
+CACHE_VERSION = 1
 
 
 class CalibrationWarning(UserWarning):
@@ -126,6 +133,8 @@ class CalibratePass(ModulePass):
     scheme: str = "int"
     samples: int = 32
     seed: int = 0
+    cache_dir: str = ""
+    no_cache: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         self._check_options()
@@ -247,6 +256,12 @@ class CalibratePass(ModulePass):
                 model.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
                 )
+        fetch_names = [exporter.names[v] for v in values]
+        cache, key = self._cache(model, inputs, fetch_names, batch)
+        if cache is not None:
+            cached = cache.get(key)
+            if cached is not None and set(cached) == set(fetch_names):
+                return {v: tuple(cached[exporter.names[v]]) for v in values}
         options = ort.SessionOptions()
         options.log_severity_level = 3
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -260,7 +275,34 @@ class CalibratePass(ModulePass):
                     observers[arg].update(part)
             for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
                 observers[value].update(result)
-        return {v: obs.range() for v, obs in observers.items()}
+        ranges = {v: tuple(float(x) for x in obs.range()) for v, obs in observers.items()}
+        if cache is not None:
+            cache.put(key, {exporter.names[v]: list(r) for v, r in ranges.items()})
+        return ranges
+
+    def _cache(self, model, inputs: list[np.ndarray], fetch: list[str], batch: int):
+        """The calibration cache and this run's key (None, "" with `no_cache`)."""
+        if self.no_cache:
+            return None, ""
+        import hashlib
+
+        import onnxruntime
+
+        from quantloop.mapper.cache import MapCache, cache_key
+        from quantloop.passes.search.accuracy_cache import array_digest
+
+        key = cache_key({
+            "model": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
+            "inputs": [array_digest(x) for x in inputs],
+            "fetch": fetch,
+            "batch": batch,
+            "act_range": self.act_range,
+            "percentile": self.percentile if self.act_range == "percentile" else None,
+            "seed": self.seed,
+            "onnxruntime": onnxruntime.__version__,
+            "version": CACHE_VERSION,
+        })
+        return MapCache(self.cache_dir or None, folder="calibration"), key
 
     # ------------------------------------------------------------------ rewriting
 

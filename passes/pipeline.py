@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -17,6 +18,7 @@ from xdsl.utils.exceptions import ArgSpecParseError, VerifyException
 from quantloop.errors import QuantloopError
 from quantloop.ir.qnn import print_module, verify_module
 from quantloop.passes.registry import pipeline_passes
+from quantloop.progress import current as current_progress
 
 
 def dump_header(pass_name: str) -> str:
@@ -90,8 +92,16 @@ def run_pipeline(
     step = first_step - 1
     timings: list[tuple[str, float]] = []
     started = time.perf_counter()
+    progress = current_progress()
+    running = ExitStack()  # the progress phase of the pass that runs now (dumps are not part of it)
 
-    def after_pass(previous: ModulePass | None, op: ModuleOp, _next: ModulePass | None) -> None:
+    def after_pass(previous: ModulePass | None, op: ModuleOp, next_pass: ModulePass | None) -> None:
+        running.close()
+        _dump(previous, op)
+        if next_pass is not None:
+            running.enter_context(progress.phase(next_pass.name))
+
+    def _dump(previous: ModulePass | None, op: ModuleOp) -> None:
         nonlocal step, started
         if previous is not None:
             timings.append((previous.name, time.perf_counter() - started))
@@ -114,7 +124,8 @@ def run_pipeline(
         started = time.perf_counter()
 
     try:
-        PassPipeline(tuple(passes), after_pass).apply(ctx, module)
+        with running:
+            PassPipeline(tuple(passes), after_pass).apply(ctx, module)
     except VerifyException as err:
         raise QuantloopError(f"internal error: a pass produced invalid IR: {err}", exit_code=1) from err
     if time_passes:

@@ -56,7 +56,7 @@ def _fake_writers(monkeypatch, fail_in: str | None = None):
 
 def _write(out: Path, force: bool = False) -> dict[str, Path]:
     return artifacts.write_artifacts(out, qnn_module=None, accel_module=ModuleOp([]), target="eyeriss",
-                                     command_line="test", force=force)
+                                     command_line="test", force=force, emit="all")
 
 
 @pytest.mark.parametrize("step", ["schedule", "weights", "report"])

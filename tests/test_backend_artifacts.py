@@ -83,7 +83,7 @@ def compile_artifacts(out: Path, spec: str, bits: str, target: str, scheme: str 
                       cache_dir: str = ""):
     qnn = qnn_module(spec, bits, scheme)
     accel = accel_module(qnn, target, mapper, cache_dir)
-    paths = write_artifacts(out, qnn_module=qnn, accel_module=accel, target=target,
+    paths = write_artifacts(out, qnn_module=qnn, accel_module=accel, target=target, emit="all",
                             command_line=f"quantloop compile {spec} --target {target} --bits {bits}")
     return qnn, accel, paths
 
@@ -290,7 +290,7 @@ def test_an_unmapped_layer_or_another_target_is_a_clean_error(tmp_path):
         write_artifacts(tmp_path / "a", qnn_module=qnn, accel_module=unmapped, target="eyeriss", command_line="x")
     mapped = accel_module(qnn, "eyeriss")
     with pytest.raises(QuantloopError, match="mapped for target eyeriss"):
-        write_artifacts(tmp_path / "b", qnn_module=qnn, accel_module=mapped, target="simba", command_line="x")
+        write_artifacts(tmp_path / "b", qnn_module=qnn, accel_module=mapped, target="simba", command_line="x", emit="all")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -331,7 +331,7 @@ def test_gemm_and_matmul_weights_keep_their_stored_orientation(tmp_path):
     AssignBitsPass(bits="w5a8").apply(make_context(), qnn)
     CalibratePass(samples=8).apply(make_context(), qnn)
     accel = accel_module(qnn, "simba")
-    write_artifacts(tmp_path / "out", qnn_module=qnn, accel_module=accel, target="simba", command_line="x")
+    write_artifacts(tmp_path / "out", qnn_module=qnn, accel_module=accel, target="simba", command_line="x", emit="all")
     manifest = {e["name"]: e for e in json.loads((tmp_path / "out" / "weights.json").read_text())["layers"]}
     assert manifest["fc2"]["layout"] == ["K", "N"] and manifest["fc2"]["canonical_dims"] == ["C", "M"]
     assert manifest["fc2"]["shape"] == [16, 12] and manifest["fc2"]["axis"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from quantloop.cli import main
+from quantloop.progress import is_progress_line
 from quantloop.ir.qnn import parse_module, print_module
 from quantloop.errors import QuantloopError
 
@@ -13,7 +14,8 @@ def _one_line_error(capsys, argv: list[str]) -> str:
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2, err
-    lines = err.strip().splitlines()
+    # phases that finished before the error may have printed their progress line (stderr is not a terminal)
+    lines = [line for line in err.strip().splitlines() if not is_progress_line(line)]
     assert len(lines) == 1 and lines[0].startswith("quantloop: error: "), err
     return lines[0]
 

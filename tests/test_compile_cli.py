@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from quantloop.cli import main
+from quantloop.progress import is_progress_line
 from quantloop.ir.qnn import parse_module
 
 HEADER = re.compile(r"^// -----// IR Dump After (\S+) //----- //$", re.M)
@@ -34,18 +35,48 @@ def _run(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_print_ir_after_all_on_mobilenet_v2_dumps_every_pass_and_each_dump_parses_back(capsys, tmp_path):
-    code, out, err = _run(["compile", "zoo:mobilenet_v2", "--print-ir-after-all"], capsys)
-    assert code == 0, err
-    dumps = _split_dumps(err)
-    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits"]
+MAX_LINE = 240
+
+
+def _check_dumps(dumps: list[tuple[str, str]], tmp_path: Path, capsys) -> None:
+    """Every dump prints back identically through `quantloop opt`, and no line is over MAX_LINE."""
     for name, text in dumps:
+        longest = max(text.splitlines(), key=len)
+        assert len(longest) <= MAX_LINE, f"dump after {name}: a line of {len(longest)} characters: {longest[:300]}"
         path = tmp_path / f"{name}.mlir"
         path.write_text(text + "\n")
         code, reprinted, err = _run(["opt", str(path)], capsys)
         assert code == 0, err
         assert reprinted.strip() == text, f"dump after {name} does not print back identically"
+
+
+def test_print_ir_after_all_on_mobilenet_v2_dumps_every_pass_and_each_dump_parses_back(capsys, tmp_path):
+    code, out, err = _run(["compile", "zoo:mobilenet_v2", "--print-ir-after-all"], capsys)
+    assert code == 0, err
+    assert "IR Dump" not in out
+    dumps = _split_dumps(err)
+    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits"]
+    _check_dumps(dumps, tmp_path, capsys)
     assert "!qnn.int<bits = 8, signed = true>" in dumps[-1][1]
+    # the custom syntax: enum activations, compact arrays, defaults left out
+    assert 'qnn.conv2d %input, %conv_1.weight, %conv_1.bias {strides = [2, 2], pads = [1, 1, 1, 1], act = clip' in dumps[0][1]
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_on_eyeriss_every_dump_is_readable_and_round_trips(capsys, tmp_path):
+    """Calibrated per-channel scales print once (aliases at the top), mappings and costs on wrapped lines."""
+    code, out, err = _run(
+        ["compile", "zoo:mobilenet_v2", "--target", "eyeriss", "--print-ir-after-all", "--cache-dir", str(tmp_path / "c")],
+        capsys,
+    )
+    assert code == 0, err
+    dumps = _split_dumps(err)
+    assert [name for name, _ in dumps] == [
+        "qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"
+    ]
+    _check_dumps(dumps, tmp_path, capsys)
+    mapped = dumps[-1][1]
+    assert mapped.startswith("!qnn_q0 = !qnn.uniform<i8:f32:0, {") and "#accel.cost<" in mapped
 
 
 def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(capsys, tmp_path):
@@ -89,7 +120,8 @@ def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(ca
 
 def test_compile_writes_artefacts_and_refuses_to_overwrite_without_force(capsys, tmp_path):
     out_dir = tmp_path / "build"
-    argv = ["compile", "zoo:cnn_digits", "--target", "simba", "-o", str(out_dir), "--cache-dir", str(tmp_path / "c")]
+    argv = ["compile", "zoo:cnn_digits", "--target", "simba", "-o", str(out_dir), "--cache-dir", str(tmp_path / "c"),
+            "--emit", "all"]
     code, out, err = _run(argv + ["--data", "zoo:digits-calib"], capsys)
     assert code == 0, err
     for name in ("schedule.json", "schedule.txt", "weights.bin", "weights.json", "report.json", "model.quant.onnx"):
@@ -97,7 +129,7 @@ def test_compile_writes_artefacts_and_refuses_to_overwrite_without_force(capsys,
     before = (out_dir / "schedule.json").read_bytes()
     code, out, err = _run(argv, capsys)
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and str(out_dir) in err
+    assert len([x for x in err.strip().splitlines() if not is_progress_line(x)]) == 1 and str(out_dir) in err
     assert (out_dir / "schedule.json").read_bytes() == before
 
 
@@ -126,14 +158,14 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     broken = _tiny_model()
     broken.graph.node[0].input[0] = "missing_tensor"
     checker = _write_model(tmp_path / "checker.onnx", broken)
-    unsupported = _write_model(tmp_path / "unsupported.onnx", _tiny_model("Sigmoid"))
+    unsupported = _write_model(tmp_path / "unsupported.onnx", _tiny_model("Hardmax"))
     symbolic = _write_model(tmp_path / "symbolic.onnx", _tiny_model(symbolic=True))
     return {
         "missing file": (["compile", str(tmp_path / "nope.onnx")], "nope.onnx"),
         "not onnx": (["compile", str(not_onnx)], "notes.onnx"),
         "truncated": (["compile", str(truncated)], "truncated.onnx"),
         "checker": (["compile", str(checker)], "checker.onnx"),
-        "unsupported op": (["compile", str(unsupported)], "Sigmoid"),
+        "unsupported op": (["compile", str(unsupported)], "Hardmax ×1 (first 'my_hardmax')"),
         "symbolic dim": (["compile", str(symbolic)], "--input-shape"),
         "unknown zoo name": (["compile", "zoo:alexnet"], "alexnet"),
         "unknown target": (["compile", str(good), "--target", "tpu9000"], "tpu9000"),
@@ -168,7 +200,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, capsys, tmp_path
     before = sorted(p.name for p in tmp_path.iterdir())
     code, out, err = _run(argv, capsys)
     assert code == 2, err
-    lines = err.strip().splitlines()
+    # progress lines of the phases that finished before the error, then the error's one line
+    lines = [line for line in err.strip().splitlines() if not is_progress_line(line)]
     assert len(lines) == 1, err
     assert lines[0].startswith("quantloop: error: ")
     assert expected in lines[0]
@@ -177,10 +210,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, capsys, tmp_path
 
 
 def test_unsupported_op_names_the_node_and_the_supported_ops(capsys, tmp_path):
-    path = _write_model(tmp_path / "m.onnx", _tiny_model("Sigmoid"))
+    path = _write_model(tmp_path / "m.onnx", _tiny_model("Hardmax"))
     code, _, err = _run(["compile", str(path)], capsys)
     assert code == 2
-    assert "my_sigmoid" in err and "Conv" in err and "Gemm" in err
+    assert "my_hardmax" in err and "Conv" in err and "Gemm" in err
 
 
 def test_debug_shows_the_traceback(capsys, tmp_path):
