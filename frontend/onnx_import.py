@@ -610,8 +610,8 @@ class _Importer:
         scale, zeropt, out_scale = (np.asarray(self.const(node.input[i], what), np.float32).reshape(-1)
                                     for i, what in ((1, "Trunc scale"), (2, "Trunc zero point"), (4, "Trunc out_scale")))
         bits = float(np.asarray(self.const(node.input[5], "Trunc out_bitwidth")).reshape(-1)[0])
-        if bits != int(bits) or int(bits) not in (2, 3, 4, 5, 6, 7, 8, 16):
-            raise self.fail(f"out_bitwidth {bits:g} is not a legal storage width (2..8 or 16)")
+        if bits != int(bits) or int(bits) not in LEGAL_BITS:
+            raise self.fail(f"out_bitwidth {bits:g} is not a legal storage width ({legal_text()})")
         if scale.size != 1 or zeropt.size != 1 or out_scale.size != 1:
             raise self.fail("only per-tensor scale, zero point and out_scale are supported")
         x = self.value(node.input[0])
