@@ -78,7 +78,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     (`compile(model, target="eyeriss", bits="w4a8")`) say how; `out` receives printed IR.
     Without `target` the flow stops at the graph level (bit-widths assigned); with a target the
     model is calibrated and every conv / gemm layer is lowered and mapped. `options.search`
-    (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and compiles
+    (`options.SearchSettings`) runs the mixed-precision co-search first and compiles
     its chosen point (`quantloop.cosearch.run_search`). `progress` (`quantloop.progress.make_progress`)
     shows the phases as they run; without it the compile is silent. Either way `result.phases`
     holds every phase's wall time.
