@@ -128,6 +128,14 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
         parse_emit(options.emit)
         check_output_dir(Path(output_dir), force=options.force)
 
+    timeloop_tool = None
+    if options.verify_timeloop:
+        if target is None:
+            raise QuantloopError("compile: --verify-timeloop needs --target (it checks the mapped layers)")
+        from quantloop.costmodel.timeloop_engine import find_timeloop
+
+        timeloop_tool = find_timeloop()  # before any work: a missing Timeloop is a one-line error
+
     target_obj = None
     if target is not None:
         from quantloop.targets.registry import load_target
@@ -178,6 +186,15 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
             emit=options.emit,
             title=result.title,
         )
+    if timeloop_tool is not None:
+        from quantloop.backend.timeloop_export import folder_names
+        from quantloop.backend.timeloop_verify import verify_module
+        from quantloop.ir.accel import layers
+
+        emitted = result.artifacts.get("timeloop")
+        with progress.phase("verify in Timeloop"):
+            result.timeloop_check = verify_module(
+                module, target_obj, timeloop_tool, emitted, folder_names([op.label for op in layers(module)]))
     result.seconds = time.perf_counter() - started
     return result
 

@@ -247,6 +247,14 @@ class CompileOptions:
             help="in printed IR, elide constants with more than N values (0: print all; default 16)",
         ),
     )
+    verify_timeloop: bool = field(
+        default=False,
+        metadata=flag(
+            "--verify-timeloop", action="store_true",
+            help="re-evaluate every mapped layer (the emitted timeloop/<layer>/ files with -o) in real timeloop-model "
+                 "(QUANTLOOP_TIMELOOP or PATH) and report the differences, flagging any over 1 %%",
+        ),
+    )
     command_line: str = ""
     """Recorded in the artefacts (the CLI sets it to its own command line)."""
     search: SearchSettings | None = field(default=None, metadata={"cli": Cli(_add_search_flags, _read_search_flags)})
