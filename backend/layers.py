@@ -63,8 +63,7 @@ def tile_sizes(problem: Problem, mapping: Mapping) -> list[dict[str, int]]:
             for loops in (lvl.temporal, lvl.spatial_x, lvl.spatial_y):
                 for d, f in loops:
                     ext[d] *= f
-        width = (ext["P"] - 1) * problem.Wstride + (ext["R"] - 1) * problem.Wdilation + 1
-        height = (ext["Q"] - 1) * problem.Hstride + (ext["S"] - 1) * problem.Hdilation + 1
+        width, height = problem.input_window(ext["P"], ext["Q"], ext["R"], ext["S"])
         sizes.append(
             {
                 "Weights": prod(ext[d] for d in DATASPACE_DIMS["Weights"]),
@@ -192,7 +191,7 @@ def collect_layers(accel_module: ModuleOp, target: Arch) -> list[LayerRecord]:
             producer = owner.name if isinstance(owner, Operation) else "a function argument"
         records.append(
             LayerRecord(
-                name, op.kind.data, problem, bits, operands, mapping, cost,
+                name, op.kind.data.value, problem, bits, operands, mapping, cost,
                 None if mapper_cost is None else mapper_cost.optimal,
                 None if mapper_cost is None else mapper_cost.mappings_considered,
                 weights,

@@ -9,11 +9,11 @@ Q pairs with S and Hstride/Hdilation, so an input tile of p × r spans
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from quantloop.bits import SCHEMES, parse_bits
 from quantloop.errors import QuantloopError
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
@@ -31,7 +31,14 @@ DATASPACE_DIMS: dict[str, frozenset[str]] = {
 #: bool[3, 8]: RELEVANT[ds, dim] is True when `dim` indexes data space `ds`.
 RELEVANT = np.array([[d in DATASPACE_DIMS[ds] for d in DIMS] for ds in DATASPACES], dtype=bool)
 
-SCHEMES: tuple[str, ...] = ("int", "pot", "pot2")
+
+PSUM_MODES: tuple[str, ...] = ("accumulator", "outputs")
+
+
+def window_extent(outputs, taps, stride, dilation):
+    """Input extent read by `outputs` consecutive outputs of a `taps`-tap window:
+    (outputs − 1)·stride + (taps − 1)·dilation + 1."""
+    return (outputs - 1) * stride + (taps - 1) * dilation + 1
 
 #: The largest dim or stride a layer may have, and the largest MAC count / tensor size: far beyond any real
 #: CNN layer, small enough that every tile, access count and energy stays exact in int64 / float64 and that
@@ -66,6 +73,7 @@ class Problem:
             value = getattr(self, key)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} must be a positive integer, got {value!r}")
+            object.__setattr__(self, key, int(value))  # Python ints: the size checks below cannot wrap around
             if value > MAX_DIM:
                 raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} = {value} exceeds the largest "
                                      f"supported dimension {MAX_DIM}")
@@ -89,15 +97,33 @@ class Problem:
         """Exact (Python integers: never wraps around like an int64 product)."""
         return math.prod(int(getattr(self, d)) for d in DIMS)
 
+    def input_window(self, p, q, r, s):
+        """(width, height) of the input tile that p × q outputs read through r × s kernel taps.
+
+        Ints, numpy arrays or CP-SAT expressions: the one place the sliding-window pairing
+        (P with R, Wstride, Wdilation; Q with S, Hstride, Hdilation) is written."""
+        return window_extent(p, r, self.Wstride, self.Wdilation), window_extent(q, s, self.Hstride, self.Hdilation)
+
+    def tile_values(self, ext: np.ndarray) -> np.ndarray:
+        """Values of [Weights, Inputs, Outputs] in a tile of per-dim extents `ext[..., 8]` (`DIMS` order)."""
+        ext = np.asarray(ext)
+        w, h = self.input_window(ext[..., DIM_INDEX["P"]], ext[..., DIM_INDEX["Q"]], ext[..., DIM_INDEX["R"]],
+                                 ext[..., DIM_INDEX["S"]])
+        dims = {ds: [DIM_INDEX[d] for d in DIMS if d in DATASPACE_DIMS[ds]] for ds in DATASPACES}
+        weights = np.prod(ext[..., dims["Weights"]], axis=-1)
+        inputs = np.prod(ext[..., [DIM_INDEX[d] for d in "NGC"]], axis=-1) * w * h
+        outputs = np.prod(ext[..., dims["Outputs"]], axis=-1)
+        return np.stack([weights, inputs, outputs], axis=-1)
+
     @property
     def input_width(self) -> int:
-        """Input extent paired with P and R: (P − 1)·Wstride + (R − 1)·Wdilation + 1."""
-        return (self.P - 1) * self.Wstride + (self.R - 1) * self.Wdilation + 1
+        """Input extent paired with P and R."""
+        return self.input_window(self.P, self.Q, self.R, self.S)[0]
 
     @property
     def input_height(self) -> int:
-        """Input extent paired with Q and S: (Q − 1)·Hstride + (S − 1)·Hdilation + 1."""
-        return (self.Q - 1) * self.Hstride + (self.S - 1) * self.Hdilation + 1
+        """Input extent paired with Q and S."""
+        return self.input_window(self.P, self.Q, self.R, self.S)[1]
 
     @property
     def tensor_sizes(self) -> dict[str, int]:
@@ -114,9 +140,6 @@ class Problem:
         return Problem(**values)
 
 
-_BITS_RE = re.compile(r"^w(\d+)a(\d+)(?:o(\d+))?$")
-
-
 @dataclass(frozen=True)
 class Bits:
     """Bits per value of each data space, and the weight scheme.
@@ -124,14 +147,20 @@ class Bits:
     `None` for a data space means stock Timeloop: one value per storage word at every level
     (whatever the word width). An integer b packs ⌊W / b⌋ values into a W-bit word at every
     storage level (quantization fork semantics; a value never straddles two words).
-    `outputs` is also the partial-sum width (as in the fork). `scheme` is the weight
-    quantization: "int" (uniform), "pot" (sign + power of two), "pot2" (sum of two powers of two).
+    `scheme` is the weight quantization: "int" (uniform), "pot" (sign + power of two), "pot2"
+    (sum of two powers of two).
+
+    `psum` is how wide partial sums (Outputs below the last reduction) are stored: "accumulator"
+    (default, as real accumulators hold them: a level's declared `partial_sum_bits`, else
+    `accumulator_bits` = max(o, w + a)) or "outputs" (at the Outputs width, the quantization
+    fork's convention, kept to reproduce its runs). `PSUM_MODES` lists them.
     """
 
     weights: int | None = None
     inputs: int | None = None
     outputs: int | None = None
     scheme: str = "int"
+    psum: str = "accumulator"
 
     def __post_init__(self) -> None:
         for ds in ("weights", "inputs", "outputs"):
@@ -140,6 +169,8 @@ class Bits:
                 raise QuantloopError(f"bits: {ds} must be a positive integer or None, got {b!r}")
         if self.scheme not in SCHEMES:
             raise QuantloopError(f"bits: scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.psum not in PSUM_MODES:
+            raise QuantloopError(f"bits: partial sums must be one of {', '.join(PSUM_MODES)}, got {self.psum!r}")
 
     @classmethod
     def parse(cls, text: str, scheme: str = "int") -> "Bits":
@@ -148,11 +179,18 @@ class Bits:
         Without `o`, outputs take the activation width: the next layer reads them as its inputs,
         which is how the core paper's fork was run (its partial sums share the output width).
         """
-        m = _BITS_RE.match(text.strip().lower())
-        if not m:
-            raise QuantloopError(f"bits {text!r}: expected the form w<bits>a<bits>[o<bits>], e.g. w4a8")
-        w, a, o = int(m.group(1)), int(m.group(2)), m.group(3)
-        return cls(weights=w, inputs=a, outputs=int(o) if o else a, scheme=scheme)
+        spec = parse_bits(text)
+        outputs = spec.activations if spec.outputs is None else spec.outputs
+        return cls(weights=spec.weights, inputs=spec.activations, outputs=outputs, scheme=scheme)
+
+    @property
+    def accumulator_bits(self) -> int | None:
+        """The MAC's accumulator width max(o, w + a) (o alone when w or a is not given; None = stock)."""
+        if self.outputs is None:
+            return None
+        if self.weights is None or self.inputs is None:
+            return self.outputs
+        return max(self.outputs, self.weights + self.inputs)
 
     def of(self, dataspace: str) -> int | None:
         return {"Weights": self.weights, "Inputs": self.inputs, "Outputs": self.outputs}[dataspace]
@@ -163,7 +201,8 @@ class Bits:
 
     def __str__(self) -> str:
         parts = [f"{n}{'-' if b is None else b}" for n, b in zip("wao", self.as_tuple())]
-        return "".join(parts) + ("" if self.scheme == "int" else f":{self.scheme}")
+        return ("".join(parts) + ("" if self.scheme == "int" else f":{self.scheme}")
+                + ("" if self.psum == "accumulator" else f" (partial sums at {self.psum} width)"))
 
 
 STOCK_BITS = Bits()
@@ -184,7 +223,7 @@ def prime_factors(n: int) -> list[int]:
     return out
 
 
-def values_per_word(word_bits: int, bits: int | None) -> int:
+def values_per_word(*, word_bits: int, bits: int | None) -> int:
     """Values of `bits` bits held by one `word_bits` word (1 when bits is None: stock Timeloop)."""
     if bits is None or word_bits <= 1:
         return 1

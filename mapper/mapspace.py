@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors, values_per_word
+from quantloop.costmodel.model import packing_tables
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.targets.arch import Arch
 
 TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2
 KIND_NAMES = ("temporal", "spatial X", "spatial Y")
-_N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _CHUNK = 1 << 19
 #: The most int64 entries (options × L × 3) one dim's option table may hold (~64 MB). A dim with more ways
 #: to spread over the slots gets a seeded sample of them instead, and the mapspace is marked incomplete,
@@ -111,9 +111,12 @@ class Mapspace:
         self.L = arch.num_levels
         self.fanout = np.array([[lvl.fanout_x, lvl.fanout_y] for lvl in arch.levels], dtype=np.int64)
         self.capacity = np.array([-1 if lvl.capacity_words is None else lvl.capacity_words for lvl in arch.levels])
-        self.opw = np.array(
-            [[values_per_word(lvl.word_bits, b) for b in bits.as_tuple()] for lvl in arch.levels], dtype=np.int64
-        )
+        # Outputs pack as partial sums (never more per word than final outputs): whether a level
+        # holds partial sums depends on the whole mapping, so the slots' capacity rules take the
+        # wider width; the cost model checks the exact one.
+        opw, psum_opw = packing_tables(arch, bits)
+        opw[:, 2] = np.minimum(opw[:, 2], psum_opw)
+        self.opw = opw
         self.must_keep = np.array([[ds in lvl.must_keep or l == 0 for ds in DATASPACES]
                                    for l, lvl in enumerate(arch.levels)])
         self.may_keep = np.array([[ds in lvl.may_keep or l == 0 for ds in DATASPACES]
@@ -156,13 +159,7 @@ class Mapspace:
     # ---- tiles -------------------------------------------------------------------------------
     def tile_values(self, cum: np.ndarray) -> np.ndarray:
         """Tile sizes in values [..., L, 3] from per-level cumulative extents cum[..., L, 8]."""
-        pr = self.problem
-        w = (cum[..., _P] - 1) * pr.Wstride + (cum[..., _R] - 1) * pr.Wdilation + 1
-        h = (cum[..., _Q] - 1) * pr.Hstride + (cum[..., _S] - 1) * pr.Hdilation + 1
-        weights = cum[..., _G] * cum[..., _C] * cum[..., _M] * cum[..., _R] * cum[..., _S]
-        inputs = cum[..., _N] * cum[..., _G] * cum[..., _C] * w * h
-        outputs = cum[..., _N] * cum[..., _G] * cum[..., _M] * cum[..., _P] * cum[..., _Q]
-        return np.stack([weights, inputs, outputs], axis=-1)
+        return self.problem.tile_values(cum)
 
     def tile_words(self, cum: np.ndarray) -> np.ndarray:
         """Words per instance [..., L, 3] of each data space's tile (kept or not)."""
