@@ -192,7 +192,7 @@ def collect_layers(accel_module: ModuleOp, target: Arch) -> list[LayerRecord]:
             producer = owner.name if isinstance(owner, Operation) else "a function argument"
         records.append(
             LayerRecord(
-                name, op.kind.data, problem, bits, operands, mapping, cost,
+                name, op.kind.data.value, problem, bits, operands, mapping, cost,
                 None if mapper_cost is None else mapper_cost.optimal,
                 None if mapper_cost is None else mapper_cost.mappings_considered,
                 weights,

@@ -1,8 +1,13 @@
-"""``timeloop/<layer>/problem.yaml`` + ``map.yaml``: each layer in Timeloop v0.4 format.
+"""``timeloop/<layer>/``: each layer as the inputs real ``timeloop-model`` loads, plus a README.
 
-The problem carries the quantization fork's ``instance.bitwidths``, so ``quantloop cost --target T
---problem .../problem.yaml --mapping .../map.yaml`` (or the fork itself) re-evaluates the layer with its
-bits. Folder names are the layer names with characters other than letters, digits, ``.``, ``_`` and ``-``
+A folder holds ``arch.yaml`` (the target in the flattened form Timeloop reads), ``ERT.yaml`` (energy
+per action, the MAC's at the layer's bits), ``ART.yaml`` (area), ``problem.yaml`` (with the
+quantization fork's ``bitwidths``, which stock Timeloop ignores and ``quantloop cost`` reads),
+``map.yaml`` and an empty ``constraints.yaml``; its README gives the one-line command. Where the
+layer's bit packing can be shown to stock Timeloop (`costmodel.timeloop_arch`), Timeloop reproduces
+quantloop's numbers; the README names any level where it cannot.
+
+Folder names are the layer names with characters other than letters, digits, ``.``, ``_`` and ``-``
 replaced by ``_`` (and a numeric suffix when two names collide); schedule.json records each layer's folder.
 """
 
@@ -13,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from quantloop.backend.layers import LayerRecord
-from quantloop.costmodel.timeloop_yaml import write_mapping, write_problem
+from quantloop.costmodel.timeloop_engine import command_line, layer_inputs, write_layer_inputs
 from quantloop.targets.arch import Arch
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -32,12 +37,36 @@ def folder_names(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _readme(record: LayerRecord, target: Arch, mixed: Sequence[str]) -> str:
+    lines = [
+        f"# {record.name} on {target.name} (bits {record.bits})",
+        "",
+        "Evaluate in real Timeloop (run in this folder):",
+        "",
+        f"    {command_line()}",
+        "",
+        f"quantloop's own numbers: energy {record.cost.total_energy_pj!r} pJ, cycles {record.cost.cycles}.",
+        "",
+    ]
+    if mixed:
+        lines.append(
+            "Stock Timeloop stores one value per word; at these bits level(s) " + ", ".join(mixed)
+            + " keep data spaces that pack differently, which it cannot express: its counts there are in values "
+            "and its energy differs from quantloop's."
+        )
+    else:
+        lines.append("Bit packing is written into the word widths of arch.yaml, so Timeloop reproduces these numbers "
+                     "(its counts are in values).")
+    return "\n".join(lines) + "\n"
+
+
 def write_timeloop(out_dir: Path, records: Sequence[LayerRecord], target: Arch, folders: dict[str, str]) -> list[Path]:
     written = []
     for r in records:
         folder = Path(out_dir) / "timeloop" / folders[r.name]
         folder.mkdir(parents=True)
-        write_problem(folder / "problem.yaml", r.problem, r.bits)
-        write_mapping(folder / "map.yaml", target, r.mapping)
-        written += [folder / "problem.yaml", folder / "map.yaml"]
+        inputs = layer_inputs(target, r.problem, r.mapping, r.bits)
+        written += write_layer_inputs(folder, inputs)
+        (folder / "README.md").write_text(_readme(r, target, inputs.emulation.mixed))
+        written.append(folder / "README.md")
     return written

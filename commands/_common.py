@@ -21,7 +21,18 @@ def add_bits_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", help="uniform bit-widths such as w8a8 or w4a8 (weights, activations)")
     parser.add_argument("--bits-weights", type=int, help="weight bit-width (overrides --bits)")
     parser.add_argument("--bits-inputs", type=int, help="input activation bit-width (overrides --bits)")
-    parser.add_argument("--bits-outputs", type=int, help="output / partial-sum bit-width (overrides --bits)")
+    parser.add_argument("--bits-outputs", type=int, help="output bit-width (overrides --bits)")
+    add_psum_argument(parser)
+
+
+def add_psum_argument(parser: argparse.ArgumentParser) -> None:
+    from quantloop.costmodel.problem import PSUM_MODES
+
+    parser.add_argument(
+        "--psum-bits", choices=PSUM_MODES, default=PSUM_MODES[0],
+        help="width of stored partial sums: the accumulator's (a level's partial_sum_bits, else max(o, w + a); "
+             "default) or the Outputs width (the quantization fork's convention)",
+    )
 
 
 def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
@@ -39,13 +50,14 @@ def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
     if base is None and all(v is None for v in overrides.values()):
         return None
     base = base or Bits(scheme=scheme)
+    psum = getattr(args, "psum_bits", None) or base.psum
     values = {k: (v if v is not None else getattr(base, k)) for k, v in overrides.items()}
     for key, value in values.items():
         if value is not None and value not in LEGAL_BITS:
             raise QuantloopError(
                 f"bits of {key}: {value} is not a supported bit-width (use 2..8 or 16)"
             )
-    return Bits(**values, scheme=base.scheme)
+    return Bits(**values, scheme=base.scheme, psum=psum)
 
 
 def print_cost_tables(target: str, problem, bits, result) -> None:

@@ -1,6 +1,6 @@
 """Timeloop-faithful, bit-packing-aware cost model, vectorised over a batch of mappings.
 
-Semantics (checked against /work/shared/reference/timeloop, see costmodel/README.md):
+Semantics (checked against the recorded Timeloop runs in tests/data/timeloop, see costmodel/README.md):
 
 Tiles. The tile of data space d held by ONE instance of storage level l is the footprint of
 every loop at l and below it (l's temporal loops, l's fan-out, all inner levels). Input tiles
@@ -31,7 +31,8 @@ reads(l) = updates(l) − partition(l) (first-write elision); fills(l) = visits(
 and 0 at the outermost keeper.
 
 Packing (quantization fork). At a level with word W and values of b bits, opw = ⌊W/b⌋ values
-per word (1 if b is None = stock Timeloop). Every per-instance count above is turned into words
+per word (1 if b is None = stock Timeloop). Partial sums (Outputs at a level with a reduction
+loop at or outside it) use the accumulator width instead of b (`packing_tables`). Every per-instance count above is turned into words
 with ceil(values / opw); capacity uses ceil(tile / opw). Outputs reads use
 ceil((updates − partition) / opw) in values.
 
@@ -69,6 +70,7 @@ class BatchResult:
     """Numpy results for B mappings. Per-level arrays are [B, L, 3] (data spaces in
     `DATASPACES` order) in words per utilized instance; entries of data spaces a level does not
     keep are 0. `capacity_ok[B]` is False when a level's kept tiles exceed its capacity.
+    `values_per_word[B, L, 3]` (Outputs: partial sums where the level holds them).
     Counts and cycles are integer-valued float64 arrays (exact: every count is below 2**52)."""
 
     energy: np.ndarray
@@ -278,13 +280,37 @@ def _as_arch(target) -> Arch:
     return load_target(target)
 
 
-def _level_tables(arch: Arch, bits: Bits):
+def packing_tables(arch: Arch, bits: Bits) -> tuple[np.ndarray, np.ndarray]:
+    """(values per word [L, 3] of each data space, values per word [L] of partial sums) per level.
+
+    Partial sums are Outputs while a reduction is still open. With `bits.psum == "accumulator"`
+    they are stored at the level's declared `psum_bits`, else at the MAC's accumulator width
+    max(o, w + a): ⌊word / width⌋ per word, one per word where the word is no wider. With
+    "outputs" they pack like Outputs (the quantization fork). Stock bits (None): one per word.
+    """
     L = arch.num_levels
     opw = np.ones((L, 3), dtype=np.int64)
+    psum = np.ones(L, dtype=np.int64)
     for l, lvl in enumerate(arch.levels):
         for k, b in enumerate(bits.as_tuple()):
             opw[l, k] = values_per_word(lvl.word_bits, b)
-    return opw
+        if bits.psum == "outputs" or bits.outputs is None:
+            psum[l] = opw[l, _OUTPUTS]
+        else:
+            psum[l] = values_per_word(lvl.word_bits, lvl.psum_bits or bits.accumulator_bits)
+    return opw, psum
+
+
+def holds_partial_sums(arrays: MappingArrays) -> np.ndarray:
+    """bool[B, L]: level l holds Outputs below the last reduction, i.e. a reduction loop (C, R or
+    S with factor > 1) is temporal at l or outside it, or spatial above l (reduced only when the
+    instances' results meet)."""
+    reduce = [_C, _R, _S]
+    temporal = (arrays.temporal[:, :, reduce] > 1).any(axis=2)
+    spatial = ((arrays.spatial_x[:, :, reduce] > 1) | (arrays.spatial_y[:, :, reduce] > 1)).any(axis=2)
+    out = np.logical_or.accumulate(temporal, axis=1)
+    out[:, 1:] |= np.logical_or.accumulate(spatial, axis=1)[:, :-1]
+    return out
 
 
 def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bits: Bits = Bits()) -> BatchResult:
@@ -304,7 +330,9 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     if L != arch.num_levels:
         raise ValueError(f"evaluate_batch: mapping has {L} levels, target {arch.name} has {arch.num_levels}")
     keep = arrays.keep
-    opw = _level_tables(arch, bits)
+    opw_table, psum_opw = packing_tables(arch, bits)
+    opw = np.repeat(opw_table[None].astype(np.float64), B, axis=0)  # [B, L, 3]
+    opw[:, :, _OUTPUTS] = np.where(holds_partial_sums(arrays), psum_opw[None, :], opw_table[None, :, _OUTPUTS])
     reads = np.zeros((B, L, 3))
     fills = np.zeros((B, L, 3))
     updates = np.zeros((B, L, 3))
@@ -332,7 +360,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
         # fan-out factors of dims that index ds (multicast over the others)
         rel_above = _prod_dims(nest.spatial_above, _DS_DIMS[ds])  # [B, L + 1]
         flow = vis[rows, nxt] * (rel_above[rows, nxt] / rel_above[:, :L])
-        o = opw[:, ds][None, :].astype(np.float64)
+        o = opw[:, :, ds]
         packed = bool((o > 1).any())
 
         def words(values):
@@ -390,7 +418,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
         capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok, reads=reads, fills=fills, updates=updates, utilized_capacity=ucap,
         partition_size=part, utilized_instances=uinst, utilized_clusters=uclust,
         level_energy=level_energy, leakage=leakage, level_cycles=level_cycles, macs=macs,
-        mac_energy=macs * mac_e, values_per_word=opw,
+        mac_energy=macs * mac_e, values_per_word=opw.astype(np.int64),
     )
 
 
@@ -415,7 +443,7 @@ def evaluate(arch: Arch | str, problem: Problem, mapping: Mapping, bits: Bits = 
             per_level.append(
                 LevelStats(
                     level=lvl.name, dataspace=ds, word_bits=lvl.word_bits,
-                    values_per_word=int(r.values_per_word[l, k]),
+                    values_per_word=int(r.values_per_word[0, l, k]),
                     utilized_instances=int(r.utilized_instances[0, l]),
                     utilized_clusters=int(r.utilized_clusters[0, l]),
                     utilized_capacity_words=int(r.utilized_capacity[0, l, k]),

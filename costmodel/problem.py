@@ -31,6 +31,7 @@ DATASPACE_DIMS: dict[str, frozenset[str]] = {
 RELEVANT = np.array([[d in DATASPACE_DIMS[ds] for d in DIMS] for ds in DATASPACES], dtype=bool)
 
 SCHEMES: tuple[str, ...] = ("int", "pot", "pot2")
+PSUM_MODES: tuple[str, ...] = ("accumulator", "outputs")
 
 
 @dataclass(frozen=True)
@@ -108,14 +109,20 @@ class Bits:
     `None` for a data space means stock Timeloop: one value per storage word at every level
     (whatever the word width). An integer b packs ⌊W / b⌋ values into a W-bit word at every
     storage level (quantization fork semantics; a value never straddles two words).
-    `outputs` is also the partial-sum width (as in the fork). `scheme` is the weight
-    quantization: "int" (uniform), "pot" (sign + power of two), "pot2" (sum of two powers of two).
+    `scheme` is the weight quantization: "int" (uniform), "pot" (sign + power of two), "pot2"
+    (sum of two powers of two).
+
+    `psum` is how wide partial sums (Outputs below the last reduction) are stored: "accumulator"
+    (default, as real accumulators hold them: a level's declared `partial_sum_bits`, else
+    `accumulator_bits` = max(o, w + a)) or "outputs" (at the Outputs width, the quantization
+    fork's convention, kept to reproduce its runs). `PSUM_MODES` lists them.
     """
 
     weights: int | None = None
     inputs: int | None = None
     outputs: int | None = None
     scheme: str = "int"
+    psum: str = "accumulator"
 
     def __post_init__(self) -> None:
         for ds in ("weights", "inputs", "outputs"):
@@ -124,6 +131,8 @@ class Bits:
                 raise QuantloopError(f"bits: {ds} must be a positive integer or None, got {b!r}")
         if self.scheme not in SCHEMES:
             raise QuantloopError(f"bits: scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.psum not in PSUM_MODES:
+            raise QuantloopError(f"bits: partial sums must be one of {', '.join(PSUM_MODES)}, got {self.psum!r}")
 
     @classmethod
     def parse(cls, text: str, scheme: str = "int") -> "Bits":
@@ -138,6 +147,15 @@ class Bits:
         w, a, o = int(m.group(1)), int(m.group(2)), m.group(3)
         return cls(weights=w, inputs=a, outputs=int(o) if o else a, scheme=scheme)
 
+    @property
+    def accumulator_bits(self) -> int | None:
+        """The MAC's accumulator width max(o, w + a) (o alone when w or a is not given; None = stock)."""
+        if self.outputs is None:
+            return None
+        if self.weights is None or self.inputs is None:
+            return self.outputs
+        return max(self.outputs, self.weights + self.inputs)
+
     def of(self, dataspace: str) -> int | None:
         return {"Weights": self.weights, "Inputs": self.inputs, "Outputs": self.outputs}[dataspace]
 
@@ -147,7 +165,8 @@ class Bits:
 
     def __str__(self) -> str:
         parts = [f"{n}{'-' if b is None else b}" for n, b in zip("wao", self.as_tuple())]
-        return "".join(parts) + ("" if self.scheme == "int" else f":{self.scheme}")
+        return ("".join(parts) + ("" if self.scheme == "int" else f":{self.scheme}")
+                + ("" if self.psum == "accumulator" else f" (partial sums at {self.psum} width)"))
 
 
 STOCK_BITS = Bits()

@@ -217,8 +217,8 @@ def read_mapping(path: str | Path, arch: Arch) -> Mapping:
     return mapping_from_list(arch, _load_yaml(path), str(path))
 
 
-def _factor_string(factors: dict[str, int]) -> str:
-    return " ".join(f"{d}{factors.get(d, 1)}" for d in _TIMELOOP_DIM_ORDER)
+def _factor_string(factors: dict[str, int], dims: str = _TIMELOOP_DIM_ORDER) -> str:
+    return " ".join(f"{d}{factors.get(d, 1)}" for d in dims)
 
 
 def _split_axis(loops: tuple, stages: list[int]) -> list[dict[str, int]]:
@@ -256,7 +256,14 @@ def _stage_split(lvl, lm) -> list[tuple[str, dict[str, int], dict[str, int]]]:
 
 
 def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
-    """Timeloop v0.4 mapping entries (innermost level first, like timeloop-mapper writes them)."""
+    """Timeloop v0.4 mapping entries (innermost level first, like timeloop-mapper writes them).
+
+    Written so that stock Timeloop loads them: a `type: spatial` entry only where a level (or one
+    of its dummy spatial stages) fans out, since Timeloop rejects a spatial entry at a level
+    without fan-out; and G only when the layer has groups, since G in the factors or permutation
+    of a 7-dim problem (Timeloop's own conv shape) is an error (a missing dim defaults to 1).
+    """
+    dims = _TIMELOOP_DIM_ORDER if mapping.dim_products()["G"] > 1 else _TIMELOOP_DIM_ORDER.replace("G", "")
     datatype, loops = [], []
     for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
         stages = list(lvl.spatial_stages)
@@ -268,23 +275,26 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
             "bypass": [ds for ds in DATASPACES if ds not in lm.keep],
         })
     for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
-        spatial = _stage_split(lvl, lm)
-        for name, x, y in reversed(spatial):
+        fans_out = {s.name: s.fanout_x * s.fanout_y > 1 for s in lvl.spatial_stages} or {lvl.name: lvl.fanout > 1}
+        for name, x, y in reversed(_stage_split(lvl, lm)):
             both = sorted(set(x) & set(y))
             if both:
                 raise QuantloopError(
                     f"mapping: level {name} unrolls {', '.join(both)} on both X and Y, which one Timeloop spatial entry cannot express"
                 )
-            perm = list(reversed(list(x))) + list(reversed(list(y)))
-            perm += [d for d in _TIMELOOP_DIM_ORDER if d not in perm]
-            loops.append({"target": name, "type": "spatial", "factors": _factor_string({**x, **y}),
-                          "permutation": "".join(perm), "split": len(x)})
+            if fans_out[name]:
+                perm = list(reversed(list(x))) + list(reversed(list(y)))
+                perm += [d for d in dims if d not in perm]
+                loops.append({"target": name, "type": "spatial", "factors": _factor_string({**x, **y}, dims),
+                              "permutation": "".join(perm), "split": len(x)})
+            elif x or y:
+                raise QuantloopError(f"mapping: level {name} has no fan-out but the mapping unrolls {sorted({**x, **y})} there")
             if name != lvl.name:
-                loops.append({"target": name, "type": "temporal", "factors": _factor_string({}),
-                              "permutation": _TIMELOOP_DIM_ORDER})
+                loops.append({"target": name, "type": "temporal", "factors": _factor_string({}, dims),
+                              "permutation": dims})
         inner_first = [d for d, _ in reversed(lm.temporal)]
-        inner_first += [d for d in _TIMELOOP_DIM_ORDER if d not in inner_first]
-        loops.append({"target": lvl.name, "type": "temporal", "factors": _factor_string(dict(lm.temporal)),
+        inner_first += [d for d in dims if d not in inner_first]
+        loops.append({"target": lvl.name, "type": "temporal", "factors": _factor_string(dict(lm.temporal), dims),
                       "permutation": "".join(inner_first)})
     return datatype + loops
 

@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import (
     DenseArrayBase,
@@ -34,7 +34,8 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
 )
-from xdsl.ir import Attribute, Data, Dialect, Operation
+from xdsl.dialects.utils import EnumAttribute
+from xdsl.ir import Attribute, Data, Dialect, Operation, SpacedOpaqueSyntaxAttribute
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
@@ -48,6 +49,10 @@ from xdsl.irdl import (
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.str_enum import StrEnum
+
+from quantloop.ir.ops import Activation, ActivationAttr
+from quantloop.ir.syntax import CustomSyntaxOp, print_wrapped
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
 STRIDE_KEYS: tuple[str, ...] = ("Hstride", "Wstride", "Hdilation", "Wdilation")
@@ -55,8 +60,6 @@ DATASPACES: tuple[str, ...] = ("Weights", "Inputs", "Outputs")
 SHORT_DATASPACE: dict[str, str] = {"Weights": "W", "Inputs": "I", "Outputs": "O"}
 LONG_DATASPACE: dict[str, str] = {v: k for k, v in SHORT_DATASPACE.items()}
 SCHEMES: tuple[str, ...] = ("int", "uint", "pot", "pot2")
-LAYER_KINDS: tuple[str, ...] = ("conv", "depthwise", "gemm")
-ACTIVATIONS: tuple[str, ...] = ("none", "relu", "clip")
 TARGET_ATTR = "accel.target"
 HOST_ATTR = "accel.host"
 
@@ -347,7 +350,9 @@ class MappingAttr(Data[tuple[LevelMapping, ...]]):
                     text.append(f"{key}[{_loops_text(loops)}]")
             text.append(f"keep[{' '.join(SHORT_DATASPACE[ds] for ds in lvl.keep)}]")
             parts.append(" ".join(text))
-        printer.print_string("<" + ", ".join(parts) + ">")
+        printer.print_string("<")
+        print_wrapped(printer, parts)
+        printer.print_string(">")
 
     @property
     def levels(self) -> tuple[LevelMapping, ...]:
@@ -459,16 +464,20 @@ class CostAttr(Data[LayerCost]):
 
     def print_parameter(self, printer: Printer) -> None:
         c = self.data
-        levels = ", ".join(
+        levels = [
             f"{_level_name_text(lc.level)}: {SHORT_DATASPACE[lc.dataspace]} = {float_text(lc.energy_pj)} pJ {lc.capacity_bits} b"
             for lc in c.per_level
-        )
-        printer.print_string(
-            f"<energy_pj = {float_text(c.energy_pj)}, cycles = {c.cycles}, utilization = {float_text(c.utilization)}, "
-            f"macs = {c.macs}, mac_energy_pj = {float_text(c.mac_energy_pj)}, leakage_pj = {float_text(c.leakage_pj)}, "
-            f"optimal = {'true' if c.optimal else 'false'}, mappings_considered = {c.mappings_considered}, "
-            f"per_level = [{levels}]>"
-        )
+        ]
+        fields = [
+            f"energy_pj = {float_text(c.energy_pj)}", f"cycles = {c.cycles}", f"utilization = {float_text(c.utilization)}",
+            f"macs = {c.macs}", f"mac_energy_pj = {float_text(c.mac_energy_pj)}", f"leakage_pj = {float_text(c.leakage_pj)}",
+            f"optimal = {'true' if c.optimal else 'false'}", f"mappings_considered = {c.mappings_considered}",
+        ]
+        printer.print_string("<")
+        print_wrapped(printer, fields)
+        printer.print_string(", per_level = [" if fields else "per_level = [")
+        print_wrapped(printer, levels)
+        printer.print_string("]>")
 
 
 # ---------------------------------------------------------------------------------------------- target
@@ -510,12 +519,43 @@ def module_target(module: ModuleOp) -> TargetRef | None:
 # ------------------------------------------------------------------------------------------------- op
 
 
+class LayerKind(StrEnum):
+    CONV = "conv"
+    DEPTHWISE = "depthwise"
+    GEMM = "gemm"
+
+
+LAYER_KINDS: tuple[str, ...] = tuple(k.value for k in LayerKind)
+
+
+@irdl_attr_definition
+class LayerKindAttr(EnumAttribute[LayerKind], SpacedOpaqueSyntaxAttribute):
+    """`#accel<kind conv>`; `kind = conv` in accel.layer's syntax."""
+
+    name = "accel.kind"
+
+
+class SourceOp(StrEnum):
+    """The qnn op an accel.layer was lowered from."""
+
+    CONV2D = "qnn.conv2d"
+    GEMM = "qnn.gemm"
+    MATMUL = "qnn.matmul"
+
+
+@irdl_attr_definition
+class SourceOpAttr(EnumAttribute[SourceOp], SpacedOpaqueSyntaxAttribute):
+    """`#accel<source qnn.conv2d>`; `source = qnn.conv2d` in accel.layer's syntax."""
+
+    name = "accel.source"
+
+
 def _shape(value_type: Attribute) -> tuple[int, ...] | None:
     return tuple(value_type.get_shape()) if isinstance(value_type, TensorType) else None
 
 
 @irdl_op_definition
-class LayerOp(IRDLOperation):
+class LayerOp(CustomSyntaxOp):
     """One compute layer on the accelerator: `result = layer(input, weight[, bias])`.
 
     conv / depthwise: input NCHW, weight [G·M, C, S, R], result [N, G·M, Q, P] (Q, S, Hstride, Hdilation
@@ -523,8 +563,11 @@ class LayerOp(IRDLOperation):
     input are N, its columns C, the result's last dim M; P = Q = R = S = 1. `pads` (ONNX order top, left,
     bottom, right), `strides`, `dilations`, `group`, `act` (+ `act_min`/`act_max` for clip) and the gemm
     attributes (`trans_a`, `trans_b`, `alpha`, `beta`) are the original operator's, for the backend;
-    `source` names that operator (qnn.conv2d, qnn.gemm, qnn.matmul).
+    `source` names that operator (qnn.conv2d, qnn.gemm, qnn.matmul). Prints in the qnn ops' custom
+    syntax (`quantloop.ir.syntax`), the problem, bits, mapping and cost on lines of their own.
     """
+
+    PROPERTIES_ON_OWN_LINES: ClassVar[bool] = True
 
     name = "accel.layer"
 
@@ -534,21 +577,21 @@ class LayerOp(IRDLOperation):
     output = result_def(TensorType)
 
     layer_name = prop_def(StringAttr, prop_name="name")
-    kind = prop_def(StringAttr)
+    kind = prop_def(LayerKindAttr)
     problem = prop_def(ProblemAttr)
     bits = prop_def(BitsAttr)
     strides = opt_prop_def(DenseArrayBase)
     pads = opt_prop_def(DenseArrayBase)
     dilations = opt_prop_def(DenseArrayBase)
     group = opt_prop_def(IntegerAttr)
-    act = prop_def(StringAttr)
+    act = prop_def(ActivationAttr, ActivationAttr(Activation.NONE))
     act_min = opt_prop_def(FloatAttr)
     act_max = opt_prop_def(FloatAttr)
     trans_a = opt_prop_def(IntegerAttr)
     trans_b = opt_prop_def(IntegerAttr)
     alpha = opt_prop_def(FloatAttr)
     beta = opt_prop_def(FloatAttr)
-    source = opt_prop_def(StringAttr)
+    source = opt_prop_def(SourceOpAttr)
     mapping = opt_prop_def(MappingAttr)
     cost = opt_prop_def(CostAttr)
 
@@ -568,10 +611,10 @@ class LayerOp(IRDLOperation):
     ) -> None:
         properties: dict[str, Attribute] = {
             "name": StringAttr(name),
-            "kind": StringAttr(kind),
+            "kind": LayerKindAttr(LayerKind(kind)),
             "problem": problem,
             "bits": bits,
-            "act": StringAttr(act),
+            "act": ActivationAttr(Activation(act)),
         }
         properties.update(extra or {})
         super().__init__(
@@ -586,11 +629,9 @@ class LayerOp(IRDLOperation):
 
     def verify_(self) -> None:
         who = f"accel.layer '{self.label}'"
-        kind = self.kind.data
+        kind = self.kind.data.value
         if kind not in LAYER_KINDS:
             raise VerifyException(f"{who}: kind must be one of {', '.join(LAYER_KINDS)}, got '{kind}'")
-        if self.act.data not in ACTIVATIONS:
-            raise VerifyException(f"{who}: act must be one of {', '.join(ACTIVATIONS)}, got '{self.act.data}'")
         p = self.problem.data
         out = _shape(self.output.type)
         if kind in ("conv", "depthwise"):
@@ -615,7 +656,9 @@ class LayerOp(IRDLOperation):
             raise VerifyException(f"{who}: has a mapping but no cost")
 
 
-ACCEL = Dialect("accel", [LayerOp], [ProblemAttr, BitsAttr, MappingAttr, CostAttr, TargetAttr])
+ACCEL = Dialect(
+    "accel", [LayerOp], [ProblemAttr, BitsAttr, MappingAttr, CostAttr, TargetAttr, LayerKindAttr, SourceOpAttr]
+)
 
 
 def layers(module: Operation) -> list[LayerOp]:

@@ -24,9 +24,11 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.dialects.utils import EnumAttribute
+from xdsl.ir import Attribute, Operation, SpacedOpaqueSyntaxAttribute, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
+    irdl_attr_definition,
     irdl_op_definition,
     operand_def,
     opt_operand_def,
@@ -39,12 +41,13 @@ from xdsl.irdl import (
 )
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.str_enum import StrEnum
 
 from quantloop.errors import QuantloopError
+from quantloop.ir.syntax import CustomSyntaxOp
 from quantloop.ir.types import UniformPerAxisType, UniformType
 from quantloop.ir.weights import DenseWeightsAttr
 
-ACTIVATIONS = ("none", "relu", "clip")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -86,7 +89,9 @@ def _common_props(name: str | None) -> dict[str, Attribute]:
 
 
 def _act_props(act: str, act_min: float | None, act_max: float | None) -> dict[str, Attribute]:
-    props: dict[str, Attribute] = {"act": StringAttr(act)}
+    if act not in ACTIVATIONS:
+        raise VerifyException(f"act '{act}' is not one of {', '.join(ACTIVATIONS)}")
+    props: dict[str, Attribute] = {"act": ActivationAttr(Activation(act))}
     if act_min is not None:
         props["act_min"] = _float(act_min)
     if act_max is not None:
@@ -141,28 +146,47 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...] | None:
         return None
 
 
-class _Named:
-    """The optional `name` property shared by every qnn op (xDSL collects field definitions through the MRO)."""
+class Activation(StrEnum):
+    """A fused activation: none, relu, or clip to [act_min, act_max]."""
+
+    NONE = "none"
+    RELU = "relu"
+    CLIP = "clip"
+
+
+ACTIVATIONS: tuple[str, ...] = tuple(a.value for a in Activation)
+
+
+@irdl_attr_definition
+class ActivationAttr(EnumAttribute[Activation], SpacedOpaqueSyntaxAttribute):
+    """`#qnn<activation relu>`; `act = relu` in an op's custom syntax."""
+
+    name = "qnn.activation"
+
+
+class QnnOp(CustomSyntaxOp):
+    """Base of every qnn op: the optional `name` property (the ONNX node name) and the dialect's
+    custom syntax (`quantloop.ir.syntax`). A new op derives from it (or from a subclass)."""
 
     node_name_attr = opt_prop_def(StringAttr, prop_name="name")
 
     @property
     def node_name(self) -> str | None:
-        node = self.properties.get("name")  # type: ignore[attr-defined]
+        node = self.properties.get("name")
         return node.data if isinstance(node, StringAttr) else None
 
 
-class _FusedActivation(_Named):
+class _FusedActivation:
     """Ops that may carry a fused activation: `act` is "none", "relu" or "clip" (act_min..act_max)."""
 
-    act_attr = prop_def(StringAttr, prop_name="act")
+    act_attr = prop_def(ActivationAttr, ActivationAttr(Activation.NONE), prop_name="act")
     act_min_attr = opt_prop_def(FloatAttr, prop_name="act_min")
     act_max_attr = opt_prop_def(FloatAttr, prop_name="act_max")
 
     @property
     def act(self) -> str:
         act = self.properties.get("act")  # type: ignore[attr-defined]
-        return act.data if isinstance(act, StringAttr) else "none"
+        return act.data.value if isinstance(act, ActivationAttr) else "none"
 
     @property
     def act_min(self) -> float | None:
@@ -207,7 +231,7 @@ def pool_output_sizes(size: int, kernel: int, stride: int, pad_begin: int, pad_e
 
 
 @irdl_op_definition
-class Conv2dOp(IRDLOperation, _FusedActivation):
+class Conv2dOp(QnnOp, _FusedActivation):
     """2-D convolution, NCHW input, MCRS weight (C per group), optional bias of length M."""
 
     name = "qnn.conv2d"
@@ -217,10 +241,10 @@ class Conv2dOp(IRDLOperation, _FusedActivation):
     bias = opt_operand_def(TensorType)
     output = result_def(TensorType)
 
-    strides_attr = prop_def(DenseArrayBase, prop_name="strides")
-    pads_attr = prop_def(DenseArrayBase, prop_name="pads")
-    dilations_attr = prop_def(DenseArrayBase, prop_name="dilations")
-    group_attr = prop_def(IntegerAttr, prop_name="group")
+    strides_attr = prop_def(DenseArrayBase, _ints((1, 1)), prop_name="strides")
+    pads_attr = prop_def(DenseArrayBase, _ints((0, 0, 0, 0)), prop_name="pads")
+    dilations_attr = prop_def(DenseArrayBase, _ints((1, 1)), prop_name="dilations")
+    group_attr = prop_def(IntegerAttr, _int(1), prop_name="group")
 
     traits = traits_def(Pure())
 
@@ -328,7 +352,7 @@ class Conv2dOp(IRDLOperation, _FusedActivation):
 
 
 @irdl_op_definition
-class GemmOp(IRDLOperation, _FusedActivation):
+class GemmOp(QnnOp, _FusedActivation):
     """ONNX Gemm: alpha * op(a) @ op(b) + beta * c, with op = transpose when trans_a / trans_b."""
 
     name = "qnn.gemm"
@@ -338,10 +362,10 @@ class GemmOp(IRDLOperation, _FusedActivation):
     c = opt_operand_def(TensorType)
     output = result_def(TensorType)
 
-    alpha_attr = prop_def(FloatAttr, prop_name="alpha")
-    beta_attr = prop_def(FloatAttr, prop_name="beta")
-    trans_a_attr = prop_def(IntegerAttr, prop_name="trans_a")
-    trans_b_attr = prop_def(IntegerAttr, prop_name="trans_b")
+    alpha_attr = prop_def(FloatAttr, _float(1.0), prop_name="alpha")
+    beta_attr = prop_def(FloatAttr, _float(1.0), prop_name="beta")
+    trans_a_attr = prop_def(IntegerAttr, _int(0), prop_name="trans_a")
+    trans_b_attr = prop_def(IntegerAttr, _int(0), prop_name="trans_b")
 
     traits = traits_def(Pure())
 
@@ -434,7 +458,7 @@ def matmul_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
 
 
 @irdl_op_definition
-class MatMulOp(IRDLOperation, _Named):
+class MatMulOp(QnnOp):
     """numpy-style matrix product (ONNX MatMul)."""
 
     name = "qnn.matmul"
@@ -470,7 +494,7 @@ class MatMulOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class AddOp(IRDLOperation, _FusedActivation):
+class AddOp(QnnOp, _FusedActivation):
     """Element-wise sum with numpy broadcasting, optionally followed by a fused activation."""
 
     name = "qnn.add"
@@ -518,7 +542,7 @@ class AddOp(IRDLOperation, _FusedActivation):
 # ----------------------------------------------------------------------------- element-wise ops
 
 
-class _UnaryOp(IRDLOperation, _Named):
+class _UnaryOp(QnnOp):
     """Shared constructor and shape check of ops whose result has the input's shape."""
 
     def __init__(
@@ -735,15 +759,15 @@ def _pool_shape(
     ]
 
 
-class _PoolOp(IRDLOperation, _Named):
+class _PoolOp(QnnOp):
     """Fields, constructor and checks shared by max and average pooling."""
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
     kernel_attr = prop_def(DenseArrayBase, prop_name="kernel")
-    strides_attr = prop_def(DenseArrayBase, prop_name="strides")
-    pads_attr = prop_def(DenseArrayBase, prop_name="pads")
-    ceil_mode_attr = prop_def(IntegerAttr, prop_name="ceil_mode")
+    strides_attr = prop_def(DenseArrayBase, _ints((1, 1)), prop_name="strides")
+    pads_attr = prop_def(DenseArrayBase, _ints((0, 0, 0, 0)), prop_name="pads")
+    ceil_mode_attr = prop_def(IntegerAttr, _int(0), prop_name="ceil_mode")
 
     def __init__(
         self,
@@ -824,7 +848,7 @@ class MaxPoolOp(_PoolOp):
 class AvgPoolOp(_PoolOp):
     name = "qnn.avgpool"
 
-    count_include_pad_attr = prop_def(IntegerAttr, prop_name="count_include_pad")
+    count_include_pad_attr = prop_def(IntegerAttr, _int(0), prop_name="count_include_pad")
 
     traits = traits_def(Pure())
 
@@ -857,7 +881,7 @@ class AvgPoolOp(_PoolOp):
 
 
 @irdl_op_definition
-class GlobalAvgPoolOp(IRDLOperation, _Named):
+class GlobalAvgPoolOp(QnnOp):
     """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
 
     name = "qnn.global_avgpool"
@@ -899,7 +923,7 @@ def resolve_reshape(in_shape: Sequence[int], shape: Sequence[int]) -> tuple[int,
 
 
 @irdl_op_definition
-class ReshapeOp(IRDLOperation, _Named):
+class ReshapeOp(QnnOp):
     """Static reshape; `shape` follows ONNX (0 = copy the input dimension, -1 = inferred)."""
 
     name = "qnn.reshape"
@@ -943,7 +967,7 @@ class ReshapeOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class FlattenOp(IRDLOperation, _Named):
+class FlattenOp(QnnOp):
     """ONNX Flatten: dimensions before `axis` and from `axis` on become the two result dimensions."""
 
     name = "qnn.flatten"
@@ -985,7 +1009,7 @@ class FlattenOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class ConcatOp(IRDLOperation, _Named):
+class ConcatOp(QnnOp):
     name = "qnn.concat"
 
     inputs = var_operand_def(TensorType)
@@ -1040,7 +1064,7 @@ class ConcatOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class ConstantOp(IRDLOperation, _Named):
+class ConstantOp(QnnOp):
     """Weights and other constant tensors; `op.array` is the data shaped like the result."""
 
     name = "qnn.constant"
@@ -1088,7 +1112,7 @@ class ConstantOp(IRDLOperation, _Named):
 
 
 @irdl_op_definition
-class BatchNormOp(IRDLOperation, _Named):
+class BatchNormOp(QnnOp):
     """Inference batch normalisation over axis 1; canonicalize folds it into the preceding conv."""
 
     name = "qnn.batchnorm"
@@ -1154,7 +1178,7 @@ HOST_OP_TYPES = frozenset({
 
 
 @irdl_op_definition
-class HostOp(IRDLOperation, _Named):
+class HostOp(QnnOp):
     """An ONNX operator (`op_type` in `HOST_OP_TYPES`) that runs on the host, with ONNX's semantics.
 
     `onnx_attrs` holds the node's attributes (ints, floats, strings and lists of them); `absent`

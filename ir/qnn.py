@@ -22,6 +22,9 @@ from quantloop.ir.builder import MainBuilder, main_func
 from quantloop.ir.ops import (
     ACTIVATIONS,
     QNN_OPS,
+    Activation,
+    ActivationAttr,
+    QnnOp,
     AddOp,
     AvgPoolOp,
     BatchNormOp,
@@ -70,7 +73,7 @@ from quantloop.ir.weights import DenseWeightsAttr, Weights
 QNN = Dialect(
     "qnn",
     list(QNN_OPS),
-    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr],
+    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr],
 )
 
 #: Dialects every quantloop context loads; other dialects (e.g. `accel`) are appended here
@@ -210,6 +213,9 @@ def verify_module(module: ModuleOp, source_name: str = "<module>") -> None:
 
 __all__ = [
     "ACTIVATIONS",
+    "Activation",
+    "ActivationAttr",
+    "QnnOp",
     "QNN",
     "QNN_OPS",
     "QUANTIZED_TYPES",

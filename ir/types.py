@@ -252,8 +252,11 @@ class UniformPerAxisType(_IntegerStorage, ParametrizedAttribute, TypeAttribute):
             _check_zero_point(type_name, self.bits, self.signed, zero_point)
 
     def print_parameters(self, printer: Printer) -> None:
-        pairs = ", ".join(f"{float_text(s)}:{z}" for s, z in zip(self.scales, self.zero_points))
-        printer.print_string(f"<{_storage_spelling(self.bits, self.signed)}:f32:{self.axis}, {{{pairs}}}>")
+        from quantloop.ir.syntax import print_wrapped
+
+        printer.print_string(f"<{_storage_spelling(self.bits, self.signed)}:f32:{self.axis}, {{")
+        print_wrapped(printer, [f"{float_text(s)}:{z}" for s, z in zip(self.scales, self.zero_points)])
+        printer.print_string("}>")
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:

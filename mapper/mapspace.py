@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, values_per_word
+from quantloop.costmodel.model import packing_tables
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
 from quantloop.targets.arch import Arch
 
 TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2
@@ -97,9 +98,12 @@ class Mapspace:
         self.L = arch.num_levels
         self.fanout = np.array([[lvl.fanout_x, lvl.fanout_y] for lvl in arch.levels], dtype=np.int64)
         self.capacity = np.array([-1 if lvl.capacity_words is None else lvl.capacity_words for lvl in arch.levels])
-        self.opw = np.array(
-            [[values_per_word(lvl.word_bits, b) for b in bits.as_tuple()] for lvl in arch.levels], dtype=np.int64
-        )
+        # Outputs pack as partial sums (never more per word than final outputs): whether a level
+        # holds partial sums depends on the whole mapping, so the slots' capacity rules take the
+        # wider width; the cost model checks the exact one.
+        opw, psum_opw = packing_tables(arch, bits)
+        opw[:, 2] = np.minimum(opw[:, 2], psum_opw)
+        self.opw = opw
         self.must_keep = np.array([[ds in lvl.must_keep or l == 0 for ds in DATASPACES]
                                    for l, lvl in enumerate(arch.levels)])
         self.may_keep = np.array([[ds in lvl.may_keep or l == 0 for ds in DATASPACES]

@@ -38,6 +38,8 @@ from xdsl.rewriter import Rewriter
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.accel import (
+    SourceOp,
+    SourceOpAttr,
     HOST_ATTR,
     TARGET_ATTR,
     BitsAttr,
@@ -145,12 +147,11 @@ def lower_op(op: Operation, arch, name: str) -> LayerOp:
         _operand_bits(w, name, "weights"), _operand_bits(x, name, "inputs"), _operand_bits(op.results[0], name, "outputs")
     )
     check_bits_fit(arch, name, bits)
-    act = op.properties.get("act")
     extra = _layer_attrs(op)
-    extra["source"] = StringAttr(op.name)
+    extra["source"] = SourceOpAttr(SourceOp(op.name))
     return LayerOp(
         x, w, bias, op.results[0].type, name=name, kind=kind, problem=ProblemAttr(shape), bits=BitsAttr(bits),
-        act=act.data if isinstance(act, StringAttr) else "none", extra=extra,
+        act=getattr(op, "act", "none"), extra=extra,
     )
 
 

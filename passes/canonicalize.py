@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import Float32Type, ModuleOp, StringAttr, TensorType, f32
+from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -29,6 +29,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.transforms.dead_code_elimination import region_dce
 
+from quantloop.ir.ops import Activation, ActivationAttr
 from quantloop.ir import (
     AddOp,
     BatchNormOp,
@@ -173,9 +174,9 @@ class FuseActivation(RewritePattern):
         if not _single_user(op.input) or op.output.type != op.input.type:
             return
         if isinstance(op, ReluOp):
-            producer.properties["act"] = StringAttr("relu")
+            producer.properties["act"] = ActivationAttr(Activation.RELU)
         else:
-            producer.properties["act"] = StringAttr("clip")
+            producer.properties["act"] = ActivationAttr(Activation.CLIP)
             producer.properties["act_min"] = op.properties["min"]
             producer.properties["act_max"] = op.properties["max"]
         rewriter.notify_op_modified(producer)

@@ -33,6 +33,9 @@ class StorageLevel:
     are words per cycle per instance (None = unlimited). `capacity_words` is per instance
     (None = unbounded, DRAM).
 
+    `psum_bits`: the width this level stores partial sums at, when the target declares it
+    (else the MAC's accumulator width; see `costmodel.problem.Bits.psum`).
+
     Data-space rules: `must_keep` ⊆ `may_keep`; the mapper chooses the rest of `may_keep`.
     A data space not in `may_keep` is always bypassed.
 
@@ -68,6 +71,7 @@ class StorageLevel:
     temporal_factors: TMapping[str, int] = field(default_factory=dict)
     temporal_permutation: tuple[str, ...] = ()
     spatial_stages: tuple[SpatialStage, ...] = ()
+    psum_bits: int | None = None
     area_um2: float | None = None  # one instance; see targets/area.py
 
     @property

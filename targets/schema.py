@@ -14,6 +14,9 @@ The schema mirrors Timeloop v0.4 architecture semantics so a Timeloop spec carri
 * `energy_pj: {read, write, update}` is the energy per VECTOR access (Accelergy ERT); fills use
   `write`. `leak_pj_per_cycle` per instance. `bandwidth: {read, write, shared}` words/cycle per
   instance (omit = unlimited).
+* `partial_sum_bits` (optional): the width the level stores partial sums at (Outputs while a
+  reduction is still open); by default the MAC's accumulator width max(o, w + a). Where the word
+  is no wider than that, one partial sum per word.
 * `constraints` follow Timeloop constraint files: `dataspace: {keep, bypass}` (must keep / must
   bypass; the mapper chooses the rest), `spatial_x` / `spatial_y: {factors}` (fixed spatial
   factors; 1 forbids the dim on that axis), `temporal: {factors, permutation}` (permutation lists
@@ -132,6 +135,8 @@ class Level(_Strict):
     leak_pj_per_cycle: float = Field(default=0.0, ge=0)
     bandwidth: Bandwidth = Field(default_factory=Bandwidth)
     constraints: Constraints = Field(default_factory=Constraints)
+    partial_sum_bits: int | None = Field(
+        default=None, ge=1, description="width of stored partial sums (default: the MAC's max(o, w + a))")
     area_um2: float | None = Field(default=None, ge=0, description="area of ONE instance in µm² (Accelergy ART)")
 
     @model_validator(mode="after")
@@ -258,7 +263,7 @@ def to_arch(spec: TargetSpec, source: str = "") -> Arch:
                 spatial_y_factors=dict(lvl.constraints.spatial_y.factors),
                 temporal_factors=dict(lvl.constraints.temporal.factors),
                 temporal_permutation=tuple(lvl.constraints.temporal.permutation),
-                spatial_stages=stages, area_um2=lvl.area_um2,
+                spatial_stages=stages, psum_bits=lvl.partial_sum_bits, area_um2=lvl.area_um2,
             )
         )
         instances *= lvl.fanout.x * lvl.fanout.y

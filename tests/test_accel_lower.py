@@ -167,7 +167,7 @@ def test_lowering_through_the_pipeline_dumps_text_that_parses_back(tmp_path):
     text = out.getvalue()
     assert dump_header("accel-lower") in text
     dumped = text.split(dump_header("accel-lower"))[1]
-    assert '"accel.layer"' in dumped and "#accel.problem<" in dumped and "accel.host" in dumped
+    assert '= accel.layer %' in dumped and "#accel.problem<" in dumped and "accel.host" in dumped
     reparsed = parse_module((tmp_path / "02_accel-lower.mlir").read_text())
     assert print_module(reparsed, elide_weights_over=None) == print_module(module, elide_weights_over=None)
     assert [layer.problem for layer in layers(reparsed)] == [layer.problem for layer in layers(module)]

@@ -35,18 +35,48 @@ def _run(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_print_ir_after_all_on_mobilenet_v2_dumps_every_pass_and_each_dump_parses_back(capsys, tmp_path):
-    code, out, err = _run(["compile", "zoo:mobilenet_v2", "--print-ir-after-all"], capsys)
-    assert code == 0, err
-    dumps = _split_dumps(err)
-    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits"]
+MAX_LINE = 240
+
+
+def _check_dumps(dumps: list[tuple[str, str]], tmp_path: Path, capsys) -> None:
+    """Every dump prints back identically through `quantloop opt`, and no line is over MAX_LINE."""
     for name, text in dumps:
+        longest = max(text.splitlines(), key=len)
+        assert len(longest) <= MAX_LINE, f"dump after {name}: a line of {len(longest)} characters: {longest[:300]}"
         path = tmp_path / f"{name}.mlir"
         path.write_text(text + "\n")
         code, reprinted, err = _run(["opt", str(path)], capsys)
         assert code == 0, err
         assert reprinted.strip() == text, f"dump after {name} does not print back identically"
+
+
+def test_print_ir_after_all_on_mobilenet_v2_dumps_every_pass_and_each_dump_parses_back(capsys, tmp_path):
+    code, out, err = _run(["compile", "zoo:mobilenet_v2", "--print-ir-after-all"], capsys)
+    assert code == 0, err
+    assert "IR Dump" not in out
+    dumps = _split_dumps(err)
+    assert [name for name, _ in dumps] == ["qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits"]
+    _check_dumps(dumps, tmp_path, capsys)
     assert "!qnn.int<bits = 8, signed = true>" in dumps[-1][1]
+    # the custom syntax: enum activations, compact arrays, defaults left out
+    assert 'qnn.conv2d %input, %conv_1.weight, %conv_1.bias {strides = [2, 2], pads = [1, 1, 1, 1], act = clip' in dumps[0][1]
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_on_eyeriss_every_dump_is_readable_and_round_trips(capsys, tmp_path):
+    """Calibrated per-channel scales print once (aliases at the top), mappings and costs on wrapped lines."""
+    code, out, err = _run(
+        ["compile", "zoo:mobilenet_v2", "--target", "eyeriss", "--print-ir-after-all", "--cache-dir", str(tmp_path / "c")],
+        capsys,
+    )
+    assert code == 0, err
+    dumps = _split_dumps(err)
+    assert [name for name, _ in dumps] == [
+        "qnn-canonicalize", "qnn-fold-quant", "qnn-assign-bits", "qnn-calibrate", "accel-lower", "accel-map"
+    ]
+    _check_dumps(dumps, tmp_path, capsys)
+    mapped = dumps[-1][1]
+    assert mapped.startswith("!qnn_q0 = !qnn.uniform<i8:f32:0, {") and "#accel.cost<" in mapped
 
 
 def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(capsys, tmp_path):

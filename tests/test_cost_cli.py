@@ -54,10 +54,24 @@ def test_json_keys(capsys):
 def test_flags_override_the_problem_bitwidths(capsys):
     expected = json.loads((REF / "quant/I8_W8_O8/expected.json").read_text())["total_energy_pj"]
     w4 = REF / "quant/I8_W4_O8/problem.yaml"
-    assert _cost("--json", "--mac-energy", "fixed", "--bits-weights", "8", problem=w4) == 0
+    fork = ("--mac-energy", "fixed", "--psum-bits", "outputs")  # the quantization fork's conventions
+    assert _cost("--json", *fork, "--bits-weights", "8", problem=w4) == 0
     assert json.loads(capsys.readouterr().out)["total_energy_pj"] == pytest.approx(expected, rel=1e-12)
-    assert _cost("--json", "--mac-energy", "fixed", "--bits", "w8a8", problem=w4) == 0
+    assert _cost("--json", *fork, "--bits", "w8a8", problem=w4) == 0
     assert json.loads(capsys.readouterr().out)["total_energy_pj"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_partial_sums_at_accumulator_width_match_stock_timeloop_at_w8a8(capsys):
+    """psum_spad (16-bit words) holds one 16-bit partial sum per word at w8a8: the stock run's
+    numbers, where the fork's convention (8-bit partial sums, 2 per word) gives fewer accesses."""
+    stock = json.loads((REF / "pw1x1_C32_M64_P56/expected.json").read_text())
+    assert _cost("--json", "--mac-energy", "fixed", "--bits", "w8a8") == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["total_energy_pj"] == pytest.approx(stock["total_energy_pj"], rel=1e-9)
+    psum = next(r for r in got["per_level"] if r["level"] == "psum_spad")
+    assert _cost("--json", "--mac-energy", "fixed", "--bits", "w8a8", "--psum-bits", "outputs") == 0
+    fork = next(r for r in json.loads(capsys.readouterr().out)["per_level"] if r["level"] == "psum_spad")
+    assert fork["updates_per_instance"] * 2 == psum["updates_per_instance"]
 
 
 def test_bits_change_mac_energy_unless_fixed(capsys):

@@ -137,7 +137,7 @@ def test_packing_divides_counts_per_instance_with_ceil():
     w4 = evaluate_batch(arch, problem, arrays, Bits(weights=4, inputs=8, outputs=None))
     # ⌊word / 4⌋ weights per word at every level that holds them (2 in 8-bit, 4 in 16-bit words)
     per_word = np.array([lvl.word_bits // 4 for lvl in arch.levels])
-    np.testing.assert_array_equal(w4.values_per_word[:, 0], per_word)
+    np.testing.assert_array_equal(w4.values_per_word[0, :, 0], per_word)
     np.testing.assert_array_equal(w4.reads[:, :, 0], np.ceil(stock.reads[:, :, 0] / per_word))
     np.testing.assert_array_equal(w4.fills[:, :, 0], np.ceil(stock.fills[:, :, 0] / per_word))
     per_word_inputs = np.array([lvl.word_bits // 8 for lvl in arch.levels])  # 8-bit inputs: 2 per 16-bit word

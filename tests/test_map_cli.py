@@ -90,8 +90,9 @@ def test_no_legal_mapping_is_one_line_exit_2(capsys, tmp_path):
     write_problem(layer, Problem(C=4, M=32, P=4, Q=4, name="wide"))
     err = _error(capsys, "--target", str(target), "--problem", str(layer), "--no-cache")
     assert "wide" in err and "psum_spad" in err and "512 bits" in err and "256 bits" in err
-    # at 8-bit partial sums two share a 16-bit word, and the layer fits
-    assert main(["map", "--target", str(target), "--problem", str(layer), "--bits", "w8a8", "--no-cache", "--json"]) == 0
+    # with the fork's 8-bit partial sums two share a 16-bit word, and the layer fits
+    assert main(["map", "--target", str(target), "--problem", str(layer), "--bits", "w8a8", "--psum-bits", "outputs",
+                 "--no-cache", "--json"]) == 0
 
 
 def test_missing_problem_file(capsys, tmp_path):

@@ -22,7 +22,7 @@ def _run_cost(capsys, case: dict) -> tuple[dict, dict]:
     argv = ["cost", "--target", target, "--problem", str(folder / "problem.yaml"),
             "--mapping", str(folder / "map.yaml"), "--json"]
     if case["tool"] == "quant-fork":
-        argv += ["--mac-energy", "fixed"]
+        argv += ["--mac-energy", "fixed", "--psum-bits", "outputs"]  # the fork's conventions
     assert main(argv) == 0
     return json.loads(capsys.readouterr().out), expected
 

@@ -71,7 +71,7 @@ def test_reference_case_on_the_imported_design(capsys, case):
     argv = ["cost", "--target", str(design), "--problem", str(folder / "problem.yaml"),
             "--mapping", str(folder / "map.yaml"), "--json"]
     if case["tool"] == "quant-fork":
-        argv += ["--mac-energy", "fixed"]
+        argv += ["--mac-energy", "fixed", "--psum-bits", "outputs"]  # the fork's conventions
     assert main(argv) == 0
     got = json.loads(capsys.readouterr().out)
     exp = json.loads((folder / "expected.json").read_text())

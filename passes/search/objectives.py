@@ -190,5 +190,5 @@ def layer_problems(module, target: str) -> tuple[list[str], list[Problem], list[
     return (
         [op.label for op in found],
         [op.problem.to_costmodel(name=op.label) for op in found],
-        [op.kind.data for op in found],
+        [op.kind.data.value for op in found],
     )
