@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,47 +18,10 @@ from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
 from quantloop.options import CompileOptions
+from quantloop.result import CompileResult, LayerSummary, summarize_layers
+
+__all__ = ["compile", "CompileResult", "LayerSummary", "summarize_layers", "qnn_passes", "accel_passes"]
 from quantloop.progress import Progress, reporting
-
-
-@dataclass
-class LayerSummary:
-    """One accel layer of a finished compile, as the per-layer table shows it."""
-
-    name: str
-    kind: str
-    shape: str
-    bits: str
-    energy_pj: float
-    cycles: int
-    utilization: float
-    mapper_seconds: float
-    optimal: bool
-    cache_hit: bool
-
-
-@dataclass
-class CompileResult:
-    """What a compile produced: the final module, per-layer figures and written artefacts."""
-
-    module: ModuleOp
-    qnn_module: ModuleOp | None
-    target: Any | None
-    layers: list[LayerSummary] = field(default_factory=list)
-    host_ops: list[str] = field(default_factory=list)
-    artifacts: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
-    search: dict[str, Any] | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-    """Wall seconds of every phase (import, each pass, mapping, each artefact), as `quantloop.progress` recorded them."""
-
-    @property
-    def total_energy_pj(self) -> float:
-        return sum(layer.energy_pj for layer in self.layers)
-
-    @property
-    def total_cycles(self) -> int:
-        return sum(layer.cycles for layer in self.layers)
 
 
 def _make_pass(name: str, **options: Any) -> ModulePass:
@@ -117,7 +78,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     (`compile(model, target="eyeriss", bits="w4a8")`) say how; `out` receives printed IR.
     Without `target` the flow stops at the graph level (bit-widths assigned); with a target the
     model is calibrated and every conv / gemm layer is lowered and mapped. `options.search`
-    (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and compiles
+    (`options.SearchSettings`) runs the mixed-precision co-search first and compiles
     its chosen point (`quantloop.cosearch.run_search`). `progress` (`quantloop.progress.make_progress`)
     shows the phases as they run; without it the compile is silent. Either way `result.phases`
     holds every phase's wall time.
@@ -132,7 +93,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
             result = run_search(model, options, out=out)
         else:
             result = _compile(model, options, out, shown)
-    result.phases = dict(shown.phases)
+    result.phases, result.phase_cpu = dict(shown.phases), dict(shown.cpu)
     return result
 
 
@@ -166,6 +127,14 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
 
         parse_emit(options.emit)
         check_output_dir(Path(output_dir), force=options.force)
+
+    timeloop_tool = None
+    if options.verify_timeloop:
+        if target is None:
+            raise QuantloopError("compile: --verify-timeloop needs --target (it checks the mapped layers)")
+        from quantloop.costmodel.timeloop_engine import find_timeloop
+
+        timeloop_tool = find_timeloop()  # before any work: a missing Timeloop is a one-line error
 
     target_obj = None
     if target is not None:
@@ -201,7 +170,8 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
             first_step=len(passes) + 1,
             **dump_kwargs,
         )
-    result = CompileResult(module=module, qnn_module=qnn_module, target=target_obj)
+    result = CompileResult(module=module, qnn_module=qnn_module, target=target_obj,
+                           title=plot_title(model, target_obj, options))
     result.layers, result.host_ops = summarize_layers(module, mapper_stats)
     if output_dir is not None:
         from quantloop.backend.artifacts import write_artifacts
@@ -214,8 +184,17 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
             command_line=options.command_line,
             force=options.force,
             emit=options.emit,
-            title=plot_title(model, target_obj, options),
+            title=result.title,
         )
+    if timeloop_tool is not None:
+        from quantloop.backend.timeloop_export import folder_names
+        from quantloop.backend.timeloop_verify import verify_module
+        from quantloop.ir.accel import layers
+
+        emitted = result.artifacts.get("timeloop")
+        with progress.phase("verify in Timeloop"):
+            result.timeloop_check = verify_module(
+                module, target_obj, timeloop_tool, emitted, folder_names([op.label for op in layers(module)]))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -225,57 +204,3 @@ def plot_title(model: Any, target: Any, options: CompileOptions) -> str:
     name = str(model) if isinstance(model, (str, Path)) else "model"
     bits = "searched bits" if options.bits_table is not None else (options.bits_file or options.bits)
     return f"{name} on {target.name}, {bits} ({options.objective})"
-
-
-def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = None) -> tuple[list[LayerSummary], list[str]]:
-    """Per-layer figures of a mapped accel module, and the ops left to the host.
-
-    `mapper_stats` (layer name -> object with `seconds` and `cache_hit`) comes from the accel-map
-    pass; timings are kept out of the IR so that dumps stay deterministic.
-    """
-    from quantloop.ir import op_kind
-    from quantloop.ir.accel import host_ops, layers
-
-    summaries: list[LayerSummary] = []
-    for op in layers(module):
-        p = op.problem.data
-        cost = op.cost.data if op.cost is not None else None
-        stats = (mapper_stats or {}).get(op.label)
-        b = op.bits.data
-        summaries.append(
-            LayerSummary(
-                name=op.label,
-                kind=op.kind.data.value,
-                shape=_shape_text(p),
-                bits=" ".join(_bits_text(prefix, b.of(ds)) for prefix, ds in (("w", "Weights"), ("i", "Inputs"), ("o", "Outputs"))),
-                energy_pj=cost.energy_pj if cost else float("nan"),
-                cycles=cost.cycles if cost else 0,
-                utilization=cost.utilization if cost else float("nan"),
-                mapper_seconds=getattr(stats, "seconds", 0.0),
-                optimal=bool(cost.optimal) if cost else False,
-                cache_hit=bool(getattr(stats, "cache_hit", False)),
-            )
-        )
-    host = [f"{op_kind(op)} {_op_name(op)}" for op in host_ops(module)]
-    return summaries, host
-
-
-def _shape_text(p) -> str:
-    """`G M C P×Q R×S /stride` with the dims that are 1 left out, e.g. `M64 C32 56×56 3×3 /2`."""
-    parts = [f"{d}{v}" for d, v in (("N", p.N), ("G", p.G), ("M", p.M), ("C", p.C)) if v > 1]
-    parts.append(f"{p.P}×{p.Q}")
-    if p.R * p.S > 1:
-        parts.append(f"{p.R}×{p.S}")
-    if p.Wstride > 1 or p.Hstride > 1:
-        parts.append(f"/{p.Wstride}" if p.Wstride == p.Hstride else f"/{p.Wstride}×{p.Hstride}")
-    return " ".join(parts)
-
-
-def _bits_text(prefix: str, operand) -> str:
-    suffix = {"int": "", "uint": "u"}.get(operand.scheme, operand.scheme)
-    return f"{prefix}{operand.bits}{suffix}"
-
-
-def _op_name(op) -> str:
-    name = op.properties.get("name") or op.attributes.get("name")
-    return getattr(name, "data", "?")

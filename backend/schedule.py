@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from quantloop import __version__
+from quantloop.version import __version__
 from quantloop.backend.layers import LayerRecord, tile_sizes
 from quantloop.costmodel.problem import DATASPACES, DIMS
 from quantloop.costmodel.timeloop_yaml import format_map_txt

@@ -37,6 +37,7 @@ from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
 from quantloop.ir import (
     ConstantOp,
     DequantizeOp,
+    IntType,
     QuantizeOp,
     UniformPerAxisType,
     UniformType,
@@ -57,18 +58,20 @@ def export_fakequant_onnx(
 
 
 def weight_values(constant: ConstantOp) -> np.ndarray:
-    """Float32 values a quantized constant's codes stand for (floats pass through)."""
+    """Float32 values a quantized constant's codes stand for (floats and `!qnn.int` constants, which
+    still hold their float weights, pass through)."""
     from quantloop.ir.quantization import weight_quantization
 
-    if is_float(constant.output):
+    if is_float(constant.output) or isinstance(constant.output.type.element_type, IntType):
         return np.asarray(constant.array, np.float32)
     return weight_quantization(constant).decode(constant.array)
 
 
 class FakeQuantExporter(OnnxExporter):
-    def __init__(self, module: ModuleOp, qdq: bool = False) -> None:
+    def __init__(self, module: ModuleOp, qdq: bool = False, uncalibrated_as_float: bool = False) -> None:
         super().__init__(module)
         self.qdq = qdq
+        self.uncalibrated_as_float = uncalibrated_as_float
         self.raw_names: dict[SSAValue, str] = {}
 
     def onnx_type(self, value: SSAValue) -> int:
@@ -101,6 +104,8 @@ class FakeQuantExporter(OnnxExporter):
             return
         elem = value.type.element_type
         where = op_label(value.owner) if isinstance(value.owner, Operation) else f"input '{self.name(value)}'"
+        if isinstance(elem, IntType) and self.uncalibrated_as_float:
+            return
         if not isinstance(elem, (UniformType, UniformPerAxisType)):
             raise QuantloopError(
                 f"fake-quant export: {where} has element type {elem}, which has no scale; run qnn-calibrate first"

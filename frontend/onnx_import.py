@@ -40,8 +40,10 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
+from quantloop.bits import LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
+from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS, QOPERATOR_CONVERTERS
 from quantloop.frontend.quant_types import ONNX_STORAGE, container, uniform_type
 from quantloop.ir import (
     AddOp,
@@ -240,18 +242,21 @@ class _Importer:
     # ------------------------------------------------------------------ converters
 
     def conv(self, node: onnx.NodeProto) -> None:
-        a = _attrs(node)
         x, w = self.value(node.input[0]), self.value(node.input[1])
-        w_shape = self.shape_of(node.input[1])
+        bias = self.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        self.emit(self.conv_op(node, x, w, bias, self.result_type(node.output[0])), node.output[0])
+
+    def conv_op(self, node: onnx.NodeProto, x: SSAValue, w: SSAValue, bias: SSAValue | None, result_type) -> Conv2dOp:
+        """A Conv2dOp with `node`'s attributes (Conv and QLinearConv share them)."""
+        a = _attrs(node)
+        w_shape = tuple(w.type.get_shape())
         if len(w_shape) != 4:
             raise self.fail(f"only 2-D convolutions are supported (weight shape {list(w_shape)})")
-        bias = self.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         strides = list(a.get("strides", [1, 1]))
         dilations = list(a.get("dilations", [1, 1]))
-        pads = self.pads(a, self.shape_of(node.input[0])[2:], list(a.get("kernel_shape", w_shape[2:])), strides, dilations)
-        op = Conv2dOp(x, w, bias, self.result_type(node.output[0]), strides=strides, pads=pads,
-                      dilations=dilations, group=int(a.get("group", 1)), name=node.name or None)
-        self.emit(op, node.output[0])
+        pads = self.pads(a, x.type.get_shape()[2:], list(a.get("kernel_shape", w_shape[2:])), strides, dilations)
+        return Conv2dOp(x, w, bias, result_type, strides=strides, pads=pads,
+                        dilations=dilations, group=int(a.get("group", 1)), name=node.name or None)
 
     def pads(self, a: Mapping[str, object], size, kernel, strides, dilations) -> list[int]:
         mode = a.get("auto_pad", b"NOTSET")
@@ -544,8 +549,8 @@ class _Importer:
         scale = np.asarray(self.const(node.input[1], "Quant scale"), np.float32)
         zeropt = np.asarray(self.const(node.input[2], "Quant zero point"), np.float32)
         bitwidth = float(np.asarray(self.const(node.input[3], "Quant bitwidth")).reshape(-1)[0])
-        if bitwidth != int(bitwidth) or int(bitwidth) not in (2, 3, 4, 5, 6, 7, 8, 16):
-            raise self.fail(f"bitwidth {bitwidth:g} is not a legal storage width (2..8 or 16)")
+        if bitwidth != int(bitwidth) or int(bitwidth) not in LEGAL_BITS:
+            raise self.fail(f"bitwidth {bitwidth:g} is not a legal storage width ({legal_text()})")
         if np.any(zeropt != np.round(zeropt)):
             raise self.fail("the zero point must be integer-valued")
         bits = int(bitwidth)
@@ -555,17 +560,74 @@ class _Importer:
         elem = uniform_type(bits, signed, scale_vec, zp_vec.astype(np.int64), axis, len(shape), self._where())
         if source in self.consts and source not in self.values:
             codes = _qonnx_codes(self.consts[source], scale, zeropt, bits, signed, narrow, mode, self.fail)
-            data = codes.astype(container(bits, signed))
-            weights = self.emit(ConstantOp(data, TensorType(elem, list(shape)), name=source))
-            weights.name_hint = _hint(source)
-            self.emit(DequantizeOp(weights, name=node.name or None), node.output[0])
+            self._quantized_constant(node, source, elem, codes)
             return
         if narrow:
             raise self.fail("narrow-range quantization of activations is not supported (only of constant weights)")
         if mode != "ROUND":
             raise self.fail(f"rounding_mode {mode} on activations is not supported (only ROUND, half to even)")
-        quantized = self.emit(QuantizeOp(self.value(source), TensorType(elem, list(shape)), name=node.name or None))
+        self._quantize_dequantize(node, self.value(source), elem)
+
+    def _quantized_constant(self, node: onnx.NodeProto, source: str, elem, codes: np.ndarray) -> None:
+        """`source`'s integer codes as a quantized constant, dequantized as `node`'s output."""
+        data = codes.astype(container(elem.bits, elem.signed))
+        weights = self.emit(ConstantOp(data, TensorType(elem, list(codes.shape)), name=source))
+        weights.name_hint = _hint(source)
+        self.emit(DequantizeOp(weights, name=node.name or None), node.output[0])
+
+    def _quantize_dequantize(self, node: onnx.NodeProto, x: SSAValue, elem) -> None:
+        quantized = self.emit(QuantizeOp(x, TensorType(elem, list(x.type.get_shape())), name=node.name or None))
         self.emit(DequantizeOp(quantized, name=(node.name + "_dq") if node.name else None), node.output[0])
+
+    def qonnx_bipolar_quant(self, node: onnx.NodeProto) -> None:
+        """BipolarQuant: +scale where x >= 0, else -scale. On constant weights the ±1 codes are 2-bit signed
+        codes at that scale (exact); on activations sign() is no uniform quantization and is refused."""
+        scale = np.asarray(self.const(node.input[1], "BipolarQuant scale"), np.float32)
+        source = node.input[0]
+        if source not in self.consts or source in self.values:
+            raise self.fail("BipolarQuant of activations (a sign function) is not a uniform quantization; "
+                            "only constant weights are supported")
+        shape = self.shape_of(source)
+        axis, scale_vec, _ = self._qonnx_axis(scale, np.zeros((), np.float32), shape)
+        elem = uniform_type(2, True, scale_vec, None, axis, len(shape), self._where())
+        self._quantized_constant(node, source, elem, np.where(np.asarray(self.consts[source]) >= 0, 1, -1))
+
+    def qonnx_trunc(self, node: onnx.NodeProto) -> None:
+        """Trunc v2 (x, scale, zeropt, in_bitwidth, out_scale, out_bitwidth) with rounding_mode ROUND, on a
+        value the model quantized at (scale, zeropt): its codes q become round(q / t), t = out_scale / scale
+        a power of two, which is the quantization of x at out_scale with zero point zeropt / t.
+        FLOOR / CEIL (qnn.quantize rounds half to even), narrow range and v1 (5 inputs) are refused."""
+        a = _attrs(node)
+        mode = a.get("rounding_mode", b"FLOOR")
+        mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+        if len(node.input) != 6:
+            raise self.fail("Trunc v1 (5 inputs) is not supported; only v2 (x, scale, zeropt, in_bitwidth, out_scale, out_bitwidth)")
+        if mode != "ROUND":
+            raise self.fail(f"rounding_mode {mode} is not supported (only ROUND: qnn.quantize rounds half to even)")
+        if int(a.get("narrow", 0)):
+            raise self.fail("narrow-range truncation is not supported")
+        signed = bool(int(a.get("signed", 1)))
+        scale, zeropt, out_scale = (np.asarray(self.const(node.input[i], what), np.float32).reshape(-1)
+                                    for i, what in ((1, "Trunc scale"), (2, "Trunc zero point"), (4, "Trunc out_scale")))
+        bits = float(np.asarray(self.const(node.input[5], "Trunc out_bitwidth")).reshape(-1)[0])
+        if bits != int(bits) or int(bits) not in LEGAL_BITS:
+            raise self.fail(f"out_bitwidth {bits:g} is not a legal storage width ({legal_text()})")
+        if scale.size != 1 or zeropt.size != 1 or out_scale.size != 1:
+            raise self.fail("only per-tensor scale, zero point and out_scale are supported")
+        x = self.value(node.input[0])
+        producer = x.owner
+        source = producer.input.type.element_type if isinstance(producer, DequantizeOp) else None
+        on_grid = isinstance(source, UniformType) and source == uniform_type(
+            source.bits, source.signed, scale, zeropt.astype(np.int64), 1, len(x.type.get_shape()), self._where())
+        if not on_grid:
+            raise self.fail(f"the input '{node.input[0]}' must be quantized by the model at the Trunc's scale and zero point")
+        ratio = float(out_scale[0] / scale[0])
+        shift = round(math.log2(ratio)) if ratio > 0 else 0
+        if ratio <= 0 or 2.0**shift != ratio or zeropt[0] % ratio:
+            raise self.fail(f"out_scale / scale = {ratio:g} must be a power of two dividing the zero point")
+        elem = uniform_type(int(bits), signed, out_scale, np.asarray(zeropt / ratio, np.int64), 1,
+                            len(x.type.get_shape()), self._where())
+        self._quantize_dequantize(node, x, elem)
 
     def _qonnx_axis(self, scale: np.ndarray, zeropt: np.ndarray, shape: tuple[int, ...]):
         """Per tensor, or per axis when scale (and zero point) vary along exactly one dimension."""
@@ -653,13 +715,19 @@ CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "Dropout": _Importer.dropout,
     "QuantizeLinear": _Importer.quantize_linear,
     "DequantizeLinear": _Importer.dequantize_linear,
+    **QOPERATOR_CONVERTERS,
 }
-QONNX_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {"Quant": _Importer.qonnx_quant}
+QONNX_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
+    "Quant": _Importer.qonnx_quant,
+    "BipolarQuant": _Importer.qonnx_bipolar_quant,
+    "Trunc": _Importer.qonnx_trunc,
+}
 #: onnxruntime's contrib domain: QuantizeLinear / DequantizeLinear as the standard ones (ORT writes int4 and
 #: int16 QDQ there below opset 21).
 MICROSOFT_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "QuantizeLinear": _Importer.quantize_linear,
     "DequantizeLinear": _Importer.dequantize_linear,
+    **MICROSOFT_QOPERATOR_CONVERTERS,
 }
 DOMAIN_CONVERTERS = {**{d: QONNX_CONVERTERS for d in QONNX_DOMAINS}, MICROSOFT_DOMAIN: MICROSOFT_CONVERTERS}
 

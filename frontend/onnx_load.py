@@ -16,23 +16,9 @@ from google.protobuf.message import DecodeError
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_fold import MAX_FOLD_ROUNDS, convert_opset, fold_constants
+from quantloop.options import parse_input_shapes  # noqa: F401 - the frontend's public name
 
 InputShapes = Mapping[str, tuple[int, ...]]
-
-
-def parse_input_shapes(items: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
-    """`["x=1x3x224x224", "y=1x10"]` -> `{"x": (1, 3, 224, 224), "y": (1, 10)}`."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for item in items or []:
-        name, sep, dims = item.partition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d < 1 for d in shape):
-            raise QuantloopError(f"--input-shape {item!r}: expected NAME=DxDx... with positive integers, e.g. x=1x3x224x224")
-        shapes[name] = shape
-    return shapes
 
 
 def _read_file(path: Path) -> onnx.ModelProto:

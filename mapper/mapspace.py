@@ -25,7 +25,6 @@ from quantloop.targets.arch import Arch
 
 TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2
 KIND_NAMES = ("temporal", "spatial X", "spatial Y")
-_N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _CHUNK = 1 << 19
 
 
@@ -140,13 +139,7 @@ class Mapspace:
     # ---- tiles -------------------------------------------------------------------------------
     def tile_values(self, cum: np.ndarray) -> np.ndarray:
         """Tile sizes in values [..., L, 3] from per-level cumulative extents cum[..., L, 8]."""
-        pr = self.problem
-        w = (cum[..., _P] - 1) * pr.Wstride + (cum[..., _R] - 1) * pr.Wdilation + 1
-        h = (cum[..., _Q] - 1) * pr.Hstride + (cum[..., _S] - 1) * pr.Hdilation + 1
-        weights = cum[..., _G] * cum[..., _C] * cum[..., _M] * cum[..., _R] * cum[..., _S]
-        inputs = cum[..., _N] * cum[..., _G] * cum[..., _C] * w * h
-        outputs = cum[..., _N] * cum[..., _G] * cum[..., _M] * cum[..., _P] * cum[..., _Q]
-        return np.stack([weights, inputs, outputs], axis=-1)
+        return self.problem.tile_values(cum)
 
     def tile_words(self, cum: np.ndarray) -> np.ndarray:
         """Words per instance [..., L, 3] of each data space's tile (kept or not)."""

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from quantloop.costmodel.mapping import MappingArrays
+from quantloop.options import OBJECTIVES
 from quantloop.costmodel.model import BatchResult, evaluate_batch
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.mapper.mapspace import Mapspace, slot_rule
 from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
 from quantloop.targets.arch import Arch
 
-OBJECTIVES = ("energy", "latency", "edp")
 _EVAL_CHUNK = 50_000
 
 

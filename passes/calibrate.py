@@ -62,6 +62,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
+from quantloop.options import DEFAULT_PERCENTILE
 
 PERCENTILE_SAMPLE_CAP = 1 << 22
 #: bump whenever the observed ranges change for the same model, data and settings
@@ -129,7 +130,7 @@ class CalibratePass(ModulePass):
     data: str = ""
     weight_clip: str = "minmax"
     act_range: str = "minmax"
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     scheme: str = "int"
     samples: int = 32
     seed: int = 0
@@ -241,12 +242,14 @@ class CalibratePass(ModulePass):
         import onnx
         import onnxruntime as ort
 
-        from quantloop.frontend.onnx_export import OnnxExporter
+        from quantloop.frontend.fakequant_export import FakeQuantExporter
 
         args = list(func.body.block.args)
         batch = max(1, args[0].type.get_shape()[0]) if args else 1
         inputs = self._inputs(func, batch)
-        exporter = OnnxExporter(module)
+        # Values a quantized model carries quantized are fake-quantized (ranges as the model runs);
+        # those still waiting for a scale run in float.
+        exporter = FakeQuantExporter(module, uncalibrated_as_float=True)
         model = exporter.export("calibration")
         outputs = {o.name for o in model.graph.output}
         names = {v: exporter.names[v] for v in values if v not in args}

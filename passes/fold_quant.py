@@ -12,6 +12,8 @@ quantization of its real result, so both ends fold into the op's types without c
   the dequantized values, computed as DequantizeLinear does: `float32(q − zp) · scale`.
 - An op whose float result is read only by `qnn.quantize` ops of one and the same type takes that type
   as its result type, and the quantize ops disappear.
+- An op that only moves values (maxpool, reshape, flatten, identity, dropout) of a per-tensor quantized
+  input keeps that type on its result (no requantization happens).
 
 What stays: quantize ops of the model's float inputs (and requantizations), and dequantize ops that
 feed the return. Tensors the model leaves in float stay f32, for `qnn-assign-bits` and calibration.
@@ -32,7 +34,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.transforms.dead_code_elimination import region_dce
 
 from quantloop.frontend.quant_types import quant_params
-from quantloop.ir.ops import WEIGHT_OPERAND, ConstantOp, DequantizeOp, QuantizeOp
+from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND, ConstantOp, DequantizeOp, QuantizeOp
 from quantloop.ir.types import UniformPerAxisType, UniformType
 
 
@@ -79,17 +81,17 @@ def _fold_dequantize(dq: DequantizeOp) -> None:
             user.operands[index] = dq.input
 
 
-def _fold_quantize(op: Operation) -> None:
+def _fold_quantize(op: Operation) -> bool:
     """Give `op`'s float result the type of the quantize ops that read it (when they all agree)."""
     if len(op.results) != 1 or not _is_float(op.results[0]):
-        return
+        return False
     result = op.results[0]
     readers = [use.operation for use in result.uses]
     if not readers or not all(isinstance(r, QuantizeOp) for r in readers):
-        return
+        return False
     types = {r.output.type for r in readers}
     if len(types) != 1:
-        return
+        return False
     (quantized_type,) = types
     name = readers[0].output.name_hint or result.name_hint
     new = Rewriter.replace_value_with_new_type(result, quantized_type)
@@ -97,6 +99,19 @@ def _fold_quantize(op: Operation) -> None:
     for reader in readers:
         reader.output.replace_all_uses_with(new)
         Rewriter.erase_op(reader)
+    return True
+
+
+def _keep_moved_type(op: Operation) -> None:
+    """An op that only moves values (maxpool, reshape, flatten, ...) of a per-tensor quantized input
+    writes values of that same quantization: its float result takes the input's type."""
+    if not isinstance(op, MOVES_VALUES) or not _is_float(op.results[0]):
+        return
+    elem = op.operands[0].type.element_type
+    if isinstance(elem, UniformType):
+        name = op.results[0].name_hint
+        new = Rewriter.replace_value_with_new_type(op.results[0], TensorType(elem, op.results[0].type.get_shape()))
+        new.name_hint = name
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,6 @@ class FoldQuantPass(ModulePass):
                     _fold_dequantize(inner)
             for inner in list(function.body.block.ops):
                 if not isinstance(inner, (QuantizeOp, DequantizeOp, ConstantOp, ReturnOp)):
-                    _fold_quantize(inner)
+                    _fold_quantize(inner) or _keep_moved_type(inner)
             region_dce(function.body)
             function.update_function_type()

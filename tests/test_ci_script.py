@@ -13,9 +13,29 @@ def _readme_test_command() -> str:
     return tests[0]
 
 
+def _readme_slow_command() -> str:
+    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    slow = [line for line in lines if line.startswith("python -m pytest") and "-m slow" in line]
+    assert len(slow) == 1, f"README must give exactly one command for the slow set, found {slow}"
+    return slow[0]
+
+
 def test_ci_runs_the_readme_test_command():
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert _readme_test_command() in ci_lines
+
+
+def test_ci_runs_the_slow_set_after_the_default_run():
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert _readme_slow_command() in ci_lines
+    assert ci_lines.index(_readme_test_command()) < ci_lines.index(_readme_slow_command())
+
+
+def test_the_default_run_leaves_out_the_slow_set():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "-m 'not slow'" in config["addopts"] and any(m.startswith("slow:") for m in config["markers"])
 
 
 def test_ci_fails_on_errors():

@@ -1,0 +1,172 @@
+"""ONNX QOperator form -> qnn ops with quantized operand and result types.
+
+`QLinearConv`, `QLinearMatMul` (standard) and onnxruntime's `QGemm`, `QLinearAdd`,
+`QLinearGlobalAveragePool` (`com.microsoft`) carry each operand's and the result's scale and zero point
+as inputs. They become the plain qnn op whose operands are the quantized values (integer initializers
+become quantized `qnn.constant`s holding the model's codes) and whose result type is the output's
+`!qnn.uniform`: the same IR `qnn-fold-quant` makes of the QDQ form. A runtime operand must already carry
+exactly the scale and zero point the node names (a mismatch would be a hidden requantization).
+
+Int32 biases (`QLinearConv`'s B, `QGemm`'s C) are quantized at scale `x_scale · w_scale` with zero point 0;
+they become float constants of `float32(B) · float32(x_scale · w_scale)`, as the backend stores biases.
+
+The integer kernels (int32 accumulation, one requantization multiplier) round their outputs differently
+from the float reference a qnn op stands for: results agree within 1 LSB of the output scale.
+
+`ConvInteger` / `MatMulInteger` produce int32 accumulators with no scale of their own (onnxruntime's
+dynamic quantization feeds them from `DynamicQuantizeLinear`, whose scale is computed at run time); they
+are refused with that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+from onnx import helper
+from xdsl.dialects.builtin import TensorType, f32
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from quantloop.frontend.quant_types import ONNX_STORAGE, container, uniform_type
+from quantloop.ir import AddOp, ConstantOp, Conv2dOp, GemmOp, GlobalAvgPoolOp, MatMulOp
+
+if TYPE_CHECKING:
+    from quantloop.frontend.onnx_import import _Importer
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, object]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _input(node: onnx.NodeProto, index: int) -> str | None:
+    return node.input[index] if len(node.input) > index and node.input[index] else None
+
+
+def _storage(imp: _Importer, zp_name: str | None, default: int = onnx.TensorProto.UINT8) -> tuple[int, bool]:
+    onnx_type = imp.onnx_types.get(zp_name, default) if zp_name else default
+    if onnx_type not in ONNX_STORAGE:
+        raise imp.fail(f"quantized type {onnx.TensorProto.DataType.Name(onnx_type)} is not supported "
+                       "(int8, uint8, int16, uint16, int4, uint4 are)")
+    return ONNX_STORAGE[onnx_type]
+
+
+def quantized_operand(imp: _Importer, name: str, scale_name: str, zp_name: str | None, axis: int) -> SSAValue:
+    """The quantized value `name` (codes, scale, zero point): a quantized constant for an integer
+    initializer, else a runtime value whose type must carry exactly this scale and zero point."""
+    scale = imp.const(scale_name, "scale")
+    zp = imp.const(zp_name, "zero point") if zp_name else None
+    if name in imp.consts and name not in imp.values:
+        codes = imp.consts[name]
+        onnx_type = imp.onnx_types.get(name)
+        if onnx_type not in ONNX_STORAGE:
+            dtype = onnx.TensorProto.DataType.Name(onnx_type) if onnx_type is not None else str(codes.dtype)
+            raise imp.fail(f"constant '{name}' of type {dtype} is not quantized codes (int8, uint8, int16, uint16, int4, uint4)")
+        bits, signed = ONNX_STORAGE[onnx_type]
+        elem = uniform_type(bits, signed, scale, zp, axis, codes.ndim, imp._where())
+        value = imp.emit(ConstantOp(np.asarray(codes).astype(container(bits, signed)), TensorType(elem, list(codes.shape)), name=name), name)
+        return value
+    value = imp.value(name)
+    elem = value.type.element_type
+    bits, signed = getattr(elem, "bits", None), getattr(elem, "signed", None)
+    if bits is None or not hasattr(elem, "scale") and not hasattr(elem, "scales"):
+        raise imp.fail(f"input '{name}' is not a quantized tensor (type {elem})")
+    expected = uniform_type(bits, signed, scale, zp, axis, len(value.type.get_shape()), imp._where())
+    if expected != elem:
+        raise imp.fail(f"the scale/zero point given for input '{name}' differ from those it carries (requantization is not supported)")
+    return value
+
+
+def _bias(imp: _Importer, name: str | None, scale: np.ndarray) -> SSAValue | None:
+    """An int32 bias at scale `scale` (per tensor or per output channel) as a float constant."""
+    if name is None:
+        return None
+    codes = imp.const(name, "bias")
+    if imp.onnx_types.get(name) != onnx.TensorProto.INT32:
+        raise imp.fail(f"bias '{name}' must be int32 codes")
+    values = codes.astype(np.float32) * np.asarray(scale, np.float32).reshape(-1 if np.size(scale) > 1 else ())
+    return imp.emit(ConstantOp(values.astype(np.float32), TensorType(f32, list(values.shape)), name=name))
+
+
+def _emit_quantized(imp: _Importer, node: onnx.NodeProto, build: Callable[[Attribute | None], Operation],
+                    scale_name: str | None, zp_name: str | None) -> None:
+    """Emit `build(result_type)` with the output quantized at (scale, zero point), or float without a scale."""
+    output = node.output[0]
+    shape = imp.shapes.get(output) or tuple(build(None).results[0].type.get_shape())
+    if scale_name is None:
+        result_type = TensorType(f32, list(shape))
+    else:
+        bits, signed = _storage(imp, zp_name)
+        scale = imp.const(scale_name, "output scale")
+        zp = imp.const(zp_name, "output zero point") if zp_name else None
+        result_type = TensorType(uniform_type(bits, signed, scale, zp, 1, len(shape), imp._where()), list(shape))
+    imp.emit(build(result_type), output)
+
+
+def _scales(imp: _Importer, *names: str) -> np.ndarray:
+    product = np.float32(1.0)
+    for name in names:
+        product = product * np.asarray(imp.const(name, "scale"), np.float32)
+    return product
+
+
+def qlinear_conv(imp: _Importer, node: onnx.NodeProto) -> None:
+    x = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+    w = quantized_operand(imp, node.input[3], node.input[4], _input(node, 5), 0)
+    bias = _bias(imp, _input(node, 8), _scales(imp, node.input[1], node.input[4]))
+    _emit_quantized(imp, node, lambda t: imp.conv_op(node, x, w, bias, t), node.input[6], _input(node, 7))
+
+
+def qlinear_matmul(imp: _Importer, node: onnx.NodeProto) -> None:
+    a = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+    b_rank = len(imp.shape_of(node.input[3]))
+    b = quantized_operand(imp, node.input[3], node.input[4], _input(node, 5), b_rank - 1)
+    _emit_quantized(imp, node, lambda t: MatMulOp(a, b, t, name=node.name or None), node.input[6], _input(node, 7))
+
+
+def qgemm(imp: _Importer, node: onnx.NodeProto) -> None:
+    """com.microsoft.QGemm: Y = alpha · (A − a_zp)(B − b_zp) + C, C int32 at scale a_scale · b_scale."""
+    a_attrs = _attrs(node)
+    trans_b = bool(a_attrs.get("transB", 0))
+    a = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+    b = quantized_operand(imp, node.input[3], node.input[4], _input(node, 5), 0 if trans_b else 1)
+    c = _bias(imp, _input(node, 6), _scales(imp, node.input[1], node.input[4]))
+
+    def build(t: Attribute | None) -> Operation:
+        return GemmOp(a, b, c, t, alpha=float(a_attrs.get("alpha", 1.0)), beta=1.0,
+                      trans_a=bool(a_attrs.get("transA", 0)), trans_b=trans_b, name=node.name or None)
+
+    _emit_quantized(imp, node, build, _input(node, 7), _input(node, 8))
+
+
+def qlinear_add(imp: _Importer, node: onnx.NodeProto) -> None:
+    lhs = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+    rhs = quantized_operand(imp, node.input[3], node.input[4], _input(node, 5), 1)
+    _emit_quantized(imp, node, lambda t: AddOp(lhs, rhs, t, name=node.name or None), node.input[6], _input(node, 7))
+
+
+def qlinear_global_avgpool(imp: _Importer, node: onnx.NodeProto) -> None:
+    if int(_attrs(node).get("channels_last", 0)):
+        raise imp.fail("channels_last=1 (NHWC) is not supported")
+    x = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+    _emit_quantized(imp, node, lambda t: GlobalAvgPoolOp(x, t, name=node.name or None), node.input[3], _input(node, 4))
+
+
+def integer_accumulator(imp: _Importer, node: onnx.NodeProto) -> None:
+    raise imp.fail(f"{node.op_type} writes int32 accumulators whose scale is not in the model (dynamic "
+                   "quantization computes it at run time); quantize the model statically (QDQ or QLinearConv/"
+                   "QLinearMatMul) instead")
+
+
+QOPERATOR_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
+    "QLinearConv": qlinear_conv,
+    "QLinearMatMul": qlinear_matmul,
+    "ConvInteger": integer_accumulator,
+    "MatMulInteger": integer_accumulator,
+}
+MICROSOFT_QOPERATOR_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
+    "QGemm": qgemm,
+    "QLinearAdd": qlinear_add,
+    "QLinearGlobalAveragePool": qlinear_global_avgpool,
+}

@@ -1,0 +1,90 @@
+"""The public Python API: the README's example runs as written, and the result carries per-layer data."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import quantloop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_api_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README: the Python API section has no python example"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_readme_api_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QUANTLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    code = _readme_api_example()
+    for name in ("compile", "load_model", "load_dataset", "load_target", "map_layer", "cost", "to_json", "table"):
+        assert name in code, f"README example does not show {name}"
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    result = scope["result"]
+    assert {p.name for p in (tmp_path / "build" / "cnn_digits").iterdir()} == {
+        "schedule.json", "schedule.txt", "weights.bin", "weights.json"}
+    assert "schedule.json" in result.table() or "/0/Conv" in result.table()
+
+
+def test_the_helpers_are_public_and_lazy():
+    import subprocess
+    import sys
+
+    names = ["compile", "load_model", "load_dataset", "load_target", "map_layer", "cost", "CompileOptions", "CompileResult"]
+    assert set(names) <= set(quantloop.__all__) and set(names) <= set(dir(quantloop))
+    for name in names:
+        assert callable(getattr(quantloop, name)) and getattr(quantloop, name).__doc__, name
+    probe = "import sys, quantloop; print(any(m.split('.')[0] in ('xdsl', 'onnx', 'numpy') for m in sys.modules))"
+    env_path = str(ROOT.parent)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "False", "import quantloop pulled in heavy libraries"
+
+
+def test_map_layer_and_cost_agree_and_take_problem_yaml(tmp_path):
+    from quantloop.costmodel.timeloop_yaml import write_problem
+
+    best = quantloop.map_layer({"M": 16, "C": 8, "P": 4, "Q": 4, "R": 3, "S": 3}, "eyeriss", bits="w4a4o8",
+                               use_cache=False)
+    assert best.bits.outputs == 8 and best.bits.inputs == 4 and best.cost.total_energy_pj > 0
+    again = quantloop.cost(best.problem, best, "eyeriss", bits="w4a4o8")
+    assert again.total_energy_pj == pytest.approx(best.cost.total_energy_pj, rel=1e-12)
+    write_problem(tmp_path / "p.yaml", best.problem, best.bits)
+    from_yaml = quantloop.cost(tmp_path / "p.yaml", best.mapping, "eyeriss")
+    assert from_yaml.total_energy_pj == pytest.approx(best.cost.total_energy_pj, rel=1e-12)
+    with pytest.raises(TypeError):
+        quantloop.map_layer(42, "eyeriss")
+
+
+def test_compile_result_is_structured_per_layer(tmp_path):
+    result = quantloop.compile("zoo:cnn_digits", target="eyeriss", bits="w4a4", data="zoo:digits-calib",
+                               cache_dir=str(tmp_path))
+    assert len(result.layers) == 4
+    first, second = result.layers[0], result.layers[1]
+    assert first.problem["M"] == 16 and first.problem["Hstride"] == 1 and first.macs == 16 * 32 * 32 * 9
+    assert first.operand_bits["Weights"] == {"bits": 4, "scheme": "int", "signed": True}
+    assert first.operand_bits["Inputs"]["bits"] == 8 and second.operand_bits["Inputs"]["bits"] == 4
+    levels = [lvl.level for lvl in first.mapping]
+    assert levels == [lvl.name for lvl in result.target.levels]
+    loops = {d: 1 for d in "NGCMPQRS"}
+    for lvl in first.mapping:
+        for dim, factor in lvl.temporal + lvl.spatial_x + lvl.spatial_y:
+            loops[dim] *= factor
+    assert all(loops[d] == first.problem[d] for d in "NGCMPQRS")
+    by_level = sum(sum(parts.values()) for parts in first.energy_pj_by_level.values())
+    assert by_level + first.leakage_pj == pytest.approx(first.energy_pj, rel=1e-9)
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["layers"][0]["mapping"][0]["level"] == levels[0] and data["area"]["total_mm2"] > 0
+    assert set(result.phases) >= {"import", "qnn-calibrate", "accel-map", "mapping"}
+    table = result.table()
+    assert "/0/Conv" in table and "reads the model input at 8 bits" in table
