@@ -9,9 +9,8 @@ level × data space, cycles, utilization, MACs, optimality; `to_json()`, `table(
 `cost` (`quantloop.api`). They are imported on first use, so `import quantloop` stays light.
 """
 
-__version__ = "0.1.0"
-
 from quantloop.errors import QuantloopError
+from quantloop.version import __version__
 
 __all__ = [
     "QuantloopError", "__version__", "compile", "CompileOptions", "CompileResult",

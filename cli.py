@@ -15,7 +15,7 @@ import sys
 import threading
 import traceback
 
-from quantloop import __version__
+from quantloop.version import __version__
 from quantloop.errors import QuantloopError
 
 _ORDER = ["compile", "opt", "map", "cost", "targets", "zoo", "eval", "report"]

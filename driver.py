@@ -78,7 +78,7 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     (`compile(model, target="eyeriss", bits="w4a8")`) say how; `out` receives printed IR.
     Without `target` the flow stops at the graph level (bit-widths assigned); with a target the
     model is calibrated and every conv / gemm layer is lowered and mapped. `options.search`
-    (`passes.search.flags.SearchSettings`) runs the mixed-precision co-search first and compiles
+    (`options.SearchSettings`) runs the mixed-precision co-search first and compiles
     its chosen point (`quantloop.cosearch.run_search`). `progress` (`quantloop.progress.make_progress`)
     shows the phases as they run; without it the compile is silent. Either way `result.phases`
     holds every phase's wall time.
@@ -127,6 +127,14 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
 
         parse_emit(options.emit)
         check_output_dir(Path(output_dir), force=options.force)
+
+    timeloop_tool = None
+    if options.verify_timeloop:
+        if target is None:
+            raise QuantloopError("compile: --verify-timeloop needs --target (it checks the mapped layers)")
+        from quantloop.costmodel.timeloop_engine import find_timeloop
+
+        timeloop_tool = find_timeloop()  # before any work: a missing Timeloop is a one-line error
 
     target_obj = None
     if target is not None:
@@ -178,6 +186,15 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
             emit=options.emit,
             title=result.title,
         )
+    if timeloop_tool is not None:
+        from quantloop.backend.timeloop_export import folder_names
+        from quantloop.backend.timeloop_verify import verify_module
+        from quantloop.ir.accel import layers
+
+        emitted = result.artifacts.get("timeloop")
+        with progress.phase("verify in Timeloop"):
+            result.timeloop_check = verify_module(
+                module, target_obj, timeloop_tool, emitted, folder_names([op.label for op in layers(module)]))
     result.seconds = time.perf_counter() - started
     return result
 

@@ -60,12 +60,23 @@ def flag(*names: str, convert: Callable[[Any], Any] | None = None, **argparse_kw
     return {"cli": Cli(add, read)}
 
 
-def _input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
-    if not items:
-        return None
-    from quantloop.frontend.onnx_load import parse_input_shapes
+def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
+    """`["x=1x3x224x224", "y=1x10"]` -> `{"x": (1, 3, 224, 224), "y": (1, 10)}`."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d < 1 for d in shape):
+            raise QuantloopError(f"--input-shape {item!r}: expected NAME=DxDx... with positive integers, e.g. x=1x3x224x224")
+        shapes[name] = shape
+    return shapes
 
-    return parse_input_shapes(items)
+
+def _input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
+    return parse_input_shapes(items) if items else None
 
 
 def _workers(value: int) -> int:
@@ -80,7 +91,9 @@ def _elide_weights(value: int) -> int | None:
     return None if value == 0 else value
 
 
-def _emit(value: str | None) -> tuple[str, ...]:
+def _emit(value: str | None) -> tuple[str, ...] | None:
+    if value is None:  # the default stays None, as from the Python API
+        return None
     from quantloop.backend.emit import parse_emit
 
     return parse_emit(value)
@@ -92,16 +105,63 @@ def _emit_help() -> str:
     return emit_help()
 
 
-def _add_search_flags(parser: argparse.ArgumentParser, _: dataclasses.Field) -> None:
-    from quantloop.passes.search.flags import add_search_arguments
+# ----------------------------------------------------------------------------- the search
 
+PROXY_SAMPLES = 64
+DEFAULT_POPULATION = 24
+DEFAULT_GENERATIONS = 14
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The search flags of `quantloop compile --search`."""
+
+    max_accuracy_drop: float = 0.5
+    val_data: str | None = None
+    test_data: str | None = None
+    generations: int = DEFAULT_GENERATIONS
+    population: int = DEFAULT_POPULATION
+    seed: int = 0
+    bits_range: str = "2..8"
+    progress: bool = True
+    proxy_samples: int = PROXY_SAMPLES
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mixed-precision search (--search)")
+    group.add_argument("--search", action="store_true",
+                       help="choose per-layer bit-widths by NSGA-II, re-mapping every layer at every candidate's bits")
+    group.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="PP",
+                       help="largest top-1 drop against the float model, in percentage points (default 0.5)")
+    group.add_argument("--val-data", metavar="NPZ",
+                       help="labelled selection data (.npz x, y); default zoo:digits-val for the digits models")
+    group.add_argument("--test-data", metavar="NPZ",
+                       help="held-out data the chosen point is reported on; default zoo:digits-test for digits models")
+    group.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS, help=f"NSGA-II generations (default {DEFAULT_GENERATIONS})")
+    group.add_argument("--population", type=int, default=DEFAULT_POPULATION, help=f"NSGA-II population (default {DEFAULT_POPULATION})")
+    group.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    group.add_argument("--bits-range", default="2..8", metavar="LOW..HIGH", help="bit-widths searched (default 2..8)")
+
+
+def search_settings(args: argparse.Namespace) -> SearchSettings | None:
+    """The settings when `--search` was given, else None."""
+    if not getattr(args, "search", False):
+        return None
+    return SearchSettings(
+        max_accuracy_drop=args.max_accuracy_drop, val_data=args.val_data, test_data=args.test_data,
+        generations=args.generations, population=args.population, seed=args.seed, bits_range=args.bits_range,
+    )
+
+
+def _add_search_flags(parser: argparse.ArgumentParser, _: dataclasses.Field) -> None:
     add_search_arguments(parser)
 
 
-def _read_search_flags(args: argparse.Namespace, _: str) -> Any:
-    from quantloop.passes.search.flags import search_settings
-
+def _read_search_flags(args: argparse.Namespace, _: str) -> SearchSettings | None:
     return search_settings(args)
+
+
+# ----------------------------------------------------------------------------- a compile
 
 
 @dataclass(frozen=True)
@@ -187,10 +247,18 @@ class CompileOptions:
             help="in printed IR, elide constants with more than N values (0: print all; default 16)",
         ),
     )
+    verify_timeloop: bool = field(
+        default=False,
+        metadata=flag(
+            "--verify-timeloop", action="store_true",
+            help="re-evaluate every mapped layer (the emitted timeloop/<layer>/ files with -o) in real timeloop-model "
+                 "(QUANTLOOP_TIMELOOP or PATH) and report the differences, flagging any over 1 %%",
+        ),
+    )
     command_line: str = ""
     """Recorded in the artefacts (the CLI sets it to its own command line)."""
-    search: Any | None = field(default=None, metadata={"cli": Cli(_add_search_flags, _read_search_flags)})
-    """`passes.search.flags.SearchSettings`: run the mixed-precision co-search and compile its choice."""
+    search: SearchSettings | None = field(default=None, metadata={"cli": Cli(_add_search_flags, _read_search_flags)})
+    """Run the mixed-precision co-search with these settings and compile its choice."""
 
     def replace(self, **changes: Any) -> CompileOptions:
         """A copy with `changes` (unknown names are an error, as for the constructor)."""

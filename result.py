@@ -73,6 +73,8 @@ class CompileResult:
     search: dict[str, Any] | None = None
     phases: dict[str, float] = field(default_factory=dict)
     """Wall seconds of every phase (import, each pass, mapping, each artefact), as `quantloop.progress` recorded them."""
+    timeloop_check: list[Any] | None = None
+    """With `verify_timeloop`: one `backend.timeloop_verify.LayerCheck` per mapped layer."""
     phase_cpu: dict[str, float] = field(default_factory=dict)
     """CPU seconds of this process in each phase (mapping workers not included)."""
     title: str = ""
@@ -108,6 +110,8 @@ class CompileResult:
             "artifacts": {kind: str(path) for kind, path in self.artifacts.items()},
             "phases_s": dict(self.phases),
             **({"search": self.search} if self.search is not None else {}),
+            **({"timeloop_check": [c.to_json() for c in self.timeloop_check]}
+               if self.timeloop_check is not None else {}),
         }
 
     def table(self, width: int = 160) -> str:

@@ -63,8 +63,7 @@ def tile_sizes(problem: Problem, mapping: Mapping) -> list[dict[str, int]]:
             for loops in (lvl.temporal, lvl.spatial_x, lvl.spatial_y):
                 for d, f in loops:
                     ext[d] *= f
-        width = (ext["P"] - 1) * problem.Wstride + (ext["R"] - 1) * problem.Wdilation + 1
-        height = (ext["Q"] - 1) * problem.Hstride + (ext["S"] - 1) * problem.Hdilation + 1
+        width, height = problem.input_window(ext["P"], ext["Q"], ext["R"], ext["S"])
         sizes.append(
             {
                 "Weights": prod(ext[d] for d in DATASPACE_DIMS["Weights"]),

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-LEGAL_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+from quantloop.bits import LEGAL_BITS
+from quantloop.costmodel.problem import values_per_word as _values_per_word
 
 
 def _check(bits: int, word_bits: int) -> int:
@@ -26,10 +27,11 @@ def _check(bits: int, word_bits: int) -> int:
         raise ValueError(f"packing: a word of {word_bits} bits is not supported (8..512, a multiple of 8)")
     if bits > word_bits:
         raise ValueError(f"packing: {bits}-bit values do not fit in a {word_bits}-bit word")
-    return word_bits // bits
+    return _values_per_word(word_bits=word_bits, bits=bits)
 
 
-def values_per_word(bits: int, word_bits: int) -> int:
+def values_per_word(*, bits: int, word_bits: int) -> int:
+    """The cost model's values per word (`costmodel.problem.values_per_word`), for a packable pair."""
     return _check(bits, word_bits)
 
 

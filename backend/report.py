@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from quantloop import __version__
+from quantloop.version import __version__
 from quantloop.backend.layers import LayerRecord
 from quantloop.backend.schedule import energy_breakdown
 from quantloop.errors import QuantloopError

@@ -148,7 +148,7 @@ def _word_bytes(word_bits: int) -> int:
 
 def pack_tiles(codes_canonical: np.ndarray, plan: TilePlan, bits: int, word_bits: int, signed: bool) -> bytes:
     """Tile-ordered, per-tile word-aligned packed codes (see the module docstring)."""
-    opw = packing.values_per_word(bits, word_bits)
+    opw = packing.values_per_word(bits=bits, word_bits=word_bits)
     tiles = plan.to_tiles(codes_canonical)
     words_per_tile = -(-plan.tile_size // opw)
     slots = words_per_tile * opw
@@ -161,7 +161,7 @@ def pack_tiles(codes_canonical: np.ndarray, plan: TilePlan, bits: int, word_bits
 
 def unpack_tiles(data: bytes, plan: TilePlan, bits: int, word_bits: int, signed: bool) -> np.ndarray:
     """Inverse of :func:`pack_tiles`: int32 codes in the canonical view."""
-    opw = packing.values_per_word(bits, word_bits)
+    opw = packing.values_per_word(bits=bits, word_bits=word_bits)
     words_per_tile = -(-plan.tile_size // opw)
     slots = words_per_tile * opw
     flat = packing.unpack(data, plan.tile_count * slots, bits, word_bits, signed)
@@ -271,7 +271,7 @@ def _layer_entry(layer: WeightLayer, plan: TilePlan, offset: int, length: int, w
         "scales": [float(s) for s in np.asarray(w.scales, dtype=np.float32).ravel()],
         "zero_points": [int(z) for z in np.asarray(w.zero_points).ravel()],
         "word_bits": word_bits,
-        "values_per_word": packing.values_per_word(w.bits, word_bits),
+        "values_per_word": packing.values_per_word(bits=w.bits, word_bits=word_bits),
         "padding_bits_per_word": packing.padding_bits_per_word(w.bits, word_bits),
         "tile_shape": list(plan.tile_shape),
         "tile_count": plan.tile_count,

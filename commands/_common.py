@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from quantloop.bits import LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 
-LEGAL_BITS = frozenset([2, 3, 4, 5, 6, 7, 8, 16])
 
 
 def add_target_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -55,7 +55,7 @@ def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
     for key, value in values.items():
         if value is not None and value not in LEGAL_BITS:
             raise QuantloopError(
-                f"bits of {key}: {value} is not a supported bit-width (use 2..8 or 16)"
+                f"bits of {key}: {value} is not a supported bit-width (use {legal_text()})"
             )
     return Bits(**values, scheme=base.scheme, psum=psum)
 

@@ -52,6 +52,29 @@ def print_summary(console, result, args: argparse.Namespace) -> None:
     console.print(table)
     if result.host_ops:
         console.print(f"host ops (not mapped onto the accelerator): {', '.join(result.host_ops)}")
+    if result.timeloop_check is not None:
+        print_timeloop_check(console, result.timeloop_check)
     for kind, path in result.artifacts.items():
         console.print(f"wrote {kind}: {path}")
     console.print(f"[bold]done[/] in {result.seconds:.2f} s")
+
+
+def print_timeloop_check(console, checks) -> None:
+    """Per layer: quantloop's and real Timeloop's energy and cycles, relative differences, flags over 1 %."""
+    from rich.table import Table
+
+    from quantloop.backend.timeloop_verify import TOLERANCE
+
+    table = Table(title="re-evaluated in real Timeloop (timeloop-model)")
+    for column in ("layer", "energy (µJ)", "Timeloop (µJ)", "Δ energy", "cycles", "Timeloop cycles", "Δ cycles", ""):
+        table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
+    for c in checks:
+        note = f"[red]> {TOLERANCE:.0%}[/]" if c.flagged else ""
+        if c.mixed_levels:
+            note += f" (packing not expressible at {', '.join(c.mixed_levels)})"
+        table.add_row(c.name, f"{c.energy_pj / 1e6:,.3f}", f"{c.timeloop_energy_pj / 1e6:,.3f}", f"{c.energy_diff:+.2e}",
+                      f"{c.cycles:,}", f"{c.timeloop_cycles:,}", f"{c.cycles_diff:+.2e}", note.strip())
+    console.print(table)
+    flagged = [c.name for c in checks if c.flagged]
+    console.print(f"Timeloop agrees within {TOLERANCE:.0%} on {len(checks) - len(flagged)}/{len(checks)} layers"
+                  + (f"; differs on {', '.join(flagged)}" if flagged else ""))

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="target",
         help="'fixed': MAC energy does not change with bits (the quantization fork); default: as the target declares",
     )
+    parser.add_argument(
+        "--engine", choices=["quantloop", "timeloop"], default="quantloop",
+        help="'timeloop': evaluate in real timeloop-model (found through QUANTLOOP_TIMELOOP or PATH); "
+             "default: quantloop's own cost model",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
@@ -42,7 +47,22 @@ def run(args: argparse.Namespace) -> int:
         file_bits = dataclasses.replace(file_bits, scheme=args.scheme)
     bits = bits_from_args(args, default=file_bits, scheme=args.scheme) or Bits(scheme=args.scheme)
     mapping = read_mapping(args.mapping, arch)
-    result = evaluate(arch, problem, mapping, bits, check=True)
+    tool = None
+    if args.engine == "timeloop":
+        from quantloop.costmodel.timeloop_engine import find_timeloop
+
+        tool = find_timeloop()
+    result = evaluate(arch, problem, mapping, bits, check=True)  # legality: one-line errors before Timeloop runs
+    if tool is not None:
+        import sys
+
+        from quantloop.costmodel.timeloop_engine import evaluate_timeloop
+
+        result, emulation = evaluate_timeloop(arch, problem, mapping, bits, tool=tool)
+        if emulation.mixed:
+            print(f"quantloop: note: stock Timeloop has one word width per level; at these bits "
+                  f"{', '.join(emulation.mixed)} keep data spaces that pack differently, so its counts there "
+                  f"are not quantloop's", file=sys.stderr)
     area = target_area(arch)
     if args.json:
         print(json.dumps({**result.to_json(), "area": area.to_json()}, indent=1))

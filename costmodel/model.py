@@ -56,6 +56,10 @@ from quantloop.costmodel.mapping import Mapping, MappingArrays
 from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
 
+#: bump when evaluate / evaluate_batch change any figure: cached mappings were chosen by the old
+#: figures (the mapper cache key includes it), so they are searched again instead of only re-scored
+COSTMODEL_VERSION = "1"
+
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _WEIGHTS, _INPUTS, _OUTPUTS = range(3)
 #: dims whose change replaces the whole tile (everything relevant except the sliding-window dims of Inputs)
@@ -183,10 +187,6 @@ def _prod_dims(ext: np.ndarray, dims) -> np.ndarray:
     return out
 
 
-def _window(extent_a: np.ndarray, extent_b: np.ndarray, stride: int, dilation: int) -> np.ndarray:
-    return (extent_a - 1) * stride + (extent_b - 1) * dilation + 1
-
-
 class _Nest:
     """Per-batch loop-nest tables shared by every (level, data space) analysis.
 
@@ -237,8 +237,7 @@ class _Nest:
         """(volume, width, height) of data space ds for per-dim extents ext[..., 8]."""
         pr = self.problem
         if ds == _INPUTS:
-            w = _window(ext[..., _P], ext[..., _R], pr.Wstride, pr.Wdilation)
-            h = _window(ext[..., _Q], ext[..., _S], pr.Hstride, pr.Hdilation)
+            w, h = pr.input_window(ext[..., _P], ext[..., _Q], ext[..., _R], ext[..., _S])
             other = ext[..., _N] * ext[..., _G] * ext[..., _C]
             return other * w * h, w, h
         vol = _prod_dims(ext, _DS_DIMS[ds])
@@ -293,11 +292,11 @@ def packing_tables(arch: Arch, bits: Bits) -> tuple[np.ndarray, np.ndarray]:
     psum = np.ones(L, dtype=np.int64)
     for l, lvl in enumerate(arch.levels):
         for k, b in enumerate(bits.as_tuple()):
-            opw[l, k] = values_per_word(lvl.word_bits, b)
+            opw[l, k] = values_per_word(word_bits=lvl.word_bits, bits=b)
         if bits.psum == "outputs" or bits.outputs is None:
             psum[l] = opw[l, _OUTPUTS]
         else:
-            psum[l] = values_per_word(lvl.word_bits, lvl.psum_bits or bits.accumulator_bits)
+            psum[l] = values_per_word(word_bits=lvl.word_bits, bits=lvl.psum_bits or bits.accumulator_bits)
     return opw, psum
 
 

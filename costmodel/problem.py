@@ -8,11 +8,12 @@ Q pairs with S and Hstride/Hdilation, so an input tile of p × r spans
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from quantloop.bits import SCHEMES, parse_bits
 from quantloop.errors import QuantloopError
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
@@ -30,8 +31,20 @@ DATASPACE_DIMS: dict[str, frozenset[str]] = {
 #: bool[3, 8]: RELEVANT[ds, dim] is True when `dim` indexes data space `ds`.
 RELEVANT = np.array([[d in DATASPACE_DIMS[ds] for d in DIMS] for ds in DATASPACES], dtype=bool)
 
-SCHEMES: tuple[str, ...] = ("int", "pot", "pot2")
+
 PSUM_MODES: tuple[str, ...] = ("accumulator", "outputs")
+
+
+def window_extent(outputs, taps, stride, dilation):
+    """Input extent read by `outputs` consecutive outputs of a `taps`-tap window:
+    (outputs − 1)·stride + (taps − 1)·dilation + 1."""
+    return (outputs - 1) * stride + (taps - 1) * dilation + 1
+
+#: The largest dim or stride a layer may have, and the largest MAC count / tensor size: far beyond any real
+#: CNN layer, small enough that every tile, access count and energy stays exact in int64 / float64 and that
+#: factorising a dim is instant.
+MAX_DIM = (1 << 31) - 1
+MAX_VOLUME = 1 << 50
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,15 @@ class Problem:
             value = getattr(self, key)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} must be a positive integer, got {value!r}")
+            object.__setattr__(self, key, int(value))  # Python ints: the size checks below cannot wrap around
+            if value > MAX_DIM:
+                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} = {value} exceeds the largest "
+                                     f"supported dimension {MAX_DIM}")
+        volumes = {"MACs": self.macs, **self.tensor_sizes}
+        for what, volume in volumes.items():
+            if volume > MAX_VOLUME:
+                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {what} = {volume} exceeds the supported "
+                                     f"limit of 2^50; the layer is too large to cost")
 
     @property
     def dims(self) -> dict[str, int]:
@@ -72,17 +94,36 @@ class Problem:
 
     @property
     def macs(self) -> int:
-        return int(np.prod(self.dim_array))
+        """Exact (Python integers: never wraps around like an int64 product)."""
+        return math.prod(int(getattr(self, d)) for d in DIMS)
+
+    def input_window(self, p, q, r, s):
+        """(width, height) of the input tile that p × q outputs read through r × s kernel taps.
+
+        Ints, numpy arrays or CP-SAT expressions: the one place the sliding-window pairing
+        (P with R, Wstride, Wdilation; Q with S, Hstride, Hdilation) is written."""
+        return window_extent(p, r, self.Wstride, self.Wdilation), window_extent(q, s, self.Hstride, self.Hdilation)
+
+    def tile_values(self, ext: np.ndarray) -> np.ndarray:
+        """Values of [Weights, Inputs, Outputs] in a tile of per-dim extents `ext[..., 8]` (`DIMS` order)."""
+        ext = np.asarray(ext)
+        w, h = self.input_window(ext[..., DIM_INDEX["P"]], ext[..., DIM_INDEX["Q"]], ext[..., DIM_INDEX["R"]],
+                                 ext[..., DIM_INDEX["S"]])
+        dims = {ds: [DIM_INDEX[d] for d in DIMS if d in DATASPACE_DIMS[ds]] for ds in DATASPACES}
+        weights = np.prod(ext[..., dims["Weights"]], axis=-1)
+        inputs = np.prod(ext[..., [DIM_INDEX[d] for d in "NGC"]], axis=-1) * w * h
+        outputs = np.prod(ext[..., dims["Outputs"]], axis=-1)
+        return np.stack([weights, inputs, outputs], axis=-1)
 
     @property
     def input_width(self) -> int:
-        """Input extent paired with P and R: (P − 1)·Wstride + (R − 1)·Wdilation + 1."""
-        return (self.P - 1) * self.Wstride + (self.R - 1) * self.Wdilation + 1
+        """Input extent paired with P and R."""
+        return self.input_window(self.P, self.Q, self.R, self.S)[0]
 
     @property
     def input_height(self) -> int:
-        """Input extent paired with Q and S: (Q − 1)·Hstride + (S − 1)·Hdilation + 1."""
-        return (self.Q - 1) * self.Hstride + (self.S - 1) * self.Hdilation + 1
+        """Input extent paired with Q and S."""
+        return self.input_window(self.P, self.Q, self.R, self.S)[1]
 
     @property
     def tensor_sizes(self) -> dict[str, int]:
@@ -97,9 +138,6 @@ class Problem:
         values = {k: getattr(self, k) for k in DIMS + ("Wstride", "Hstride", "Wdilation", "Hdilation", "name")}
         values.update(dims)
         return Problem(**values)
-
-
-_BITS_RE = re.compile(r"^w(\d+)a(\d+)(?:o(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -141,11 +179,9 @@ class Bits:
         Without `o`, outputs take the activation width: the next layer reads them as its inputs,
         which is how the core paper's fork was run (its partial sums share the output width).
         """
-        m = _BITS_RE.match(text.strip().lower())
-        if not m:
-            raise QuantloopError(f"bits {text!r}: expected the form w<bits>a<bits>[o<bits>], e.g. w4a8")
-        w, a, o = int(m.group(1)), int(m.group(2)), m.group(3)
-        return cls(weights=w, inputs=a, outputs=int(o) if o else a, scheme=scheme)
+        spec = parse_bits(text)
+        outputs = spec.activations if spec.outputs is None else spec.outputs
+        return cls(weights=spec.weights, inputs=spec.activations, outputs=outputs, scheme=scheme)
 
     @property
     def accumulator_bits(self) -> int | None:
@@ -173,17 +209,21 @@ STOCK_BITS = Bits()
 
 
 def prime_factors(n: int) -> list[int]:
-    """Prime factors of `n` with multiplicity, ascending (1 has none); the unit loop bounds are split into."""
+    """Prime factors of `n` with multiplicity, ascending (1 has none); the unit loop bounds are split into.
+
+    Trial division up to √n: at most ~46,000 steps for a dim up to `MAX_DIM`."""
     out, p = [], 2
-    while n > 1:
+    while p * p <= n:
         while n % p == 0:
             out.append(p)
             n //= p
-        p += 1
+        p += 1 if p == 2 else 2
+    if n > 1:
+        out.append(n)
     return out
 
 
-def values_per_word(word_bits: int, bits: int | None) -> int:
+def values_per_word(*, word_bits: int, bits: int | None) -> int:
     """Values of `bits` bits held by one `word_bits` word (1 when bits is None: stock Timeloop)."""
     if bits is None or word_bits <= 1:
         return 1

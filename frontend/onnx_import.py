@@ -40,6 +40,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
+from quantloop.bits import LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
 from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS, QOPERATOR_CONVERTERS
@@ -548,8 +549,8 @@ class _Importer:
         scale = np.asarray(self.const(node.input[1], "Quant scale"), np.float32)
         zeropt = np.asarray(self.const(node.input[2], "Quant zero point"), np.float32)
         bitwidth = float(np.asarray(self.const(node.input[3], "Quant bitwidth")).reshape(-1)[0])
-        if bitwidth != int(bitwidth) or int(bitwidth) not in (2, 3, 4, 5, 6, 7, 8, 16):
-            raise self.fail(f"bitwidth {bitwidth:g} is not a legal storage width (2..8 or 16)")
+        if bitwidth != int(bitwidth) or int(bitwidth) not in LEGAL_BITS:
+            raise self.fail(f"bitwidth {bitwidth:g} is not a legal storage width ({legal_text()})")
         if np.any(zeropt != np.round(zeropt)):
             raise self.fail("the zero point must be integer-valued")
         bits = int(bitwidth)
@@ -609,8 +610,8 @@ class _Importer:
         scale, zeropt, out_scale = (np.asarray(self.const(node.input[i], what), np.float32).reshape(-1)
                                     for i, what in ((1, "Trunc scale"), (2, "Trunc zero point"), (4, "Trunc out_scale")))
         bits = float(np.asarray(self.const(node.input[5], "Trunc out_bitwidth")).reshape(-1)[0])
-        if bits != int(bits) or int(bits) not in (2, 3, 4, 5, 6, 7, 8, 16):
-            raise self.fail(f"out_bitwidth {bits:g} is not a legal storage width (2..8 or 16)")
+        if bits != int(bits) or int(bits) not in LEGAL_BITS:
+            raise self.fail(f"out_bitwidth {bits:g} is not a legal storage width ({legal_text()})")
         if scale.size != 1 or zeropt.size != 1 or out_scale.size != 1:
             raise self.fail("only per-tensor scale, zero point and out_scale are supported")
         x = self.value(node.input[0])

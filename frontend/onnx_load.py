@@ -16,23 +16,9 @@ from google.protobuf.message import DecodeError
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_fold import MAX_FOLD_ROUNDS, convert_opset, fold_constants
+from quantloop.options import parse_input_shapes  # noqa: F401 - the frontend's public name
 
 InputShapes = Mapping[str, tuple[int, ...]]
-
-
-def parse_input_shapes(items: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
-    """`["x=1x3x224x224", "y=1x10"]` -> `{"x": (1, 3, 224, 224), "y": (1, 10)}`."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for item in items or []:
-        name, sep, dims = item.partition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d < 1 for d in shape):
-            raise QuantloopError(f"--input-shape {item!r}: expected NAME=DxDx... with positive integers, e.g. x=1x3x224x224")
-        shapes[name] = shape
-    return shapes
 
 
 def _read_file(path: Path) -> onnx.ModelProto:
@@ -143,6 +129,18 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in initializers]
 
 
+def _shape_hint(name: str, tensor) -> str:
+    """`--input-shape x=1x3x96x96` from the model's own dims: static ones as they are, a symbolic batch
+    as 1, other symbolic dims by their names (to be replaced by sizes)."""
+    dims = []
+    for i, dim in enumerate(tensor.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(str(dim.dim_value))
+        else:
+            dims.append("1" if i == 0 else (dim.dim_param or f"D{i}"))
+    return f"--input-shape {name}={'x'.join(dims)}"
+
+
 def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) -> None:
     inputs = {i.name: i for i in graph_inputs(model)}
     unknown = sorted(set(shapes) - set(inputs))
@@ -156,24 +154,26 @@ def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) 
             shape = shapes[name]
             if tensor.HasField("shape") and len(tensor.shape.dim) not in (0, len(shape)):
                 raise QuantloopError(
-                    f"{source}: input '{name}' has rank {len(tensor.shape.dim)}, --input-shape gives {len(shape)} dims"
+                    f"{source}: input '{name}' has rank {len(tensor.shape.dim)}, --input-shape gives {len(shape)} dims "
+                    f"(the model's shape: {_shape_hint(name, tensor)})"
                 )
             for i, (dim, value) in enumerate(zip(tensor.shape.dim, shape)):
                 if dim.HasField("dim_value") and dim.dim_value not in (0, value):
                     raise QuantloopError(
-                        f"{source}: input '{name}' dimension {i} is {dim.dim_value}, --input-shape gives {value}"
+                        f"{source}: input '{name}' dimension {i} is {dim.dim_value}, --input-shape gives {value} "
+                        f"(the model's shape: {_shape_hint(name, tensor)})"
                     )
             tensor.ClearField("shape")
             tensor.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in shape)
             continue
         if not tensor.HasField("shape"):
-            raise QuantloopError(f"{source}: input '{name}' has no shape; pass --input-shape {name}=1x3x224x224")
+            raise QuantloopError(f"{source}: input '{name}' has no shape; pass its full static shape, --input-shape {name}=DxDx...")
         for i, dim in enumerate(tensor.shape.dim):
             if not dim.HasField("dim_value") or dim.dim_value < 1:
                 symbol = dim.dim_param or "?"
                 raise QuantloopError(
                     f"{source}: input '{name}' has symbolic dimension {i} '{symbol}'; "
-                    f"pass --input-shape {name}=1x3x224x224 (its full static shape)"
+                    f"pass its full static shape, e.g. {_shape_hint(name, tensor)}"
                 )
 
 

@@ -53,6 +53,7 @@ from xdsl.utils.str_enum import StrEnum
 
 from quantloop.ir.ops import Activation, ActivationAttr
 from quantloop.ir.syntax import CustomSyntaxOp, print_wrapped
+from quantloop.ir.types import float_text
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
 STRIDE_KEYS: tuple[str, ...] = ("Hstride", "Wstride", "Hdilation", "Wdilation")
@@ -64,15 +65,11 @@ TARGET_ATTR = "accel.target"
 HOST_ATTR = "accel.host"
 
 
-def float_text(value: float) -> str:
-    """Shortest text that parses back to exactly `value` and that the MLIR lexer reads as a float."""
+def finite_text(value: float) -> str:
+    """`ir.types.float_text` of a finite number (accel attributes hold no inf / nan)."""
     if not math.isfinite(value):
         raise ValueError(f"cannot print the non-finite number {value!r} in an accel attribute")
-    text = repr(float(value))
-    mantissa, exp_mark, exponent = text.partition("e")
-    if "." not in mantissa:
-        mantissa += ".0"
-    return mantissa + exp_mark + exponent
+    return float_text(value)
 
 
 def _parse_float(parser: AttrParser) -> float:
@@ -266,7 +263,7 @@ _FACTOR_RE = re.compile(r"^([NGCMPQRS])([0-9]+)$")
 
 
 @dataclass(frozen=True)
-class LevelMapping:
+class LevelEntry:
     """One storage level: temporal loops outer to inner, spatial fan-out below it, kept data spaces.
 
     Loops are (dim, factor) pairs with factor > 1; `keep` lists data spaces in `DATASPACES` order.
@@ -308,7 +305,7 @@ def _parse_keep(parser: AttrParser) -> tuple[str, ...]:
     return tuple(ds for ds in DATASPACES if ds in kept)
 
 
-def _parse_level(parser: AttrParser) -> LevelMapping:
+def _parse_level(parser: AttrParser) -> LevelEntry:
     level = parser.parse_identifier_or_str_literal(" (a storage level name)")
     parser.parse_punctuation(":")
     parts: dict[str, Any] = {}
@@ -319,11 +316,11 @@ def _parse_level(parser: AttrParser) -> LevelMapping:
             parts[field] = parse(parser)
         elif parser.parse_optional_keyword(key) is not None:
             parts[field] = parse(parser)
-    return LevelMapping(level, **parts)
+    return LevelEntry(level, **parts)
 
 
 @irdl_attr_definition
-class MappingAttr(Data[tuple[LevelMapping, ...]]):
+class MappingAttr(Data[tuple[LevelEntry, ...]]):
     name = "accel.mapping"
 
     def verify(self) -> None:
@@ -336,7 +333,7 @@ class MappingAttr(Data[tuple[LevelMapping, ...]]):
                     raise VerifyException(f"#accel.mapping: level {lvl.level}: bad loop {d}{f}")
 
     @classmethod
-    def parse_parameter(cls, parser: AttrParser) -> tuple[LevelMapping, ...]:
+    def parse_parameter(cls, parser: AttrParser) -> tuple[LevelEntry, ...]:
         with parser.in_angle_brackets():
             levels = parser.parse_comma_separated_list(parser.Delimiter.NONE, lambda: _parse_level(parser))
         return tuple(levels)
@@ -355,7 +352,7 @@ class MappingAttr(Data[tuple[LevelMapping, ...]]):
         printer.print_string(">")
 
     @property
-    def levels(self) -> tuple[LevelMapping, ...]:
+    def levels(self) -> tuple[LevelEntry, ...]:
         return self.data
 
     def to_costmodel(self):
@@ -371,7 +368,7 @@ class MappingAttr(Data[tuple[LevelMapping, ...]]):
             raise ValueError(f"#accel.mapping: {len(mapping.levels)} mapping levels but {len(level_names)} level names")
         return cls(
             tuple(
-                LevelMapping(
+                LevelEntry(
                     name,
                     tuple((d, int(f)) for d, f in lvl.temporal if f > 1),
                     tuple((d, int(f)) for d, f in lvl.spatial_x if f > 1),
@@ -465,12 +462,12 @@ class CostAttr(Data[LayerCost]):
     def print_parameter(self, printer: Printer) -> None:
         c = self.data
         levels = [
-            f"{_level_name_text(lc.level)}: {SHORT_DATASPACE[lc.dataspace]} = {float_text(lc.energy_pj)} pJ {lc.capacity_bits} b"
+            f"{_level_name_text(lc.level)}: {SHORT_DATASPACE[lc.dataspace]} = {finite_text(lc.energy_pj)} pJ {lc.capacity_bits} b"
             for lc in c.per_level
         ]
         fields = [
-            f"energy_pj = {float_text(c.energy_pj)}", f"cycles = {c.cycles}", f"utilization = {float_text(c.utilization)}",
-            f"macs = {c.macs}", f"mac_energy_pj = {float_text(c.mac_energy_pj)}", f"leakage_pj = {float_text(c.leakage_pj)}",
+            f"energy_pj = {finite_text(c.energy_pj)}", f"cycles = {c.cycles}", f"utilization = {finite_text(c.utilization)}",
+            f"macs = {c.macs}", f"mac_energy_pj = {finite_text(c.mac_energy_pj)}", f"leakage_pj = {finite_text(c.leakage_pj)}",
             f"optimal = {'true' if c.optimal else 'false'}", f"mappings_considered = {c.mappings_considered}",
         ]
         printer.print_string("<")

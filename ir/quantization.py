@@ -37,10 +37,11 @@ from typing import Literal
 
 import numpy as np
 
+from quantloop.bits import LEGAL_BITS as UNIFORM_BITS
+from quantloop.bits import POT2_BITS, POT_BITS
+from quantloop.options import DEFAULT_PERCENTILE
+
 Scheme = Literal["int", "pot", "pot2"]
-UNIFORM_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
-POT_BITS = range(2, 9)
-POT2_BITS = range(3, 9)
 SCALES_ATTR = "qnn.scales"
 AXIS_ATTR = "qnn.axis"
 MIN_SCALE = np.float32(np.finfo(np.float32).tiny)  # scales never underflow to 0 or subnormals
@@ -331,7 +332,7 @@ def weight_fake_quant(w: np.ndarray, scale: np.ndarray, bits: int, scheme: Schem
 
 
 def tensor_range(
-    x: np.ndarray, method: Literal["minmax", "percentile"] = "minmax", percentile: float = 99.99
+    x: np.ndarray, method: Literal["minmax", "percentile"] = "minmax", percentile: float = DEFAULT_PERCENTILE
 ) -> tuple[float, float]:
     """(lo, hi) of a calibration tensor: its extremes, or the ``100-p`` / ``p`` percentiles."""
     x = np.asarray(x, dtype=np.float32).ravel()

@@ -29,9 +29,9 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
-INT_BITS = frozenset([2, 3, 4, 5, 6, 7, 8, 16])
-POT_BITS = frozenset(range(2, 9))
-POT2_BITS = frozenset(range(3, 9))
+from quantloop.bits import LEGAL_BITS, POT2_BITS, POT_BITS
+
+INT_BITS = LEGAL_BITS  # the legal widths live in quantloop.bits
 
 
 def float_text(value: float) -> str:
@@ -50,7 +50,7 @@ def _parse_bits_field(parser: AttrParser) -> int:
     return parser.parse_integer(allow_boolean=False, allow_negative=False)
 
 
-def _check_bits(type_name: str, bits: int, legal: frozenset[int]) -> None:
+def _check_bits(type_name: str, bits: int, legal: tuple[int, ...]) -> None:
     if bits not in legal:
         raise VerifyException(
             f"{type_name}: bit-width {bits} is not a legal storage width "
@@ -301,7 +301,7 @@ class _PowerOfTwoType:
     """What `!qnn.pot` and `!qnn.pot2` share: one parameter, `<bits = b>`, always signed."""
 
     bits_attr: IntAttr
-    LEGAL_BITS: ClassVar[frozenset[int]]
+    LEGAL_BITS: ClassVar[tuple[int, ...]]
 
     def __init__(self, bits: int) -> None:
         super().__init__(IntAttr(bits))  # type: ignore[call-arg]

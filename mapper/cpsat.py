@@ -105,10 +105,11 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
                 continue
             ub = pr.tensor_sizes[ds]
             if ds == "Inputs":
+                width, height = pr.input_window(cum[l, _P], cum[l, _Q], cum[l, _R], cum[l, _S])
                 w = m.NewIntVar(1, width_ub, f"w_{l}")
-                m.Add(w == (cum[l, _P] - 1) * pr.Wstride + (cum[l, _R] - 1) * pr.Wdilation + 1)
+                m.Add(w == width)
                 h = m.NewIntVar(1, height_ub, f"h_{l}")
-                m.Add(h == (cum[l, _Q] - 1) * pr.Hstride + (cum[l, _S] - 1) * pr.Hdilation + 1)
+                m.Add(h == height)
                 tile = _product(m, [cum[l, _N], cum[l, _G], cum[l, _C], w, h], ub, f"tile_{l}_{ds}")
             else:
                 tile = _product(m, [cum[l, d] for d in _DS_DIMS[ds]], ub, f"tile_{l}_{ds}")

@@ -22,8 +22,8 @@ from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.accel import CostAttr, LayerCost, LevelCost, MappingAttr, layers, module_target
+from quantloop.options import OBJECTIVES
 
-OBJECTIVES = ("energy", "latency", "edp")
 
 _STATS: ContextVar[dict | None] = ContextVar("accel_map_stats", default=None)
 

@@ -24,7 +24,6 @@ per-layer entries keyed by op name, `{"conv1": {"weights": 4, "activations": 8},
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
+from quantloop.bits import check_width, parse_bits
 from quantloop.errors import QuantloopError
 from quantloop.ir.qnn import (
     AddOp,
@@ -62,34 +62,31 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
-from quantloop.ir.types import INT_BITS
 
 KEEPS_NONNEGATIVE = (MaxPoolOp, AvgPoolOp, GlobalAvgPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp, ConcatOp, AddOp)
-_SPEC = re.compile(r"^w(\d+)a(\d+)$")
 
 
 @dataclass(frozen=True)
-class LayerBits:
+class BitsEntry:
     weights: int | None = None
     activations: int | None = None
 
 
-def check_bits(bits: int, where: str) -> int:
-    if bits not in INT_BITS:
-        legal = ", ".join(str(b) for b in sorted(INT_BITS))
-        raise QuantloopError(f"{where}: {bits} bits is not a legal bit-width (legal: {legal})")
-    return bits
-
-
 def parse_bits_spec(spec: str) -> tuple[int, int]:
-    """`w4a8` -> (4, 8)."""
-    match = _SPEC.match(spec.strip().lower())
-    if match is None:
-        raise QuantloopError(f"bits '{spec}': expected w<weight bits>a<activation bits>, such as w8a8 or w4a8")
-    return check_bits(int(match[1]), f"bits '{spec}'"), check_bits(int(match[2]), f"bits '{spec}'")
+    """`w4a8` -> (4, 8). An `o` part (`w4a8o16`) is accepted when it equals the activation width:
+    a layer's outputs are the next layer's activations here; a wider partial-sum width is the
+    accelerator's, not the graph's."""
+    parsed = parse_bits(spec)
+    where = f"bits {spec!r}"
+    if parsed.outputs is not None and parsed.outputs != parsed.activations:
+        raise QuantloopError(
+            f"{where}: qnn-assign-bits gives a layer's outputs the activation width ({parsed.activations}); "
+            f"o{parsed.outputs} differs (a partial-sum width belongs to the target's mapping, not to the graph)"
+        )
+    return check_width(parsed.weights, where), check_width(parsed.activations, where)
 
 
-def load_bits_file(path: str | Path) -> dict[str, LayerBits]:
+def load_bits_file(path: str | Path) -> dict[str, BitsEntry]:
     """Per-layer bits from JSON: `{"conv1": {"weights": 4, "activations": 8}, ...}`."""
     path = Path(path)
     try:
@@ -101,11 +98,11 @@ def load_bits_file(path: str | Path) -> dict[str, LayerBits]:
     return parse_bits_table(table, str(path))
 
 
-def parse_bits_table(table: object, where: str) -> dict[str, LayerBits]:
+def parse_bits_table(table: object, where: str) -> dict[str, BitsEntry]:
     """Per-layer bits from a bits file's content (`where` names it in errors)."""
     if not isinstance(table, Mapping):
         raise QuantloopError(f"{where}: expected an object keyed by layer name, got {type(table).__name__}")
-    layers: dict[str, LayerBits] = {}
+    layers: dict[str, BitsEntry] = {}
     for name, entry in table.items():
         if not isinstance(entry, Mapping):
             raise QuantloopError(f"{where}: layer '{name}' must map to an object like {{\"weights\": 4, \"activations\": 8}}")
@@ -118,8 +115,8 @@ def parse_bits_table(table: object, where: str) -> dict[str, LayerBits]:
         for key, bits in entry.items():
             if not isinstance(bits, int) or isinstance(bits, bool):
                 raise QuantloopError(f"{where}: layer '{name}' {key} must be an integer, got {bits!r}")
-            values[key] = check_bits(bits, f"{where}: layer '{name}' {key}")
-        layers[name] = LayerBits(**values)
+            values[key] = check_width(bits, f"{where}: layer '{name}' {key}")
+        layers[name] = BitsEntry(**values)
     return layers
 
 
@@ -171,9 +168,9 @@ class AssignBitsPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         self._assign(op, lambda: load_bits_file(self.file) if self.file else {}, self.file)
 
-    def _assign(self, op: ModuleOp, load_table: Callable[[], Mapping[str, LayerBits]], where: str) -> None:
+    def _assign(self, op: ModuleOp, load_table: Callable[[], Mapping[str, BitsEntry]], where: str) -> None:
         default_w, default_a = parse_bits_spec(self.bits)
-        check_bits(self.input_bits, "qnn-assign-bits input-bits")
+        check_width(self.input_bits, "qnn-assign-bits input-bits")
         table = load_table()
         named = {o.node_name: o for o in op.walk() if getattr(o, "node_name", None)}
         unknown = sorted(set(table) - set(named))
@@ -189,7 +186,7 @@ class AssignBitsPass(ModulePass):
         for func in (o for o in op.walk() if isinstance(o, FuncOp)):
             self._assign_function(func, default_w, default_a, table)
 
-    def _assign_function(self, func: FuncOp, default_w: int, default_a: int, table: dict[str, LayerBits]) -> None:
+    def _assign_function(self, func: FuncOp, default_w: int, default_a: int, table: dict[str, BitsEntry]) -> None:
         nonnegative: set[SSAValue] = set()
         for arg in list(func.body.block.args):
             if is_float(arg) and not _quantized_explicitly(arg):
@@ -197,7 +194,7 @@ class AssignBitsPass(ModulePass):
         weight_bits: dict[ConstantOp, tuple[int, Operation]] = {}
         for o in func.body.walk():
             if type(o) in WEIGHT_OPERAND:
-                entry = table.get(o.node_name or "", LayerBits())
+                entry = table.get(o.node_name or "", BitsEntry())
                 bits = entry.weights or default_w
                 producer = o.operands[WEIGHT_OPERAND[type(o)]].owner
                 if isinstance(producer, ConstantOp):
@@ -218,7 +215,7 @@ class AssignBitsPass(ModulePass):
             for result in list(o.results):
                 if not is_float(result) or _quantized_explicitly(result):
                     continue
-                entry = table.get(o.node_name or "", LayerBits()) if hasattr(o, "node_name") else LayerBits()
+                entry = table.get(o.node_name or "", BitsEntry()) if hasattr(o, "node_name") else BitsEntry()
                 ints = [v.type.element_type for v in o.operands if isinstance(v.type, TensorType)]
                 ints = [t for t in ints if isinstance(t, IntType)]
                 if self._is_nonnegative(o, nonnegative):

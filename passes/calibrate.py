@@ -62,6 +62,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
+from quantloop.options import DEFAULT_PERCENTILE
 
 PERCENTILE_SAMPLE_CAP = 1 << 22
 #: bump whenever the observed ranges change for the same model, data and settings
@@ -129,7 +130,7 @@ class CalibratePass(ModulePass):
     data: str = ""
     weight_clip: str = "minmax"
     act_range: str = "minmax"
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     scheme: str = "int"
     samples: int = 32
     seed: int = 0

@@ -31,11 +31,12 @@ from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
 from quantloop.ir import make_context
-from quantloop.options import DEFAULT_PERCENTILE, CompileOptions
 from quantloop.passes.assign_bits import AssignBitsTablePass
 from quantloop.passes.search.engine import SearchOptions, search_bits
 from quantloop.passes.search.space import parse_bits_range
-from quantloop.passes.search.flags import (  # noqa: F401 - re-exported for compile.py and the driver
+from quantloop.options import (  # noqa: F401 - SearchSettings and its flags re-exported
+    DEFAULT_PERCENTILE,
+    CompileOptions,
     DEFAULT_GENERATIONS,
     DEFAULT_POPULATION,
     PROXY_SAMPLES,

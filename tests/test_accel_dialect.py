@@ -27,7 +27,7 @@ from quantloop.ir.accel import (
     LayerCost,
     LayerOp,
     LevelCost,
-    LevelMapping,
+    LevelEntry,
     MappingAttr,
     OperandBits,
     ProblemAttr,
@@ -75,7 +75,7 @@ level_names = st.one_of(
     st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), min_size=1, max_size=10),
 )
 keeps = st.sets(st.sampled_from(DATASPACES)).map(lambda s: tuple(ds for ds in DATASPACES if ds in s))
-levels = st.builds(LevelMapping, level_names, loops, loops, loops, keeps)
+levels = st.builds(LevelEntry, level_names, loops, loops, loops, keeps)
 mappings = st.lists(levels, min_size=1, max_size=6, unique_by=lambda lvl: lvl.level).map(tuple)
 finite = st.floats(min_value=0.0, max_value=1e18, allow_nan=False, allow_infinity=False)
 costs = st.builds(
@@ -144,9 +144,9 @@ def test_bits_rejects_unknown_scheme():
 def test_mapping_spelling():
     attr = MappingAttr(
         (
-            LevelMapping("DRAM", (("M", 4), ("C", 2), ("P", 14)), (), (), DATASPACES),
-            LevelMapping("shared_glb", (("Q", 8), ("P", 4)), (("Q", 7), ("M", 2)), (("M", 8),), ("Inputs", "Outputs")),
-            LevelMapping("psum_spad", (), (), (), ("Outputs",)),
+            LevelEntry("DRAM", (("M", 4), ("C", 2), ("P", 14)), (), (), DATASPACES),
+            LevelEntry("shared_glb", (("Q", 8), ("P", 4)), (("Q", 7), ("M", 2)), (("M", 8),), ("Inputs", "Outputs")),
+            LevelEntry("psum_spad", (), (), (), ("Outputs",)),
         )
     )
     assert _text(attr) == (
@@ -190,7 +190,7 @@ def test_mapping_parse_errors(text, message):
 
 def test_mapping_rejects_repeated_levels():
     with pytest.raises(VerifyException, match="repeat"):
-        MappingAttr((LevelMapping("A"), LevelMapping("A")))
+        MappingAttr((LevelEntry("A"), LevelEntry("A")))
 
 
 # ---------------------------------------------------------------------------------------------- cost
@@ -245,7 +245,7 @@ def _layer_module(kind="conv", with_bias=True, mapping=None, cost=None) -> Modul
 @pytest.mark.parametrize("kind", ["conv", "depthwise"])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_layer_op_round_trip(kind, with_bias):
-    mapping = MappingAttr((LevelMapping("DRAM", (("M", 8),), (), (), DATASPACES),))
+    mapping = MappingAttr((LevelEntry("DRAM", (("M", 8),), (), (), DATASPACES),))
     cost = CostAttr(LayerCost(1.5, 10, 0.25, 100, 1.0, 0.0, False, 3, ()))
     for module in (_layer_module(kind, with_bias), _layer_module(kind, with_bias, mapping, cost)):
         module.verify()

@@ -8,6 +8,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+quantloop\.(\w+)", re.M)
+ROOT_IMPORT = re.compile(r"^\s*from\s+quantloop\s+import\b", re.M)
+LEAVES = {"errors": set(), "version": set(), "bits": {"errors"}, "options": {"errors", "backend"}}
+"""Light modules every layer may ask (legal bit-widths, options and their defaults): they import nothing else
+(options reads backend.emit, itself light, lazily for the --emit choices)."""
 
 FORBIDDEN = {
     "ir": {"frontend", "passes", "backend", "driver", "cosearch", "mapper"},
@@ -38,4 +42,18 @@ def test_layers_import_only_downstream(folder):
 def test_nothing_but_the_cli_imports_commands():
     library = [p for p in ROOT.rglob("*.py") if not {"tests", "bench", "commands", ".git"} & set(p.relative_to(ROOT).parts)]
     bad = [str(p.relative_to(ROOT)) for p in library if p.name not in ("cli.py", "__main__.py") and re.search(r"quantloop\.(cli|commands)\b", p.read_text())]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+def test_leaf_modules_import_nothing_else(leaf):
+    imported = set(IMPORT.findall((ROOT / f"{leaf}.py").read_text()))
+    assert imported <= LEAVES[leaf], f"{leaf}.py imports {sorted(imported - LEAVES[leaf])}"
+
+
+def test_no_module_imports_the_package_root():
+    """`from quantloop import __version__` inside the package is a back-edge to everything `__init__` pulls in."""
+    library = [p for p in ROOT.rglob("*.py") if not {"tests", "bench", ".git"} & set(p.relative_to(ROOT).parts)]
+    bad = [str(p.relative_to(ROOT)) for p in library if p.name != "__init__.py" or p.parent != ROOT
+           if ROOT_IMPORT.search(p.read_text())]
     assert not bad, bad

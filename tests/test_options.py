@@ -6,9 +6,8 @@ import dataclasses
 import pytest
 
 from quantloop.driver import accel_passes, qnn_passes
-from quantloop.options import CompileOptions, add_arguments
+from quantloop.options import CompileOptions, SearchSettings, add_arguments
 from quantloop.passes.assign_bits import AssignBitsPass, AssignBitsTablePass
-from quantloop.passes.search.flags import SearchSettings
 from quantloop.passes.search_bits import search_options
 
 
@@ -58,14 +57,16 @@ def test_options_reach_the_passes():
     options = CompileOptions(target="simba", bits="w4a8", bits_file="b.json", data="d.npz", weight_clip="mse",
                              weight_scheme="pot", act_range="percentile", percentile=99.0, objective="latency",
                              workers=2, cache_dir="c", use_cache=False)
-    canon, assign, calibrate = qnn_passes(options, calibrate=True)
+    by_name = {p.name: p for p in qnn_passes(options, calibrate=True)}
+    assign, calibrate = by_name["qnn-assign-bits"], by_name["qnn-calibrate"]
     assert type(assign) is AssignBitsPass and (assign.bits, assign.file) == ("w4a8", "b.json")
     assert (calibrate.data, calibrate.weight_clip, calibrate.scheme, calibrate.act_range, calibrate.percentile) == (
         "d.npz", "mse", "pot", "percentile", 99.0)
     lower, map_ = accel_passes(options)
     assert lower.target == "simba"
     assert (map_.objective, map_.workers, map_.cache_dir, map_.no_cache) == ("latency", 2, "c", True)
-    in_memory = qnn_passes(options.replace(bits_file=None, bits_table={"conv1": {"weights": 4}}), calibrate=False)[1]
+    passes = qnn_passes(options.replace(bits_file=None, bits_table={"conv1": {"weights": 4}}), calibrate=False)
+    in_memory = next(p for p in passes if p.name == "qnn-assign-bits")
     assert type(in_memory) is AssignBitsTablePass and in_memory.name == "qnn-assign-bits"
 
 

@@ -34,7 +34,7 @@ def test_hand_packed_bytes():
     assert pack(v, 3, 128, signed=True) == bytes([0xD1, 0x0E]) + bytes(14)
     assert pack(np.array([0x1234, 0xFFFF]), 16, 24, signed=False) == bytes([0x34, 0x12, 0, 0xFF, 0xFF, 0])
     assert padding_bits_per_word(3, 8) == 2 and padding_bits_per_word(5, 512) == 2
-    assert values_per_word(5, 512) == 102
+    assert values_per_word(bits=5, word_bits=512) == 102
     assert packed_size_words(205, 5, 512) == 3
 
 

@@ -110,3 +110,50 @@ def test_partial_sums_at_accumulator_width_agree_with_stock_timeloop_at_w8a8(tim
     assert_agrees(w8a8, theirs)
     acc = "PEAccuBuffer", "Outputs"
     assert fork.stats(*acc).updates_per_instance * 3 <= w8a8.stats(*acc).updates_per_instance + 2
+
+
+def _cost_argv(*extra):
+    folder = REF / "eyeriss_like/pw1x1_C32_M64_P56"
+    return ["cost", "--target", "eyeriss", "--problem", str(folder / "problem.yaml"),
+            "--mapping", str(folder / "map.yaml"), *extra]
+
+
+def test_cost_engine_timeloop_without_one_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    from quantloop.cli import main
+
+    monkeypatch.delenv("QUANTLOOP_TIMELOOP", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(_cost_argv("--engine", "timeloop")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "QUANTLOOP_TIMELOOP" in err and "\n" not in err
+
+
+def test_cost_engine_timeloop_prints_the_same_json(timeloop, monkeypatch, capsys):
+    from quantloop.cli import main
+
+    monkeypatch.setenv("QUANTLOOP_TIMELOOP", timeloop.command[0])
+    assert main(_cost_argv("--json", "--bits", "w8a8")) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert main(_cost_argv("--json", "--bits", "w8a8", "--engine", "timeloop")) == 0
+    theirs = json.loads(capsys.readouterr().out)
+    assert set(theirs) == set(ours)
+    assert theirs["total_energy_pj"] == pytest.approx(ours["total_energy_pj"], rel=1e-6)
+    assert theirs["cycles"] == ours["cycles"]
+    for a, b in zip(ours["per_level"], theirs["per_level"]):
+        assert (a["level"], a["dataspace"], a["reads_per_instance"], a["updates_per_instance"]) == (
+            b["level"], b["dataspace"], b["reads_per_instance"], b["updates_per_instance"])
+    assert main(_cost_argv("--engine", "timeloop")) == 0
+    assert "psum_spad" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compile_verify_timeloop_checks_every_emitted_layer(timeloop, monkeypatch, tmp_path, capsys):
+    from quantloop.cli import main
+
+    monkeypatch.setenv("QUANTLOOP_TIMELOOP", timeloop.command[0])
+    out = tmp_path / "out"
+    assert main(["compile", "zoo:cnn_digits", "--target", "eyeriss", "-o", str(out), "--verify-timeloop", "-q",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    text = capsys.readouterr().out
+    layers = len(list((out / "timeloop").iterdir()))
+    assert f"Timeloop agrees within 1% on {layers}/{layers} layers" in text

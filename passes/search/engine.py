@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantloop.errors import QuantloopError
+from quantloop.options import DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_POPULATION, OBJECTIVES
 from quantloop.passes.search.accuracy_cache import AccuracyCache, AccuracyStats, CachedAccuracy
 from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
 from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
 from quantloop.passes.search.space import Config, SearchSpace, build_space
 
-OBJECTIVES = ("energy", "edp", "latency")
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,15 @@ class SearchOptions:
     objective: str = "energy"
     max_accuracy_drop: float = 0.5
     widths: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    population: int = 24
-    generations: int = 14
+    population: int = DEFAULT_POPULATION
+    generations: int = DEFAULT_GENERATIONS
     seed: int = 0
     workers: int = 1
     cache_dir: str | None = None
     use_cache: bool = True
     weight_clip: str = "minmax"
     act_range: str = "minmax"
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     progress: bool = True
 
 

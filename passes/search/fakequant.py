@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.quantization import activation_params, qrange, weight_fake_quant, weight_scales
+from quantloop.options import DEFAULT_PERCENTILE
 from quantloop.passes.search.space import Config, SearchSpace
 
 
@@ -118,7 +119,7 @@ class FakeQuantEvaluator:
         *,
         weight_clip: str = "minmax",
         act_range: str = "minmax",
-        percentile: float = 99.99,
+        percentile: float = DEFAULT_PERCENTILE,
         threads: int = 1,
     ) -> None:
         from quantloop.frontend.accuracy import make_session

@@ -171,7 +171,7 @@ def weight_bytes(counts: Sequence[int], weight_bits: Sequence[int], word_bits: i
     """Packed weight memory: Σ ⌈count / ⌊word / b⌋⌉ words of the DRAM word, in bytes."""
     from quantloop.costmodel.problem import values_per_word
 
-    words = sum(-(-int(n) // values_per_word(int(word_bits), int(b))) for n, b in zip(counts, weight_bits))
+    words = sum(-(-int(n) // values_per_word(word_bits=int(word_bits), bits=int(b))) for n, b in zip(counts, weight_bits))
     return words * word_bits // 8 if word_bits % 8 == 0 else -(-words * word_bits // 8)
 
 
