@@ -129,6 +129,18 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in initializers]
 
 
+def _shape_hint(name: str, tensor) -> str:
+    """`--input-shape x=1x3x96x96` from the model's own dims: static ones as they are, a symbolic batch
+    as 1, other symbolic dims by their names (to be replaced by sizes)."""
+    dims = []
+    for i, dim in enumerate(tensor.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(str(dim.dim_value))
+        else:
+            dims.append("1" if i == 0 else (dim.dim_param or f"D{i}"))
+    return f"--input-shape {name}={'x'.join(dims)}"
+
+
 def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) -> None:
     inputs = {i.name: i for i in graph_inputs(model)}
     unknown = sorted(set(shapes) - set(inputs))
@@ -142,24 +154,26 @@ def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) 
             shape = shapes[name]
             if tensor.HasField("shape") and len(tensor.shape.dim) not in (0, len(shape)):
                 raise QuantloopError(
-                    f"{source}: input '{name}' has rank {len(tensor.shape.dim)}, --input-shape gives {len(shape)} dims"
+                    f"{source}: input '{name}' has rank {len(tensor.shape.dim)}, --input-shape gives {len(shape)} dims "
+                    f"(the model's shape: {_shape_hint(name, tensor)})"
                 )
             for i, (dim, value) in enumerate(zip(tensor.shape.dim, shape)):
                 if dim.HasField("dim_value") and dim.dim_value not in (0, value):
                     raise QuantloopError(
-                        f"{source}: input '{name}' dimension {i} is {dim.dim_value}, --input-shape gives {value}"
+                        f"{source}: input '{name}' dimension {i} is {dim.dim_value}, --input-shape gives {value} "
+                        f"(the model's shape: {_shape_hint(name, tensor)})"
                     )
             tensor.ClearField("shape")
             tensor.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in shape)
             continue
         if not tensor.HasField("shape"):
-            raise QuantloopError(f"{source}: input '{name}' has no shape; pass --input-shape {name}=1x3x224x224")
+            raise QuantloopError(f"{source}: input '{name}' has no shape; pass its full static shape, --input-shape {name}=DxDx...")
         for i, dim in enumerate(tensor.shape.dim):
             if not dim.HasField("dim_value") or dim.dim_value < 1:
                 symbol = dim.dim_param or "?"
                 raise QuantloopError(
                     f"{source}: input '{name}' has symbolic dimension {i} '{symbol}'; "
-                    f"pass --input-shape {name}=1x3x224x224 (its full static shape)"
+                    f"pass its full static shape, e.g. {_shape_hint(name, tensor)}"
                 )
 
 

@@ -129,8 +129,10 @@ class QnnPrinter(Printer):
         lines = []
         for attr, alias in self._aliases.items():
             text = io.StringIO()
-            QnnPrinter(stream=text, alias_per_axis=False).print_attribute(attr)
-            lines.append(f"{alias} = {text.getvalue()}\n")
+            printer = QnnPrinter(stream=text, alias_per_axis=False)
+            printer.print_string(f"{alias} = ")  # through the printer, so long scale lists wrap in time
+            printer.print_attribute(attr)
+            lines.append(text.getvalue() + "\n")
         return "".join(lines)
 
 

@@ -287,3 +287,16 @@ def test_v03_mesh_that_disagrees_with_the_instance_count(tmp_path, capsys):
     v3.write_text(v3.read_text().replace("- name: psum_spad[1..168]", "- name: psum_spad[1..100]"))
     err = _error(capsys, v3)
     assert f"{v3}: architecture.subtree[0].local[6].attributes: meshX × meshY = 168 but the name says 100" in err
+
+
+@pytest.mark.parametrize("text,what", [
+    ("a: &a [*a]\narchitecture: {nodes: *a}\n", "architecture.nodes[0]: a node needs a tag"),
+    ("x0: &x0 !Hierarchical {nodes: []}\n"
+     + "".join(f"x{i}: &x{i} !Hierarchical {{nodes: [{', '.join([f'*x{i - 1}'] * 10)}]}}\n" for i in range(1, 30))
+     + "architecture: {nodes: [*x29]}\n", "more than 100000 nodes"),
+    ("architecture: {nodes: [!Parallel {nodes: 3}]}\n", "architecture.nodes[0].nodes: expected a list of nodes"),
+])
+def test_hostile_architectures_fail_fast_in_one_line(tmp_path, capsys, text, what):
+    folder = _design(tmp_path)
+    (folder / "arch.yaml").write_text(text)
+    assert what in _error(capsys, folder)

@@ -92,9 +92,13 @@ class _Node:
     mesh: tuple[int, int] = (1, 1)  # a component's own mesh (fan-out from the level above) / a stage's extents
 
 
+_MAX_NODES = 100_000  # YAML aliases can make a small file describe an exponentially large tree
+
+
 class _Reader:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.visited = 0
 
     def fail(self, where: str, message: str) -> QuantloopError:
         return QuantloopError(f"{self.source}: {where}: {message}")
@@ -129,6 +133,9 @@ class _Reader:
         attrs = dict(inherited)
         for i, node in enumerate(nodes):
             at = where if branch else f"{where}[{i}]"
+            self.visited += 1
+            if self.visited > _MAX_NODES:
+                raise self.fail(at, f"more than {_MAX_NODES} nodes (aliases repeating a subtree?)")
             if not isinstance(node, TaggedNode):
                 raise self.fail(at, "a node needs a tag (!Container, !Component, !Hierarchical, !Parallel or !Nothing)")
             body = node.body
@@ -142,7 +149,9 @@ class _Reader:
                 if node.tag == "Hierarchical":
                     out += self.flatten_v4(children, f"{at}.nodes", attrs)
                 else:  # timeloopfe flattens parallel branches into a chain, in the order written
-                    for j, child in enumerate(children if isinstance(children, list) else [None]):
+                    if not isinstance(children, list):
+                        raise self.fail(f"{at}.nodes", "expected a list of nodes")
+                    for j, child in enumerate(children):
                         out += self.flatten_v4([child], f"{at}.nodes[{j}]", attrs, branch=True)
                 continue
             name = body.get("name")
