@@ -39,6 +39,7 @@ from quantloop.ir.ops import (
     GlobalAvgPoolOp,
     HOST_OP_TYPES,
     HostOp,
+    HostOpTypeAttr,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -73,7 +74,7 @@ from quantloop.ir.weights import DenseWeightsAttr, Weights
 QNN = Dialect(
     "qnn",
     list(QNN_OPS),
-    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr],
+    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr, HostOpTypeAttr],
 )
 
 #: Dialects every quantloop context loads; other dialects (e.g. `accel`) are appended here
