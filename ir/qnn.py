@@ -19,6 +19,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.builder import MainBuilder, main_func
+from quantloop.ir.syntax import upgrade_string_enums
 from quantloop.ir.ops import (
     ACTIVATIONS,
     QNN_OPS,
@@ -193,6 +194,7 @@ def parse_module(text: str, source_name: str = "<string>", ctx: Context | None =
         raise QuantloopError(f"{source_name}:{location.line}:{location.col}: {_one_line(err.msg)}") from err
     except VerifyException as err:
         raise QuantloopError(f"{source_name}: {_first_line(err)}") from err
+    upgrade_string_enums(module)
     verify_module(module, source_name)
     return module
 
