@@ -91,6 +91,24 @@ class _Graph:
         assert dq.op_type == "DequantizeLinear", f"{name} comes from {dq.op_type}"
         return dq.input[0], list(dq.input[1:])
 
+    def activation_params(self, node: onnx.NodeProto) -> dict[str, tuple[str, str]]:
+        """{"input" | "output": (scale, zero point)} the model gives a compute node's activations."""
+        if node.op_type in ("QLinearConv", "QLinearMatMul", "QGemm"):
+            params = {"input": (node.input[1], node.input[2])}
+            if node.op_type != "QGemm":
+                params["output"] = (node.input[6], node.input[7])
+            elif len(node.input) > 8:
+                params["output"] = (node.input[7], node.input[8])
+            return params
+        params = {}
+        dq = self.producer.get(node.input[0])
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            params["input"] = (dq.input[1], dq.input[2])
+        readers = [n for n in self.model.graph.node if node.output[0] in n.input]
+        if len(readers) == 1 and readers[0].op_type == "QuantizeLinear":
+            params["output"] = (readers[0].input[1], readers[0].input[2])
+        return params
+
     def weight_operands(self, node: onnx.NodeProto) -> tuple[str, list[str], str | None]:
         """(weight codes, [scale, zero point], bias codes or None) of a compute node."""
         if node.op_type == "QLinearConv":
@@ -133,6 +151,10 @@ def check_weights(src: Path, out: Path) -> int:
             if len(params) > 1 and params[1]:
                 zp = graph.array(params[1]).astype(np.int64).ravel()
                 np.testing.assert_array_equal(np.asarray(entry["zero_points"]), np.broadcast_to(zp, len(entry["zero_points"])))
+        for key, (scale_name, zp_name) in graph.activation_params(node).items():
+            got = entry["activations"][key]
+            assert (got["scale"], got["zero_point"]) == (float(graph.array(scale_name)), int(graph.array(zp_name))), (node.name, key)
+            assert (got["bits"], got["signed"]) == _bits(graph.inits[zp_name]), (node.name, key)
         if bias is not None and graph.inits[bias].data_type == TensorProto.INT32:
             np.testing.assert_array_equal(biases[node.name], graph.array(bias), err_msg=f"{node.name} bias")
         checked += 1
@@ -263,8 +285,38 @@ def test_integer_accumulator_ops_are_refused_with_the_reason(op_type):
 def test_layer_bits_are_the_models_own(tmp_path, cache):
     """Int4 weights and uint8 activations from the model, not the default --bits w8a8."""
     src = quantize(small_cnn(), tmp_path, "int4", weights=QuantType.QInt4)
-    result = quantloop.compile(str(src), target="eyeriss", bits="w2a2", cache_dir=str(cache), out=io.StringIO())
+    result = quantloop.compile(str(src), target="simba", bits="w2a2", cache_dir=str(cache), out=io.StringIO())
     assert [layer.bits for layer in result.layers] == ["w4 i8u o8u"] * 3
+
+
+def test_int16_activations_keep_their_bits_and_a_target_too_narrow_says_so(tmp_path):
+    from quantloop.errors import QuantloopError
+    from quantloop.ir.types import UniformType
+
+    src = quantize(small_cnn(), tmp_path, "int16", activations=QuantType.QInt16)
+    module = quantloop.compile(str(src), out=io.StringIO()).module
+    convs = [op for op in module.walk() if op.name == "qnn.conv2d"]
+    assert convs and all(isinstance(op.results[0].type.element_type, UniformType) for op in convs)
+    assert {(op.results[0].type.element_type.bits, op.results[0].type.element_type.signed) for op in convs} == {(16, True)}
+    with pytest.raises(QuantloopError, match=r"layer 'conv_1'.*16 bits, wider than the 8-bit word"):
+        quantloop.compile(str(src), target="simba", out=io.StringIO())
+
+
+def test_tensors_the_model_leaves_float_get_bits_from_the_options(tmp_path, cache):
+    """The Gemm left out of quantization gets --bits w4a8 and calibration; the QDQ convs keep int8/uint8."""
+    model = small_cnn()
+    src, dst = tmp_path / "partial.float.onnx", tmp_path / "partial.onnx"
+    onnx.save(model, src)
+    quantize_static(str(src), str(dst), _RandomReader("input", (1, 3, 8, 8)), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    nodes_to_exclude=["fc_9"])
+    from quantloop.passes.calibrate import CalibrationWarning
+
+    with pytest.warns(CalibrationWarning):  # the float Gemm's output range comes from random inputs
+        result = quantloop.compile(str(dst), target="simba", bits="w4a8", cache_dir=str(cache), out=io.StringIO())
+    bits = {layer.name: layer.bits for layer in result.layers}
+    assert bits["conv_1"] == bits["conv_3"] == "w8 i8u o8u"
+    assert bits["fc_9"].startswith("w4 i8u o8")
 
 
 def test_fold_pass_shows_in_the_pipeline_dump(tmp_path, cache):
