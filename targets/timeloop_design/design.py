@@ -3,9 +3,11 @@ turned into the data of a quantloop target YAML (`targets/schema.py`), as Timelo
 
 Hierarchy (v0.4): nodes run outer → inner. A `!Container` with `spatial: {meshX, meshY}` is the
 dummy spatial level timeloopfe inserts (`inter_<name>_spatial`): a stage of the fan-out of the
-storage level above it, carrying the container's `spatial` constraints. A `!Parallel` becomes a
-chain in the order written (as timeloopfe flattens it); `!Nothing` is dropped; a `!Container`'s
-attributes are inherited by the nodes after it in its list. The last component is the MAC.
+storage level above it, carrying the container's `spatial` constraints. A `!Parallel` sends each
+data space down the one branch that keeps it (the branch's nodes bypass the rest) and becomes a
+chain in the order written, as timeloopfe flattens it; `!Nothing` only marks a branch; a
+`!Container`'s attributes are inherited by the nodes after it in its list. The last component is
+the MAC.
 
 Constraints keep Timeloop's meaning: `factors` fix a dimension's factor (1 forbids it),
 `permutation` lists dims innermost first, and in a spatial constraint `split: k` puts the first k
@@ -520,7 +522,7 @@ def _storage_level(node: _Node, reader: _Constraints, ert: dict | None, art: dic
     if word_bits is None:
         raise reader.fail(f"{at}.attributes", f"storage {node.name} needs `datawidth` (bits per word)")
     cluster = _number(attrs, ("cluster_size", "cluster-size"), reader, at) or 1
-    width = _number(attrs, ("width", "memory_width"), reader, at)
+    width = _number(attrs, ("width",), reader, at)
     block = _number(attrs, ("block_size", "block-size"), reader, at)
     if width is None and block is not None:
         width = block * word_bits * cluster
@@ -531,9 +533,9 @@ def _storage_level(node: _Node, reader: _Constraints, ert: dict | None, art: dic
         level["width"] = width
     depth = _number(attrs, ("depth",), reader, at)
     entries = _number(attrs, ("entries",), reader, at)
-    if depth is not None and node.cls != "DRAM":
+    if depth is not None:  # none (as for the exercises' DRAM): unbounded
         level["depth"] = depth
-    elif entries is not None and node.cls != "DRAM":
+    elif entries is not None:
         level["capacity_words"] = entries
     if cluster != 1:
         level["cluster_size"] = cluster
@@ -569,8 +571,8 @@ def _fanout(level: dict, stages: list[_Node], reader: _Constraints) -> None:
             fx, fy = reader.spatial_axes(reader.mapping(own[0], own[1]), direct, own[1])
             axes["x"].append(fx)
             axes["y"].append(fy)
-    elif own:
-        fx, fy = reader.spatial_axes(reader.mapping(own[0], own[1]), (1, 1), own[1])
+    elif own:  # no fan-out of its own (a container's stages carry it): only factors of 1 are consistent
+        reader.spatial_axes(reader.mapping(own[0], own[1]), (1, 1), own[1])
     for st in stages:
         reader.check_keys(st.constraints, f"{st.where}.constraints")
         spatial = reader.mapping(st.constraints.get("spatial"), f"{st.where}.constraints.spatial")
