@@ -24,7 +24,6 @@ _TIMELOOP_DIM_ORDER = "CMRSNPQG"
 _BITS_KEYS = ("bitwidths", "datawidths", "wordwidths")
 #: libyaml's emitter when PyYAML was built with it (several times faster; same text as the pure-Python one)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def dump_yaml(data: object) -> str:
@@ -33,13 +32,9 @@ def dump_yaml(data: object) -> str:
 
 
 def _load_yaml(path: str | Path) -> object:
-    path = Path(path)
-    try:
-        return yaml.load(path.read_text(), Loader=_LOADER)
-    except OSError as err:
-        raise QuantloopError(f"{path}: cannot read ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise QuantloopError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    from quantloop.files import load_yaml
+
+    return load_yaml(path, "YAML file")
 
 
 # ---------------------------------------------------------------- problem

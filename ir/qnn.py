@@ -39,6 +39,7 @@ from quantloop.ir.ops import (
     GlobalAvgPoolOp,
     HOST_OP_TYPES,
     HostOp,
+    HostOpTypeAttr,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -73,7 +74,7 @@ from quantloop.ir.weights import DenseWeightsAttr, Weights
 QNN = Dialect(
     "qnn",
     list(QNN_OPS),
-    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr],
+    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr, HostOpTypeAttr],
 )
 
 #: Dialects every quantloop context loads; other dialects (e.g. `accel`) are appended here
@@ -129,8 +130,10 @@ class QnnPrinter(Printer):
         lines = []
         for attr, alias in self._aliases.items():
             text = io.StringIO()
-            QnnPrinter(stream=text, alias_per_axis=False).print_attribute(attr)
-            lines.append(f"{alias} = {text.getvalue()}\n")
+            printer = QnnPrinter(stream=text, alias_per_axis=False)
+            printer.print_string(f"{alias} = ")  # through the printer, so long scale lists wrap in time
+            printer.print_attribute(attr)
+            lines.append(text.getvalue() + "\n")
         return "".join(lines)
 
 
