@@ -351,3 +351,12 @@ def test_hostile_architectures_fail_fast_in_one_line(tmp_path, capsys, text, wha
     folder = _design(tmp_path)
     (folder / "arch.yaml").write_text(text)
     assert what in _error(capsys, folder)
+
+
+def test_editing_the_ert_beside_an_arch_file_reloads_the_target(tmp_path):
+    folder = _design(tmp_path)
+    before = load_target(folder / "arch.yaml").levels[-1].read_energy
+    ert = folder / "ERT.yaml"
+    ert.write_text(ert.read_text().replace("0.492024", "0.5"))
+    os.utime(ert, (ert.stat().st_atime, ert.stat().st_mtime + 10))
+    assert (before, load_target(folder / "arch.yaml").levels[-1].read_energy) == (0.492024, 0.5)
