@@ -24,21 +24,17 @@ _TIMELOOP_DIM_ORDER = "CMRSNPQG"
 _BITS_KEYS = ("bitwidths", "datawidths", "wordwidths")
 #: libyaml's emitter when PyYAML was built with it (several times faster; same text as the pure-Python one)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _dump_yaml(data: object) -> str:
+def dump_yaml(data: object) -> str:
+    """YAML text of `data` in insertion order, by libyaml when available (the one YAML writer of Timeloop files)."""
     return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
 def _load_yaml(path: str | Path) -> object:
-    path = Path(path)
-    try:
-        return yaml.load(path.read_text(), Loader=_LOADER)
-    except OSError as err:
-        raise QuantloopError(f"{path}: cannot read ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise QuantloopError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    from quantloop.files import load_yaml
+
+    return load_yaml(path, "YAML file")
 
 
 # ---------------------------------------------------------------- problem
@@ -107,7 +103,7 @@ def problem_to_dict(problem: Problem, bits: Bits | None = None) -> dict:
 
 
 def write_problem(path: str | Path, problem: Problem, bits: Bits | None = None) -> None:
-    Path(path).write_text(_dump_yaml(problem_to_dict(problem, bits)))
+    Path(path).write_text(dump_yaml(problem_to_dict(problem, bits)))
 
 
 # ---------------------------------------------------------------- mapping
@@ -300,7 +296,7 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
 
 
 def write_mapping(path: str | Path, arch: Arch, mapping: Mapping) -> None:
-    Path(path).write_text(_dump_yaml({"mapping": mapping_to_list(arch, mapping)}))
+    Path(path).write_text(dump_yaml({"mapping": mapping_to_list(arch, mapping)}))
 
 
 def format_map_txt(arch: Arch, mapping: Mapping, problem: Problem | None = None) -> str:

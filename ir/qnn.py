@@ -40,6 +40,7 @@ from quantloop.ir.ops import (
     GlobalAvgPoolOp,
     HOST_OP_TYPES,
     HostOp,
+    HostOpTypeAttr,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -74,7 +75,7 @@ from quantloop.ir.weights import DenseWeightsAttr, Weights
 QNN = Dialect(
     "qnn",
     list(QNN_OPS),
-    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr],
+    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr, HostOpTypeAttr],
 )
 
 #: Dialects every quantloop context loads (accel too, see `make_context`); others are passed to

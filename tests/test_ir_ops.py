@@ -343,6 +343,7 @@ def replace_in(build, old: str, new: str) -> str:
     ("build", "old", "new", "message"),
     [
         (build_conv, "group = 2", "group = 1", "qnn.conv2d 'conv': input has 4 channels but weight expects 2"),
+        (build_host, "op_type = LRN", "op_type = Hardmax", "op_type 'Hardmax' is not one of Abs, AveragePool"),
         (build_conv, "group = 2", "group = 3", "input has 4 channels but weight expects 6"),
         (build_conv, "strides = [2, 2]", "strides = [2]", "strides must have 2 values"),
         (build_conv, "strides = [2, 2]", "strides = [0, 2]", "strides must be positive"),
