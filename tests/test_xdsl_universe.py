@@ -59,6 +59,7 @@ def _xdsl_opt_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
+@pytest.mark.slow
 def test_xdsl_opt_runs_qnn_canonicalize_like_quantloop_opt(mobilenet_dump, tmp_path, capsys):
     xdsl_opt = shutil.which("xdsl-opt") or str(Path(sys.executable).with_name("xdsl-opt"))
     proc = subprocess.run(
