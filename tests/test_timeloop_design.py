@@ -284,6 +284,12 @@ def test_missing_ert_says_accelergy_is_needed(tmp_path, capsys):
      "architecture.nodes[6].nodes[0].constraints.no_reuse", "unsupported constraint"),
     ("factors: [N=1, P=1, Q=1, R=1]", "factors: [N=one]",
      "architecture.nodes[5].constraints.spatial.factors[0]", "expected DIM=N"),
+    ("factors: [N=1, P=1, Q=1, R=1]", "factors: [N=1, M<=4]",
+     "architecture.nodes[5].constraints.spatial.factors[1]", "maximum factors are not supported"),
+    ("factors: [N=1, P=1, Q=1, R=1]", "factors: [N=0]",
+     "architecture.nodes[5].constraints.spatial.factors[0]", "factor 0"),
+    ("split: 999", "split: 7\n        permutation: [N, C]",
+     "architecture.nodes[4].constraints.spatial.split", "7 falls among the dims the permutation does not list"),
 ])
 def test_constraint_errors_name_file_and_key_path(tmp_path, capsys, old, new, where, what):
     folder = _design(tmp_path)
