@@ -26,7 +26,8 @@ _BITS_KEYS = ("bitwidths", "datawidths", "wordwidths")
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def _dump_yaml(data: object) -> str:
+def dump_yaml(data: object) -> str:
+    """YAML text of `data` in insertion order, by libyaml when available (the one YAML writer of Timeloop files)."""
     return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
@@ -109,7 +110,7 @@ def problem_to_dict(problem: Problem, bits: Bits | None = None) -> dict:
 
 
 def write_problem(path: str | Path, problem: Problem, bits: Bits | None = None) -> None:
-    Path(path).write_text(_dump_yaml(problem_to_dict(problem, bits)))
+    Path(path).write_text(dump_yaml(problem_to_dict(problem, bits)))
 
 
 # ---------------------------------------------------------------- mapping
@@ -328,7 +329,7 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
 
 
 def write_mapping(path: str | Path, arch: Arch, mapping: Mapping) -> None:
-    Path(path).write_text(_dump_yaml({"mapping": mapping_to_list(arch, mapping)}))
+    Path(path).write_text(dump_yaml({"mapping": mapping_to_list(arch, mapping)}))
 
 
 def format_map_txt(arch: Arch, mapping: Mapping, problem: Problem | None = None) -> str:

@@ -343,6 +343,7 @@ def replace_in(build, old: str, new: str) -> str:
     ("build", "old", "new", "message"),
     [
         (build_conv, "group = 2", "group = 1", "qnn.conv2d 'conv': input has 4 channels but weight expects 2"),
+        (build_host, "op_type = LRN", "op_type = Hardmax", "op_type 'Hardmax' is not one of Abs, AveragePool"),
         (build_conv, "group = 2", "group = 3", "input has 4 channels but weight expects 6"),
         (build_conv, "strides = [2, 2]", "strides = [2]", "strides must have 2 values"),
         (build_conv, "strides = [2, 2]", "strides = [0, 2]", "strides must be positive"),
@@ -477,3 +478,18 @@ def test_many_channels_wrap_and_still_round_trip():
     parsed = parse_module(text)
     assert print_module(parsed, elide_weights_over=16) == text
     assert next(o for o in parsed.walk() if isinstance(o, ConstantOp)).attributes == w.attributes
+
+
+def test_text_from_before_the_enum_attributes_still_parses():
+    old = """builtin.module {
+  func.func @main(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+    %y = "qnn.add"(%x, %x) <{act = "relu", name = "a"}> : (tensor<1x4xf32>, tensor<1x4xf32>) -> tensor<1x4xf32>
+    func.return %y : tensor<1x4xf32>
+  }
+}
+"""
+    module = parse_module(old)
+    assert next(op for op in module.walk() if isinstance(op, AddOp)).act == "relu"
+    assert 'qnn.add %x, %x {act = relu, name = "a"}' in print_module(module)
+    with pytest.raises(QuantloopError, match="act"):
+        parse_module(old.replace('"relu"', '"gelu"'))

@@ -57,3 +57,10 @@ def test_no_module_imports_the_package_root():
     bad = [str(p.relative_to(ROOT)) for p in library if p.name != "__init__.py" or p.parent != ROOT
            if ROOT_IMPORT.search(p.read_text())]
     assert not bad, bad
+
+
+def test_every_artefact_step_has_one_writer():
+    from quantloop.backend.artifacts import WRITERS
+    from quantloop.backend.emit import STEPS
+
+    assert tuple(WRITERS) == STEPS

@@ -31,10 +31,11 @@ COMPUTE = ("Conv", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "QGemm", "C
 
 
 def small_cnn(opset: int = 17) -> onnx.ModelProto:
-    """conv-relu, conv, residual add, maxpool, global pool, gemm: every pattern quantize_static emits."""
+    """conv-relu, depthwise conv, conv, residual add, maxpool, global pool, gemm: the patterns quantize_static
+    emits for MobileNet and ResNet."""
     b = GraphBuilder("small_cnn", seed=3, opset=opset)
     x = b.input("input", (1, 3, 8, 8))
-    y = b.relu(b.conv(x, 8, 3, bias=True))
+    y = b.relu(b.conv(b.relu(b.conv(x, 8, 3, bias=True)), 8, 3, group=8, bias=True))
     z = b.relu(b.add(b.conv(y, 8, 3, bias=True), y))
     z = b.flatten(b.global_avgpool(b.maxpool(z, 2, 2, 0)))
     return b.build(b.gemm(z, 10))
@@ -226,14 +227,18 @@ QDQ_VARIANTS = {
 }
 
 
+QDQ_VARIANTS["uint4-per-tensor"] = dict(weights=QuantType.QUInt4, per_channel=False, opset=21)
+
 #: The fast set maps each small model on one target (eyeriss at 4 bits has the largest mapspace); the slow
 #: real networks below run every variant on both.
-FAST_TARGETS = {"int8-per-channel": TARGETS, "uint8-per-tensor": ("eyeriss",), "int4-com.microsoft": ("simba",)}
+FAST_TARGETS = {"int8-per-channel": TARGETS, "uint8-per-tensor": ("eyeriss",), "int4-com.microsoft": ("simba",),
+                "uint4-per-tensor": ("simba",)}
 
 
 @pytest.mark.parametrize("variant", sorted(QDQ_VARIANTS))
 def test_qdq_small_cnn(variant, tmp_path, cache):
-    src = quantize(small_cnn(), tmp_path, variant, **QDQ_VARIANTS[variant])
+    options = dict(QDQ_VARIANTS[variant])
+    src = quantize(small_cnn(options.pop("opset", 17)), tmp_path, variant, **options)
     compile_and_check(src, tmp_path, cache, FAST_TARGETS[variant])
 
 
@@ -282,11 +287,13 @@ def test_integer_accumulator_ops_are_refused_with_the_reason(op_type):
         quantloop.compile(model)
 
 
+@pytest.mark.slow
 def test_layer_bits_are_the_models_own(tmp_path, cache):
     """Int4 weights and uint8 activations from the model, not the default --bits w8a8."""
     src = quantize(small_cnn(), tmp_path, "int4", weights=QuantType.QInt4)
     result = quantloop.compile(str(src), target="simba", bits="w2a2", cache_dir=str(cache), out=io.StringIO())
-    assert [layer.bits for layer in result.layers] == ["w4 i8u o8u"] * 3
+    assert [layer.bits for layer in result.layers] == ["w4 i8u o8u"] * 4
+    assert [layer.kind for layer in result.layers] == ["conv", "depthwise", "conv", "gemm"]
 
 
 def test_int16_activations_keep_their_bits_and_a_target_too_narrow_says_so(tmp_path):
@@ -309,14 +316,44 @@ def test_tensors_the_model_leaves_float_get_bits_from_the_options(tmp_path, cach
     onnx.save(model, src)
     quantize_static(str(src), str(dst), _RandomReader("input", (1, 3, 8, 8)), quant_format=QuantFormat.QDQ,
                     per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    nodes_to_exclude=["fc_9"])
+                    nodes_to_exclude=["fc_11"])
     from quantloop.passes.calibrate import CalibrationWarning
 
     with pytest.warns(CalibrationWarning):  # the float Gemm's output range comes from random inputs
         result = quantloop.compile(str(dst), target="simba", bits="w4a8", cache_dir=str(cache), out=io.StringIO())
     bits = {layer.name: layer.bits for layer in result.layers}
-    assert bits["conv_1"] == bits["conv_3"] == "w8 i8u o8u"
-    assert bits["fc_9"].startswith("w4 i8u o8")
+    assert bits["conv_1"] == bits["conv_3"] == bits["conv_5"] == "w8 i8u o8u"
+    assert bits["fc_11"].startswith("w4 i8u o8")
+
+
+def test_fold_is_a_no_op_on_float_models():
+    from quantloop.frontend import import_onnx
+    from quantloop.ir import make_context
+    from quantloop.ir.qnn import print_module
+    from quantloop.passes.pipeline import run_pipeline
+
+    module = run_pipeline(import_onnx("zoo:cnn_digits"), "qnn-canonicalize", make_context())
+    before = print_module(module, elide_weights_over=None)
+    assert print_module(run_pipeline(module, "qnn-fold-quant", make_context()), elide_weights_over=None) == before
+
+
+def test_dequantized_constant_outside_a_weight_operand_becomes_its_float_values():
+    """An int8 constant added to an activation: the Add reads float32((q - zp) * scale), as DequantizeLinear."""
+    from quantloop.ir.ops import AddOp, ConstantOp
+
+    codes = np.arange(-6, 6, dtype=np.int8).reshape(1, 12)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["c", "s", "z"], ["cf"], name="dq"), helper.make_node("Add", ["x", "cf"], ["y"], name="add")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12])],
+        [numpy_helper.from_array(codes, "c"), numpy_helper.from_array(np.array(0.3, np.float32), "s"),
+         numpy_helper.from_array(np.array(2, np.int8), "z")],
+    )
+    module = quantloop.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out=io.StringIO()).module
+    (add,) = [op for op in module.walk() if isinstance(op, AddOp)]
+    constant = add.rhs.owner
+    assert isinstance(constant, ConstantOp)
+    np.testing.assert_array_equal(constant.array, (codes.astype(np.float32) - 2) * np.float32(0.3))
+    assert not [op for op in module.walk() if op.name == "qnn.dequantize"]
 
 
 def test_fold_pass_shows_in_the_pipeline_dump(tmp_path, cache):
