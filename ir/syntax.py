@@ -20,9 +20,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, UnitAttr, f64, i64
+from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, StringAttr, UnitAttr, f64, i64
 from xdsl.dialects.utils import EnumAttribute
-from xdsl.ir import Attribute, BuiltinAttribute, SSAValue
+from xdsl.ir import Attribute, BuiltinAttribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, OptionalDef, VarOperandDef, VarResultDef
 from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
@@ -360,3 +360,18 @@ class CustomSyntaxOp(IRDLOperation):
             properties=properties,
             attributes=attributes.data if isinstance(attributes, DictionaryAttr) else {},
         )
+
+
+def upgrade_string_enums(root: Operation) -> None:
+    """Text written before these properties were enums spelled them as strings (`act = "relu"` in the
+    generic form): turn every such string naming a valid value into the enum attribute, in place."""
+    for op in root.walk():
+        if not isinstance(op, CustomSyntaxOp):
+            continue
+        definitions = op.get_irdl_definition().properties
+        for key, value in list(op.properties.items()):
+            cls = _constraint_class(definitions.get(key))
+            if isinstance(value, StringAttr) and cls is not None and issubclass(cls, EnumAttribute):
+                members = {str(m.value): m for m in cls.enum_type}
+                if value.data in members:
+                    op.properties[key] = cls(members[value.data])

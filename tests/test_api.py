@@ -121,3 +121,22 @@ def test_report_keeps_long_layer_names_distinct_when_piped(tmp_path, capsys):
     assert "…" not in out
     flat = "".join(line.strip("│ ") for line in out.splitlines())
     assert all(n.replace(" ", "") in flat.replace(" ", "") for n in names)
+
+
+def test_emit_flag_and_keyword_choose_the_artefacts():
+    import argparse
+
+    from quantloop.backend.emit import DEFAULT_EMIT, STEPS, parse_emit
+    from quantloop.errors import QuantloopError
+    from quantloop.options import CompileOptions, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert CompileOptions.from_args(parser.parse_args([])).emit is None
+    assert CompileOptions.from_args(parser.parse_args(["--emit", "weights,schedule"])).emit == ("schedule", "weights")
+    assert parse_emit(None) == DEFAULT_EMIT and parse_emit("all") == STEPS and "onnx" not in DEFAULT_EMIT
+    with pytest.raises(QuantloopError, match=r"--emit schedule,pngs: unknown artefact pngs \(choose from schedule,"):
+        CompileOptions.from_args(parser.parse_args(["--emit", "schedule,pngs"]))
+    with pytest.raises(QuantloopError, match="--emit"):
+        quantloop.compile("zoo:cnn_digits", target="eyeriss", output_dir="never-written", emit=["plot"])
+    assert not Path("never-written").exists()

@@ -287,6 +287,7 @@ def test_integer_accumulator_ops_are_refused_with_the_reason(op_type):
         quantloop.compile(model)
 
 
+@pytest.mark.slow
 def test_layer_bits_are_the_models_own(tmp_path, cache):
     """Int4 weights and uint8 activations from the model, not the default --bits w8a8."""
     src = quantize(small_cnn(), tmp_path, "int4", weights=QuantType.QInt4)
