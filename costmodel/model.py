@@ -56,6 +56,10 @@ from quantloop.costmodel.mapping import Mapping, MappingArrays
 from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
 
+#: bump when evaluate / evaluate_batch change any figure: cached mappings were chosen by the old
+#: figures (the mapper cache key includes it), so they are searched again instead of only re-scored
+COSTMODEL_VERSION = "1"
+
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _WEIGHTS, _INPUTS, _OUTPUTS = range(3)
 #: dims whose change replaces the whole tile (everything relevant except the sliding-window dims of Inputs)
@@ -93,10 +97,6 @@ class BatchResult:
     macs: int
     mac_energy: float
     values_per_word: np.ndarray
-
-    @property
-    def edp(self) -> np.ndarray:
-        return self.energy * self.cycles
 
     @property
     def valid(self) -> np.ndarray:

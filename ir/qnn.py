@@ -18,7 +18,9 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from quantloop.errors import QuantloopError
+from quantloop.ir.accel import ACCEL
 from quantloop.ir.builder import MainBuilder, main_func
+from quantloop.ir.syntax import upgrade_string_enums
 from quantloop.ir.ops import (
     ACTIVATIONS,
     QNN_OPS,
@@ -39,6 +41,7 @@ from quantloop.ir.ops import (
     GlobalAvgPoolOp,
     HOST_OP_TYPES,
     HostOp,
+    HostOpTypeAttr,
     IdentityOp,
     MatMulOp,
     MaxPoolOp,
@@ -73,28 +76,19 @@ from quantloop.ir.weights import DenseWeightsAttr, Weights
 QNN = Dialect(
     "qnn",
     list(QNN_OPS),
-    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr],
+    [IntType, UniformType, UniformPerAxisType, PotType, Pot2Type, DenseWeightsAttr, ActivationAttr, HostOpTypeAttr],
 )
 
-#: Dialects every quantloop context loads; other dialects (e.g. `accel`) are appended here
-#: by their module, or passed to `make_context`.
+#: Dialects every quantloop context loads (accel too, see `make_context`); others are passed to
+#: `make_context`.
 DEFAULT_DIALECTS: list[Dialect] = [Builtin, Func, QNN]
 
 
-def _optional_dialects() -> list[Dialect]:
-    try:
-        from quantloop.ir import accel
-    except ImportError:
-        return []
-    dialect = getattr(accel, "ACCEL", None)
-    return [dialect] if isinstance(dialect, Dialect) else []
-
-
 def make_context(*extra_dialects: Dialect) -> Context:
-    """A context with builtin, func, qnn (and accel, once it exists) plus `extra_dialects` loaded."""
+    """A context with builtin, func, qnn and accel plus `extra_dialects` loaded."""
     ctx = Context()
     seen: set[str] = set()
-    for dialect in [*DEFAULT_DIALECTS, *_optional_dialects(), *extra_dialects]:
+    for dialect in [*DEFAULT_DIALECTS, ACCEL, *extra_dialects]:
         if dialect.name not in seen:
             ctx.load_dialect(dialect)
             seen.add(dialect.name)
@@ -129,8 +123,10 @@ class QnnPrinter(Printer):
         lines = []
         for attr, alias in self._aliases.items():
             text = io.StringIO()
-            QnnPrinter(stream=text, alias_per_axis=False).print_attribute(attr)
-            lines.append(f"{alias} = {text.getvalue()}\n")
+            printer = QnnPrinter(stream=text, alias_per_axis=False)
+            printer.print_string(f"{alias} = ")  # through the printer, so long scale lists wrap in time
+            printer.print_attribute(attr)
+            lines.append(text.getvalue() + "\n")
         return "".join(lines)
 
 
@@ -190,6 +186,7 @@ def parse_module(text: str, source_name: str = "<string>", ctx: Context | None =
         raise QuantloopError(f"{source_name}:{location.line}:{location.col}: {_one_line(err.msg)}") from err
     except VerifyException as err:
         raise QuantloopError(f"{source_name}: {_first_line(err)}") from err
+    upgrade_string_enums(module)
     verify_module(module, source_name)
     return module
 

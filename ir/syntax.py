@@ -20,16 +20,16 @@ import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, f64, i64
+from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, StringAttr, UnitAttr, f64, i64
 from xdsl.dialects.utils import EnumAttribute
-from xdsl.ir import Attribute, BuiltinAttribute, SSAValue
+from xdsl.ir import Attribute, BuiltinAttribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, OptionalDef, VarOperandDef, VarResultDef
 from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
 from xdsl.utils.base_printer import BasePrinter
 
-#: Lines longer than this are wrapped where the syntax allows (function types, long lists).
-WRAP_COLUMN = 160
+#: Lines would pass this column are wrapped where the syntax allows (properties, function types, long lists).
+WRAP_COLUMN = 200
 #: Properties printed after all others (the ONNX node name reads best at the end).
 LAST_PROPERTIES = ("name",)
 
@@ -49,7 +49,7 @@ def print_wrapped(printer: BasePrinter, items: Sequence[str], width: int = WRAP_
         for i, item in enumerate(items):
             if i:
                 printer.print_string(",")
-                printer.print_string("\n" if printer._current_column + 1 + len(item) > width else " ")
+                printer.print_string("\n" if printer._current_column + 2 + len(item) > width else " ")  # room for ", "
             printer.print_string(item)
 
 
@@ -80,7 +80,22 @@ def _print_value(printer: Printer, value: Attribute) -> None:
     elif isinstance(value, EnumAttribute):
         printer.print_identifier_or_string_literal(str(value.data.value))
     else:
+        _print_generic(printer, value)
+
+
+def _print_generic(printer: Printer, value: Attribute) -> None:
+    """The attribute's generic spelling, with the elements of a long `array<T: ...>` wrapped."""
+    if not isinstance(value, DenseArrayBase):
         printer.print_attribute(value)
+        return
+    text = _rendered(printer, lambda: printer.print_attribute(value))
+    head, colon, body = text.partition(": ")
+    if not colon:
+        printer.print_string(text)
+        return
+    printer.print_string(head + ": ")
+    print_wrapped(printer, body.removesuffix(">").split(", "))
+    printer.print_string(">")
 
 
 def _parse_value(parser: Parser, key: str, definition) -> Attribute:
@@ -168,6 +183,26 @@ class CustomSyntaxOp(IRDLOperation):
                 entry(kv)
         printer.print_string("}")
 
+    def _print_attributes(self, printer: Printer) -> None:
+        """Discardable attributes in their generic spelling, after `attributes` (as MLIR prints them)."""
+        if not self.attributes:
+            return
+        def entry(key: str, value: Attribute) -> None:
+            printer.print_identifier_or_string_literal(key)
+            if not isinstance(value, UnitAttr):
+                printer.print_string(" = ")
+                _print_generic(printer, value)
+
+        printer.print_string(" attributes {")
+        with printer.indented(2):
+            for i, (key, value) in enumerate(self.attributes.items()):
+                if i:
+                    text = _rendered(printer, lambda: entry(key, value))
+                    long = "\n" not in text and printer._current_column + 2 + len(text) > WRAP_COLUMN
+                    printer.print_string(",\n" if long else ", ")
+                entry(key, value)
+        printer.print_string("}")
+
     def _print_signature(self, printer: Printer) -> None:
         """` : (inputs) -> outputs`, on a line of its own (and `-> outputs` on the next) when long."""
         inputs = _rendered(printer, lambda: printer.print_function_type(self.operand_types, ()))
@@ -188,7 +223,7 @@ class CustomSyntaxOp(IRDLOperation):
     def print(self, printer: Printer) -> None:
         self._print_operands(printer)
         self._print_properties(printer)
-        printer.print_op_attributes(self.attributes, print_keyword=True)
+        self._print_attributes(printer)
         self._print_signature(printer)
 
     # ------------------------------------------------------------------------------------------ parse
@@ -325,3 +360,18 @@ class CustomSyntaxOp(IRDLOperation):
             properties=properties,
             attributes=attributes.data if isinstance(attributes, DictionaryAttr) else {},
         )
+
+
+def upgrade_string_enums(root: Operation) -> None:
+    """Text written before these properties were enums spelled them as strings (`act = "relu"` in the
+    generic form): turn every such string naming a valid value into the enum attribute, in place."""
+    for op in root.walk():
+        if not isinstance(op, CustomSyntaxOp):
+            continue
+        definitions = op.get_irdl_definition().properties
+        for key, value in list(op.properties.items()):
+            cls = _constraint_class(definitions.get(key))
+            if isinstance(value, StringAttr) and cls is not None and issubclass(cls, EnumAttribute):
+                members = {str(m.value): m for m in cls.enum_type}
+                if value.data in members:
+                    op.properties[key] = cls(members[value.data])

@@ -11,7 +11,7 @@ from typing import Any
 
 from quantloop.costmodel.checks import check_bits
 from quantloop.costmodel.mapping import LevelMapping, Mapping
-from quantloop.costmodel.model import CostResult, evaluate
+from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.mapper.cache import MapCache, cache_key
@@ -43,15 +43,18 @@ def _problem_key(problem: Problem) -> dict:
 
 def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: int,
               budget: Budget | None = None) -> str:
+    """Everything a cached mapping depends on: every field of the problem, bits (widths, scheme,
+    partial-sum mode, and any added later), target content, search settings, and the versions of
+    the mapper and of the cost model that scored it."""
     return cache_key({
         "budget": asdict(budget or Budget()),
         "problem": _problem_key(problem),
-        "bits": list(bits.as_tuple()),
-        "scheme": bits.scheme,
+        "bits": asdict(bits),
         "target": arch.content_hash or repr(arch),
         "objective": objective,
         "seed": seed,
         "mapper": MAPPER_VERSION,
+        "costmodel": COSTMODEL_VERSION,
     })
 
 

@@ -3,6 +3,8 @@
 - BatchNorm folds into the conv / gemm that produces its input, when that op's only user is the
   BatchNorm and weights, bias and BN parameters are float constants; otherwise the
   `qnn.batchnorm` stays (it is still a valid, exportable op).
+- Mul / Div / Add / Sub of a conv / gemm result by a per-output-channel float constant fold the
+  same way (BatchNorm written as Mul/Add); otherwise they stay host ops.
 - Relu / Clip fuse into the producing conv / gemm / add as its `act` (only user, no act yet).
 - Identity and Dropout disappear; trivial float constant expressions (reshape, flatten, relu,
   clip, add of constants) are folded; dead ops are erased.
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import Float32Type, ModuleOp
+from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -37,6 +39,7 @@ from quantloop.ir import (
     DropoutOp,
     FlattenOp,
     GemmOp,
+    HostOp,
     IdentityOp,
     ReluOp,
     ReshapeOp,
@@ -82,15 +85,14 @@ class FoldBatchNorm(RewritePattern):
             return
         gamma, beta, mean, var = (p.astype(np.float64) for p in params)
         scale = gamma / np.sqrt(var + bn.epsilon)
-        if isinstance(producer, Conv2dOp):
-            new_ops = self._fold_conv(producer, bn, scale, beta, mean)
-        else:
-            new_ops = self._fold_gemm(producer, bn, scale, beta, mean)
+        fold = self._fold_conv if isinstance(producer, Conv2dOp) else self._fold_gemm
+        new_ops = fold(producer, bn.output.type, scale, beta, mean, channel_type=bn.mean.type)
         if new_ops is not None:
             rewriter.replace(bn, new_ops)
 
     @staticmethod
-    def _fold_conv(conv: Conv2dOp, bn: BatchNormOp, scale, beta, mean) -> list[Operation] | None:
+    def _fold_conv(conv: Conv2dOp, result_type, scale, beta, mean, channel_type) -> list[Operation] | None:
+        """The conv computing `(conv - mean) * scale + beta` per output channel (float64, rounded once)."""
         weight = _float_constant(conv.weight)
         bias = np.zeros(scale.shape) if conv.bias is None else _float_constant(conv.bias)
         if weight is None or bias is None:
@@ -98,13 +100,13 @@ class FoldBatchNorm(RewritePattern):
         new_w = (weight.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
         new_b = ((bias.astype(np.float64) - mean) * scale + beta).astype(np.float32)
         w_op = ConstantOp(new_w, conv.weight.type, name=conv.weight.owner.node_name)
-        b_op = ConstantOp(new_b, bn.mean.type, name=f"{conv.node_name or 'conv'}.bias")
-        new = Conv2dOp(conv.input, w_op, b_op, bn.output.type, strides=conv.strides, pads=conv.pads,
+        b_op = ConstantOp(new_b, channel_type or TensorType(f32, [len(new_b)]), name=f"{conv.node_name or 'conv'}.bias")
+        new = Conv2dOp(conv.input, w_op, b_op, result_type, strides=conv.strides, pads=conv.pads,
                        dilations=conv.dilations, group=conv.group, name=conv.node_name)
         return _named([w_op, b_op, new], [conv.weight, None, conv.output], conv.node_name)
 
     @staticmethod
-    def _fold_gemm(gemm: GemmOp, bn: BatchNormOp, scale, beta, mean) -> list[Operation] | None:
+    def _fold_gemm(gemm: GemmOp, result_type, scale, beta, mean, channel_type) -> list[Operation] | None:
         weight = _float_constant(gemm.b)
         outputs = scale.shape[0]
         c = np.zeros(()) if gemm.c is None else _float_constant(gemm.c)
@@ -115,10 +117,51 @@ class FoldBatchNorm(RewritePattern):
                                 (outputs,)) * gemm.beta
         new_c = ((c_eff - mean) * scale + beta).astype(np.float32)
         w_op = ConstantOp(new_w.astype(np.float32), gemm.b.type, name=gemm.b.owner.node_name)
-        c_op = ConstantOp(new_c, bn.mean.type, name=f"{gemm.node_name or 'gemm'}.bias")
-        new = GemmOp(gemm.a, w_op, c_op, bn.output.type, alpha=gemm.alpha, beta=1.0, trans_a=gemm.trans_a,
+        c_op = ConstantOp(new_c, channel_type or TensorType(f32, [len(new_c)]), name=f"{gemm.node_name or 'gemm'}.bias")
+        new = GemmOp(gemm.a, w_op, c_op, result_type, alpha=gemm.alpha, beta=1.0, trans_a=gemm.trans_a,
                      trans_b=gemm.trans_b, name=gemm.node_name)
         return _named([w_op, c_op, new], [gemm.b, None, gemm.output], gemm.node_name)
+
+
+class FoldAffineIntoLayer(RewritePattern):
+    """`layer(x) * c`, `/ c`, `+ c`, `- c` with a float constant `c` that is one value per output channel
+    (or one value) fold into the conv / gemm's weights and bias, as a BatchNorm does. Anything else
+    (a constant varying along other axes, a layer with other users or a fused activation) stays on the host."""
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        kind = op.op_type if isinstance(op, HostOp) else "Add" if isinstance(op, AddOp) and op.act == "none" else None
+        if kind not in ("Mul", "Div", "Add", "Sub") or len(op.operands) != 2:
+            return
+        operands = list(op.operands)
+        order = (0, 1) if kind in ("Div", "Sub") else (0, 1, 1, 0)
+        for i in range(0, len(order), 2):
+            layer_value, c = operands[order[i]], _float_constant(operands[order[i + 1]])
+            if c is not None and self._fold(op, kind, layer_value, c, rewriter):
+                return
+
+    @staticmethod
+    def _fold(op: Operation, kind: str, value: SSAValue, c: np.ndarray, rewriter: PatternRewriter) -> bool:
+        layer = value.owner
+        if not isinstance(layer, (Conv2dOp, GemmOp)) or layer.act != "none" or not _single_user(value):
+            return False
+        out_shape = tuple(value.type.get_shape())
+        if tuple(op.results[0].type.get_shape()) != out_shape or c.ndim > len(out_shape):
+            return False
+        channels = out_shape[1]
+        full = (1,) * (len(out_shape) - c.ndim) + c.shape
+        if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, channels):
+            return False
+        per_channel = np.broadcast_to(c.astype(np.float64).reshape(-1), (channels,))
+        if kind == "Div" and not np.all(per_channel):
+            return False
+        scale = {"Mul": per_channel, "Div": 1.0 / per_channel}.get(kind, np.ones(channels))
+        shift = {"Add": per_channel, "Sub": -per_channel}.get(kind, np.zeros(channels))
+        new_ops = (FoldBatchNorm._fold_conv if isinstance(layer, Conv2dOp) else FoldBatchNorm._fold_gemm)(
+            layer, op.results[0].type, scale, shift, np.zeros(channels), channel_type=None)
+        if new_ops is None:
+            return False
+        rewriter.replace(op, new_ops)
+        return True
 
 
 class FuseActivation(RewritePattern):
@@ -174,7 +217,7 @@ class CanonicalizePass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         patterns = GreedyRewritePatternApplier(
-            [DropIdentity(), FoldConstantExpressions(), FoldBatchNorm(), FuseActivation()]
+            [DropIdentity(), FoldConstantExpressions(), FoldBatchNorm(), FoldAffineIntoLayer(), FuseActivation()]
         )
         PatternRewriteWalker(patterns, apply_recursively=True).rewrite_module(op)
         for func_op in op.ops:

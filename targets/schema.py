@@ -41,7 +41,6 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantloop.costmodel.problem import DATASPACES, DIMS
@@ -218,14 +217,9 @@ def parse_spec(data: object, source: str) -> TargetSpec:
 
 
 def load_spec_file(path: str | Path) -> TargetSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise QuantloopError(f"{path}: cannot read target file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise QuantloopError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return parse_spec(data, str(path))
+    from quantloop.files import load_yaml
+
+    return parse_spec(load_yaml(path, "target file"), str(path))
 
 
 def content_hash(spec: TargetSpec) -> str:

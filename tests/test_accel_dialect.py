@@ -156,6 +156,7 @@ def test_mapping_spelling():
     _round_trip(attr)
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(mappings)
 def test_mapping_round_trips_text_and_costmodel(levels):

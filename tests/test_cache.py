@@ -104,3 +104,18 @@ def test_workers_must_be_positive():
 
     with pytest.raises(QuantloopError, match="workers"):
         map_layers([("a", LAYER, Bits(8, 8, 8))], "eyeriss", workers=0)
+
+
+def test_key_covers_partial_sum_mode_and_both_versions(monkeypatch):
+    """A cost-model change must re-search, not only re-score: its version is in the key, as the
+    mapper's is; every Bits field (the partial-sum mode too) is."""
+    from quantloop.mapper import api
+
+    eyeriss = load_target("eyeriss")
+    base = layer_key(LAYER, eyeriss, Bits(8, 8, 8), "energy", 0)
+    assert base != layer_key(LAYER, eyeriss, Bits(8, 8, 8, psum="outputs"), "energy", 0)
+    monkeypatch.setattr(api, "COSTMODEL_VERSION", api.COSTMODEL_VERSION + "+changed")
+    assert base != layer_key(LAYER, eyeriss, Bits(8, 8, 8), "energy", 0)
+    monkeypatch.undo()
+    monkeypatch.setattr(api, "MAPPER_VERSION", api.MAPPER_VERSION + "+changed")
+    assert base != layer_key(LAYER, eyeriss, Bits(8, 8, 8), "energy", 0)

@@ -46,7 +46,10 @@ for _tag in KNOWN_TAGS:
     _Loader.add_constructor(f"!{_tag}", _construct)
 
 
-def _check_tags(node: yaml.Node, path: str, source: str) -> None:
+def _check_tags(node: yaml.Node, path: str, source: str, seen: set[int]) -> None:
+    if id(node) in seen:  # an alias: checked where it was defined (and no exponential walk of alias chains)
+        return
+    seen.add(id(node))
     tag = node.tag or ""
     if not tag.startswith(_STANDARD_PREFIX) and tag[1:] not in KNOWN_TAGS:
         raise QuantloopError(
@@ -56,10 +59,10 @@ def _check_tags(node: yaml.Node, path: str, source: str) -> None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            _check_tags(value, f"{path}.{name}" if path else str(name), source)
+            _check_tags(value, f"{path}.{name}" if path else str(name), source, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_tags(item, f"{path}[{i}]", source)
+            _check_tags(item, f"{path}[{i}]", source, seen)
 
 
 def load_yaml(path: Path) -> object:
@@ -73,9 +76,11 @@ def load_yaml(path: Path) -> object:
         root = loader.get_single_node()
         if root is None:
             return None
-        _check_tags(root, "", str(path))
+        _check_tags(root, "", str(path), set())
         return loader.construct_document(root)
     except yaml.YAMLError as err:
         raise QuantloopError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except RecursionError:
+        raise QuantloopError(f"{path}: not valid YAML (nested too deeply, or an alias refers to itself)") from None
     finally:
         loader.dispose()
