@@ -265,6 +265,8 @@ class _Importer:
             return _same_pads(list(size), kernel, strides, dilations, mode)
         if mode == "VALID":
             return [0, 0, 0, 0]
+        if mode != "NOTSET":
+            raise self.fail(f"auto_pad {mode!r} is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID")
         return list(a.get("pads", [0, 0, 0, 0]))
 
     def gemm(self, node: onnx.NodeProto) -> None:

@@ -44,7 +44,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from quantloop.errors import QuantloopError
+from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.frontend.quant_types import container
 from quantloop.ir import quantization as q
 from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR
@@ -267,17 +267,18 @@ class CalibratePass(ModulePass):
                 return {v: tuple(cached[exporter.names[v]]) for v in values}
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(self.seed)
         observers = {v: RangeObserver(self.act_range, self.percentile, rng) for v in values}
         fetch = list(names.values())
         feeds = [exporter.names[a] for a in args]
-        for parts in zip(*(_batches(x, batch) for x in inputs)):
-            for arg, part in zip(args, parts):
-                if arg in observers:
-                    observers[arg].update(part)
-            for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
-                observers[value].update(result)
+        with onnxruntime_failures("qnn-calibrate"):
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            for parts in zip(*(_batches(x, batch) for x in inputs)):
+                for arg, part in zip(args, parts):
+                    if arg in observers:
+                        observers[arg].update(part)
+                for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
+                    observers[value].update(result)
         ranges = {v: tuple(float(x) for x in obs.range()) for v, obs in observers.items()}
         if cache is not None:
             cache.put(key, {exporter.names[v]: list(r) for v, r in ranges.items()})
