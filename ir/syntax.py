@@ -28,19 +28,12 @@ from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
 from xdsl.utils.base_printer import BasePrinter
 
-#: Lines would pass this column are wrapped where the syntax allows (properties, function types, long lists).
+from quantloop.ir.types import float_text
+
+#: Lines that would pass this column are wrapped where the syntax allows (properties, function types, long lists).
 WRAP_COLUMN = 200
 #: Properties printed after all others (the ONNX node name reads best at the end).
 LAST_PROPERTIES = ("name",)
-
-
-def float_text(value: float) -> str:
-    """Shortest text that parses back to exactly `value` and that the MLIR lexer reads as a float."""
-    text = repr(float(value))
-    mantissa, exp_mark, exponent = text.partition("e")
-    if "." not in mantissa:
-        mantissa += ".0"
-    return mantissa + exp_mark + exponent
 
 
 def print_wrapped(printer: BasePrinter, items: Sequence[str], width: int = WRAP_COLUMN, indent: int = 2) -> None:

@@ -546,3 +546,40 @@ def test_qonnx_refusals_name_the_reason(change, message):
     model = _qonnx_model(nodes, {"xs": 0.02, "z": 0.0, "b8": 8, "ts": 0.16, "b5": 5}, [1, 4], [1, 4])
     with pytest.raises(QuantloopError, match=message):
         quantloop.compile(model)
+
+
+def test_int64_constants_of_host_ops_pass_through_calibration_and_the_fake_quant_model(tmp_path):
+    """Calibration and model.quant.onnx export run the model with a Slice's int64 starts/ends unchanged."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+         helper.make_node("Slice", ["c", "starts", "ends", "axes"], ["y"], name="slice")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.array([1], np.int64), "starts"), numpy_helper.from_array(np.array([3], np.int64), "ends"),
+         numpy_helper.from_array(np.array([1], np.int64), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    from quantloop.passes.calibrate import CalibrationWarning
+
+    with pytest.warns(CalibrationWarning):
+        quantloop.compile(model, target="simba", output_dir=tmp_path / "out", emit="onnx", out=io.StringIO())
+    session = _session(tmp_path / "out" / "model.quant.onnx", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    assert session.run(None, {"x": np.ones((1, 3, 4, 4), np.float32)})[0].shape == (1, 2, 4, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2"])
+def test_qdq_torch_cnns_with_host_ops(name, tmp_path, cache):
+    """QDQ around host ops (HardSigmoid, Mul, Transpose, Slice with int64 constants) keeps the model's
+    quantization on every tensor: bit-exact outputs, the model's own codes."""
+    import torch
+
+    from quantloop.frontend.zoo.torch_cnns import build
+
+    net = build(name, width=0.25, num_classes=10).eval()
+    path = tmp_path / f"{name}.float.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 32, 32), path, dynamo=False, opset_version=13, input_names=["input"])
+    model = folded_float(onnx.load(path), tmp_path, name)
+    compile_and_check(quantize(model, tmp_path, name), tmp_path, cache, ("simba",))
