@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from quantloop import files
+import quantloop.files as files
 from quantloop.errors import QuantloopError
 
 KNOWN_TAGS = ("Container", "Component", "Hierarchical", "Parallel", "Nothing")
