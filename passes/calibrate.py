@@ -22,7 +22,8 @@ Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib
 `samples` seeded N(0, 1) random inputs (and warns: such ranges say little about real data),
 `weight_clip=minmax|mse`, `act_range=minmax|percentile`, `percentile=99.99` (two-sided: the
 (100 − p)-th and p-th percentiles; tensors with more than 4 M observed values are subsampled at random,
-seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`.
+seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`, `max_samples=2048` (calibration
+data beyond this many samples is not run: ranges settle long before, and time stays bounded).
 
 The observed ranges are cached on disk beside the mapper cache (same root, `calibration/` folder),
 keyed by the exported float model (bytes, weights included), the calibration inputs, the activation
@@ -133,6 +134,7 @@ class CalibratePass(ModulePass):
     percentile: float = DEFAULT_PERCENTILE
     scheme: str = "int"
     samples: int = 32
+    max_samples: int = 2048
     seed: int = 0
     cache_dir: str = ""
     no_cache: bool = False
@@ -168,6 +170,8 @@ class CalibratePass(ModulePass):
             raise QuantloopError(f"qnn-calibrate: percentile={self.percentile} must be in (50, 100]")
         if self.samples < 1:
             raise QuantloopError(f"qnn-calibrate: samples={self.samples} must be at least 1")
+        if self.max_samples < 1:
+            raise QuantloopError(f"qnn-calibrate: max_samples={self.max_samples} must be at least 1")
 
     # ------------------------------------------------------------------ which values
 
@@ -234,7 +238,7 @@ class CalibratePass(ModulePass):
         x, _ = check_dataset(x, None, shapes[0], np.float32, None, self.data)
         if len(x) < batch:
             raise QuantloopError(f"{self.data}: {len(x)} samples are fewer than the model's batch {batch}")
-        return [x]
+        return [x[: max(batch, self.max_samples // batch * batch)]]  # the first max_samples (whole batches)
 
     def _observe(self, module: ModuleOp, func: FuncOp, values: list[SSAValue]) -> dict[SSAValue, tuple[float, float]]:
         if not values:
