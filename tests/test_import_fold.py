@@ -92,15 +92,20 @@ def test_a_folded_constant_too_large_is_an_error_not_a_memory_blow_up():
         import_onnx(model)
 
 
-def test_opset_7_converts_and_upsample_lrn_run_on_the_host():
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+def test_opset_7_converts_and_upsample_lrn_pad_run_on_the_host(tmp_path):
+    nodes = [helper.make_node("Pad", ["x"], ["xp"], pads=[0, 0, 1, 1, 0, 0, 1, 1], name="pad"),
+             helper.make_node("Conv", ["xp", "w"], ["c"], name="conv"),
              helper.make_node("LRN", ["c"], ["l"], size=3, alpha=1e-3, beta=0.75, bias=2.0, name="lrn"),
              helper.make_node("Upsample", ["l"], ["u"], scales=[1.0, 1.0, 2.0, 2.0], mode="nearest", name="up"),
              helper.make_node("Softmax", ["u"], ["y"], axis=1, name="softmax")]
     w = np.random.default_rng(2).standard_normal((4, 3, 3, 3)).astype(np.float32)
     model = make(nodes, [f32("x", [1, 3, 8, 8])], [f32("y", [1, 4, 16, 16])], [init("w", w)], opset=7)
     module = roundtrip(model, X)
-    assert sorted(op.op_type for op in module.walk() if isinstance(op, HostOp)) == ["LRN", "Resize"]
+    assert sorted(op.op_type for op in module.walk() if isinstance(op, HostOp)) == ["LRN", "Pad", "Resize"]
+    # Converted to opset 13, Pad and Resize read int64 / float constants as inputs; calibration exports them too.
+    result = compile_model(model, target="eyeriss", output_dir=tmp_path / "out", emit="schedule")
+    assert [layer.name for layer in result.layers] == ["conv"]
+    assert [h.split()[0] for h in result.host_ops][:3] == ["qnn.host:Pad", "qnn.host:LRN", "qnn.host:Resize"]
 
 
 def test_softmax_before_opset_13_normalises_everything_from_its_axis():
