@@ -138,12 +138,11 @@ def read_report(out_dir: Path) -> dict:
     path = Path(out_dir) / "report.json"
     if Path(out_dir).is_file():
         raise QuantloopError(f"{out_dir}: is a file; pass the output folder of `quantloop compile`")
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise QuantloopError(f"{path}: not found; pass the output folder of `quantloop compile`") from None
-    except json.JSONDecodeError as err:
-        raise QuantloopError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    from quantloop.files import load_json
+
+    if not (path.exists() or path.is_symlink()):
+        raise QuantloopError(f"{path}: not found; pass the output folder of `quantloop compile`")
+    report = load_json(path, "report")
     if not isinstance(report, dict) or report.get("version") != REPORT_VERSION:
         raise QuantloopError(f"{path}: not a quantloop report of version {REPORT_VERSION}")
     return report

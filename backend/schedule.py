@@ -181,7 +181,9 @@ def _bits_text(record: LayerRecord) -> str:
 
 
 def format_schedule_txt(records: Sequence[LayerRecord], target: Arch, command_line: str) -> str:
-    """One block per layer: header with problem, bits, energy and cycles, then the loop nest."""
+    """One block per layer: header with problem, bits, energy and cycles, then the loop nest.
+
+    Energies are in uJ throughout (the total and every layer), per MAC in pJ."""
     total_e = sum(r.cost.total_energy_pj for r in records)
     total_c = sum(r.cost.cycles for r in records)
     lines = [
@@ -200,7 +202,7 @@ def format_schedule_txt(records: Sequence[LayerRecord], target: Arch, command_li
             title + "=" * max(3, 78 - len(title)),
             f"problem: {dims}; {strides}; {c.macs} MACs",
             f"bits: {_bits_text(r)}",
-            f"energy {c.total_energy_pj:.6g} pJ ({c.total_energy_pj / c.macs:.4g} pJ/MAC), {c.cycles} cycles, "
+            f"energy {c.total_energy_pj / 1e6:.6g} uJ ({c.total_energy_pj / c.macs:.4g} pJ/MAC), {c.cycles} cycles, "
             f"utilization {c.utilization:.1%}"
             + ("" if r.optimal is None else f", {'proven optimal' if r.optimal else 'best found'}"),
             "",

@@ -62,11 +62,12 @@ def _readme(record: LayerRecord, target: Arch, mixed: Sequence[str]) -> str:
 
 def write_timeloop(out_dir: Path, records: Sequence[LayerRecord], target: Arch, folders: dict[str, str]) -> list[Path]:
     written = []
+    texts: dict[str, str] = {}
     for r in records:
         folder = Path(out_dir) / "timeloop" / folders[r.name]
         folder.mkdir(parents=True)
         inputs = layer_inputs(target, r.problem, r.mapping, r.bits)
-        written += write_layer_inputs(folder, inputs)
+        written += write_layer_inputs(folder, inputs, texts)
         (folder / "README.md").write_text(_readme(r, target, inputs.emulation.mixed))
         written.append(folder / "README.md")
     return written

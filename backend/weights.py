@@ -33,6 +33,7 @@ import numpy as np
 
 from quantloop.backend import packing
 from quantloop.backend.tiling import TilePlan
+from quantloop.costmodel.weight_memory import packed_weight_words
 from quantloop.errors import QuantloopError
 from quantloop.ir import quantization as q
 
@@ -169,7 +170,10 @@ def unpack_tiles(data: bytes, plan: TilePlan, bits: int, word_bits: int, signed:
 
 
 def packed_layer_words(plan: TilePlan, bits: int, word_bits: int) -> int:
-    return plan.tile_count * packing.packed_size_words(plan.tile_size, bits, word_bits)
+    """`costmodel.weight_memory.packed_weight_words` for a packable (bits, word) pair: the search's weight
+    objective counts with the same rule."""
+    packing.values_per_word(bits=bits, word_bits=word_bits)  # rejects what the packer cannot store
+    return packed_weight_words(plan.tile_count * plan.tile_size, bits, word_bits, plan.tile_count)
 
 
 def _check_codes(layer: str, w: QuantizedWeights) -> None:

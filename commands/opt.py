@@ -64,15 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if args.file == "-":
         text, source = sys.stdin.read(), "<stdin>"
     else:
+        from quantloop.files import read_text
+
         path = Path(args.file)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise QuantloopError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise QuantloopError(f"{path}: is a directory, not a .mlir file") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise QuantloopError(f"{path}: cannot be read as text ({err})") from None
+        text = read_text(path, "MLIR file", max_bytes=1 << 30)
         source = str(path)
     elide = None if args.elide_weights is None or args.elide_weights < 0 else args.elide_weights
     ctx = make_context()

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sort == "energy":
         layers.sort(key=lambda layer: layer["energy_pj"], reverse=True)
     table = Table(title="Layers")
-    for col, justify in (("layer", "left"), ("kind", "left"), ("bits W/I/O", "left"), ("scheme", "left"),
+    # names are never cut to an ellipsis (two long names would look the same when piped): they fold
+    table.add_column("layer", min_width=min(max((len(x["name"]) for x in layers), default=5), 60), overflow="fold")
+    for col, justify in (("kind", "left"), ("bits W/I/O", "left"), ("scheme", "left"),
                          ("energy (µJ)", "right"), ("share", "right"), ("cycles", "right"),
                          ("utilization", "right"), ("weights (bytes)", "right")):
         table.add_column(col, justify=justify)

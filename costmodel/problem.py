@@ -8,6 +8,7 @@ Q pairs with S and Hstride/Hdilation, so an input tile of p × r spans
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,6 @@ from quantloop.errors import QuantloopError
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
 DIM_INDEX: dict[str, int] = {d: i for i, d in enumerate(DIMS)}
 DATASPACES: tuple[str, ...] = ("Weights", "Inputs", "Outputs")
-DS_INDEX: dict[str, int] = {d: i for i, d in enumerate(DATASPACES)}
 
 #: Which dims index which data space. Inputs are indexed by P, Q, R, S through the sliding window.
 DATASPACE_DIMS: dict[str, frozenset[str]] = {
@@ -38,6 +38,12 @@ def window_extent(outputs, taps, stride, dilation):
     """Input extent read by `outputs` consecutive outputs of a `taps`-tap window:
     (outputs − 1)·stride + (taps − 1)·dilation + 1."""
     return (outputs - 1) * stride + (taps - 1) * dilation + 1
+
+#: The largest dim or stride a layer may have, and the largest MAC count / tensor size: far beyond any real
+#: CNN layer, small enough that every tile, access count and energy stays exact in int64 / float64 and that
+#: factorising a dim is instant.
+MAX_DIM = (1 << 31) - 1
+MAX_VOLUME = 1 << 50
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,15 @@ class Problem:
             value = getattr(self, key)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} must be a positive integer, got {value!r}")
+            object.__setattr__(self, key, int(value))  # Python ints: the size checks below cannot wrap around
+            if value > MAX_DIM:
+                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} = {value} exceeds the largest "
+                                     f"supported dimension {MAX_DIM}")
+        volumes = {"MACs": self.macs, **self.tensor_sizes}
+        for what, volume in volumes.items():
+            if volume > MAX_VOLUME:
+                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {what} = {volume} exceeds the supported "
+                                     f"limit of 2^50; the layer is too large to cost")
 
     @property
     def dims(self) -> dict[str, int]:
@@ -78,7 +93,8 @@ class Problem:
 
     @property
     def macs(self) -> int:
-        return int(np.prod(self.dim_array))
+        """Exact (Python integers: never wraps around like an int64 product)."""
+        return math.prod(int(getattr(self, d)) for d in DIMS)
 
     def input_window(self, p, q, r, s):
         """(width, height) of the input tile that p × q outputs read through r × s kernel taps.
@@ -188,17 +204,18 @@ class Bits:
                 + ("" if self.psum == "accumulator" else f" (partial sums at {self.psum} width)"))
 
 
-STOCK_BITS = Bits()
-
-
 def prime_factors(n: int) -> list[int]:
-    """Prime factors of `n` with multiplicity, ascending (1 has none); the unit loop bounds are split into."""
+    """Prime factors of `n` with multiplicity, ascending (1 has none); the unit loop bounds are split into.
+
+    Trial division up to √n: at most ~46,000 steps for a dim up to `MAX_DIM`."""
     out, p = [], 2
-    while n > 1:
+    while p * p <= n:
         while n % p == 0:
             out.append(p)
             n //= p
-        p += 1
+        p += 1 if p == 2 else 2
+    if n > 1:
+        out.append(n)
     return out
 
 

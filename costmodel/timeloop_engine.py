@@ -14,6 +14,8 @@ are turned back into words (ceil(values / values per word)) so they read like qu
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import shutil
@@ -23,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.model import CostResult, LevelStats, evaluate_batch
@@ -36,7 +37,7 @@ from quantloop.costmodel.timeloop_arch import (
     emulated_words,
     energy_reference_table,
 )
-from quantloop.costmodel.timeloop_yaml import mapping_to_list, problem_to_dict
+from quantloop.costmodel.timeloop_yaml import dump_yaml, mapping_to_list, problem_to_dict
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 
@@ -50,9 +51,15 @@ _NOT_FOUND = (
 
 @dataclass(frozen=True)
 class TimeloopTool:
-    """How to start timeloop-model: `command + [input files]`."""
+    """How to start timeloop-model: `command + [input files]`.
+
+    `extrapolate=False` turns off Timeloop's temporal extrapolation (it computes the data moved
+    in the first iterations of a loop and extrapolates the rest, which is exact for the mappings
+    a search keeps but can be off by a few per cent when two sliding-window loops of one axis,
+    e.g. R outside P, sit above a level); then Timeloop visits every iteration, as quantloop counts."""
 
     command: tuple[str, ...]
+    extrapolate: bool = True
 
     def __str__(self) -> str:
         return " ".join(self.command)
@@ -104,12 +111,20 @@ def layer_inputs(arch: Arch, problem: Problem, mapping: Mapping, bits: Bits = Bi
     return LayerInputs(docs, emulation)
 
 
-def write_layer_inputs(folder: Path, inputs: LayerInputs) -> list[Path]:
+def write_layer_inputs(folder: Path, inputs: LayerInputs, texts: dict[str, str] | None = None) -> list[Path]:
+    """Write the layer's input files into `folder`. `texts` (shared across the layers of a network)
+    remembers the YAML of documents seen before: arch, ERT and ART repeat from layer to layer."""
     folder = Path(folder)
     written = []
     for name, doc in inputs.documents.items():
         path = folder / name
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        if texts is None:
+            path.write_text(dump_yaml(doc))
+        else:
+            key = json.dumps(doc, separators=(",", ":"), default=repr)
+            if key not in texts:
+                texts[key] = dump_yaml(doc)
+            path.write_text(texts[key])
         written.append(path)
     return written
 
@@ -124,9 +139,10 @@ def command_line() -> str:
 
 def run_model(tool: TimeloopTool, folder: Path, timeout: float = 600.0) -> str:
     """Run timeloop-model on the inputs in `folder` (outputs land there); the stats text."""
+    env = None if tool.extrapolate else {**os.environ, "TIMELOOP_DISABLE_TEMPORAL_EXTRAPOLATION": "1"}
     try:
         proc = subprocess.run([*tool.command, *INPUT_FILES], cwd=folder, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, env=env)
     except OSError as err:
         raise QuantloopError(f"{tool}: cannot start ({err.strerror})") from None
     except subprocess.TimeoutExpired:

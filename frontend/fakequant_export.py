@@ -155,7 +155,7 @@ class FakeQuantExporter(OnnxExporter):
 
 
 def _constant(ex: FakeQuantExporter, op: ConstantOp) -> None:
-    if isinstance(op.output.type.element_type, IntegerType):  # shapes, pads, indices of host ops: exact as they are
+    if isinstance(op.output.type.element_type, IntegerType):  # shapes, pads, indices of host ops
         EMITTERS[ConstantOp](ex, op)
         return
     name = ex.name(op.output)

@@ -26,7 +26,9 @@ def _read_file(path: Path) -> onnx.ModelProto:
         raise QuantloopError(f"{path}: no such file")
     if path.is_dir():
         raise QuantloopError(f"{path}: is a directory, not an ONNX file")
-    data = path.read_bytes()
+    from quantloop.files import read_bytes
+
+    data = read_bytes(path, "ONNX model", max_bytes=MAX_MODEL_BYTES)  # a regular file: a FIFO must not hang us
     if not data:
         raise QuantloopError(f"{path}: the file is empty, not an ONNX model")
     model = onnx.ModelProto()
@@ -39,9 +41,24 @@ def _read_file(path: Path) -> onnx.ModelProto:
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, onnx.checker.ValidationError) as err:
             raise QuantloopError(f"{path}: cannot read its external weight data ({_first_line(err)})") from None
     return model
+
+
+#: The largest ONNX file read, and the most elements one graph input may have (4 GiB of float32): beyond
+#: them calibration and lowering would exhaust memory, so the model is refused up front.
+MAX_MODEL_BYTES = 8 << 30
+MAX_INPUT_ELEMENTS = 1 << 30
+
+
+def _check_input_sizes(model: onnx.ModelProto, source: str) -> None:
+    for value in graph_inputs(model):
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if math.prod(dims) > MAX_INPUT_ELEMENTS:
+            shape = "x".join(map(str, dims))
+            raise QuantloopError(f"{source}: input {value.name!r} of shape {shape} is larger than quantloop handles "
+                                 f"({MAX_INPUT_ELEMENTS} elements)")
 
 
 def _first_line(err: BaseException) -> str:
@@ -65,6 +82,7 @@ def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputSha
     else:
         source, model = str(spec), _read_file(Path(spec))
     _set_input_shapes(model, input_shapes or {}, source)
+    _check_input_sizes(model, source)
     model = convert_opset(model, source)
     _check_and_infer(model, source)
     for _ in range(MAX_FOLD_ROUNDS):
@@ -129,6 +147,18 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in initializers]
 
 
+def _shape_hint(name: str, tensor) -> str:
+    """`--input-shape x=1x3x96x96` from the model's own dims: static ones as they are, a symbolic batch
+    as 1, other symbolic dims by their names (to be replaced by sizes)."""
+    dims = []
+    for i, dim in enumerate(tensor.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(str(dim.dim_value))
+        else:
+            dims.append("1" if i == 0 else (dim.dim_param or f"D{i}"))
+    return f"--input-shape {name}={'x'.join(dims)}"
+
+
 def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) -> None:
     inputs = {i.name: i for i in graph_inputs(model)}
     unknown = sorted(set(shapes) - set(inputs))
@@ -142,24 +172,26 @@ def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) 
             shape = shapes[name]
             if tensor.HasField("shape") and len(tensor.shape.dim) not in (0, len(shape)):
                 raise QuantloopError(
-                    f"{source}: input '{name}' has rank {len(tensor.shape.dim)}, --input-shape gives {len(shape)} dims"
+                    f"{source}: input '{name}' has rank {len(tensor.shape.dim)}, --input-shape gives {len(shape)} dims "
+                    f"(the model's shape: {_shape_hint(name, tensor)})"
                 )
             for i, (dim, value) in enumerate(zip(tensor.shape.dim, shape)):
                 if dim.HasField("dim_value") and dim.dim_value not in (0, value):
                     raise QuantloopError(
-                        f"{source}: input '{name}' dimension {i} is {dim.dim_value}, --input-shape gives {value}"
+                        f"{source}: input '{name}' dimension {i} is {dim.dim_value}, --input-shape gives {value} "
+                        f"(the model's shape: {_shape_hint(name, tensor)})"
                     )
             tensor.ClearField("shape")
             tensor.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in shape)
             continue
         if not tensor.HasField("shape"):
-            raise QuantloopError(f"{source}: input '{name}' has no shape; pass --input-shape {name}=1x3x224x224")
+            raise QuantloopError(f"{source}: input '{name}' has no shape; pass its full static shape, --input-shape {name}=DxDx...")
         for i, dim in enumerate(tensor.shape.dim):
             if not dim.HasField("dim_value") or dim.dim_value < 1:
                 symbol = dim.dim_param or "?"
                 raise QuantloopError(
                     f"{source}: input '{name}' has symbolic dimension {i} '{symbol}'; "
-                    f"pass --input-shape {name}=1x3x224x224 (its full static shape)"
+                    f"pass its full static shape, e.g. {_shape_hint(name, tensor)}"
                 )
 
 

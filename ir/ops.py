@@ -290,11 +290,6 @@ class Conv2dOp(QnnOp, _FusedActivation):
             },
         )
 
-    @classmethod
-    def create_conv(cls, *args, **kwargs) -> Conv2dOp:
-        """Same as the constructor (kept for callers that prefer a named factory)."""
-        return cls(*args, **kwargs)
-
     @property
     def strides(self) -> tuple[int, ...]:
         return self.strides_attr.get_values()
@@ -1177,6 +1172,17 @@ HOST_OP_TYPES = frozenset({
 })
 
 
+#: `HOST_OP_TYPES` as an enum, so `op_type` is an enum attribute (`op_type = Sigmoid` in the custom syntax).
+HostOpType = StrEnum("HostOpType", [(name, name) for name in sorted(HOST_OP_TYPES)])
+
+
+@irdl_attr_definition
+class HostOpTypeAttr(EnumAttribute[HostOpType], SpacedOpaqueSyntaxAttribute):  # type: ignore[valid-type]
+    """`#qnn<host_op_type Sigmoid>`; `op_type = Sigmoid` in `qnn.host`'s syntax."""
+
+    name = "qnn.host_op_type"
+
+
 @irdl_op_definition
 class HostOp(QnnOp):
     """An ONNX operator (`op_type` in `HOST_OP_TYPES`) that runs on the host, with ONNX's semantics.
@@ -1190,7 +1196,7 @@ class HostOp(QnnOp):
 
     args = var_operand_def(TensorType)
     outputs = var_result_def(TensorType)
-    op_type_attr = prop_def(StringAttr, prop_name="op_type")
+    op_type_attr = prop_def(HostOpTypeAttr, prop_name="op_type")
     onnx_attrs = prop_def(DictionaryAttr, prop_name="onnx_attrs")
     absent_attr = opt_prop_def(DenseArrayBase, prop_name="absent")
 
@@ -1206,7 +1212,12 @@ class HostOp(QnnOp):
         absent: Sequence[int] = (),
         name: str | None = None,
     ) -> None:
-        props: dict[str, Attribute] = {"op_type": StringAttr(op_type), "onnx_attrs": DictionaryAttr(attrs or {})}
+        if op_type not in HOST_OP_TYPES:
+            raise VerifyException(f"qnn.host: op_type '{op_type}' is not a host op ({', '.join(sorted(HOST_OP_TYPES))})")
+        props: dict[str, Attribute] = {
+            "op_type": HostOpTypeAttr(HostOpType(op_type)),
+            "onnx_attrs": DictionaryAttr(attrs or {}),
+        }
         if absent:
             props["absent"] = _ints(absent)
         super().__init__(operands=[[SSAValue.get(v) for v in operands]], result_types=[list(result_types)],
@@ -1214,15 +1225,13 @@ class HostOp(QnnOp):
 
     @property
     def op_type(self) -> str:
-        return self.op_type_attr.data
+        return self.op_type_attr.data.value
 
     @property
     def absent(self) -> tuple[int, ...]:
         return self.absent_attr.get_values() if self.absent_attr is not None else ()
 
     def verify_(self) -> None:
-        if self.op_type not in HOST_OP_TYPES:
-            _fail(self, f"op_type '{self.op_type}' is not a host op ({', '.join(sorted(HOST_OP_TYPES))})")
         if not self.outputs:
             _fail(self, "needs at least one result")
         for key, value in self.onnx_attrs.data.items():

@@ -2,7 +2,8 @@
 
 Location: `--cache-dir` > `QUANTLOOP_CACHE_DIR` > platformdirs `user_cache_dir("quantloop")`, in a
 `mapper/` sub-folder. Entries are written atomically (temporary file + `os.replace`), so concurrent
-workers never read half a file; an unreadable entry is treated as a miss and rewritten.
+workers never read half a file; an unreadable entry is treated as a miss and rewritten. A cache that cannot be written is reported once
+on stderr and bypassed.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 ENV_VAR = "QUANTLOOP_CACHE_DIR"
+MAX_ENTRY_BYTES = 16 << 20
+_BROKEN: set[Path] = set()  # cache folders that failed a write in this process (warned about once)
 
 
 def default_cache_dir() -> Path:
@@ -42,22 +46,44 @@ class MapCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict | None:
-        try:
-            with open(self.path(key), encoding="utf-8") as f:
-                entry = json.load(f)
-        except (OSError, ValueError):
+        """The value stored under `key`, or None: a missing, unreadable, oversized, non-regular or tampered entry
+        (its checksum must match) is a miss, never an error."""
+        from quantloop.errors import QuantloopError
+        from quantloop.files import parse_json, read_bytes
+
+        path = self.path(key)
+        if not path.is_file():
             return None
-        if not isinstance(entry, dict) or entry.get("key") != key or "value" not in entry:
+        try:
+            entry = parse_json(read_bytes(path, "cache entry", MAX_ENTRY_BYTES).decode("utf-8"), str(path))
+        except (QuantloopError, UnicodeDecodeError):
+            return None
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("value"), dict):
+            return None
+        if entry.get("sha256") != cache_key(entry["value"]):
             return None
         return entry["value"]
 
     def put(self, key: str, value: dict) -> None:
+        """Store `value`; a cache that cannot be written (a file in the way, read-only, full disk) is reported
+        once on stderr and bypassed: the compile goes on without it."""
+        if self.root in _BROKEN:
+            return
+        try:
+            self._write(key, value)
+        except OSError as err:
+            _BROKEN.add(self.root)
+            where = err.filename or self.root
+            print(f"quantloop: warning: cache {where}: {err.strerror or err}; continuing without the cache",
+                  file=sys.stderr)
+
+    def _write(self, key: str, value: dict) -> None:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"key": key, "value": value}, f, separators=(",", ":"))
+                json.dump({"key": key, "value": value, "sha256": cache_key(value)}, f, separators=(",", ":"))
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -14,18 +14,24 @@ capacity already overflows: tiles only grow as dims are added, so the pruning is
 
 from __future__ import annotations
 
+import collections
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from quantloop.costmodel.model import packing_tables
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.targets.arch import Arch
 
 TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2
 KIND_NAMES = ("temporal", "spatial X", "spatial Y")
 _CHUNK = 1 << 19
+#: The most int64 entries (options × L × 3) one dim's option table may hold (~64 MB). A dim with more ways
+#: to spread over the slots gets a seeded sample of them instead, and the mapspace is marked incomplete,
+#: so the mapper never claims optimality for it.
+OPTION_ENTRIES = 8_000_000
 
 
 def divisors(n: int) -> list[int]:
@@ -47,21 +53,13 @@ def slot_rule(arch: Arch, level: int, kind: int, dim: str) -> int | None:
 
 
 def _prime_powers(n: int) -> list[tuple[int, int]]:
-    out, p = [], 2
-    while n > 1:
-        e = 0
-        while n % p == 0:
-            n //= p
-            e += 1
-        if e:
-            out.append((p, e))
-        p += 1
-    return out
+    return sorted(collections.Counter(prime_factors(n)).items())
 
 
 def _compositions(total: int, parts: int) -> np.ndarray:
     """All [k, parts] non-negative integer vectors summing to `total` (stars and bars)."""
-    bars = np.array(list(itertools.combinations(range(total + parts - 1), parts - 1)), dtype=np.int64).reshape(-1, parts - 1)
+    combos = list(itertools.combinations(range(total + parts - 1), parts - 1))
+    bars = np.array(combos, dtype=np.int64).reshape(len(combos), parts - 1)
     edges = np.concatenate([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), total + parts - 1)], axis=1)
     return np.diff(edges, axis=1) - 1
 
@@ -75,6 +73,22 @@ def ordered_factorizations(n: int, slots: int) -> np.ndarray:
         powers = p ** _compositions(e, slots)  # [k, slots]
         out = (out[:, None, :] * powers[None, :, :]).reshape(-1, slots)
     return out
+
+
+def factorization_count(n: int, slots: int) -> int:
+    """How many [slots] factor vectors multiply to n (exact, without listing them)."""
+    if slots == 0:
+        return 1 if n == 1 else 0
+    return math.prod(math.comb(e + slots - 1, slots - 1) for _, e in _prime_powers(n))
+
+
+def sampled_factorizations(n: int, slots: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to `count` distinct [k, slots] factor vectors multiplying to n: each prime factor picks a slot."""
+    out = np.ones((count, slots), dtype=np.int64)
+    rows = np.arange(count)
+    for p in prime_factors(n):
+        out[rows, rng.integers(0, slots, count)] *= p
+    return np.unique(out, axis=0)
 
 
 @dataclass
@@ -107,6 +121,7 @@ class Mapspace:
                                    for l, lvl in enumerate(arch.levels)])
         self.may_keep = np.array([[ds in lvl.may_keep or l == 0 for ds in DATASPACES]
                                   for l, lvl in enumerate(arch.levels)])
+        self.complete = True  # False once any dim's options had to be sampled
         self.options = [self.dim_options(d) for d in range(8)]
 
     def dim_options(self, dim: int, prune_capacity: bool = True) -> np.ndarray:
@@ -124,7 +139,12 @@ class Mapspace:
                     fixed_prod *= rule
         if size % fixed_prod:
             return np.zeros((0, self.L, 3), dtype=np.int64)
-        combos = ordered_factorizations(size // fixed_prod, len(free))
+        limit = max(1, OPTION_ENTRIES // (self.L * 3))
+        if factorization_count(size // fixed_prod, len(free)) > limit:
+            combos = sampled_factorizations(size // fixed_prod, len(free), limit, np.random.default_rng(size))
+            self.complete = False
+        else:
+            combos = ordered_factorizations(size // fixed_prod, len(free))
         out = np.repeat(base[None], len(combos), axis=0)
         for i, (l, k) in enumerate(free):
             out[:, l, k] = combos[:, i]
@@ -166,11 +186,11 @@ class Mapspace:
         idx = np.zeros((1, 0), dtype=np.int32)
         cum = np.ones((1, L, 8), dtype=np.int64)
         spatial = np.ones((1, L, 2), dtype=np.int64)
-        complete = True
+        complete = self.complete
         for d in order:
             opts = self.options[d]
             if len(opts) == 0:
-                return Tilings(np.zeros((0, L, 3, 8), dtype=np.int64), True)
+                return Tilings(np.zeros((0, L, 3, 8), dtype=np.int64), self.complete)
             opt_cum = np.flip(np.cumprod(np.flip(opts.prod(axis=2), axis=1), axis=1), axis=1)  # [n, L]
             opt_sp = opts[:, :, 1:]  # [n, L, 2]
             n = len(opts)

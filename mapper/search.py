@@ -95,13 +95,30 @@ def _arrays(factors: np.ndarray, order: np.ndarray, keep: np.ndarray) -> Mapping
     return MappingArrays(factors[:, :, 0], factors[:, :, 1], factors[:, :, 2], order, keep)
 
 
-def keep_choices(space: Mapspace) -> np.ndarray:
-    """Every keep assignment [n, L, 3]: the must-keep sets plus any subset of the optional ones."""
-    optional = [(l, k) for l in range(space.L) for k in range(3) if space.may_keep[l, k] and not space.must_keep[l, k]]
-    out = np.repeat(space.must_keep[None], 2 ** len(optional), axis=0)
-    for i, bits in enumerate(itertools.product((False, True), repeat=len(optional))):
-        for (l, k), on in zip(optional, bits):
-            out[i, l, k] = on
+_FIT_ENTRIES = 50_000_000  # tilings × keep choices × levels checked at once before an exhaustive search
+
+#: Optional keep choices beyond this many (2^n assignments) are sampled, not all tried.
+KEEP_CHOICE_BITS = 10
+
+
+def optional_keeps(space: Mapspace) -> list[tuple[int, int]]:
+    return [(l, k) for l in range(space.L) for k in range(3) if space.may_keep[l, k] and not space.must_keep[l, k]]
+
+
+def keep_choices(space: Mapspace, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Every keep assignment [n, L, 3]: the must-keep sets plus any subset of the optional ones (beyond
+    `KEEP_CHOICE_BITS` optional ones: the two extremes and a seeded sample of subsets)."""
+    optional = optional_keeps(space)
+    if len(optional) <= KEEP_CHOICE_BITS:
+        subsets = np.array(list(itertools.product((False, True), repeat=len(optional))), dtype=bool)
+    else:
+        rng = rng or np.random.default_rng(0)
+        subsets = rng.random((1 << KEEP_CHOICE_BITS, len(optional))) < 0.5
+        subsets = np.unique(np.concatenate([np.zeros((1, len(optional)), bool), np.ones((1, len(optional)), bool),
+                                            subsets]), axis=0)
+    out = np.repeat(space.must_keep[None], len(subsets), axis=0)
+    for j, (l, k) in enumerate(optional):
+        out[:, l, k] = subsets[:, j].reshape(-1)
     return out
 
 
@@ -134,8 +151,8 @@ class _Expansion:
         fits = np.all((space.capacity < 0) | (used <= space.capacity), axis=2)  # [T, K]
         self.ti, self.ki = np.nonzero(fits)
         self.counts = counts[self.ti]  # [pairs, L]
-        self.per_pair = self.counts.prod(axis=1)
-        self.size = int(self.per_pair.sum())
+        self.size = float(self.counts.astype(np.float64).prod(axis=1).sum())  # float: cannot wrap around
+        self.per_pair = self.counts.prod(axis=1) if self.size < 2**62 else np.zeros(len(self.ti), np.int64)
 
     def chunks(self, size: int):
         ends = np.cumsum(self.per_pair)
@@ -174,7 +191,7 @@ def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
                 break
             exps += hit
             rest = np.where(hit, rest // p, rest)
-        fact = np.array([float(factorial(i)) for i in range(int(exps.max()) + 1)])
+        fact = np.array([float(factorial(i)) for i in range(int(exps.sum(axis=1).max()) + 1)])
         weights *= fact[exps.sum(axis=1)] / np.prod(fact[exps], axis=1)
     return weights / weights.sum()
 
@@ -288,13 +305,15 @@ def search(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy", 
     space = space or Mapspace(arch, problem, bits)
     rng = np.random.default_rng(seed)
     scorer = _Scorer(arch, problem, bits, objective)
-    keeps = keep_choices(space)
+    keeps = keep_choices(space, rng)
     n_options = float(np.prod([max(1, len(o)) for o in space.options], dtype=np.float64))
+    keeps_complete = len(optional_keeps(space)) <= KEEP_CHOICE_BITS
     if n_options <= budget.exhaustive_options:
         tilings = space.enumerate(budget.exhaustive_tilings, rng)
         if tilings.complete and len(tilings) == 0:
             return None
-        expansion = _Expansion(space, tilings.factors, keeps) if tilings.complete else None
+        small = len(tilings) * len(keeps) * space.L <= _FIT_ENTRIES  # the fit table of _Expansion
+        expansion = _Expansion(space, tilings.factors, keeps) if tilings.complete and keeps_complete and small else None
         if expansion is not None and expansion.size <= budget.exhaustive_evaluations:
             for arrays in expansion.chunks(_EVAL_CHUNK):
                 scorer.score(arrays)

@@ -23,7 +23,6 @@ per-layer entries keyed by op name, `{"conv1": {"weights": 4, "activations": 8},
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,14 +87,9 @@ def parse_bits_spec(spec: str) -> tuple[int, int]:
 
 def load_bits_file(path: str | Path) -> dict[str, BitsEntry]:
     """Per-layer bits from JSON: `{"conv1": {"weights": 4, "activations": 8}, ...}`."""
-    path = Path(path)
-    try:
-        table = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise QuantloopError(f"{path}: bits file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise QuantloopError(f"{path}: not a readable JSON file ({err})") from None
-    return parse_bits_table(table, str(path))
+    from quantloop.files import load_json
+
+    return parse_bits_table(load_json(path, "bits file"), str(path))
 
 
 def parse_bits_table(table: object, where: str) -> dict[str, BitsEntry]:

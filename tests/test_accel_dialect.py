@@ -101,6 +101,8 @@ def test_problem_text_is_the_documented_spelling():
 @given(problems)
 def test_problem_round_trips_text_and_costmodel(shape):
     attr = _round_trip(ProblemAttr(shape))
+    if shape.macs > 2**40:  # the text holds any size; the cost model bounds tensors to 2^50 values
+        return
     problem = attr.to_costmodel(name="layer")
     assert isinstance(problem, Problem) and problem.name == "layer"
     assert problem.dims == shape.dims and (problem.Hstride, problem.Wdilation) == (shape.Hstride, shape.Wdilation)
@@ -156,6 +158,7 @@ def test_mapping_spelling():
     _round_trip(attr)
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(mappings)
 def test_mapping_round_trips_text_and_costmodel(levels):

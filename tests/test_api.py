@@ -33,7 +33,18 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     result = scope["result"]
     assert {p.name for p in (tmp_path / "build" / "cnn_digits").iterdir()} == {
         "schedule.json", "schedule.txt", "weights.bin", "weights.json"}
-    assert "schedule.json" in result.table() or "/0/Conv" in result.table()
+    assert "/0/Conv" in result.table()
+    schedule_txt = (tmp_path / "build" / "cnn_digits" / "schedule.txt").read_text()
+    assert "command: quantloop.compile('zoo:cnn_digits', target='eyeriss', output_dir='build/cnn_digits'" in schedule_txt
+
+
+def test_a_python_compile_records_its_call_as_the_command_line():
+    from quantloop.driver import python_call
+    from quantloop.options import CompileOptions
+
+    options = CompileOptions(target="eyeriss", bits="w4a8", output_dir=Path("out"), emit="schedule")
+    assert python_call("zoo:x", options) == "quantloop.compile('zoo:x', target='eyeriss', output_dir='out', emit='schedule', bits='w4a8')"
+    assert python_call("zoo:x", CompileOptions()) == "quantloop.compile('zoo:x')"
 
 
 def test_the_helpers_are_public_and_lazy():
@@ -88,3 +99,44 @@ def test_compile_result_is_structured_per_layer(tmp_path):
     assert set(result.phases) >= {"import", "qnn-calibrate", "accel-map", "mapping"}
     table = result.table()
     assert "/0/Conv" in table and "reads the model input at 8 bits" in table
+
+
+def test_report_keeps_long_layer_names_distinct_when_piped(tmp_path, capsys):
+    from quantloop.backend.report import REPORT_VERSION
+    from quantloop.cli import main
+
+    names = [f"model/backbone/stage4/block3/conv_pointwise_expand_{i}" for i in (1, 2)]
+    layer = {"kind": "conv", "bits": {"weights": 4, "inputs": 8, "outputs": 8, "scheme": "int"}, "energy_pj": 1e6,
+             "cycles": 10, "utilization": 0.5, "weight_bytes": 64}
+    report = {
+        "version": REPORT_VERSION, "quantloop_version": quantloop.__version__, "command_line": "x",
+        "target": {"name": "eyeriss", "content_hash": "0" * 16},
+        "total": {"energy_pj": 2e6, "cycles": 20, "macs": 100, "utilization": 0.5, "weight_bytes": 128,
+                  "energy_by_level_pj": {"DRAM": 2e6}, "energy_by_dataspace_pj": {"Weights": 2e6}},
+        "layers": [{"name": n, **layer} for n in names], "host_ops": [], "plots": [],
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert main(["report", str(tmp_path)]) == 0  # capsys: stdout is not a terminal
+    out = capsys.readouterr().out
+    assert "…" not in out
+    flat = "".join(line.strip("│ ") for line in out.splitlines())
+    assert all(n.replace(" ", "") in flat.replace(" ", "") for n in names)
+
+
+def test_emit_flag_and_keyword_choose_the_artefacts():
+    import argparse
+
+    from quantloop.backend.emit import DEFAULT_EMIT, STEPS, parse_emit
+    from quantloop.errors import QuantloopError
+    from quantloop.options import CompileOptions, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert CompileOptions.from_args(parser.parse_args([])).emit is None
+    assert CompileOptions.from_args(parser.parse_args(["--emit", "weights,schedule"])).emit == ("schedule", "weights")
+    assert parse_emit(None) == DEFAULT_EMIT and parse_emit("all") == STEPS and "onnx" not in DEFAULT_EMIT
+    with pytest.raises(QuantloopError, match=r"--emit schedule,pngs: unknown artefact pngs \(choose from schedule,"):
+        CompileOptions.from_args(parser.parse_args(["--emit", "schedule,pngs"]))
+    with pytest.raises(QuantloopError, match="--emit"):
+        quantloop.compile("zoo:cnn_digits", target="eyeriss", output_dir="never-written", emit=["plot"])
+    assert not Path("never-written").exists()

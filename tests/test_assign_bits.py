@@ -160,7 +160,7 @@ def test_bits_file_unreadable(tmp_path):
         load_bits_file(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(QuantloopError, match="not a readable JSON file"):
+    with pytest.raises(QuantloopError, match="bad.json: not valid JSON"):
         load_bits_file(bad)
 
 

@@ -231,6 +231,7 @@ def test_report_json_totals_and_quantloop_report(small_build, capsys):
     assert first_row.split("│")[1].strip() == top
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits,scheme,target", [("w8a8", "int", "simba"), ("w3a4", "int", "eyeriss"),
                                                 ("w4a8", "pot", "eyeriss"), ("w6a8", "pot2", "simba")])
 def test_other_bits_schemes_and_targets_round_trip(tmp_path, bits, scheme, target):

@@ -50,6 +50,7 @@ def _check_dumps(dumps: list[tuple[str, str]], tmp_path: Path, capsys) -> None:
         assert reprinted.strip() == text, f"dump after {name} does not print back identically"
 
 
+@pytest.mark.slow
 def test_print_ir_after_all_on_mobilenet_v2_dumps_every_pass_and_each_dump_parses_back(capsys, tmp_path):
     code, out, err = _run(["compile", "zoo:mobilenet_v2", "--print-ir-after-all"], capsys)
     assert code == 0, err
@@ -79,6 +80,7 @@ def test_mobilenet_v2_on_eyeriss_every_dump_is_readable_and_round_trips(capsys, 
     assert mapped.startswith("!qnn_q0 = !qnn.uniform<i8:f32:0, {") and "#accel.cost<" in mapped
 
 
+@pytest.mark.slow
 def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(capsys, tmp_path):
     dump_dir = tmp_path / "ir"
     argv = [
@@ -118,6 +120,7 @@ def test_compile_with_a_target_dumps_lowering_and_mapping_and_they_parse_back(ca
     assert "total" in out and "optimal" in out and "IR Dump" not in out
 
 
+@pytest.mark.slow
 def test_compile_writes_artefacts_and_refuses_to_overwrite_without_force(capsys, tmp_path):
     out_dir = tmp_path / "build"
     argv = ["compile", "zoo:cnn_digits", "--target", "simba", "-o", str(out_dir), "--cache-dir", str(tmp_path / "c"),

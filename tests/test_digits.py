@@ -26,6 +26,7 @@ def test_splits_have_documented_sizes_and_are_disjoint_and_cover_digits():
     assert len(np.unique(union)) == len(union) == 1797
 
 
+@pytest.mark.slow
 def test_packaged_splits_equal_a_fresh_seeded_split():
     fresh = digits.make_splits()
     with np.load(digits.SPLITS_FILE) as shipped:

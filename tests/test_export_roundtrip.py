@@ -142,6 +142,7 @@ def assert_exact(qdq: onnx.ModelProto, exported: onnx.ModelProto) -> None:
             assert np.array_equal(run(exported, x, level), run(qdq, x, level))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
 def test_qdq_of_bn_folded_mobilenet_v2_is_exact(tmp_path, per_channel):
     folded = export_onnx(canonical(load_zoo_model(SMALL["mobilenet_v2"])))
@@ -156,6 +157,7 @@ def test_qdq_of_bn_folded_mobilenet_v2_is_exact(tmp_path, per_channel):
     assert_exact(qdq, export_onnx(module))
 
 
+@pytest.mark.slow
 def test_qdq_of_raw_zoo_model_keeps_quantized_batchnorm_exact(tmp_path):
     qdq = quantize(load_zoo_model(SMALL["mobilenet_v2"]), tmp_path, per_channel=True)
     module = canonical(qdq)

@@ -101,8 +101,12 @@ def test_unsupported_ops_are_listed_at_once_with_counts_and_first_nodes():
 def test_symbolic_dim_needs_input_shape():
     node = helper.make_node("Relu", ["x"], ["y"], name="r")
     model = make([node], [f32("x", ["batch", 4])], [f32("y", ["batch", 4])])
-    with pytest.raises(QuantloopError, match=r"input 'x' has symbolic dimension 0 'batch'; pass --input-shape x="):
+    with pytest.raises(QuantloopError, match=r"input 'x' has symbolic dimension 0 'batch'; pass its full static shape, "
+                                             r"e\.g\. --input-shape x=1x4$"):  # the model's own dims, batch 1
         import_onnx(model)
+    spatial = make([node], [f32("x", ["batch", 3, "h", 96])], [f32("y", ["batch", 3, "h", 96])])
+    with pytest.raises(QuantloopError, match=r"--input-shape x=1x3xhx96$"):
+        import_onnx(spatial)
     module = import_onnx(model, {"x": (2, 4)})
     assert module.body.block.ops.first.function_type.inputs.data[0].get_shape() == (2, 4)
 
@@ -112,7 +116,8 @@ def test_input_shape_errors():
     model = make([node], [f32("x", ["batch", 4])], [f32("y", ["batch", 4])])
     with pytest.raises(QuantloopError, match=r"--input-shape names y, but the model's inputs are x"):
         import_onnx(model, {"y": (1, 4)})
-    with pytest.raises(QuantloopError, match=r"input 'x' dimension 1 is 4, --input-shape gives 5"):
+    with pytest.raises(QuantloopError, match=r"input 'x' dimension 1 is 4, --input-shape gives 5 "
+                                             r"\(the model's shape: --input-shape x=1x4\)"):
         import_onnx(model, {"x": (1, 5)})
 
 

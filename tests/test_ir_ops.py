@@ -343,6 +343,7 @@ def replace_in(build, old: str, new: str) -> str:
     ("build", "old", "new", "message"),
     [
         (build_conv, "group = 2", "group = 1", "qnn.conv2d 'conv': input has 4 channels but weight expects 2"),
+        (build_host, "op_type = LRN", "op_type = Hardmax", "op_type 'Hardmax' is not one of Abs, AveragePool"),
         (build_conv, "group = 2", "group = 3", "input has 4 channels but weight expects 6"),
         (build_conv, "strides = [2, 2]", "strides = [2]", "strides must have 2 values"),
         (build_conv, "strides = [2, 2]", "strides = [0, 2]", "strides must be positive"),
@@ -453,3 +454,42 @@ def test_constraint_failures_name_the_op():
     text = print_module(build_relu()[0]).replace('name = "relu"', "name = 3 : i32")
     with pytest.raises(QuantloopError, match=r"^m: qnn.relu: 3 : i32 should be of base attribute string$"):
         parse_module(text, source_name="m")
+
+
+def test_many_channels_wrap_and_still_round_trip():
+    """1280 per-channel scales (an alias above the module) and a long discardable scale array wrap at
+    WRAP_COLUMN instead of making one line of tens of thousands of characters."""
+    from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, i64
+
+    from quantloop.ir.syntax import WRAP_COLUMN
+
+    rng = np.random.default_rng(0)
+    scales = [float(np.float32(s)) for s in rng.uniform(1e-4, 1e-2, 1280)]
+    b = MainBuilder([t(1, 1280)])
+    w = const(b, (1280, 1280), dtype=np.int8, elem=UniformPerAxisType(8, True, 0, scales, [0] * 1280))
+    w.attributes["qnn.scales"] = DenseArrayBase.from_list(f32, scales)
+    w.attributes["qnn.axis"] = IntegerAttr(0, i64)
+    mm = b.add(MatMulOp(b.args[0], w, t(1, 1280, elem=f32), name="mm"))
+    module = b.finish([mm])
+    text = print_module(module, elide_weights_over=16)
+    assert text.startswith("!qnn_q0 = !qnn.uniform<i8:f32:0, {")
+    assert max(len(line) for line in text.splitlines()) <= WRAP_COLUMN + 2
+    assert len(text.splitlines()) > 100
+    parsed = parse_module(text)
+    assert print_module(parsed, elide_weights_over=16) == text
+    assert next(o for o in parsed.walk() if isinstance(o, ConstantOp)).attributes == w.attributes
+
+
+def test_text_from_before_the_enum_attributes_still_parses():
+    old = """builtin.module {
+  func.func @main(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+    %y = "qnn.add"(%x, %x) <{act = "relu", name = "a"}> : (tensor<1x4xf32>, tensor<1x4xf32>) -> tensor<1x4xf32>
+    func.return %y : tensor<1x4xf32>
+  }
+}
+"""
+    module = parse_module(old)
+    assert next(op for op in module.walk() if isinstance(op, AddOp)).act == "relu"
+    assert 'qnn.add %x, %x {act = relu, name = "a"}' in print_module(module)
+    with pytest.raises(QuantloopError, match="act"):
+        parse_module(old.replace('"relu"', '"gelu"'))

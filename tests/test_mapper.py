@@ -119,6 +119,7 @@ def layers_and_bits(draw):
     return problem, Bits(draw(st.integers(2, 8)), draw(st.integers(2, 8)), draw(st.integers(2, 8)))
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=layers_and_bits(), target=st.sampled_from(["eyeriss", "simba"]))
 def test_every_emitted_mapping_is_legal_and_reevaluates_the_same(case, target):

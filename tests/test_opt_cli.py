@@ -95,7 +95,7 @@ def one_line_error(capsys) -> str:
 
 def test_missing_file(tmp_path, capsys):
     assert main(["opt", str(tmp_path / "nope.mlir")]) == 2
-    assert "nope.mlir: no such file" in one_line_error(capsys)
+    assert "nope.mlir: cannot read: MLIR file not found" in one_line_error(capsys)
 
 
 def test_parse_error_names_the_file_and_line(tmp_path, capsys):

@@ -145,7 +145,8 @@ def test_schedule_txt_has_a_block_per_layer_with_bits_and_energy(records, eyeris
     assert "Weights 4-bit int, Inputs 8-bit uint, Outputs 8-bit uint" in text
     assert "Weights 2-bit pot" in text
     assert "for Q in [0:4)" in text and "<< Compute >>" in text
-    assert f"{records[0].cost.total_energy_pj:.6g} pJ" in text
+    assert f"energy {records[0].cost.total_energy_pj / 1e6:.6g} uJ (" in text  # the total's unit, uJ
+    assert "total energy" in text and " pJ (" not in text
 
 
 def test_timeloop_folders_re_evaluate_to_the_schedule_numbers(records, eyeriss, tmp_path, capsys):

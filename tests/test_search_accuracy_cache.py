@@ -168,6 +168,7 @@ def test_no_cache_evaluates_every_time_and_writes_nothing(space, data, tmp_path,
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_second_search_reads_every_accuracy_from_the_cache(data, tmp_path, monkeypatch):
     calib, x, y = data
     options = SearchOptions(target="eyeriss", population=4, generations=2, seed=0, cache_dir=str(tmp_path),

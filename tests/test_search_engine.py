@@ -162,3 +162,20 @@ def test_no_feasible_configuration_exits_3_after_writing_the_front(cache_dir, tm
     document = json.loads((out / "pareto.json").read_text())
     assert document["chosen"] is None and document["points"]
     assert not (out / "weights.bin").exists()
+
+
+@pytest.mark.slow
+def test_pareto_and_report_agree_on_weight_bytes_for_every_point(cache_dir, data, tmp_path):
+    """Every point's `weight_bytes` in the front is what `weights.bin` / report.json take once that
+    point is compiled: per-tile word padding (DRAM tiles of its mapping) and int32 biases included."""
+    from quantloop.driver import compile as compile_model
+
+    result = search_bits(canonical(), small(cache_dir, target="simba", generations=1), *data)
+    points = {p.config: p for p in [*result.front, result.reference]}
+    assert len(points) >= 2
+    for i, point in enumerate(points.values()):
+        out = tmp_path / f"p{i}"
+        compile_model(MODEL, target="simba", bits_table=result.bits_file(point), weight_scheme=point.config.scheme,
+                      data="zoo:digits-calib", cache_dir=cache_dir, output_dir=out, emit="weights,report")
+        report = json.loads((out / "report.json").read_text())
+        assert report["total"]["weight_bytes"] == point.weight_bytes == (out / "weights.bin").stat().st_size, point.config

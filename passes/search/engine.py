@@ -117,6 +117,7 @@ class Candidates:
         self.options = options
         self.word_bits = energy.arch.levels[0].word_bits
         self.counts = [layer.weight_count for layer in space.layers]
+        self.bias_counts = [p.G * p.M if layer.bias is not None else 0 for layer, p in zip(space.layers, energy.problems)]
         self.points: dict[Config, Point] = {}
         self.energy_seconds = 0.0
 
@@ -130,9 +131,9 @@ class Candidates:
             energy, cycles = totals[config]
             acc = self.accuracy.top1(config)
             feasible = (self.float_accuracy - acc) * 100.0 <= self.options.max_accuracy_drop + 1e-9
-            self.points[config] = Point(
-                config, energy, cycles, weight_bytes(self.counts, config.weights, self.word_bits), acc, feasible
-            )
+            tiles = self.energy.weight_tiles(self.space.layer_bits(config), config.scheme)
+            stored = weight_bytes(self.counts, config.weights, self.word_bits, tiles, self.bias_counts)
+            self.points[config] = Point(config, energy, cycles, stored, acc, feasible)
         return [self.points[c] for c in configs]
 
     def objectives(self, genes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

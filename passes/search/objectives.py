@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from quantloop.costmodel.problem import Bits, Problem
+from quantloop.costmodel.weight_memory import network_weight_bytes, weight_tiles
 from quantloop.errors import QuantloopError
 
 LayerKey = tuple[Problem, Bits]
@@ -133,6 +134,12 @@ class EnergyModel:
         self.ensure([(layer_bits, scheme)])
         return [self.costs[key] for key in self.keys(layer_bits, scheme)]
 
+    def weight_tiles(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list[int]:
+        """Each layer's DRAM weight tile count under the mapping it gets at `layer_bits`."""
+        self.ensure([(layer_bits, scheme)])
+        return [weight_tiles(self.mapped[(problem, self.packing_class(bits))].mapping)
+                for problem, bits in self.keys(layer_bits, scheme)]
+
     def mapping(self, problem: Problem, bits: Bits):
         self.ensure([([(bits.weights, bits.inputs, bits.outputs)] * len(self.problems), bits.scheme)])
         return self.mapped[(problem, self.packing_class(bits))].mapping
@@ -167,12 +174,11 @@ class EnergyModel:
         return energy, cycles
 
 
-def weight_bytes(counts: Sequence[int], weight_bits: Sequence[int], word_bits: int) -> int:
-    """Packed weight memory: Σ ⌈count / ⌊word / b⌋⌉ words of the DRAM word, in bytes."""
-    from quantloop.costmodel.problem import values_per_word
-
-    words = sum(-(-int(n) // values_per_word(word_bits=int(word_bits), bits=int(b))) for n, b in zip(counts, weight_bits))
-    return words * word_bits // 8 if word_bits % 8 == 0 else -(-words * word_bits // 8)
+def weight_bytes(counts: Sequence[int], weight_bits: Sequence[int], word_bits: int,
+                 tiles: Sequence[int] | None = None, bias_counts: Sequence[int] | None = None) -> int:
+    """Packed weight memory in bytes, as `weights.bin` stores it (`costmodel.weight_memory`): per-tile
+    word padding with each layer's DRAM tile count, plus int32 biases padded to a word."""
+    return network_weight_bytes(counts, [int(b) for b in weight_bits], int(word_bits), tiles, bias_counts)
 
 
 def layer_problems(module, target: str) -> tuple[list[str], list[Problem], list[str]]:

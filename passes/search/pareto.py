@@ -86,54 +86,77 @@ def write_pareto(out_dir: str | Path, data: dict[str, Any], result) -> dict[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / PARETO_JSON
     json_path.write_text(json.dumps(data, indent=2) + "\n")
-    plot_path = write_pareto_plot(out_dir / PARETO_PLOT, result)
+    plot_path = write_pareto_plot(out_dir / PARETO_PLOT, result, model=str(data.get("model", "")))
     return {"pareto_json": json_path, "pareto_plot": plot_path}
 
 
-def write_pareto_plot(path: Path, result) -> Path:
-    """Energy (or EDP) against accuracy; weight memory as colour and marker size."""
-    import matplotlib
+#: x axes spanning more than this ratio are drawn in log scale (one outlier would squash the rest)
+LOG_X_RATIO = 20.0
+#: points this many percentage points below the accuracy limit (and the w8a8 reference) are clipped
+ACCURACY_WINDOW_PP = 15.0
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def pareto_figure(result, model: str = ""):
+    """Energy (or EDP / latency) against accuracy; weight memory as colour and marker size.
+
+    Readable with outliers: a cost axis spanning more than `LOG_X_RATIO` is logarithmic, and points
+    far below the accuracy limit are drawn on the bottom edge (▼, counted in the legend) instead of
+    stretching the accuracy axis. The chosen point is labelled with its figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     objective = result.options.objective
     scale, unit = {"energy": (1e6, "energy (µJ)"), "edp": (1.0, "EDP (pJ·cycles)"), "latency": (1.0, "latency (cycles)")}[
         objective
     ]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    ax.scatter(
-        [p.cost(objective) / scale for p in result.archive], [100 * p.accuracy for p in result.archive],
-        s=10, c="0.8", label="evaluated", zorder=1,
-    )
+    limit = 100 * result.float_accuracy - result.options.max_accuracy_drop
+    ref = result.reference
+    bottom = max(0.0, math.floor(min(limit, 100 * ref.accuracy) - ACCURACY_WINDOW_PP))
+
+    def xy(points):
+        return [p.cost(objective) / scale for p in points], [max(100 * p.accuracy, bottom) for p in points]
+
+    fig = Figure(figsize=(8, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    inside = [p for p in result.archive if 100 * p.accuracy >= bottom]
+    below = [p for p in result.archive if 100 * p.accuracy < bottom]
+    ax.scatter(*xy(inside), s=10, c="0.8", label="evaluated", zorder=1)
+    if below:
+        ax.scatter(*xy(below), s=18, c="0.6", marker="v", zorder=1, clip_on=False,
+                   label=f"{len(below)} below {bottom:g}% (drawn on the edge)")
     front = result.front
     kib = [p.weight_bytes / 1024 for p in front]
     top = max(kib) if kib else 1.0
-    sc = ax.scatter(
-        [p.cost(objective) / scale for p in front], [100 * p.accuracy for p in front],
-        c=kib, s=[30 + 170 * k / top for k in kib], cmap="viridis", edgecolors="k", linewidths=0.4,
-        label="Pareto front", zorder=3,
-    )
+    sc = ax.scatter(*xy(front), c=kib, s=[30 + 170 * k / top for k in kib], cmap="viridis", edgecolors="k",
+                    linewidths=0.4, label="Pareto front", zorder=3, clip_on=False)
     fig.colorbar(sc, ax=ax, label="packed weight memory (KiB)")
-    ref = result.reference
-    ax.scatter([ref.cost(objective) / scale], [100 * ref.accuracy], marker="*", s=220, c="tab:red",
-               edgecolors="k", label="uniform w8a8", zorder=4)
+    ax.scatter(*xy([ref]), marker="*", s=220, c="tab:red", edgecolors="k", label="uniform w8a8", zorder=4)
     if result.chosen is not None:
         c = result.chosen
-        ax.scatter([c.cost(objective) / scale], [100 * c.accuracy], s=320, facecolors="none",
-                   edgecolors="tab:orange", linewidths=2.5, label="chosen", zorder=5)
-    limit = 100 * result.float_accuracy - result.options.max_accuracy_drop
+        (cx,), (cy,) = xy([c])
+        ax.scatter([cx], [cy], s=320, facecolors="none", edgecolors="tab:orange", linewidths=2.5, label="chosen", zorder=5)
+        ax.annotate(f"chosen: {cx:.4g} {unit.split(' (')[1].rstrip(')')}, {100 * c.accuracy:.1f}%", (cx, cy),
+                    xytext=(14, -22), textcoords="offset points", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "tab:orange"})
     ax.axhline(limit, color="tab:red", linestyle="--", linewidth=1,
                label=f"float − {result.options.max_accuracy_drop:g} pp")
+    costs = [p.cost(objective) for p in result.archive if p.cost(objective) > 0]
+    if costs and max(costs) / min(costs) > LOG_X_RATIO:
+        ax.set_xscale("log")
     metric = "top-1 accuracy" if result.accuracy_metric == "top1" else "top-1 agreement with float"
-    ax.set_xlabel(unit)
+    ax.set_xlabel(unit + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(f"{metric} on validation data (%)")
-    ax.set_title(f"Bit-width co-search on {result.target_name}: {len(front)} Pareto points of {len(result.archive)}")
-    low = min(100 * p.accuracy for p in result.archive)
-    ax.set_ylim(max(0.0, math.floor(min(low, limit) - 2)), 100.5)
+    what = f"{model} on {result.target_name}" if model else result.target_name
+    ax.set_title(f"Bit-width co-search, {what}, {objective}: {len(front)} Pareto points of {len(result.archive)}",
+                 fontsize=10)
+    ax.set_ylim(bottom, 100.5)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def write_pareto_plot(path: Path, result, model: str = "") -> Path:
+    pareto_figure(result, model).savefig(path, dpi=120)
     return path

@@ -3,13 +3,16 @@ turned into the data of a quantloop target YAML (`targets/schema.py`), as Timelo
 
 Hierarchy (v0.4): nodes run outer → inner. A `!Container` with `spatial: {meshX, meshY}` is the
 dummy spatial level timeloopfe inserts (`inter_<name>_spatial`): a stage of the fan-out of the
-storage level above it, carrying the container's `spatial` constraints. A `!Parallel` becomes a
-chain in the order written (as timeloopfe flattens it); `!Nothing` is dropped; a `!Container`'s
-attributes are inherited by the nodes after it in its list. The last component is the MAC.
+storage level above it, carrying the container's `spatial` constraints. A `!Parallel` sends each
+data space down the one branch that keeps it (the branch's nodes bypass the rest) and becomes a
+chain in the order written, as timeloopfe flattens it; `!Nothing` only marks a branch; a
+`!Container`'s attributes are inherited by the nodes after it in its list. The last component is
+the MAC.
 
 Constraints keep Timeloop's meaning: `factors` fix a dimension's factor (1 forbids it),
 `permutation` lists dims innermost first, and in a spatial constraint `split: k` puts the first k
-dims of the permutation (unlisted dims follow, in canonical order) on X and the rest on Y.
+dims of the permutation on X and the rest (unlisted dims included) on Y. Timeloop's max factors
+(`C<=4`), factor 0 (the whole dimension) and a split among unlisted dims are refused, not guessed.
 
 Energies come from Accelergy's ERT.yaml and areas from ART.yaml beside the architecture: quantloop
 does not run Accelergy, so a design without an ERT is refused naming the first component that
@@ -44,6 +47,7 @@ class DesignFiles:
     ert: Path | None
     art: Path | None
     components: tuple[Path, ...]
+    constraints: Path | None = None  # read only for a v0.3 architecture (v0.4 writes them inline)
 
     @property
     def name(self) -> str:
@@ -62,9 +66,9 @@ def design_files(path: Path) -> DesignFiles:
     else:
         raise QuantloopError(f"{path}: target not found")
     folder = arch.parent
-    found = {n: folder / n for n in ("ERT.yaml", "ART.yaml") if (folder / n).is_file()}
+    found = {n: folder / n for n in ("ERT.yaml", "ART.yaml", "constraints.yaml") if (folder / n).is_file()}
     comps = tuple(sorted((folder / "components").glob("*.yaml"))) if (folder / "components").is_dir() else ()
-    return DesignFiles(arch, found.get("ERT.yaml"), found.get("ART.yaml"), comps)
+    return DesignFiles(arch, found.get("ERT.yaml"), found.get("ART.yaml"), comps, found.get("constraints.yaml"))
 
 
 def is_timeloop_architecture(path: Path) -> bool:
@@ -92,9 +96,13 @@ class _Node:
     mesh: tuple[int, int] = (1, 1)  # a component's own mesh (fan-out from the level above) / a stage's extents
 
 
+_MAX_NODES = 100_000  # YAML aliases can make a small file describe an exponentially large tree
+
+
 class _Reader:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.visited = 0
 
     def fail(self, where: str, message: str) -> QuantloopError:
         return QuantloopError(f"{self.source}: {where}: {message}")
@@ -121,14 +129,66 @@ class _Reader:
 
     # v0.4 -----------------------------------------------------------------------------------------
 
-    def flatten_v4(self, nodes: object, where: str, inherited: dict, branch: bool = False) -> list[_Node]:
-        """Flatten a list of nodes at key path `where` (`branch`: `nodes` is one parallel branch at `where`)."""
+    def branch_keeps(self, node: object, where: str) -> set[str]:
+        """The data spaces a !Parallel branch keeps: every `dataspace.keep` in its subtree (as timeloopfe)."""
+        kept: set[str] = set()
+        stack = [(node, where)]
+        while stack:
+            n, at = stack.pop()
+            self.visited += 1
+            if self.visited > _MAX_NODES:
+                raise self.fail(at, f"more than {_MAX_NODES} nodes (aliases repeating a subtree?)")
+            if not isinstance(n, TaggedNode):
+                continue  # reported by flatten_v4
+            cons = n.body.get("constraints")
+            if isinstance(cons, dict) and isinstance(cons.get("dataspace"), dict):
+                kept |= set(self.dataspaces(cons["dataspace"].get("keep", []), f"{at}.constraints.dataspace.keep"))
+            kids = n.body.get("nodes")
+            if isinstance(kids, list):
+                stack += [(k, f"{at}.nodes[{j}]") for j, k in enumerate(kids)]
+        return kept
+
+    def parallel(self, children: list, at: str, attrs: dict, reaching: frozenset[str]) -> list[_Node]:
+        """timeloopfe's !Parallel: each data space reaching it goes down exactly one branch (the one
+        whose nodes keep it); every node of a branch bypasses what its branch does not keep. The
+        branches then form a chain in the order written."""
+        keeps = [self.branch_keeps(child, f"{at}.nodes[{j}]") for j, child in enumerate(children)]
+        for j, kj in enumerate(keeps):
+            for k in range(j + 1, len(keeps)):
+                shared = kj & keeps[k]
+                if shared:
+                    raise self.fail(f"{at}.nodes[{k}]", f"{sorted(shared)} kept in two peer branches (nodes[{j}] and "
+                                                        f"nodes[{k}]); a data space goes down one branch")
+        missing = sorted(reaching - set().union(*keeps), key=DATASPACES.index)
+        if missing:
+            raise self.fail(at, f"no branch keeps {missing}; to let them pass, add a branch "
+                                f"`!Nothing {{constraints: {{dataspace: {{keep: {missing}}}}}}}`")
+        out: list[_Node] = []
+        for j, child in enumerate(children):
+            part = self.flatten_v4([child], f"{at}.nodes[{j}]", attrs, branch=True, reaching=frozenset(keeps[j]))
+            for n in part:
+                if n.kind != "component":
+                    continue
+                ds = dict(self.mapping(n.constraints.get("dataspace"), f"{n.where}.constraints.dataspace"))
+                bypass = list(ds.get("bypass") or [])
+                bypass += [d for d in DATASPACES if d not in keeps[j] and d not in bypass]
+                n.constraints = {**n.constraints, "dataspace": {**ds, "bypass": bypass}}
+            out += part
+        return out
+
+    def flatten_v4(self, nodes: object, where: str, inherited: dict, branch: bool = False,
+                   reaching: frozenset[str] = frozenset(DATASPACES)) -> list[_Node]:
+        """Flatten a list of nodes at key path `where` (`branch`: `nodes` is one parallel branch at
+        `where`; `reaching`: the data spaces that come down to this list)."""
         if not isinstance(nodes, list):
             raise self.fail(where, "expected a list of nodes")
         out: list[_Node] = []
         attrs = dict(inherited)
         for i, node in enumerate(nodes):
             at = where if branch else f"{where}[{i}]"
+            self.visited += 1
+            if self.visited > _MAX_NODES:
+                raise self.fail(at, f"more than {_MAX_NODES} nodes (aliases repeating a subtree?)")
             if not isinstance(node, TaggedNode):
                 raise self.fail(at, "a node needs a tag (!Container, !Component, !Hierarchical, !Parallel or !Nothing)")
             body = node.body
@@ -140,10 +200,11 @@ class _Reader:
             if node.tag in ("Hierarchical", "Parallel"):
                 children = body.get("nodes", [])
                 if node.tag == "Hierarchical":
-                    out += self.flatten_v4(children, f"{at}.nodes", attrs)
-                else:  # timeloopfe flattens parallel branches into a chain, in the order written
-                    for j, child in enumerate(children if isinstance(children, list) else [None]):
-                        out += self.flatten_v4([child], f"{at}.nodes[{j}]", attrs, branch=True)
+                    out += self.flatten_v4(children, f"{at}.nodes", attrs, reaching=reaching)
+                else:
+                    if not isinstance(children, list):
+                        raise self.fail(f"{at}.nodes", "expected a list of nodes")
+                    out += self.parallel(children, at, attrs, reaching)
                 continue
             name = body.get("name")
             if not isinstance(name, str) or not name:
@@ -153,13 +214,14 @@ class _Reader:
             mesh = self.mesh(body.get("spatial"), f"{at}.spatial")
             if node.tag == "Container":
                 attrs = own
-                other = set(constraints) - {"spatial"}
-                if other:
+                other = set(constraints) - {"spatial"} - ({"dataspace"} if branch else set())
+                if other:  # (a container that is a !Parallel branch may say which data spaces pass it)
                     raise self.fail(f"{at}.constraints.{sorted(other)[0]}",
                                     "a container's only constraints are `spatial` (its dummy level stores nothing)")
+                spatial = {k: v for k, v in constraints.items() if k == "spatial"}
                 if mesh != (1, 1):
-                    out.append(_Node("spatial", f"inter_{name}_spatial", at, constraints=constraints, mesh=mesh))
-                elif constraints:
+                    out.append(_Node("spatial", f"inter_{name}_spatial", at, constraints=spatial, mesh=mesh))
+                elif spatial:
                     raise self.fail(f"{at}.constraints", "spatial constraints on a container without a spatial mesh")
                 continue
             cls = str(body.get("subclass") or body.get("class") or "")
@@ -177,7 +239,7 @@ class _Reader:
             at = f"{where}.local[{i}]"
             el = self.mapping(el, at)
             if "constraints" in el:
-                raise self.fail(f"{at}.constraints", "v0.3 constraints are not read; use a v0.4 arch.yaml")
+                raise self.fail(f"{at}.constraints", "a v0.3 architecture gives constraints as architecture_constraints.targets")
             raw = str(el.get("name", ""))
             m = re.search(r"\[(\d+)\.\.(\d+)\]$", raw)
             instances = int(m.group(2)) - int(m.group(1)) + 1 if m else 1
@@ -193,6 +255,66 @@ class _Reader:
         for j, sub in enumerate(subtrees if isinstance(subtrees, list) else []):
             out += self.flatten_v3(self.mapping(sub, f"{where}.subtree[{j}]"), f"{where}.subtree[{j}]")
         return out
+
+
+_V3_TYPES = {"temporal": "temporal", "spatial": "spatial", "bypass": "dataspace", "datatype": "dataspace"}
+
+
+def _v3_constraints(chain: list[_Node], doc: object, source: str) -> None:
+    """Timeloop v0.3 `architecture_constraints: {targets: [...]}` (as timeloopfe emits them) onto the
+    chain, in the v0.4 inline form. The dummy levels' all-1 temporal factors and bypass-everything
+    entries that timeloopfe adds are what a dummy level is anyway; anything else there is an error."""
+    reader = _Constraints(source)
+    top = reader.mapping(doc, "<root>")
+    by_name = {n.name: n for n in chain}
+    for key in ("architecture_constraints", "mapspace_constraints"):
+        body = reader.mapping(top.get(key), key)
+        targets = body.get("targets", [])
+        if not isinstance(targets, list):
+            raise reader.fail(f"{key}.targets", "expected a list")
+        for i, entry in enumerate(targets):
+            at = f"{key}.targets[{i}]"
+            entry = dict(reader.mapping(entry, at))
+            name, kind = entry.pop("target", None), entry.pop("type", None)
+            node = by_name.get(bare_name(str(name)))
+            if node is None:
+                raise reader.fail(f"{at}.target", f"no level named {name!r} in the architecture")
+            if kind not in _V3_TYPES:
+                raise reader.fail(f"{at}.type", f"{kind!r} is not supported (expected {', '.join(_V3_TYPES)})")
+            section = _V3_TYPES[kind]
+            if node.kind == "spatial" and section != "spatial":
+                vacuous = (section == "temporal" and all(f == 1 for f in reader.factors(entry.get("factors"), f"{at}.factors").values())
+                           or section == "dataspace" and not entry.get("keep"))
+                if not vacuous:
+                    raise reader.fail(at, f"{node.name} is a dummy spatial level: it stores nothing and has no temporal loops")
+                continue
+            if node is chain[-1]:
+                raise reader.fail(at, "the compute level takes no constraints")
+            unknown = set(entry) - _CONSTRAINT_KEYS[section]
+            if unknown:
+                raise reader.fail(f"{at}.{sorted(unknown)[0]}", "unknown or unsupported constraint key")
+            # validate here, where the key path is known; the values are kept in the v0.4 inline form
+            if section == "dataspace":
+                entry = {k: reader.dataspaces(entry[k], f"{at}.{k}") for k in ("keep", "bypass") if entry.get(k)}
+            elif section == "temporal":
+                if entry.get("factors") is not None:
+                    entry["factors"] = reader.factors(entry["factors"], f"{at}.factors")
+                if entry.get("permutation") is not None:
+                    entry["permutation"] = reader.permutation(entry["permutation"], f"{at}.permutation")
+            else:
+                if entry.get("factors") is not None:
+                    entry["factors"] = reader.factors(entry["factors"], f"{at}.factors")
+                if entry.get("permutation") is not None:
+                    entry["permutation"] = reader.permutation(entry["permutation"], f"{at}.permutation")
+                reader.spatial_axes(entry, node.mesh, at)
+            merged = node.constraints.setdefault(section, {})
+            for k, v in entry.items():
+                if k in merged:
+                    raise reader.fail(f"{at}.{k}", f"{section} {k} of {node.name} is given twice")
+                merged[k] = v
+            both = set(merged.get("keep", [])) & set(merged.get("bypass", []))
+            if both:
+                raise reader.fail(at, f"{node.name}: {sorted(both)} both kept and bypassed")
 
 
 def _v3_fanouts(chain: list[_Node]) -> None:
@@ -213,15 +335,20 @@ class _Constraints(_Reader):
         return str(d)
 
     def factors(self, value: object, where: str) -> dict[str, int]:
-        """`[N=1, C=16]`, `"R=1 S=1"`, `"R=1,S=1"` or a mapping {N: 1}."""
+        """`[N=1, C=16]`, `"R=1 S=1"`, `"R=1,S=1"`, `"C16"` or a mapping {N: 1}, as Timeloop parses them."""
         if isinstance(value, dict):
             return {self.dim(d, where): self.integer(f, f"{where}.{d}") for d, f in value.items()}
         items = value if isinstance(value, list) else re.split(r"[\s,]+", str(value).strip()) if value else []
         out: dict[str, int] = {}
         for i, item in enumerate(items):
-            m = re.fullmatch(r"\s*([A-Za-z]+)\s*=\s*(\d+)\s*", str(item))
+            if re.fullmatch(r"\s*[A-Za-z]+\s*(<=|>=)\s*\d+\s*", str(item)):
+                raise self.fail(f"{where}[{i}]", f"{item}: minimum / maximum factors are not supported (only DIM=N)")
+            m = re.fullmatch(r"\s*([A-Za-z]+)\s*=?\s*(\d+)\s*", str(item))
             if not m:
                 raise self.fail(f"{where}[{i}]", f"expected DIM=N such as C=16, got {item!r}")
+            if int(m.group(2)) == 0:
+                raise self.fail(f"{where}[{i}]", f"{item}: factor 0 (Timeloop: the whole dimension of each layer) "
+                                                 "is not supported; give the factor")
             d = self.dim(m.group(1), f"{where}[{i}]")
             if d in out:
                 raise self.fail(f"{where}[{i}]", f"dimension {d} is given twice")
@@ -277,6 +404,9 @@ class _Constraints(_Reader):
         if spatial.get("split") is not None:
             split = self.integer(spatial["split"], f"{where}.split", minimum=0)
             listed = self.permutation(spatial.get("permutation", []), f"{where}.permutation")
+            if len(listed) < split < len(DIMS):  # Timeloop lets its mapper order the unlisted dims there
+                raise self.fail(f"{where}.split", f"{split} falls among the dims the permutation does not list; "
+                                                  "list every dim up to the split")
             full = listed + [d for d in DIMS if d not in listed]
             on_x, on_y = set(full[:split]), set(full[split:])
         fx = {d: 1 for d in DIMS if d not in on_x}
@@ -336,16 +466,20 @@ def load_design(path: str | Path) -> tuple[dict, DesignFiles]:
     arch_top = reader.mapping(top.get("architecture"), "architecture")
     if not arch_top:
         raise reader.fail("architecture", "required key is missing (not a Timeloop architecture)")
-    for other in ("architecture_constraints", "constraints"):
-        if other in top:
-            raise reader.fail(other, "separate constraint files are not read; write the constraints inline in arch.yaml")
     if "nodes" in arch_top:
+        for other in ("architecture_constraints", "mapspace_constraints"):
+            if other in top:
+                raise reader.fail(other, "a v0.4 architecture writes its constraints inline (constraints: under each node)")
         chain = reader.flatten_v4(arch_top["nodes"], "architecture.nodes", {})
     elif "subtree" in arch_top or "local" in arch_top:
         chain = reader.flatten_v3(arch_top, "architecture")
         if not chain:
             raise reader.fail("architecture", "no components")
         _v3_fanouts(chain)
+        if any(k in top for k in ("architecture_constraints", "mapspace_constraints")):
+            _v3_constraints(chain, top, source)
+        if files.constraints is not None:
+            _v3_constraints(chain, load_yaml(files.constraints), str(files.constraints))
     else:
         raise reader.fail("architecture", "expected `nodes` (v0.4) or `subtree` / `local` (v0.3)")
     for p in files.components:  # compound components: read so that a broken file is reported, not ignored
@@ -397,7 +531,7 @@ def _storage_level(node: _Node, reader: _Constraints, ert: dict | None, art: dic
     if word_bits is None:
         raise reader.fail(f"{at}.attributes", f"storage {node.name} needs `datawidth` (bits per word)")
     cluster = _number(attrs, ("cluster_size", "cluster-size"), reader, at) or 1
-    width = _number(attrs, ("width", "memory_width"), reader, at)
+    width = _number(attrs, ("width",), reader, at)
     block = _number(attrs, ("block_size", "block-size"), reader, at)
     if width is None and block is not None:
         width = block * word_bits * cluster
@@ -408,9 +542,9 @@ def _storage_level(node: _Node, reader: _Constraints, ert: dict | None, art: dic
         level["width"] = width
     depth = _number(attrs, ("depth",), reader, at)
     entries = _number(attrs, ("entries",), reader, at)
-    if depth is not None and node.cls != "DRAM":
+    if depth is not None:  # none (as for the exercises' DRAM): unbounded
         level["depth"] = depth
-    elif entries is not None and node.cls != "DRAM":
+    elif entries is not None:
         level["capacity_words"] = entries
     if cluster != 1:
         level["cluster_size"] = cluster
@@ -446,8 +580,8 @@ def _fanout(level: dict, stages: list[_Node], reader: _Constraints) -> None:
             fx, fy = reader.spatial_axes(reader.mapping(own[0], own[1]), direct, own[1])
             axes["x"].append(fx)
             axes["y"].append(fy)
-    elif own:
-        fx, fy = reader.spatial_axes(reader.mapping(own[0], own[1]), (1, 1), own[1])
+    elif own:  # no fan-out of its own (a container's stages carry it): only factors of 1 are consistent
+        reader.spatial_axes(reader.mapping(own[0], own[1]), (1, 1), own[1])
     for st in stages:
         reader.check_keys(st.constraints, f"{st.where}.constraints")
         spatial = reader.mapping(st.constraints.get("spatial"), f"{st.where}.constraints.spatial")

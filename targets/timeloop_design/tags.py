@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+import quantloop.files as files
 from quantloop.errors import QuantloopError
 
 KNOWN_TAGS = ("Container", "Component", "Hierarchical", "Parallel", "Nothing")
@@ -27,14 +28,14 @@ class TaggedNode:
     body: dict
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(files.UniqueKeyLoader):  # the project's safe loader (duplicate keys refused) plus the tags
     pass
 
 
 def _construct(loader: _Loader, node: yaml.Node) -> TaggedNode:
     tag = node.tag[1:]
     if isinstance(node, yaml.MappingNode):
-        body = loader.construct_mapping(node, deep=True)
+        body = files.construct_unique_mapping(loader, node, deep=True)
     elif isinstance(node, yaml.ScalarNode) and not loader.construct_scalar(node):
         body = {}
     else:
@@ -46,7 +47,10 @@ for _tag in KNOWN_TAGS:
     _Loader.add_constructor(f"!{_tag}", _construct)
 
 
-def _check_tags(node: yaml.Node, path: str, source: str) -> None:
+def _check_tags(node: yaml.Node, path: str, source: str, seen: set[int]) -> None:
+    if id(node) in seen:  # an alias: checked where it was defined (and no exponential walk of alias chains)
+        return
+    seen.add(id(node))
     tag = node.tag or ""
     if not tag.startswith(_STANDARD_PREFIX) and tag[1:] not in KNOWN_TAGS:
         raise QuantloopError(
@@ -56,26 +60,30 @@ def _check_tags(node: yaml.Node, path: str, source: str) -> None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            _check_tags(value, f"{path}.{name}" if path else str(name), source)
+            _check_tags(value, f"{path}.{name}" if path else str(name), source, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_tags(item, f"{path}[{i}]", source)
+            _check_tags(item, f"{path}[{i}]", source, seen)
 
 
 def load_yaml(path: Path) -> object:
-    """The contents of a Timeloop YAML file; one-line QuantloopError naming the file otherwise."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise QuantloopError(f"{path}: cannot read ({err.strerror})") from None
+    """The contents of a Timeloop YAML file; one-line QuantloopError naming the file otherwise.
+
+    Read like every user file (`quantloop.files`: a regular file of bounded size, UTF-8, bounded
+    nesting, unique keys)."""
+    text = files.read_text(path, "Timeloop design file")
+    if not files.yaml_depth_ok(text):
+        raise QuantloopError(f"{path}: nested deeper than {files.MAX_DEPTH} levels")
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             return None
-        _check_tags(root, "", str(path))
+        _check_tags(root, "", str(path), set())
         return loader.construct_document(root)
     except yaml.YAMLError as err:
         raise QuantloopError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except RecursionError:
+        raise QuantloopError(f"{path}: not valid YAML (nested too deeply, or an alias refers to itself)") from None
     finally:
         loader.dispose()
