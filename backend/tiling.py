@@ -18,8 +18,6 @@ from math import prod
 
 import numpy as np
 
-WEIGHT_DIMS = frozenset("GCMRS")
-
 
 @dataclass(frozen=True)
 class TilePlan:

@@ -97,10 +97,6 @@ class Mapping:
     def to_arrays(self) -> "MappingArrays":
         return MappingArrays.stack([self])
 
-    @classmethod
-    def from_arrays(cls, arrays: "MappingArrays", index: int = 0) -> "Mapping":
-        return arrays.mapping(index)
-
 
 @dataclass
 class MappingArrays:

@@ -99,10 +99,6 @@ class BatchResult:
     values_per_word: np.ndarray
 
     @property
-    def edp(self) -> np.ndarray:
-        return self.energy * self.cycles
-
-    @property
     def valid(self) -> np.ndarray:
         """Capacity, fan-out limits and factor products all hold (keep rules and the target's
         dataflow constraints are not checked here; `checks.check_structure` does that)."""

@@ -19,7 +19,6 @@ from quantloop.errors import QuantloopError
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
 DIM_INDEX: dict[str, int] = {d: i for i, d in enumerate(DIMS)}
 DATASPACES: tuple[str, ...] = ("Weights", "Inputs", "Outputs")
-DS_INDEX: dict[str, int] = {d: i for i, d in enumerate(DATASPACES)}
 
 #: Which dims index which data space. Inputs are indexed by P, Q, R, S through the sliding window.
 DATASPACE_DIMS: dict[str, frozenset[str]] = {
@@ -202,9 +201,6 @@ class Bits:
         parts = [f"{n}{'-' if b is None else b}" for n, b in zip("wao", self.as_tuple())]
         return ("".join(parts) + ("" if self.scheme == "int" else f":{self.scheme}")
                 + ("" if self.psum == "accumulator" else f" (partial sums at {self.psum} width)"))
-
-
-STOCK_BITS = Bits()
 
 
 def prime_factors(n: int) -> list[int]:

@@ -290,11 +290,6 @@ class Conv2dOp(QnnOp, _FusedActivation):
             },
         )
 
-    @classmethod
-    def create_conv(cls, *args, **kwargs) -> Conv2dOp:
-        """Same as the constructor (kept for callers that prefer a named factory)."""
-        return cls(*args, **kwargs)
-
     @property
     def strides(self) -> tuple[int, ...]:
         return self.strides_attr.get_values()

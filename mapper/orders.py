@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from quantloop.costmodel.problem import DIM_INDEX, DIMS
+from quantloop.costmodel.problem import DIM_INDEX
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _RUNS = {"Weights": (_N, _P, _Q), "Inputs": (_M,), "Outputs": (_C, _R, _S)}
@@ -89,6 +89,3 @@ def stationary_orders(temporal: np.ndarray, permutations: list[tuple[str, ...]],
         out[:, l] = table[inv.reshape(-1)]
     return out
 
-
-def describe(order: np.ndarray) -> str:
-    return "".join(DIMS[i] for i in order)

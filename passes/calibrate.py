@@ -22,7 +22,8 @@ Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib
 `samples` seeded N(0, 1) random inputs (and warns: such ranges say little about real data),
 `weight_clip=minmax|mse`, `act_range=minmax|percentile`, `percentile=99.99` (two-sided: the
 (100 − p)-th and p-th percentiles; tensors with more than 4 M observed values are subsampled at random,
-seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`.
+seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`, `max_samples=2048` (calibration
+data beyond this many samples is not run: ranges settle long before, and time stays bounded).
 
 The observed ranges are cached on disk beside the mapper cache (same root, `calibration/` folder),
 keyed by the exported float model (bytes, weights included), the calibration inputs, the activation
@@ -46,7 +47,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from quantloop.errors import QuantloopError
+from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.frontend.quant_types import container
 from quantloop.ir import quantization as q
 from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR
@@ -135,6 +136,7 @@ class CalibratePass(ModulePass):
     percentile: float = DEFAULT_PERCENTILE
     scheme: str = "int"
     samples: int = 32
+    max_samples: int = 2048
     seed: int = 0
     cache_dir: str = ""
     no_cache: bool = False
@@ -170,6 +172,8 @@ class CalibratePass(ModulePass):
             raise QuantloopError(f"qnn-calibrate: percentile={self.percentile} must be in (50, 100]")
         if self.samples < 1:
             raise QuantloopError(f"qnn-calibrate: samples={self.samples} must be at least 1")
+        if self.max_samples < 1:
+            raise QuantloopError(f"qnn-calibrate: max_samples={self.max_samples} must be at least 1")
 
     # ------------------------------------------------------------------ which values
 
@@ -236,7 +240,7 @@ class CalibratePass(ModulePass):
         x, _ = check_dataset(x, None, shapes[0], np.float32, None, self.data)
         if len(x) < batch:
             raise QuantloopError(f"{self.data}: {len(x)} samples are fewer than the model's batch {batch}")
-        return [x]
+        return [x[: max(batch, self.max_samples // batch * batch)]]  # the first max_samples (whole batches)
 
     def _observe(self, module: ModuleOp, func: FuncOp, values: list[SSAValue]) -> dict[SSAValue, tuple[float, float]]:
         if not values:
@@ -277,18 +281,19 @@ class CalibratePass(ModulePass):
             options = ort.SessionOptions()
             options.log_severity_level = 3
             options.enable_cpu_mem_arena = False  # calibration runs once: no arena kept at its high-water mark
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             rng = np.random.default_rng(self.seed)
             observers = {v: RangeObserver(self.act_range, self.percentile, rng) for v in values}
             fetch = list(names.values())
             feeds = [exporter.names[a] for a in args]
-            for parts in zip(*(_batches(x, batch) for x in inputs)):
-                for arg, part in zip(args, parts):
-                    if arg in observers:
-                        observers[arg].update(part)
-                for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
-                    observers[value].update(result)
-            del session
+            with onnxruntime_failures("qnn-calibrate"):
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                for parts in zip(*(_batches(x, batch) for x in inputs)):
+                    for arg, part in zip(args, parts):
+                        if arg in observers:
+                            observers[arg].update(part)
+                    for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
+                        observers[value].update(result)
+                del session
         ranges = {v: tuple(float(x) for x in obs.range()) for v, obs in observers.items()}
         if cache is not None:
             cache.put(key, {exporter.names[v]: list(r) for v, r in ranges.items()})

@@ -84,9 +84,10 @@ def _is_design_folder(path: Path) -> bool:
 
 def _load_path(path: Path, source: str) -> Arch:
     """A quantloop target YAML, a Timeloop design folder, or a Timeloop architecture file."""
-    from quantloop.targets.timeloop_design import design_stamp
+    from quantloop.targets.timeloop_design import design_stamp, is_timeloop_architecture
 
-    stamp = design_stamp(path) if path.is_dir() else path.stat().st_mtime
+    # a design is read from several files (ERT, ART, components, ...): any of them changing reloads it
+    stamp = design_stamp(path) if path.is_dir() or is_timeloop_architecture(path) else path.stat().st_mtime
     return _load_cached(str(path.resolve()), stamp, source)
 
 

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+quantloop\.(\w+)", re.M)
 ROOT_IMPORT = re.compile(r"^\s*from\s+quantloop\s+import\b", re.M)
-LEAVES = {"errors": set(), "version": set(), "bits": {"errors"}, "options": {"errors", "backend"}}
+LEAVES = {"errors": set(), "version": set(), "bits": {"errors"}, "files": {"errors"}, "options": {"errors", "backend"}}
 """Light modules every layer may ask (legal bit-widths, options and their defaults): they import nothing else
 (options reads backend.emit, itself light, lazily for the --emit choices)."""
 
@@ -57,3 +57,10 @@ def test_no_module_imports_the_package_root():
     bad = [str(p.relative_to(ROOT)) for p in library if p.name != "__init__.py" or p.parent != ROOT
            if ROOT_IMPORT.search(p.read_text())]
     assert not bad, bad
+
+
+def test_every_artefact_step_has_one_writer():
+    from quantloop.backend.artifacts import WRITERS
+    from quantloop.backend.emit import STEPS
+
+    assert tuple(WRITERS) == STEPS

@@ -18,7 +18,8 @@ def design_spec(path: str | Path) -> TargetSpec:
 def design_stamp(path: str | Path) -> float:
     """Latest modification time of the files a design is read from (for caches)."""
     files = design_files(Path(path))
-    return max(p.stat().st_mtime for p in (files.arch, files.ert, files.art, *files.components) if p is not None)
+    paths = (files.arch, files.ert, files.art, files.constraints, *files.components)
+    return max(p.stat().st_mtime for p in paths if p is not None)
 
 
 __all__ = ["design_spec", "design_stamp", "design_files", "is_timeloop_architecture"]

@@ -3,13 +3,16 @@ turned into the data of a quantloop target YAML (`targets/schema.py`), as Timelo
 
 Hierarchy (v0.4): nodes run outer → inner. A `!Container` with `spatial: {meshX, meshY}` is the
 dummy spatial level timeloopfe inserts (`inter_<name>_spatial`): a stage of the fan-out of the
-storage level above it, carrying the container's `spatial` constraints. A `!Parallel` becomes a
-chain in the order written (as timeloopfe flattens it); `!Nothing` is dropped; a `!Container`'s
-attributes are inherited by the nodes after it in its list. The last component is the MAC.
+storage level above it, carrying the container's `spatial` constraints. A `!Parallel` sends each
+data space down the one branch that keeps it (the branch's nodes bypass the rest) and becomes a
+chain in the order written, as timeloopfe flattens it; `!Nothing` only marks a branch; a
+`!Container`'s attributes are inherited by the nodes after it in its list. The last component is
+the MAC.
 
 Constraints keep Timeloop's meaning: `factors` fix a dimension's factor (1 forbids it),
 `permutation` lists dims innermost first, and in a spatial constraint `split: k` puts the first k
-dims of the permutation (unlisted dims follow, in canonical order) on X and the rest on Y.
+dims of the permutation on X and the rest (unlisted dims included) on Y. Timeloop's max factors
+(`C<=4`), factor 0 (the whole dimension) and a split among unlisted dims are refused, not guessed.
 
 Energies come from Accelergy's ERT.yaml and areas from ART.yaml beside the architecture: quantloop
 does not run Accelergy, so a design without an ERT is refused naming the first component that
@@ -332,15 +335,20 @@ class _Constraints(_Reader):
         return str(d)
 
     def factors(self, value: object, where: str) -> dict[str, int]:
-        """`[N=1, C=16]`, `"R=1 S=1"`, `"R=1,S=1"` or a mapping {N: 1}."""
+        """`[N=1, C=16]`, `"R=1 S=1"`, `"R=1,S=1"`, `"C16"` or a mapping {N: 1}, as Timeloop parses them."""
         if isinstance(value, dict):
             return {self.dim(d, where): self.integer(f, f"{where}.{d}") for d, f in value.items()}
         items = value if isinstance(value, list) else re.split(r"[\s,]+", str(value).strip()) if value else []
         out: dict[str, int] = {}
         for i, item in enumerate(items):
-            m = re.fullmatch(r"\s*([A-Za-z]+)\s*=\s*(\d+)\s*", str(item))
+            if re.fullmatch(r"\s*[A-Za-z]+\s*(<=|>=)\s*\d+\s*", str(item)):
+                raise self.fail(f"{where}[{i}]", f"{item}: minimum / maximum factors are not supported (only DIM=N)")
+            m = re.fullmatch(r"\s*([A-Za-z]+)\s*=?\s*(\d+)\s*", str(item))
             if not m:
                 raise self.fail(f"{where}[{i}]", f"expected DIM=N such as C=16, got {item!r}")
+            if int(m.group(2)) == 0:
+                raise self.fail(f"{where}[{i}]", f"{item}: factor 0 (Timeloop: the whole dimension of each layer) "
+                                                 "is not supported; give the factor")
             d = self.dim(m.group(1), f"{where}[{i}]")
             if d in out:
                 raise self.fail(f"{where}[{i}]", f"dimension {d} is given twice")
@@ -396,6 +404,9 @@ class _Constraints(_Reader):
         if spatial.get("split") is not None:
             split = self.integer(spatial["split"], f"{where}.split", minimum=0)
             listed = self.permutation(spatial.get("permutation", []), f"{where}.permutation")
+            if len(listed) < split < len(DIMS):  # Timeloop lets its mapper order the unlisted dims there
+                raise self.fail(f"{where}.split", f"{split} falls among the dims the permutation does not list; "
+                                                  "list every dim up to the split")
             full = listed + [d for d in DIMS if d not in listed]
             on_x, on_y = set(full[:split]), set(full[split:])
         fx = {d: 1 for d in DIMS if d not in on_x}
@@ -520,7 +531,7 @@ def _storage_level(node: _Node, reader: _Constraints, ert: dict | None, art: dic
     if word_bits is None:
         raise reader.fail(f"{at}.attributes", f"storage {node.name} needs `datawidth` (bits per word)")
     cluster = _number(attrs, ("cluster_size", "cluster-size"), reader, at) or 1
-    width = _number(attrs, ("width", "memory_width"), reader, at)
+    width = _number(attrs, ("width",), reader, at)
     block = _number(attrs, ("block_size", "block-size"), reader, at)
     if width is None and block is not None:
         width = block * word_bits * cluster
@@ -531,9 +542,9 @@ def _storage_level(node: _Node, reader: _Constraints, ert: dict | None, art: dic
         level["width"] = width
     depth = _number(attrs, ("depth",), reader, at)
     entries = _number(attrs, ("entries",), reader, at)
-    if depth is not None and node.cls != "DRAM":
+    if depth is not None:  # none (as for the exercises' DRAM): unbounded
         level["depth"] = depth
-    elif entries is not None and node.cls != "DRAM":
+    elif entries is not None:
         level["capacity_words"] = entries
     if cluster != 1:
         level["cluster_size"] = cluster
@@ -569,8 +580,8 @@ def _fanout(level: dict, stages: list[_Node], reader: _Constraints) -> None:
             fx, fy = reader.spatial_axes(reader.mapping(own[0], own[1]), direct, own[1])
             axes["x"].append(fx)
             axes["y"].append(fy)
-    elif own:
-        fx, fy = reader.spatial_axes(reader.mapping(own[0], own[1]), (1, 1), own[1])
+    elif own:  # no fan-out of its own (a container's stages carry it): only factors of 1 are consistent
+        reader.spatial_axes(reader.mapping(own[0], own[1]), (1, 1), own[1])
     for st in stages:
         reader.check_keys(st.constraints, f"{st.where}.constraints")
         spatial = reader.mapping(st.constraints.get("spatial"), f"{st.where}.constraints.spatial")
