@@ -28,19 +28,12 @@ from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
 from xdsl.utils.base_printer import BasePrinter
 
-#: Lines would pass this column are wrapped where the syntax allows (properties, function types, long lists).
+from quantloop.ir.types import float_text
+
+#: Lines that would pass this column are wrapped where the syntax allows (properties, function types, long lists).
 WRAP_COLUMN = 200
 #: Properties printed after all others (the ONNX node name reads best at the end).
 LAST_PROPERTIES = ("name",)
-
-
-def float_text(value: float) -> str:
-    """Shortest text that parses back to exactly `value` and that the MLIR lexer reads as a float."""
-    text = repr(float(value))
-    mantissa, exp_mark, exponent = text.partition("e")
-    if "." not in mantissa:
-        mantissa += ".0"
-    return mantissa + exp_mark + exponent
 
 
 def print_wrapped(printer: BasePrinter, items: Sequence[str], width: int = WRAP_COLUMN, indent: int = 2) -> None:
@@ -70,8 +63,9 @@ def _constraint_class(definition) -> type[Attribute] | None:
     return cls if isinstance(cls, type) else None
 
 
-def _print_value(printer: Printer, value: Attribute) -> None:
-    if isinstance(value, DenseArrayBase) and value.elt_type == i64:
+def _print_value(printer: Printer, value: Attribute, definition) -> None:
+    """A property's value; `[1, 2]` only where the definition says DenseArrayBase (else it parses as an ArrayAttr)."""
+    if isinstance(value, DenseArrayBase) and value.elt_type == i64 and _constraint_class(definition) is DenseArrayBase:
         printer.print_string("[" + ", ".join(str(v) for v in value.get_values()) + "]")
     elif isinstance(value, IntegerAttr) and value.type == i64:
         printer.print_string(str(value.value.data))
@@ -164,11 +158,12 @@ class CustomSyntaxOp(IRDLOperation):
         shown = self._printed_properties()
         if not shown:
             return
+        definitions = self.get_irdl_definition().properties
 
         def entry(kv: tuple[str, Attribute]) -> None:
             printer.print_identifier_or_string_literal(kv[0])
             printer.print_string(" = ")
-            _print_value(printer, kv[1])
+            _print_value(printer, kv[1], definitions.get(kv[0]))
 
         own_lines = [] if not self.PROPERTIES_ON_OWN_LINES else [
             kv for kv in shown if not isinstance(kv[1], BuiltinAttribute | EnumAttribute)

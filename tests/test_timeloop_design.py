@@ -264,6 +264,15 @@ def test_unknown_tag_names_file_and_key_path(tmp_path, capsys):
     assert str(arch) in err and "architecture.nodes[6].nodes[1]" in err and "unknown tag !Storage" in err
 
 
+def test_duplicate_keys_are_refused_but_yaml_merge_keys_work(tmp_path, capsys):
+    """The exercises' components use `<<: *write_action` then override `name`: that is YAML, not a duplicate."""
+    assert load_target(DATA / "eyeriss_like").pe_count == 168  # reads components/regfile.yaml
+    folder = _design(tmp_path)
+    arch = folder / "arch.yaml"
+    arch.write_text(arch.read_text().replace("        depth: 12\n", "        depth: 12\n        depth: 24\n", 1))
+    assert "duplicate key 'depth'" in _error(capsys, folder)
+
+
 def test_missing_ert_entry_names_the_component(tmp_path, capsys):
     folder = _design(tmp_path)
     ert = yaml.safe_load((folder / "ERT.yaml").read_text())
@@ -297,7 +306,8 @@ def test_missing_ert_says_accelergy_is_needed(tmp_path, capsys):
      "architecture.nodes[5].constraints.spatial.factors[1]", "maximum factors are not supported"),
     ("factors: [N=1, P=1, Q=1, R=1]", "factors: [N=0]",
      "architecture.nodes[5].constraints.spatial.factors[0]", "factor 0"),
-    ("split: 999", "split: 7\n        permutation: [N, C]",
+    ("permutation: [N, C, P, R, S, Q, M]\n        factors: [N=1, C=1, P=1, R=1, S=1]\n        split: 999",
+     "permutation: [N, C]\n        factors: [N=1, C=1, P=1, R=1, S=1]\n        split: 7",
      "architecture.nodes[4].constraints.spatial.split", "7 falls among the dims the permutation does not list"),
 ])
 def test_constraint_errors_name_file_and_key_path(tmp_path, capsys, old, new, where, what):
