@@ -4,7 +4,10 @@ spatial-Y) slot may take, and a vectorised enumeration of every legal tiling.
 A tiling gives every dim's factor at every slot; legality is: the factors of each dim multiply to
 the dim, fan-outs (product of a level's X factors ≤ fanout_x, Y likewise), the target's fixed
 factors and allowed spatial dims, and the capacity of every level in words at the layer's
-bit-widths (⌈tile / ⌊word/b⌋⌉ per kept data space, input tiles with the sliding-window halo).
+bit-widths (⌈tile / ⌊word/b⌋⌉ per kept data space, input tiles with the sliding-window halo;
+Outputs at the partial-sum width, which is never narrower than the Outputs width: whether a level
+holds partial sums depends on the whole mapping, so the slots take the safe side and the cost
+model, which the search scores every candidate with, applies the exact width).
 The same rules are stated as a CP-SAT model in `quantloop.mapper.cpsat`; tests check that both
 agree on the number of legal tilings.
 
