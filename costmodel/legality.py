@@ -11,7 +11,8 @@ Two kinds of rule:
   factor the target fixes there (1 forbids the dim), or 0 when the mapper may choose it; plus
   each level's fan-out limits (`fanout_table`).
 * Tile bounds (`tile_bounds`): "the tiles of these data spaces that level l keeps, counted in
-  words (or values), sum to at most n". A level's capacity is one. A new bound kind is one more
+  words (or values), sum to at most n". A level's capacity is one; `StorageLevel.max_tile_values`
+  (at most n values of one data space per tile) is another. A new bound kind is one more
   `TileBound` produced here; every judge already evaluates them all.
 """
 
@@ -65,12 +66,15 @@ class TileBound:
 
 
 def tile_bounds(arch: Arch) -> list[TileBound]:
-    """Every tile bound of `arch`: capacities (words, all kept data spaces)."""
+    """Every tile bound of `arch`: capacities (words, all kept data spaces) and per-data-space value limits."""
     bounds = []
     for l, lvl in enumerate(arch.levels):
         if lvl.capacity_words is not None:
             bounds.append(TileBound(l, (0, 1, 2), "words", lvl.capacity_words,
                                     f"level {lvl.name}: capacity {lvl.capacity_words} words"))
+        for ds, limit in sorted(lvl.max_tile_values.items()):
+            bounds.append(TileBound(l, (DATASPACES.index(ds),), "values", limit,
+                                    f"level {lvl.name}: at most {limit} {ds} values per tile"))
     return bounds
 
 

@@ -1,7 +1,7 @@
 """The four judges of a mapping's legality never disagree: the numpy enumerator (`Mapspace`), the
 CP-SAT model, the brute-force reference (`mapper.exhaustive`) and the cost model's checks. All read
 the rules from `costmodel.legality`; this draws random small targets (fan-outs, capacities, word
-widths, bypasses, forbidden spatial dims) and random mappings."""
+widths, bypasses, forbidden spatial dims, per-data-space tile limits) and random mappings."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ def targets(draw):
             level["fanout"] = {"x": draw(st.sampled_from([1, 2, 4])), "y": draw(st.sampled_from([1, 2]))}
             forbidden = draw(st.lists(st.sampled_from("CMPQRS"), unique=True, max_size=3))
             constraints["spatial_x"] = {"factors": {d: 1 for d in forbidden}}
+        limits = draw(st.dictionaries(st.sampled_from(DATASPACES), st.integers(1, 16), max_size=2))
+        if limits:
+            constraints["max_tile_values"] = limits
         level["constraints"] = constraints
         levels.append(level)
     spec = {"name": "random", "levels": levels, "compute": {"energy_pj": 1.0}}
@@ -99,3 +102,24 @@ def test_the_four_judges_agree(data, arch, problem, w, a, start):
         factors = tilings[data.draw(st.integers(0, len(tilings) - 1))]
     verdicts = _judges(arch, problem, bits, factors, keep)
     assert len(set(verdicts.values())) == 1, verdicts
+
+
+@pytest.mark.parametrize("limit, legal", [(8, False), (9, True)])
+def test_max_tile_values_is_enforced_by_every_judge(limit, legal):
+    """The example rule kind: a 3×3 weight tile (9 values) kept at `pe` against a limit of 8 / 9."""
+    spec = {
+        "name": "tiny", "compute": {"energy_pj": 1.0},
+        "levels": [
+            {"name": "DRAM", "word_bits": 16, "energy_pj": {"read": 1.0, "write": 1.0}},
+            {"name": "pe", "word_bits": 16, "capacity_words": 64, "energy_pj": {"read": 1.0, "write": 1.0},
+             "constraints": {"dataspace": {"keep": ["Weights", "Inputs", "Outputs"]},
+                             "max_tile_values": {"Weights": limit}}},
+        ],
+    }
+    arch = to_arch(parse_spec(spec, "<tiny>"))
+    problem = Problem(R=3, S=3, P=2)
+    factors = np.ones((2, 3, 8), dtype=np.int64)
+    factors[1, 0, DIMS.index("R")], factors[1, 0, DIMS.index("S")], factors[0, 0, DIMS.index("P")] = 3, 3, 2
+    keep = np.ones((2, 3), dtype=bool)
+    verdicts = _judges(arch, problem, Bits(8, 8, 8, psum="outputs"), factors, keep)
+    assert verdicts == dict.fromkeys(verdicts, legal)
