@@ -87,14 +87,30 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     if not options.command_line:
         options = options.replace(command_line=python_call(model, options))
     with reporting(progress or Progress()) as shown:
-        if options.search is not None:
-            from quantloop.cosearch import run_search
+        try:
+            if options.search is not None:
+                from quantloop.cosearch import run_search
 
-            result = run_search(model, options, out=out)
-        else:
-            result = _compile(model, options, out, shown)
+                result = run_search(model, options, out=out)
+            else:
+                result = _compile(model, options, out, shown)
+        except QuantloopError as err:
+            raise QuantloopError(_naming_an_input(str(err), model, options), exit_code=err.exit_code) from None
     result.phases, result.phase_cpu = dict(shown.phases), dict(shown.cpu)
     return result
+
+
+def _naming_an_input(message: str, model: Any, options: CompileOptions) -> str:
+    """Every compile error names a file: one that names none of the inputs (a layer's calibration, an
+    onnxruntime refusal) is about the model, so it is prefixed with the model's path."""
+    inputs = [model, options.target, options.output_dir, options.bits_file, options.data, options.dump_ir,
+              options.cache_dir]
+    if options.search is not None:
+        inputs += [options.search.val_data, options.search.test_data]
+    named = [str(x) for x in inputs if isinstance(x, (str, Path)) and str(x)]
+    if not isinstance(model, (str, Path)) or any(name in message for name in named):
+        return message
+    return f"{model}: {message}"
 
 
 def python_call(model: Any, options: CompileOptions) -> str:

@@ -85,17 +85,30 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    out: dict = {}
-    for key_node, value_node in node.value:
+    # Duplicates are checked among the keys written in this mapping; keys merged in with `<<: *anchor`
+    # may be overridden by them, as YAML defines (the Timeloop exercises' components rely on it).
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         try:
             hash(key)
         except TypeError:
             raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a scalar",
                                                     key_node.start_mark) from None
-        if key in out:
+        if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    loader.flatten_mapping(node)
+    out: dict = {}
+    for key_node, value_node in node.value:  # merged keys first, then this mapping's own: the latter win
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a scalar",
+                                                    key_node.start_mark) from None
         out[key] = loader.construct_object(value_node, deep=deep)
     return out
 
@@ -172,3 +185,9 @@ def parse_json(text: str, where: str) -> object:
 
 def load_json(path: str | os.PathLike, what: str = "JSON file", max_bytes: int = MAX_TEXT_BYTES) -> object:
     return parse_json(read_text(path, what, max_bytes), str(path))
+
+
+# For readers that need their own YAML tags (Timeloop designs) but the same limits and unique keys.
+UniqueKeyLoader = _UniqueKeyLoader
+construct_unique_mapping = _construct_mapping
+yaml_depth_ok = _yaml_depth_ok

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+
 from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args, print_cost_tables
+from quantloop.errors import QuantloopError
 
 HELP = "energy, cycles and per-level accesses of one mapping (Timeloop problem + map YAML) on a target"
 
@@ -27,6 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "default: quantloop's own cost model",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _naming_inputs(message: str, args) -> str:
+    """A legality error of the (problem, mapping, target) combination, prefixed with the files it came from."""
+    from pathlib import Path
+
+    files = [str(args.mapping), f"problem {args.problem}"]
+    if Path(args.target).exists():
+        files.append(f"target {args.target}")
+    if str(args.mapping) in message:
+        return message
+    return f"{files[0]} ({', '.join(files[1:])}): {message.removeprefix('mapping: ')}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         from quantloop.costmodel.timeloop_engine import find_timeloop
 
         tool = find_timeloop()
-    result = evaluate(arch, problem, mapping, bits, check=True)  # legality: one-line errors before Timeloop runs
+    try:
+        result = evaluate(arch, problem, mapping, bits, check=True)  # legality: one-line errors before Timeloop runs
+    except QuantloopError as err:
+        raise QuantloopError(_naming_inputs(str(err), args)) from None
     if tool is not None:
         import sys
 

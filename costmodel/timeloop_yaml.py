@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from quantloop.costmodel.mapping import LevelMapping, Mapping
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
+from quantloop.costmodel.problem import DATASPACES, DIMS, MAX_DIM, Bits, Problem, prime_factors
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 
@@ -56,7 +56,14 @@ def problem_from_dict(data: dict, source: str = "problem") -> tuple[Problem, Bit
             raise QuantloopError(f"{source}: problem.instance.{key}: expected a positive integer, got {v!r}")
         values[key] = v
     name = data["problem"].get("shape", {}).get("name", "") if isinstance(data["problem"].get("shape"), dict) else ""
-    problem = Problem(**values, name=name or Path(source).parent.name)
+    try:
+        return _problem_and_bits(values, inst, name or Path(source).parent.name, source)
+    except QuantloopError as err:
+        raise QuantloopError(f"{source}: {err}" if source not in str(err) else str(err)) from None
+
+
+def _problem_and_bits(values: dict, inst: dict, name: str, source: str) -> tuple[Problem, Bits | None]:
+    problem = Problem(**values, name=name)
     bits = None
     for key in _BITS_KEYS:
         if key in inst:
@@ -109,36 +116,58 @@ def write_problem(path: str | Path, problem: Problem, bits: Bits | None = None) 
 # ---------------------------------------------------------------- mapping
 
 
+def _factor(d: object, f: object, source: str) -> tuple[str, int]:
+    if d not in DIMS:
+        raise QuantloopError(f"{source}: unknown dim {d!r} in factors")
+    if isinstance(f, str) and f.isdigit():
+        f = int(f)
+    if not isinstance(f, int) or isinstance(f, bool) or not 1 <= f <= MAX_DIM:
+        raise QuantloopError(f"{source}: factor of {d} must be an integer from 1 to {MAX_DIM}, got {f!r}")
+    return str(d), f
+
+
 def _parse_factors(value, source: str) -> dict[str, int]:
     if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, str):
+        items = list(value.items())
+    elif isinstance(value, (str, list)):
+        tokens = value.split() if isinstance(value, str) else [str(tok).replace("=", "") for tok in value]
         items = []
-        for tok in value.split():
+        for tok in tokens:
             if len(tok) < 2 or not tok[1:].isdigit():
                 raise QuantloopError(f"{source}: bad factor {tok!r} (expected e.g. C16)")
-            items.append((tok[0], int(tok[1:])))
-    elif isinstance(value, list):
-        items = []
-        for tok in value:
-            tok = str(tok).replace("=", "")
-            items.append((tok[0], int(tok[1:])))
+            items.append((tok[0], tok[1:]))
     else:
         raise QuantloopError(f"{source}: factors must be a string like 'C16 M1 ...'")
     out = {}
     for d, f in items:
-        if d not in DIMS:
-            raise QuantloopError(f"{source}: unknown dim {d!r} in factors")
-        out[d] = int(f)
+        d, f = _factor(d, f, source)
+        if d in out:
+            raise QuantloopError(f"{source}: dim {d} appears twice in factors")
+        out[d] = f
     return out
 
 
 def _parse_permutation(value, source: str) -> list[str]:
-    perm = list(value) if isinstance(value, (str, list)) else []
+    if value is None:
+        return []
+    if not isinstance(value, (str, list)):
+        raise QuantloopError(f"{source}: permutation must be a string like 'CMPQ', got {value!r}")
+    perm = list(value)
     for d in perm:
         if d not in DIMS:
             raise QuantloopError(f"{source}: unknown dim {d!r} in permutation")
+    if len(set(perm)) != len(perm):
+        raise QuantloopError(f"{source}: permutation {''.join(perm)!r} names a dim twice")
     return perm
+
+
+def _dataspace_list(entry: dict, key: str, source: str) -> set[str]:
+    value = entry.get(key)
+    if value is None:
+        return set()
+    if not isinstance(value, list) or not all(isinstance(ds, str) for ds in value):
+        raise QuantloopError(f"{source}: {key} must be a list of data spaces, got {value!r}")
+    return set(value)
 
 
 def _resolve(arch: Arch, target: str, source: str) -> tuple[int, bool]:
@@ -164,22 +193,24 @@ def mapping_from_list(arch: Arch, entries: list, source: str = "mapping") -> Map
         where = f"{source}: mapping[{n}]"
         if not isinstance(e, dict) or "target" not in e or "type" not in e:
             raise QuantloopError(f"{where}: each entry needs `target` and `type`")
-        idx, dummy = _resolve(arch, str(e["target"]), where)
+        if not isinstance(e["target"], str):
+            raise QuantloopError(f"{where}: target must be a level name, got {e['target']!r}")
+        idx, dummy = _resolve(arch, e["target"], where)
         kind = e["type"]
         if kind in ("datatype", "bypass"):
             if dummy:
                 if e.get("keep"):
                     raise QuantloopError(f"{where}: the spatial level {e['target']} cannot keep data")
                 continue
-            kept = set(e.get("keep") or [])
-            if kind == "datatype" and not e.get("keep") and not e.get("bypass"):
+            kept, bypassed = _dataspace_list(e, "keep", where), _dataspace_list(e, "bypass", where)
+            if kind == "datatype" and not kept and not bypassed:
                 continue
-            bad = (kept | set(e.get("bypass") or [])) - set(DATASPACES)
+            bad = (kept | bypassed) - set(DATASPACES)
             if bad:
                 raise QuantloopError(f"{where}: unknown data spaces {sorted(bad)}")
             if keep[idx] is None:
                 keep[idx] = set(arch.levels[idx].may_keep)
-            keep[idx] = (keep[idx] | kept) - set(e.get("bypass") or [])
+            keep[idx] = (keep[idx] | kept) - bypassed
         elif kind == "temporal":
             factors = _parse_factors(e.get("factors", ""), where)
             perm = _parse_permutation(e.get("permutation", ""), where)
@@ -193,7 +224,9 @@ def mapping_from_list(arch: Arch, entries: list, source: str = "mapping") -> Map
             factors = _parse_factors(e.get("factors", ""), where)
             perm = _parse_permutation(e.get("permutation", ""), where)
             perm += [d for d in DIMS if d not in perm]
-            split = int(e.get("split", len(perm)))
+            split = e.get("split", len(perm))
+            if not isinstance(split, int) or isinstance(split, bool) or not 0 <= split <= len(perm):
+                raise QuantloopError(f"{where}: split must be an integer from 0 to {len(perm)}, got {split!r}")
             # permutation is innermost first; keep our loops outer → inner
             for table, dims in ((sx[idx], perm[:split]), (sy[idx], perm[split:])):
                 for d in reversed(dims):

@@ -6,6 +6,7 @@ An `.npz` holds an array `x` (samples along axis 0, shaped like the model input)
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,40 @@ def _load_zoo(spec: str) -> tuple[np.ndarray, np.ndarray]:
     return load_digits_split(DIGITS_DATA_SPECS[spec])
 
 
+#: The most bytes one array of a data file may claim (checked in its header before anything is allocated).
+MAX_ARRAY_BYTES = 4 << 30
+
+
+def _check_headers(path: Path) -> None:
+    """Refuse, from the .npy headers alone, arrays that claim a huge shape, an object / structured dtype,
+    or more data than the archive member holds (so loading can neither exhaust memory nor fail later)."""
+    from numpy.lib import format as npy
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = npy.read_array_header_2_0(member)
+                name = info.filename.removesuffix(".npy")
+                if dtype.hasobject or dtype.kind not in "biuf" or dtype.itemsize == 0:
+                    raise QuantloopError(f"{path}: array {name!r} has dtype {dtype}; expected numbers")
+                claimed = math.prod(shape) * dtype.itemsize
+                if claimed > MAX_ARRAY_BYTES:
+                    raise QuantloopError(f"{path}: array {name!r} claims shape {tuple(shape)} ({claimed} bytes), "
+                                         f"more than a data file may hold ({MAX_ARRAY_BYTES} bytes)")
+                if claimed > info.file_size:
+                    raise QuantloopError(f"{path}: array {name!r} claims shape {tuple(shape)} but the file holds "
+                                         f"only {info.file_size} bytes (truncated?)")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, TypeError) as err:
+        raise QuantloopError(f"{path}: not a readable .npz file ({_first_line(err)})") from None
+
+
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise QuantloopError(f"{path}: no such data file")
@@ -42,6 +77,7 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise QuantloopError(f"{path}: not an .npz archive (a single .npy array); save with numpy.savez(x=..., y=...)")
     if not zipfile.is_zipfile(path):
         raise QuantloopError(f"{path}: not an .npz file (not a zip archive); save with numpy.savez(x=..., y=...)")
+    _check_headers(path)
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:

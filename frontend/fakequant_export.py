@@ -28,11 +28,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.onnx_export import OnnxExporter
+from quantloop.frontend.onnx_export import EMITTERS, OnnxExporter
 from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
 from quantloop.ir import (
     ConstantOp,
@@ -155,6 +155,9 @@ class FakeQuantExporter(OnnxExporter):
 
 
 def _constant(ex: FakeQuantExporter, op: ConstantOp) -> None:
+    if isinstance(op.output.type.element_type, IntegerType):  # shapes, pads, indices of host ops
+        EMITTERS[ConstantOp](ex, op)
+        return
     name = ex.name(op.output)
     ex.initializers.append(numpy_helper.from_array(weight_values(op), name))
 

@@ -43,7 +43,7 @@ from xdsl.utils.exceptions import VerifyException
 from quantloop.bits import LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
-from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS, QOPERATOR_CONVERTERS
+from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS, QOPERATOR_CONVERTERS, dynamic_chains
 from quantloop.frontend.quant_types import ONNX_STORAGE, container, uniform_type
 from quantloop.ir import (
     AddOp,
@@ -204,7 +204,11 @@ class _Importer:
             self.values[info.name] = arg
             arg.name_hint = _hint(info.name)
         self._refuse_unsupported()
+        self.dynamic_chains = dynamic_chains(self.graph, self.consts)
+        skipped = {member for chain in self.dynamic_chains.values() for member in chain.nodes}
         for node in self.graph.node:
+            if node.output and node.output[0] in skipped:  # emitted with its chain's ConvInteger / MatMulInteger
+                continue
             self.node = node
             converter = _converter(node)
             try:
@@ -265,6 +269,8 @@ class _Importer:
             return _same_pads(list(size), kernel, strides, dilations, mode)
         if mode == "VALID":
             return [0, 0, 0, 0]
+        if mode != "NOTSET":
+            raise self.fail(f"auto_pad {mode!r} is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID")
         return list(a.get("pads", [0, 0, 0, 0]))
 
     def gemm(self, node: onnx.NodeProto) -> None:
@@ -291,6 +297,9 @@ class _Importer:
     def clip(self, node: onnx.NodeProto) -> None:
         low = self.opt_const(node, 1, "Clip min")
         high = self.opt_const(node, 2, "Clip max")
+        for bound, what in ((low, "min"), (high, "max")):
+            if bound is not None and np.size(bound) != 1:
+                raise self.fail(f"Clip {what} must be a scalar, got shape {list(np.shape(bound))}")
         lo = -_F32_MAX if low is None else float(low)
         hi = _F32_MAX if high is None else float(high)
         self.emit(ClipOp(self.value(node.input[0]), lo, hi, name=node.name or None), node.output[0])

@@ -26,7 +26,9 @@ def _read_file(path: Path) -> onnx.ModelProto:
         raise QuantloopError(f"{path}: no such file")
     if path.is_dir():
         raise QuantloopError(f"{path}: is a directory, not an ONNX file")
-    data = path.read_bytes()
+    from quantloop.files import read_bytes
+
+    data = read_bytes(path, "ONNX model", max_bytes=MAX_MODEL_BYTES)  # a regular file: a FIFO must not hang us
     if not data:
         raise QuantloopError(f"{path}: the file is empty, not an ONNX model")
     model = onnx.ModelProto()
@@ -39,9 +41,24 @@ def _read_file(path: Path) -> onnx.ModelProto:
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, onnx.checker.ValidationError) as err:
             raise QuantloopError(f"{path}: cannot read its external weight data ({_first_line(err)})") from None
     return model
+
+
+#: The largest ONNX file read, and the most elements one graph input may have (4 GiB of float32): beyond
+#: them calibration and lowering would exhaust memory, so the model is refused up front.
+MAX_MODEL_BYTES = 8 << 30
+MAX_INPUT_ELEMENTS = 1 << 30
+
+
+def _check_input_sizes(model: onnx.ModelProto, source: str) -> None:
+    for value in graph_inputs(model):
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if math.prod(dims) > MAX_INPUT_ELEMENTS:
+            shape = "x".join(map(str, dims))
+            raise QuantloopError(f"{source}: input {value.name!r} of shape {shape} is larger than quantloop handles "
+                                 f"({MAX_INPUT_ELEMENTS} elements)")
 
 
 def _first_line(err: BaseException) -> str:
@@ -65,6 +82,7 @@ def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputSha
     else:
         source, model = str(spec), _read_file(Path(spec))
     _set_input_shapes(model, input_shapes or {}, source)
+    _check_input_sizes(model, source)
     model = convert_opset(model, source)
     _check_and_infer(model, source)
     for _ in range(MAX_FOLD_ROUNDS):

@@ -13,14 +13,18 @@ they become float constants of `float32(B) · float32(x_scale · w_scale)`, as t
 The integer kernels (int32 accumulation, one requantization multiplier) round their outputs differently
 from the float reference a qnn op stands for: results agree within 1 LSB of the output scale.
 
-`ConvInteger` / `MatMulInteger` produce int32 accumulators with no scale of their own (onnxruntime's
-dynamic quantization feeds them from `DynamicQuantizeLinear`, whose scale is computed at run time); they
-are refused with that reason.
+`ConvInteger` / `MatMulInteger` produce int32 accumulators with no scale of their own. They are imported
+in the chain onnxruntime's `quantize_dynamic` writes (see `dynamic_chains`): the layer keeps the model's
+weight codes, scale and zero point; its input activation, which the model quantizes with a scale computed
+at run time, is left float and gets bits from `--bits` and calibration like any float tensor. Such a
+model's outputs therefore differ from `model.quant.onnx`'s by the difference between the run-time and
+the calibrated activation scales (no LSB bound). An accumulator op outside that chain is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -153,10 +157,94 @@ def qlinear_global_avgpool(imp: _Importer, node: onnx.NodeProto) -> None:
     _emit_quantized(imp, node, lambda t: GlobalAvgPoolOp(x, t, name=node.name or None), node.input[3], _input(node, 4))
 
 
+@dataclass(frozen=True)
+class DynamicChain:
+    """`xq, xs, xzp = DynamicQuantizeLinear(x)`; `s = Mul(xs, w_scale)`; `acc = ConvInteger(xq, w, xzp, w_zp)`
+    (or MatMulInteger); `y = Mul(Cast(acc), s)`; optionally `y' = Add(y, bias)` with a constant bias."""
+
+    source: str  # x, the float activation
+    weight: str
+    weight_zp: str | None
+    weight_scale: str
+    bias: str | None
+    output: str  # y or y'
+    nodes: tuple[str, ...]  # first outputs of the chain's nodes other than the accumulator op itself
+
+
+def dynamic_chains(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> dict[int, DynamicChain]:
+    """The chains of `DynamicChain` in `graph`, keyed by the output of their ConvInteger / MatMulInteger node."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def only_reader(name: str, op_type: str) -> onnx.NodeProto | None:
+        found = readers.get(name, [])
+        if len(found) == 1 and found[0].op_type == op_type and name not in outputs:
+            return found[0]
+        return None
+
+    chains: dict[int, DynamicChain] = {}
+    for node in graph.node:
+        if node.op_type not in ("ConvInteger", "MatMulInteger") or len(node.input) < 3:
+            continue
+        dql = producer.get(node.input[0])
+        if dql is None or dql.op_type != "DynamicQuantizeLinear" or node.input[2] != dql.output[2]:
+            continue
+        if node.input[1] not in consts or (len(node.input) > 3 and node.input[3] and node.input[3] not in consts):
+            continue
+        cast = only_reader(node.output[0], "Cast")
+        mul = cast and only_reader(cast.output[0], "Mul")
+        scale = mul and producer.get(next((i for i in mul.input if i != cast.output[0]), ""))
+        if not (scale and scale.op_type == "Mul" and dql.output[1] in scale.input):
+            continue
+        weight_scale = next((i for i in scale.input if i != dql.output[1]), "")
+        if weight_scale not in consts or any(r is not mul for r in readers.get(scale.output[0], [])):
+            continue
+        if any(r.op_type not in ("ConvInteger", "MatMulInteger", "Mul") for o in dql.output[:2] for r in readers.get(o, [])):
+            continue
+        add = only_reader(mul.output[0], "Add")
+        bias = add and next((i for i in add.input if i != mul.output[0] and i in consts), None)
+        members = [dql, scale, cast, mul] + ([add] if bias else [])
+        chains[node.output[0]] = DynamicChain(dql.input[0], node.input[1], node.input[3] if len(node.input) > 3 and node.input[3] else None,
+                                        weight_scale, bias, (add if bias else mul).output[0], tuple(n.output[0] for n in members))
+    return chains
+
+
 def integer_accumulator(imp: _Importer, node: onnx.NodeProto) -> None:
-    raise imp.fail(f"{node.op_type} writes int32 accumulators whose scale is not in the model (dynamic "
-                   "quantization computes it at run time); quantize the model statically (QDQ or QLinearConv/"
-                   "QLinearMatMul) instead")
+    chain = imp.dynamic_chains.get(node.output[0])
+    if chain is None:
+        raise imp.fail(f"{node.op_type} writes int32 accumulators whose scale is not in the model; only onnxruntime's "
+                       "dynamic-quantization chain (DynamicQuantizeLinear, Mul of scales, Cast, Mul) is supported")
+    x = imp.value(chain.source)
+    conv = node.op_type == "ConvInteger"
+    w_rank = len(imp.shape_of(chain.weight))
+    w = quantized_operand(imp, chain.weight, chain.weight_scale, chain.weight_zp, 0 if conv else w_rank - 1)
+    bias = None
+    if chain.bias is not None:
+        bias_values = np.asarray(imp.consts[chain.bias], np.float32)
+        channels = w.type.get_shape()[0 if conv else -1]
+        if bias_values.size != channels:
+            raise imp.fail(f"bias '{chain.bias}' has {bias_values.size} values for {channels} output channels")
+        bias = imp.emit(ConstantOp(bias_values.reshape(-1), TensorType(f32, [channels]), name=chain.bias))
+    result_type = imp.result_type(chain.output)
+    if conv:
+        op = imp.conv_op(node, x, w, bias, result_type)
+    else:
+        op = MatMulOp(x, w, result_type, name=node.name or None)
+        if bias is not None:
+            imp.emit(op)
+            op = AddOp(op.results[0], bias, result_type, name=f"{node.name}_bias" if node.name else None)
+    imp.emit(op, chain.output)
+
+
+def absorbed(imp: _Importer, node: onnx.NodeProto) -> None:
+    """A node of a dynamic-quantization chain: its accumulator op emits the whole chain."""
+    if not any(node.output[0] in chain.nodes for chain in imp.dynamic_chains.values()):
+        raise imp.fail(f"{node.op_type} is only supported inside onnxruntime's dynamic-quantization chain "
+                       "(DynamicQuantizeLinear, ConvInteger / MatMulInteger, Cast, Mul)")
 
 
 QOPERATOR_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
@@ -164,6 +252,8 @@ QOPERATOR_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "QLinearMatMul": qlinear_matmul,
     "ConvInteger": integer_accumulator,
     "MatMulInteger": integer_accumulator,
+    "DynamicQuantizeLinear": absorbed,
+    "Cast": absorbed,
 }
 MICROSOFT_QOPERATOR_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], None]] = {
     "QGemm": qgemm,

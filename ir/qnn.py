@@ -20,6 +20,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from quantloop.errors import QuantloopError
 from quantloop.ir.accel import ACCEL
 from quantloop.ir.builder import MainBuilder, main_func
+from quantloop.ir.syntax import upgrade_string_enums
 from quantloop.ir.ops import (
     ACTIVATIONS,
     QNN_OPS,
@@ -143,9 +144,13 @@ def _one_line(message: str) -> str:
     return " ".join(line.strip() for line in str(message).strip().splitlines() if line.strip())
 
 
+_HEX = set("0123456789abcdefABCDEF")
+
+
 def _check_strings_closed(text: str, source_name: str) -> None:
-    """An unterminated string literal is reported here: xDSL 0.74's string regex backtracks
-    exponentially on one (a truncated file would hang the parser). MLIR strings never span lines."""
+    """Every string literal is checked here before xDSL sees it: xDSL 0.74's string regex backtracks
+    exponentially on an unterminated string or an invalid escape (`\\q`, a one-digit `\\1`), which would hang
+    the parser. MLIR strings never span lines; escapes are \\n \\t \\" \\\\ and two hex digits."""
     for number, line in enumerate(text.splitlines(), start=1):
         if '"' not in line:
             continue
@@ -155,21 +160,27 @@ def _check_strings_closed(text: str, source_name: str) -> None:
                     f"{source_name}:{number}:{line.rindex(chr(34)) + 1}: string literal is not closed (truncated file?)"
                 )
             continue
-        inside = False
-        escaped = False
-        start = 0
-        for col, char in enumerate(line, start=1):
+        inside, start, col = False, 0, 0
+        while col < len(line):
+            char = line[col]
             if inside:
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
+                if char == "\\":
+                    nxt = line[col + 1 : col + 3]
+                    if nxt[:1] in ("n", "t", '"', "\\") and nxt[:1]:
+                        col += 2
+                        continue
+                    if len(nxt) == 2 and set(nxt) <= _HEX:
+                        col += 3
+                        continue
+                    raise QuantloopError(f"{source_name}:{number}:{col + 1}: invalid escape in a string literal "
+                                         f"(expected \\n, \\t, \\\", \\\\ or two hex digits)")
+                if char == '"':
                     inside = False
             elif char == '"':
-                inside, start = True, col
-            elif char == "/" and line[col - 1 : col + 1] == "//":
+                inside, start = True, col + 1
+            elif line.startswith("//", col):
                 break
+            col += 1
         if inside:
             raise QuantloopError(f"{source_name}:{number}:{start}: string literal is not closed (truncated file?)")
 
@@ -185,6 +196,11 @@ def parse_module(text: str, source_name: str = "<string>", ctx: Context | None =
         raise QuantloopError(f"{source_name}:{location.line}:{location.col}: {_one_line(err.msg)}") from err
     except VerifyException as err:
         raise QuantloopError(f"{source_name}: {_first_line(err)}") from err
+    except RecursionError:
+        raise QuantloopError(f"{source_name}: nested too deeply to parse") from None
+    except (ValueError, OverflowError) as err:  # e.g. an integer beyond Python's int-string limit
+        raise QuantloopError(f"{source_name}: cannot parse ({_first_line(err)[:120]})") from None
+    upgrade_string_enums(module)
     verify_module(module, source_name)
     return module
 

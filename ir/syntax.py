@@ -20,27 +20,20 @@ import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, UnitAttr, f64, i64
+from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, StringAttr, UnitAttr, f64, i64
 from xdsl.dialects.utils import EnumAttribute
-from xdsl.ir import Attribute, BuiltinAttribute, SSAValue
+from xdsl.ir import Attribute, BuiltinAttribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, OptionalDef, VarOperandDef, VarResultDef
 from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
 from xdsl.utils.base_printer import BasePrinter
 
-#: Lines would pass this column are wrapped where the syntax allows (properties, function types, long lists).
+from quantloop.ir.types import float_text
+
+#: Lines that would pass this column are wrapped where the syntax allows (properties, function types, long lists).
 WRAP_COLUMN = 200
 #: Properties printed after all others (the ONNX node name reads best at the end).
 LAST_PROPERTIES = ("name",)
-
-
-def float_text(value: float) -> str:
-    """Shortest text that parses back to exactly `value` and that the MLIR lexer reads as a float."""
-    text = repr(float(value))
-    mantissa, exp_mark, exponent = text.partition("e")
-    if "." not in mantissa:
-        mantissa += ".0"
-    return mantissa + exp_mark + exponent
 
 
 def print_wrapped(printer: BasePrinter, items: Sequence[str], width: int = WRAP_COLUMN, indent: int = 2) -> None:
@@ -70,8 +63,9 @@ def _constraint_class(definition) -> type[Attribute] | None:
     return cls if isinstance(cls, type) else None
 
 
-def _print_value(printer: Printer, value: Attribute) -> None:
-    if isinstance(value, DenseArrayBase) and value.elt_type == i64:
+def _print_value(printer: Printer, value: Attribute, definition) -> None:
+    """A property's value; `[1, 2]` only where the definition says DenseArrayBase (else it parses as an ArrayAttr)."""
+    if isinstance(value, DenseArrayBase) and value.elt_type == i64 and _constraint_class(definition) is DenseArrayBase:
         printer.print_string("[" + ", ".join(str(v) for v in value.get_values()) + "]")
     elif isinstance(value, IntegerAttr) and value.type == i64:
         printer.print_string(str(value.value.data))
@@ -164,11 +158,12 @@ class CustomSyntaxOp(IRDLOperation):
         shown = self._printed_properties()
         if not shown:
             return
+        definitions = self.get_irdl_definition().properties
 
         def entry(kv: tuple[str, Attribute]) -> None:
             printer.print_identifier_or_string_literal(kv[0])
             printer.print_string(" = ")
-            _print_value(printer, kv[1])
+            _print_value(printer, kv[1], definitions.get(kv[0]))
 
         own_lines = [] if not self.PROPERTIES_ON_OWN_LINES else [
             kv for kv in shown if not isinstance(kv[1], BuiltinAttribute | EnumAttribute)
@@ -360,3 +355,18 @@ class CustomSyntaxOp(IRDLOperation):
             properties=properties,
             attributes=attributes.data if isinstance(attributes, DictionaryAttr) else {},
         )
+
+
+def upgrade_string_enums(root: Operation) -> None:
+    """Text written before these properties were enums spelled them as strings (`act = "relu"` in the
+    generic form): turn every such string naming a valid value into the enum attribute, in place."""
+    for op in root.walk():
+        if not isinstance(op, CustomSyntaxOp):
+            continue
+        definitions = op.get_irdl_definition().properties
+        for key, value in list(op.properties.items()):
+            cls = _constraint_class(definitions.get(key))
+            if isinstance(value, StringAttr) and cls is not None and issubclass(cls, EnumAttribute):
+                members = {str(m.value): m for m in cls.enum_type}
+                if value.data in members:
+                    op.properties[key] = cls(members[value.data])

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -51,16 +51,25 @@ DataSpace = Literal["Weights", "Inputs", "Outputs"]
 Dim = Literal["N", "G", "C", "M", "P", "Q", "R", "S"]
 
 
+#: Bounds that keep every derived number (capacities, instance counts, access counts) exact in int64 and
+#: within OR-Tools' integer range; far beyond any real design.
+MAX_WORD_BITS = 4096
+MAX_COUNT = 1 << 20  # fan-outs, stages, cluster sizes
+MAX_DEPTH = 1 << 40
+MAX_PJ = 1e9  # per access or per cycle: finite, and no sum of them can overflow to infinity
+Factor = Annotated[int, Field(ge=1, le=(1 << 31) - 1)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Energy(_Strict):
     """pJ per vector access."""
 
-    read: float = Field(ge=0)
-    write: float = Field(ge=0)
-    update: float | None = Field(default=None, ge=0, description="defaults to write")
+    read: float = Field(ge=0, le=MAX_PJ)
+    write: float = Field(ge=0, le=MAX_PJ)
+    update: float | None = Field(default=None, ge=0, le=MAX_PJ, description="defaults to write")
 
 
 class Bandwidth(_Strict):
@@ -73,13 +82,13 @@ class Bandwidth(_Strict):
 
 class Stage(_Strict):
     name: str
-    x: int = Field(default=1, ge=1)
-    y: int = Field(default=1, ge=1)
+    x: int = Field(default=1, ge=1, le=MAX_COUNT)
+    y: int = Field(default=1, ge=1, le=MAX_COUNT)
 
 
 class Fanout(_Strict):
-    x: int = Field(default=1, ge=1)
-    y: int = Field(default=1, ge=1)
+    x: int = Field(default=1, ge=1, le=MAX_COUNT)
+    y: int = Field(default=1, ge=1, le=MAX_COUNT)
     stages: list[Stage] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -107,12 +116,19 @@ class DataspaceConstraint(_Strict):
 
 
 class SpatialConstraint(_Strict):
-    factors: dict[Dim, int] = Field(default_factory=dict)
+    factors: dict[Dim, Factor] = Field(default_factory=dict)
 
 
 class TemporalConstraint(_Strict):
-    factors: dict[Dim, int] = Field(default_factory=dict)
+    factors: dict[Dim, Factor] = Field(default_factory=dict)
     permutation: list[Dim] = Field(default_factory=list, description="innermost first")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "TemporalConstraint":
+        twice = sorted({d for d in self.permutation if self.permutation.count(d) > 1})
+        if twice:
+            raise ValueError(f"permutation names {', '.join(twice)} more than once")
+        return self
 
 
 class Constraints(_Strict):
@@ -133,18 +149,18 @@ class Constraints(_Strict):
 
 class Level(_Strict):
     name: str
-    word_bits: int = Field(ge=1)
-    width: int | None = Field(default=None, ge=1, description="bits per vector access")
-    depth: int | None = Field(default=None, ge=1)
-    capacity_words: int | None = Field(default=None, ge=1)
-    cluster_size: int = Field(default=1, ge=1)
+    word_bits: int = Field(ge=1, le=MAX_WORD_BITS)
+    width: int | None = Field(default=None, ge=1, le=MAX_WORD_BITS * MAX_COUNT, description="bits per vector access")
+    depth: int | None = Field(default=None, ge=1, le=MAX_DEPTH)
+    capacity_words: int | None = Field(default=None, ge=1, le=MAX_DEPTH)
+    cluster_size: int = Field(default=1, ge=1, le=MAX_COUNT)
     fanout: Fanout = Field(default_factory=Fanout)
     energy_pj: Energy
-    leak_pj_per_cycle: float = Field(default=0.0, ge=0)
+    leak_pj_per_cycle: float = Field(default=0.0, ge=0, le=MAX_PJ)
     bandwidth: Bandwidth = Field(default_factory=Bandwidth)
     constraints: Constraints = Field(default_factory=Constraints)
     partial_sum_bits: int | None = Field(
-        default=None, ge=1, description="width of stored partial sums (default: the MAC's max(o, w + a))")
+        default=None, ge=1, le=MAX_WORD_BITS, description="width of stored partial sums (default: the MAC's max(o, w + a))")
     area_um2: float | None = Field(default=None, ge=0, description="area of ONE instance in µm² (Accelergy ART)")
 
     @model_validator(mode="after")
@@ -171,19 +187,20 @@ class Level(_Strict):
 
 
 class ReferenceBits(_Strict):
-    weights: int = Field(default=8, ge=1)
-    inputs: int = Field(default=8, ge=1)
-    accumulator: int = Field(default=16, ge=1)
+    weights: int = Field(default=8, ge=1, le=64)
+    inputs: int = Field(default=8, ge=1, le=64)
+    accumulator: int = Field(default=16, ge=1, le=128)
 
 
 class Compute(_Strict):
     name: str = "mac"
-    energy_pj: float = Field(ge=0, description="energy per MAC at the reference bits")
+    energy_pj: float = Field(ge=0, le=MAX_PJ, description="energy per MAC at the reference bits")
     reference_bits: ReferenceBits = Field(default_factory=ReferenceBits)
     multiplier_fraction: float = Field(default=0.8, ge=0, le=1)
     energy_mode: Literal["scaled", "fixed"] = "scaled"
-    shift_add_energy_pj: dict[Literal["pot", "pot2"], float] = Field(default_factory=dict)
-    leak_pj_per_cycle: float = Field(default=0.0, ge=0)
+    shift_add_energy_pj: dict[Literal["pot", "pot2"], Annotated[float, Field(ge=0, le=MAX_PJ)]] = Field(
+        default_factory=dict)
+    leak_pj_per_cycle: float = Field(default=0.0, ge=0, le=MAX_PJ)
     area_um2: float | None = Field(default=None, ge=0, description="area of ONE MAC in µm² (Accelergy ART)")
 
 

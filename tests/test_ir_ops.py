@@ -478,3 +478,18 @@ def test_many_channels_wrap_and_still_round_trip():
     parsed = parse_module(text)
     assert print_module(parsed, elide_weights_over=16) == text
     assert next(o for o in parsed.walk() if isinstance(o, ConstantOp)).attributes == w.attributes
+
+
+def test_text_from_before_the_enum_attributes_still_parses():
+    old = """builtin.module {
+  func.func @main(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+    %y = "qnn.add"(%x, %x) <{act = "relu", name = "a"}> : (tensor<1x4xf32>, tensor<1x4xf32>) -> tensor<1x4xf32>
+    func.return %y : tensor<1x4xf32>
+  }
+}
+"""
+    module = parse_module(old)
+    assert next(op for op in module.walk() if isinstance(op, AddOp)).act == "relu"
+    assert 'qnn.add %x, %x {act = relu, name = "a"}' in print_module(module)
+    with pytest.raises(QuantloopError, match="act"):
+        parse_module(old.replace('"relu"', '"gelu"'))

@@ -30,6 +30,10 @@ PREFIX = "zoo:"
 _OPTION_TYPES: dict[str, Callable[[str], object]] = {
     "width": float, "resolution": int, "num_classes": int, "seed": int, "opset": int,
 }
+#: Legal range of each option (inclusive): a generated model stays buildable in memory and time.
+_OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "width": (0.05, 4.0), "resolution": (1, 1024), "num_classes": (1, 100_000), "seed": (0, 2**32 - 1),
+}  # opset is checked where the model is built (models.build), resolution's multiple too
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,11 @@ def parse_spec(spec: str) -> tuple[ZooEntry, dict[str, object]]:
             raise QuantloopError(f"{spec}: unknown option {key!r} for zoo:{name} (options: {allowed})")
         try:
             options[key] = _OPTION_TYPES[key](value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise QuantloopError(f"{spec}: option {key}={value!r} is not a valid {_OPTION_TYPES[key].__name__}") from None
+        low, high = _OPTION_RANGES.get(key, (-math.inf, math.inf))
+        if not low <= options[key] <= high:  # also refuses nan
+            raise QuantloopError(f"{spec}: option {key}={value} is outside {low:g}..{high:g}")
     if query and not options:
         raise QuantloopError(f"{spec}: cannot parse the options {query!r} (use ?key=value&key=value)")
     return entry, options

@@ -11,7 +11,8 @@ the MAC.
 
 Constraints keep Timeloop's meaning: `factors` fix a dimension's factor (1 forbids it),
 `permutation` lists dims innermost first, and in a spatial constraint `split: k` puts the first k
-dims of the permutation (unlisted dims follow, in canonical order) on X and the rest on Y.
+dims of the permutation on X and the rest (unlisted dims included) on Y. Timeloop's max factors
+(`C<=4`), factor 0 (the whole dimension) and a split among unlisted dims are refused, not guessed.
 
 Energies come from Accelergy's ERT.yaml and areas from ART.yaml beside the architecture: quantloop
 does not run Accelergy, so a design without an ERT is refused naming the first component that
@@ -334,15 +335,20 @@ class _Constraints(_Reader):
         return str(d)
 
     def factors(self, value: object, where: str) -> dict[str, int]:
-        """`[N=1, C=16]`, `"R=1 S=1"`, `"R=1,S=1"` or a mapping {N: 1}."""
+        """`[N=1, C=16]`, `"R=1 S=1"`, `"R=1,S=1"`, `"C16"` or a mapping {N: 1}, as Timeloop parses them."""
         if isinstance(value, dict):
             return {self.dim(d, where): self.integer(f, f"{where}.{d}") for d, f in value.items()}
         items = value if isinstance(value, list) else re.split(r"[\s,]+", str(value).strip()) if value else []
         out: dict[str, int] = {}
         for i, item in enumerate(items):
-            m = re.fullmatch(r"\s*([A-Za-z]+)\s*=\s*(\d+)\s*", str(item))
+            if re.fullmatch(r"\s*[A-Za-z]+\s*(<=|>=)\s*\d+\s*", str(item)):
+                raise self.fail(f"{where}[{i}]", f"{item}: minimum / maximum factors are not supported (only DIM=N)")
+            m = re.fullmatch(r"\s*([A-Za-z]+)\s*=?\s*(\d+)\s*", str(item))
             if not m:
                 raise self.fail(f"{where}[{i}]", f"expected DIM=N such as C=16, got {item!r}")
+            if int(m.group(2)) == 0:
+                raise self.fail(f"{where}[{i}]", f"{item}: factor 0 (Timeloop: the whole dimension of each layer) "
+                                                 "is not supported; give the factor")
             d = self.dim(m.group(1), f"{where}[{i}]")
             if d in out:
                 raise self.fail(f"{where}[{i}]", f"dimension {d} is given twice")
@@ -398,6 +404,9 @@ class _Constraints(_Reader):
         if spatial.get("split") is not None:
             split = self.integer(spatial["split"], f"{where}.split", minimum=0)
             listed = self.permutation(spatial.get("permutation", []), f"{where}.permutation")
+            if len(listed) < split < len(DIMS):  # Timeloop lets its mapper order the unlisted dims there
+                raise self.fail(f"{where}.split", f"{split} falls among the dims the permutation does not list; "
+                                                  "list every dim up to the split")
             full = listed + [d for d in DIMS if d not in listed]
             on_x, on_y = set(full[:split]), set(full[split:])
         fx = {d: 1 for d in DIMS if d not in on_x}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+import quantloop.files as files
 from quantloop.errors import QuantloopError
 
 KNOWN_TAGS = ("Container", "Component", "Hierarchical", "Parallel", "Nothing")
@@ -27,14 +28,14 @@ class TaggedNode:
     body: dict
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(files.UniqueKeyLoader):  # the project's safe loader (duplicate keys refused) plus the tags
     pass
 
 
 def _construct(loader: _Loader, node: yaml.Node) -> TaggedNode:
     tag = node.tag[1:]
     if isinstance(node, yaml.MappingNode):
-        body = loader.construct_mapping(node, deep=True)
+        body = files.construct_unique_mapping(loader, node, deep=True)
     elif isinstance(node, yaml.ScalarNode) and not loader.construct_scalar(node):
         body = {}
     else:
@@ -66,11 +67,13 @@ def _check_tags(node: yaml.Node, path: str, source: str, seen: set[int]) -> None
 
 
 def load_yaml(path: Path) -> object:
-    """The contents of a Timeloop YAML file; one-line QuantloopError naming the file otherwise."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise QuantloopError(f"{path}: cannot read ({err.strerror})") from None
+    """The contents of a Timeloop YAML file; one-line QuantloopError naming the file otherwise.
+
+    Read like every user file (`quantloop.files`: a regular file of bounded size, UTF-8, bounded
+    nesting, unique keys)."""
+    text = files.read_text(path, "Timeloop design file")
+    if not files.yaml_depth_ok(text):
+        raise QuantloopError(f"{path}: nested deeper than {files.MAX_DEPTH} levels")
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
