@@ -20,6 +20,8 @@ POT2_BITS: tuple[int, ...] = tuple(range(3, 9))
 """Widths of sum-of-two-powers weights."""
 SCHEMES: tuple[str, ...] = ("int", "pot", "pot2")
 """Weight quantization schemes."""
+PSUM_MODES: tuple[str, ...] = ("accumulator", "outputs")
+"""Width of stored partial sums: the accumulator's, or the Outputs width (`costmodel.problem.Bits.psum`)."""
 
 _SYNTAX = re.compile(r"^w(\d+)a(\d+)(?:o(\d+))?$")
 

@@ -155,4 +155,18 @@ def read_report(out_dir: Path) -> dict:
     report = load_json(path, "report")
     if not isinstance(report, dict) or report.get("version") != REPORT_VERSION:
         raise QuantloopError(f"{path}: not a quantloop report of version {REPORT_VERSION}")
+    _validate(report, path)
     return report
+
+
+def _validate(report: dict, path: Path) -> None:
+    """Check `report` against report.schema.json (what `quantloop report` reads); the first problem is an error."""
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("quantloop.backend").joinpath("report.schema.json").read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(report))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the top level"
+        raise QuantloopError(f"{path}: not a valid report at {where}: {error.message[:200]}")

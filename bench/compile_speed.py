@@ -4,8 +4,8 @@ For every model × target: one compile in a fresh process with an empty cache fo
 mapper searches every layer, calibration runs onnxruntime), then the same compile again (warm:
 both answered from the cache). Each run is a child process, so its figures include Python start-up
 and imports and its peak RSS is its own. Prints one row per phase (import of quantloop, model
-import, each pass, mapping, each artefact), the wall total and the peak memory, then
-`quantloop --help`. Goals on a 2-core machine: warm MobileNetV2 with all artefacts ≤ 3 s, cold
+import, each pass, mapping, each artefact: wall and CPU seconds, and the peak RSS so far, so the
+phase that raises it shows), the totals and the peak memory, after `quantloop --help`. Goals on a 2-core machine: warm MobileNetV2 with all artefacts ≤ 3 s, cold
 ≤ 8 s; `quantloop --help` ≤ 0.5 s; VGG-16/19 ≤ 1.5 GB peak (`--models vgg16 --warm-only`).
 
     python bench/compile_speed.py [--models mobilenet_v2,resnet18] [--targets eyeriss,simba]
@@ -28,12 +28,21 @@ CHILD = r"""
 import json, resource, sys, time
 started, cpu = time.perf_counter(), time.process_time()
 from quantloop.driver import compile
+from quantloop.progress import Progress
 imported, imported_cpu = time.perf_counter() - started, time.process_time() - cpu
 model, target, emit, workers, out = sys.argv[1:6]
-result = compile(model, target=target, output_dir=out, force=True, emit=emit, workers=int(workers))
+peaks = {"python imports": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+class PeakAfterPhase(Progress):
+    def _end(self, phase, seconds, failed):
+        peaks[phase.name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+result = compile(model, target=target, output_dir=out, force=True, emit=emit, workers=int(workers),
+                 progress=PeakAfterPhase())
 print(json.dumps({
     "phases": {"python imports": imported, **result.phases},
     "cpu": {"python imports": imported_cpu, **result.phase_cpu},
+    "peak_after": peaks,
     "wall": time.perf_counter() - started,
     "cpu_total": time.process_time() - cpu,
     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -83,14 +92,16 @@ def print_runs(title: str, runs: dict[str, dict]) -> None:
         names += [n for n in figures["phases"] if n not in names]
     kinds = list(runs)
     print(f"\n{title}")
-    print(f"  {'phase':24s}" + "".join(f"{k + ' wall':>12s}{k + ' CPU':>10s}" for k in kinds))
+    print(f"  {'phase':24s}" + "".join(f"{k + ' wall':>12s}{k + ' CPU':>10s}{'peak MB':>9s}" for k in kinds))
     for name in names:
         print(f"  {name:24s}" + "".join(
-            f"{runs[k]['phases'].get(name, 0.0):12.2f}{runs[k]['cpu'].get(name, 0.0):10.2f}" for k in kinds))
-    print(f"  {'total in process (s)':24s}" + "".join(f"{runs[k]['wall']:12.2f}{runs[k]['cpu_total']:10.2f}" for k in kinds))
-    print(f"  {'wall incl. start-up (s)':24s}" + "".join(f"{runs[k]['process_wall']:12.2f}{'':10s}" for k in kinds))
-    print(f"  {'peak memory (MB)':24s}" + "".join(f"{runs[k]['peak_mb']:12.0f}{'':10s}" for k in kinds))
-    print(f"  {'layers / cache hits':24s}" + "".join(f"{runs[k]['layers']:>8d}/{runs[k]['cache_hits']:<3d}{'':10s}" for k in kinds))
+            f"{runs[k]['phases'].get(name, 0.0):12.2f}{runs[k]['cpu'].get(name, 0.0):10.2f}"
+            f"{runs[k]['peak_after'].get(name, 0.0):9.0f}" for k in kinds))
+    pad = " " * 19
+    print(f"  {'total in process (s)':24s}" + "".join(f"{runs[k]['wall']:12.2f}{runs[k]['cpu_total']:10.2f}{'':9s}" for k in kinds))
+    print(f"  {'wall incl. start-up (s)':24s}" + "".join(f"{runs[k]['process_wall']:12.2f}{pad}" for k in kinds))
+    print(f"  {'peak memory (MB)':24s}" + "".join(f"{runs[k]['peak_mb']:12.0f}{pad}" for k in kinds))
+    print(f"  {'layers / cache hits':24s}" + "".join(f"{runs[k]['layers']:>8d}/{runs[k]['cache_hits']:<3d}{pad}" for k in kinds))
     print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
@@ -100,7 +111,7 @@ def main() -> None:
     parser.add_argument("--targets", default="eyeriss,simba")
     parser.add_argument("--emit", default="all", help="artefacts (default all)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--warm-only", action="store_true", help="skip the cold run (one run to fill the cache is not shown)")
+    parser.add_argument("--warm-only", action="store_true", help="show only the warm run (the cold one still fills the cache)")
     args = parser.parse_args()
 
     print(f"quantloop --help: {help_seconds():.2f} s (best of 3)")

@@ -26,7 +26,7 @@ def add_bits_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_psum_argument(parser: argparse.ArgumentParser) -> None:
-    from quantloop.costmodel.problem import PSUM_MODES
+    from quantloop.bits import PSUM_MODES
 
     parser.add_argument(
         "--psum-bits", choices=PSUM_MODES, default=PSUM_MODES[0],

@@ -71,9 +71,17 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "action", None) == "import":
         return _import(args)
+    import sys
+
+    from quantloop.errors import QuantloopError
+
     rows = []
     for entry in discover():
-        arch = load_target(entry.spec)
+        try:
+            arch = load_target(entry.spec)
+        except QuantloopError as err:  # one broken file must not hide every other target
+            print(f"quantloop: warning: {err} (target {entry.name} skipped)", file=sys.stderr)
+            continue
         rows.append((entry, arch, target_area(arch)))
     if args.json:
         print(json.dumps([

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from quantloop.bits import SCHEMES, parse_bits
+from quantloop.bits import PSUM_MODES, SCHEMES, parse_bits
 from quantloop.errors import QuantloopError
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
@@ -31,7 +31,6 @@ DATASPACE_DIMS: dict[str, frozenset[str]] = {
 RELEVANT = np.array([[d in DATASPACE_DIMS[ds] for d in DIMS] for ds in DATASPACES], dtype=bool)
 
 
-PSUM_MODES: tuple[str, ...] = ("accumulator", "outputs")
 
 
 def window_extent(outputs, taps, stride, dilation):

@@ -20,7 +20,8 @@ from quantloop.costmodel.mapping import MappingArrays
 from quantloop.options import OBJECTIVES
 from quantloop.costmodel.model import BatchResult, evaluate_batch
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
-from quantloop.mapper.mapspace import Mapspace, slot_rule
+from quantloop.costmodel.legality import FREE
+from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
 from quantloop.targets.arch import Arch
 
@@ -146,9 +147,7 @@ class _Expansion:
             self.tables.append(table)
             self.cidx[:, l] = inv.reshape(-1)
             counts[:, l] = np.array([len(c) for c in cands])[inv.reshape(-1)]
-        words = space.tile_words(space.cumulative(factors))  # [T, L, 3]
-        used = np.einsum("tld,kld->tkl", words, keeps.astype(np.int64))
-        fits = np.all((space.capacity < 0) | (used <= space.capacity), axis=2)  # [T, K]
+        fits = space.fits_each_keep(space.cumulative(factors), keeps)  # [T, K]
         self.ti, self.ki = np.nonzero(fits)
         self.counts = counts[self.ti]  # [pairs, L]
         self.size = float(self.counts.astype(np.float64).prod(axis=1).sum())  # float: cannot wrap around
@@ -230,7 +229,7 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
 
 
 def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
-    return [(l, k) for l in range(space.L) for k in range(3) if slot_rule(space.arch, l, k, DIMS[dim]) is None]
+    return [(l, k) for l in range(space.L) for k in range(3) if space.slots[l, k, dim] == FREE]
 
 
 def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: np.ndarray,

@@ -33,9 +33,11 @@ skips the onnxruntime runs, the slowest part of a warm compile.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from xdsl.context import Context
@@ -264,43 +266,51 @@ class CalibratePass(ModulePass):
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
                 )
         fetch_names = [exporter.names[v] for v in values]
-        cache, key = self._cache(model, inputs, fetch_names, batch)
-        if cache is not None:
-            cached = cache.get(key)
-            if cached is not None and set(cached) == set(fetch_names):
-                return {v: tuple(cached[exporter.names[v]]) for v in values}
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        rng = np.random.default_rng(self.seed)
-        observers = {v: RangeObserver(self.act_range, self.percentile, rng) for v in values}
-        fetch = list(names.values())
-        feeds = [exporter.names[a] for a in args]
-        with onnxruntime_failures("qnn-calibrate"):
-            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            for parts in zip(*(_batches(x, batch) for x in inputs)):
-                for arg, part in zip(args, parts):
-                    if arg in observers:
-                        observers[arg].update(part)
-                for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
-                    observers[value].update(result)
+        with tempfile.TemporaryDirectory(prefix="quantloop-calibration-") as tmp:
+            # The weights go to a side file: a VGG-sized model serialized in memory needs two more
+            # copies of its weights (half a gigabyte each); the cache key hashes the files in chunks.
+            path = Path(tmp) / "calibration.onnx"
+            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location="calibration.weights", size_threshold=1024)
+            del model
+            cache, key = self._cache([path, path.with_name("calibration.weights")], inputs, fetch_names, batch)
+            if cache is not None:
+                cached = cache.get(key)
+                if cached is not None and set(cached) == set(fetch_names):
+                    return {v: tuple(cached[exporter.names[v]]) for v in values}
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.enable_cpu_mem_arena = False  # calibration runs once: no arena kept at its high-water mark
+            rng = np.random.default_rng(self.seed)
+            observers = {v: RangeObserver(self.act_range, self.percentile, rng) for v in values}
+            fetch = list(names.values())
+            feeds = [exporter.names[a] for a in args]
+            with onnxruntime_failures("qnn-calibrate"):
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                for parts in zip(*(_batches(x, batch) for x in inputs)):
+                    for arg, part in zip(args, parts):
+                        if arg in observers:
+                            observers[arg].update(part)
+                    for value, result in zip(names, session.run(fetch, dict(zip(feeds, parts)))):
+                        observers[value].update(result)
+                del session
         ranges = {v: tuple(float(x) for x in obs.range()) for v, obs in observers.items()}
         if cache is not None:
             cache.put(key, {exporter.names[v]: list(r) for v, r in ranges.items()})
         return ranges
 
-    def _cache(self, model, inputs: list[np.ndarray], fetch: list[str], batch: int):
-        """The calibration cache and this run's key (None, "" with `no_cache`)."""
+    def _cache(self, files: list[Path], inputs: list[np.ndarray], fetch: list[str], batch: int):
+        """The calibration cache and this run's key (None, "" with `no_cache`); `files` hold the
+        calibration model (graph and weights)."""
         if self.no_cache:
             return None, ""
-        import hashlib
-
         import onnxruntime
 
         from quantloop.mapper.cache import MapCache, cache_key
         from quantloop.passes.search.accuracy_cache import array_digest
 
         key = cache_key({
-            "model": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
+            "model": [_file_digest(f) for f in files],
             "inputs": [array_digest(x) for x in inputs],
             "fetch": fetch,
             "batch": batch,
@@ -336,6 +346,19 @@ class CalibratePass(ModulePass):
             constant.attributes[AXIS_ATTR] = IntegerAttr(axis, i64)
         constant.properties["value"] = DenseWeightsAttr(codes)
         _retype(constant.output, new_elem)
+
+
+def _file_digest(path: Path) -> str | None:
+    """sha256 of a file read in 1 MiB chunks (None when it does not exist: a model without big tensors)."""
+    import hashlib
+
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _same_storage(a: Attribute, b: Attribute) -> bool:

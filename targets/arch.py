@@ -47,6 +47,8 @@ class StorageLevel:
       * `temporal_permutation`: dims listed INNERMOST FIRST (Timeloop's convention); the level's
         temporal loops with factor > 1 must appear in this relative order, inner to outer,
         and listed dims are inside unlisted ones.
+      * `max_tile_values`: {data space: n}, a kept tile of that data space holds at most n values
+        (a rule of `costmodel.legality.tile_bounds`, like the capacity).
     """
 
     name: str
@@ -73,6 +75,7 @@ class StorageLevel:
     spatial_stages: tuple[SpatialStage, ...] = ()
     psum_bits: int | None = None
     area_um2: float | None = None  # one instance; see targets/area.py
+    max_tile_values: TMapping[str, int] = field(default_factory=dict)  # {data space: most values per kept tile}
 
     @property
     def spatial_x_dims(self) -> frozenset[str]:

@@ -137,6 +137,15 @@ class Constraints(_Strict):
     spatial_x: SpatialConstraint = Field(default_factory=SpatialConstraint)
     spatial_y: SpatialConstraint = Field(default_factory=SpatialConstraint)
     temporal: TemporalConstraint = Field(default_factory=TemporalConstraint)
+    max_tile_values: dict[Literal["Weights", "Inputs", "Outputs"], int] = Field(
+        default_factory=dict, description="at most this many values of a data space per tile (when kept)")
+
+    @model_validator(mode="after")
+    def _positive_tiles(self) -> "Constraints":
+        for ds, limit in self.max_tile_values.items():
+            if limit < 1:
+                raise ValueError(f"max_tile_values: {ds} must be at least 1, got {limit}")
+        return self
 
 
 class Level(_Strict):
@@ -288,6 +297,7 @@ def to_arch(spec: TargetSpec, source: str = "") -> Arch:
                 temporal_factors=dict(lvl.constraints.temporal.factors),
                 temporal_permutation=tuple(lvl.constraints.temporal.permutation),
                 spatial_stages=stages, psum_bits=lvl.partial_sum_bits, area_um2=lvl.area_um2,
+                max_tile_values=dict(lvl.constraints.max_tile_values),
             )
         )
         instances *= lvl.fanout.x * lvl.fanout.y

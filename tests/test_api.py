@@ -140,3 +140,16 @@ def test_emit_flag_and_keyword_choose_the_artefacts():
     with pytest.raises(QuantloopError, match="--emit"):
         quantloop.compile("zoo:cnn_digits", target="eyeriss", output_dir="never-written", emit=["plot"])
     assert not Path("never-written").exists()
+
+
+def test_help_imports_no_heavy_library():
+    """`quantloop --help` builds every sub-command's parser without numpy, xdsl, onnx, rich or matplotlib
+    (their imports, not argparse, are what made it slow)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from quantloop.cli import build_parser; build_parser(); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'xdsl', 'onnx', 'rich', 'matplotlib', 'yaml'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]"

@@ -44,9 +44,9 @@ def tiny_model():
     return b.finish([fc])
 
 
-def calibrated(tmp_path, bits="w8a8", **options):
+def calibrated(tmp_path, bits="w8a8", x=X, **options):
     data = tmp_path / "calib.npz"
-    np.savez(data, x=X)
+    np.savez(data, x=x)
     module = tiny_model()
     ctx = make_context()
     AssignBitsPass(bits=bits).apply(ctx, module)
@@ -195,3 +195,34 @@ def test_data_must_match_the_input(tmp_path):
         CalibratePass(data=str(data)).apply(ctx, module)
     with pytest.raises(QuantloopError, match="no such data file"):
         CalibratePass(data=str(tmp_path / "missing.npz")).apply(ctx, module)
+
+
+def test_observed_ranges_are_cached_per_model_data_and_settings(tmp_path, monkeypatch):
+    """A second calibration of the same model on the same data reads the ranges from the cache (no
+    onnxruntime session) and types every value exactly as the first; other data or settings miss."""
+    import onnxruntime
+
+    from quantloop.ir.qnn import print_module
+
+    cache = str(tmp_path / "cache")
+    first = print_module(calibrated(tmp_path, cache_dir=cache), elide_weights_over=None)
+    assert list((tmp_path / "cache" / "calibration").rglob("*.json"))
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("onnxruntime ran although the ranges are cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(onnxruntime, "InferenceSession", no_session)
+        again = print_module(calibrated(tmp_path, cache_dir=cache), elide_weights_over=None)
+        assert again == first
+        with pytest.raises(AssertionError, match="onnxruntime ran"):
+            calibrated(tmp_path, cache_dir=cache, act_range="percentile", percentile=99.0)
+        # the ranges are observed in float: other bits reuse them (their scales differ, computed after)
+        w4a4 = print_module(calibrated(tmp_path, bits="w4a4", cache_dir=cache), elide_weights_over=None)
+        assert w4a4 != first
+        other_data = tmp_path / "other"
+        other_data.mkdir()
+        with pytest.raises(AssertionError, match="onnxruntime ran"):
+            calibrated(other_data, x=X * 2, cache_dir=cache)
+    uncached = print_module(calibrated(tmp_path, no_cache=True), elide_weights_over=None)
+    assert uncached == first

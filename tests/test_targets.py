@@ -204,3 +204,21 @@ def test_target_path_must_be_a_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("QUANTLOOP_TARGET_PATH", str(tmp_path / "nope"))
     with pytest.raises(QuantloopError, match="QUANTLOOP_TARGET_PATH: .* is not a folder"):
         list_targets()
+
+
+@pytest.mark.parametrize("name", ["eyeriss_paper", "simba_paper"])
+def test_paper_targets_use_16_bit_words_and_a_fixed_mac_energy(name):
+    """The configuration of the core paper's code: 16-bit words everywhere, MAC energy independent of the bits."""
+    a = load_target(name)
+    assert {lvl.word_bits for lvl in a.levels} == {16}
+    assert a.compute.energy_mode == "fixed"
+    assert a.compute.mac_energy(2, 2, 4) == a.compute.mac_energy(8, 8, 16) == pytest.approx(0.8975)
+
+
+def test_paper_targets_buffer_sizes():
+    eyeriss = {l.name: l.capacity_words for l in load_target("eyeriss_paper").levels}
+    assert eyeriss == {"DRAM": None, "shared_glb": 100 * 1024 // 2, "ifmap_spad": 12, "weights_spad": 224, "psum_spad": 24}
+    assert load_target("eyeriss_paper").pe_count == 168
+    simba = load_target("simba_paper")
+    assert simba.levels[simba.level_index("GlobalBuffer")].capacity_words * 2 == 64 * 1024
+    assert simba.levels[simba.level_index("PEInputBuffer")].instances == 16
