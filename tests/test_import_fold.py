@@ -12,7 +12,7 @@ from quantloop.driver import compile as compile_model
 from quantloop.errors import QuantloopError
 from quantloop.frontend import export_onnx, import_onnx
 from quantloop.frontend.onnx_load import load_model
-from quantloop.ir import Conv2dOp, HostOp, ReshapeOp, make_context, parse_module, print_module
+from quantloop.ir import Conv2dOp, GlobalAvgPoolOp, HostOp, ReshapeOp, make_context, parse_module, print_module
 from quantloop.passes.canonicalize import CanonicalizePass
 
 
@@ -92,15 +92,20 @@ def test_a_folded_constant_too_large_is_an_error_not_a_memory_blow_up():
         import_onnx(model)
 
 
-def test_opset_7_converts_and_upsample_lrn_run_on_the_host():
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+def test_opset_7_converts_and_upsample_lrn_pad_run_on_the_host(tmp_path):
+    nodes = [helper.make_node("Pad", ["x"], ["xp"], pads=[0, 0, 1, 1, 0, 0, 1, 1], name="pad"),
+             helper.make_node("Conv", ["xp", "w"], ["c"], name="conv"),
              helper.make_node("LRN", ["c"], ["l"], size=3, alpha=1e-3, beta=0.75, bias=2.0, name="lrn"),
              helper.make_node("Upsample", ["l"], ["u"], scales=[1.0, 1.0, 2.0, 2.0], mode="nearest", name="up"),
              helper.make_node("Softmax", ["u"], ["y"], axis=1, name="softmax")]
     w = np.random.default_rng(2).standard_normal((4, 3, 3, 3)).astype(np.float32)
     model = make(nodes, [f32("x", [1, 3, 8, 8])], [f32("y", [1, 4, 16, 16])], [init("w", w)], opset=7)
     module = roundtrip(model, X)
-    assert sorted(op.op_type for op in module.walk() if isinstance(op, HostOp)) == ["LRN", "Resize"]
+    assert sorted(op.op_type for op in module.walk() if isinstance(op, HostOp)) == ["LRN", "Pad", "Resize"]
+    # Converted to opset 13, Pad and Resize read int64 / float constants as inputs; calibration exports them too.
+    result = compile_model(model, target="eyeriss", output_dir=tmp_path / "out", emit="schedule")
+    assert [layer.name for layer in result.layers] == ["conv"]
+    assert [h.split()[0] for h in result.host_ops][:3] == ["qnn.host:Pad", "qnn.host:LRN", "qnn.host:Resize"]
 
 
 def test_softmax_before_opset_13_normalises_everything_from_its_axis():
@@ -147,3 +152,37 @@ def test_names_that_sanitise_alike_stay_distinct_and_compile(tmp_path):
     assert [layer.name for layer in result.layers] == names
     folders = sorted(p.name for p in (tmp_path / "out" / "timeloop").iterdir())
     assert len(set(f.lower() for f in folders)) == 3 and all(":" not in f and "/" not in f for f in folders)
+
+
+def test_real_cnn_host_ops_round_trip_in_onnxruntime():
+    """Each op of the real-CNN list that is not a layer, at opset 18 (Split by num_outputs, ReduceMean axes as input)."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("PRelu", ["c", "slope"], ["p"]), helper.make_node("LeakyRelu", ["p"], ["l"], alpha=0.1),
+        helper.make_node("HardSwish", ["l"], ["h"]), helper.make_node("HardSigmoid", ["h"], ["g"], alpha=0.2, beta=0.4),
+        helper.make_node("Max", ["g", "h", "l"], ["mx"]), helper.make_node("Min", ["mx", "c"], ["mn"]),
+        helper.make_node("Sum", ["mn", "c", "p"], ["s"], name="sum3"),
+        helper.make_node("Split", ["s"], ["s0", "s1"], axis=1, num_outputs=2, name="split"),
+        helper.make_node("Transpose", ["s1"], ["t"], perm=[0, 1, 3, 2]),
+        helper.make_node("Pad", ["t", "pads"], ["pd"], mode="reflect"),
+        helper.make_node("Gather", ["pd", "idx"], ["ga"], axis=2),
+        helper.make_node("Slice", ["ga", "starts", "ends", "axes"], ["sl"]),
+        helper.make_node("Sigmoid", ["sl"], ["sg"]), helper.make_node("Mul", ["sl", "sg"], ["silu"]),
+        helper.make_node("ReduceMean", ["silu", "hw"], ["gap"], keepdims=0, name="gap"),
+        helper.make_node("ReduceMean", ["s0", "h_only"], ["rm"], keepdims=1, name="mean_h"),
+        helper.make_node("Unsqueeze", ["gap", "axes_un"], ["un"]), helper.make_node("Squeeze", ["un", "axes_un"], ["sq"]),
+        helper.make_node("Flatten", ["rm"], ["fl"], axis=1), helper.make_node("Concat", ["sq", "fl"], ["cat"], axis=1),
+        helper.make_node("Softmax", ["cat"], ["y"], axis=-1),
+    ]
+    inits = [init("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+             init("slope", rng.uniform(0, 0.5, (4, 1, 1)).astype(np.float32)), init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+             init("idx", np.array([0, 2, 4, 6, 8], np.int64)), init("starts", np.array([1], np.int64)),
+             init("ends", np.array([9], np.int64)), init("axes", np.array([3], np.int64)), init("hw", np.array([2, 3], np.int64)),
+             init("h_only", np.array([2], np.int64)), init("axes_un", np.array([2], np.int64))]
+    model = make(nodes, [f32("x", [1, 3, 8, 8])], [f32("y", [1, 18])], inits, opset=18)
+    module = roundtrip(model, X)
+    hosted = sorted({op.op_type for op in module.walk() if isinstance(op, HostOp)})
+    assert hosted == sorted(["Gather", "HardSigmoid", "HardSwish", "LeakyRelu", "Max", "Min", "Mul", "PRelu", "Pad",
+                             "ReduceMean", "Sigmoid", "Slice", "Split", "Transpose"])
+    assert len([op for op in module.walk() if isinstance(op, GlobalAvgPoolOp)]) == 1  # the H×W mean; the H-only one is hosted

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quantloop.targets.template import resolve  # the built-in is a template (parameters, PE types)
+
 from quantloop.cli import main
 from quantloop.errors import QuantloopError
 from quantloop.targets import registry
@@ -48,13 +50,13 @@ def test_content_hash_is_stable_and_tracks_content(tmp_path):
     a = tmp_path / "a.yaml"
     b = tmp_path / "b.yaml"
     a.write_text("# a comment\n" + text)
-    b.write_text(text.replace("depth: 16384", "depth: 8192"))
+    b.write_text(text.replace("glb_kib: {default: 128,", "glb_kib: {default: 64,"))
     assert load_arch_file(a).content_hash == load_target("eyeriss").content_hash
     assert load_arch_file(b).content_hash != load_target("eyeriss").content_hash
 
 
 def _spec(**level_changes) -> dict:
-    spec = yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text())
+    spec = resolve(yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text()), {}, "eyeriss")
     spec["levels"][1].update(level_changes)
     return spec
 
@@ -91,7 +93,7 @@ def test_mac_energy_formula():
 
 
 def test_fixed_and_shift_add_mac_energy(tmp_path):
-    spec = yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text())
+    spec = resolve(yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text()), {}, "eyeriss")
     spec["compute"]["shift_add_energy_pj"] = {"pot": 0.3}
     arch = load_arch_file(_write(tmp_path / "e.yaml", spec))
     assert arch.compute.mac_energy(4, 8, 8, "pot") == 0.3
@@ -202,3 +204,21 @@ def test_target_path_must_be_a_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("QUANTLOOP_TARGET_PATH", str(tmp_path / "nope"))
     with pytest.raises(QuantloopError, match="QUANTLOOP_TARGET_PATH: .* is not a folder"):
         list_targets()
+
+
+@pytest.mark.parametrize("name", ["eyeriss_paper", "simba_paper"])
+def test_paper_targets_use_16_bit_words_and_a_fixed_mac_energy(name):
+    """The configuration of the core paper's code: 16-bit words everywhere, MAC energy independent of the bits."""
+    a = load_target(name)
+    assert {lvl.word_bits for lvl in a.levels} == {16}
+    assert a.compute.energy_mode == "fixed"
+    assert a.compute.mac_energy(2, 2, 4) == a.compute.mac_energy(8, 8, 16) == pytest.approx(0.8975)
+
+
+def test_paper_targets_buffer_sizes():
+    eyeriss = {l.name: l.capacity_words for l in load_target("eyeriss_paper").levels}
+    assert eyeriss == {"DRAM": None, "shared_glb": 100 * 1024 // 2, "ifmap_spad": 12, "weights_spad": 224, "psum_spad": 24}
+    assert load_target("eyeriss_paper").pe_count == 168
+    simba = load_target("simba_paper")
+    assert simba.levels[simba.level_index("GlobalBuffer")].capacity_words * 2 == 64 * 1024
+    assert simba.levels[simba.level_index("PEInputBuffer")].instances == 16
