@@ -13,6 +13,8 @@ replaced by ``_`` (and a numeric suffix when two names collide); schedule.json r
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,11 +26,20 @@ from quantloop.targets.arch import Arch
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+#: Longest folder name made from a layer name (file systems allow 255 bytes; room is left for suffixes).
+MAX_NAME = 100
+
+
 def folder_names(names: Sequence[str]) -> dict[str, str]:
+    """Safe, distinct (case-insensitively) folder names for layer names; long names are shortened
+    deterministically to a prefix and a hash of the whole name."""
     taken: set[str] = set()
     out = {}
     for name in names:
         base = _UNSAFE.sub("_", name).strip("._") or "layer"
+        if len(base.encode()) > MAX_NAME:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+            base = base.encode()[: MAX_NAME - 13].decode(errors="ignore") + "_" + digest
         candidate, k = base, 2
         while candidate.lower() in taken:
             candidate, k = f"{base}_{k}", k + 1

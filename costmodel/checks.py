@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from quantloop.costmodel.legality import bound_usage, tile_bounds
 from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, values_per_word
 from quantloop.errors import QuantloopError
@@ -16,7 +17,8 @@ from quantloop.targets.arch import Arch
 
 def check_bits(arch: Arch, bits: Bits) -> None:
     """A value may not be wider than the word of any storage level (the fork aborts there too,
-    even at a level that bypasses the data space)."""
+    even at a level that bypasses the data space); and the PEs must execute the weights' width and
+    scheme (a LightPE-1 array only shifts by power-of-two weights)."""
     for ds, b in zip(DATASPACES, bits.as_tuple()):
         if b is None:
             continue
@@ -25,6 +27,9 @@ def check_bits(arch: Arch, bits: Bits) -> None:
                 raise QuantloopError(
                     f"bits: {ds} are {b} bits, wider than the {lvl.word_bits}-bit word of level {lvl.name} of target {arch.name}"
                 )
+    why = arch.compute.unsupported(bits.weights, bits.scheme)
+    if why is not None:
+        raise QuantloopError(f"bits: {why} (target {arch.name})")
 
 
 def check_factors(problem: Problem, mapping: Mapping) -> None:
@@ -94,17 +99,20 @@ def check_structure(arch: Arch, mapping: Mapping) -> None:
             _check_permutation(lvl.name, [d for d, _ in lm.temporal], lvl.temporal_permutation)
 
 
-def check_capacity(arch: Arch, utilized_words: np.ndarray) -> None:
-    """utilized_words[L, 3]: words per instance of each kept data space."""
-    for l, lvl in enumerate(arch.levels):
-        if lvl.capacity_words is None:
+def check_tiles(arch: Arch, values: np.ndarray, words: np.ndarray, keep: np.ndarray) -> None:
+    """Every tile bound (`legality.tile_bounds`: capacities, per-data-space value limits) of the
+    tiles values[L, 3] / words[L, 3] per instance at keep[L, 3]."""
+    for bound in tile_bounds(arch):
+        need = int(bound_usage(bound, values, words, keep))
+        if need <= bound.limit:
             continue
-        need = int(utilized_words[l].sum())
-        if need > lvl.capacity_words:
+        lvl = arch.levels[bound.level]
+        if bound.unit == "words" and len(bound.dataspaces) == len(DATASPACES):
             raise QuantloopError(
                 f"mapping: capacity exceeded at level {lvl.name}: tiles need {need * lvl.word_bits} bits "
                 f"({need} words of {lvl.word_bits} bits), {lvl.capacity_bits} bits available"
             )
+        raise QuantloopError(f"mapping: breaks the rule '{bound.rule}': the tile has {need} {bound.unit}")
 
 
 def check_mapping(arch: Arch, problem: Problem, mapping: Mapping, bits: Bits) -> None:
@@ -114,4 +122,4 @@ def check_mapping(arch: Arch, problem: Problem, mapping: Mapping, bits: Bits) ->
     check_factors(problem, mapping)
 
 
-__all__ = ["check_bits", "check_factors", "check_structure", "check_capacity", "check_mapping", "values_per_word"]
+__all__ = ["check_bits", "check_factors", "check_structure", "check_tiles", "check_mapping", "values_per_word"]

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantloop.costmodel.mapping import Mapping, MappingArrays
+from quantloop.costmodel.legality import tile_bounds, tiles_ok
 from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
 
@@ -81,13 +82,14 @@ class BatchResult:
     cycles: np.ndarray
     compute_cycles: np.ndarray
     utilization: np.ndarray
-    capacity_ok: np.ndarray
+    capacity_ok: np.ndarray  # every tile bound holds (capacities and the other `legality.tile_bounds`)
     fanout_ok: np.ndarray
     factors_ok: np.ndarray
     reads: np.ndarray
     fills: np.ndarray
     updates: np.ndarray
     utilized_capacity: np.ndarray
+    tile_values: np.ndarray  # [B, L, 3] values of each kept tile per instance (0 where bypassed)
     partition_size: np.ndarray
     utilized_instances: np.ndarray
     utilized_clusters: np.ndarray
@@ -332,6 +334,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     fills = np.zeros((B, L, 3))
     updates = np.zeros((B, L, 3))
     ucap = np.zeros((B, L, 3))
+    tiles = np.zeros((B, L, 3))
     part = np.zeros((B, L, 3))
     dims = problem.dim_array.astype(np.float64)
     uinst = _prod_dims(nest.spatial_above[:, :L], range(8))  # [B, L]
@@ -362,6 +365,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
             return _ceil_div(values, o) if packed else values
 
         ucap[:, :, ds] = words(vol) * kept
+        tiles[:, :, ds] = vol * kept
         part[:, :, ds] = pvol * kept
         if ds == _OUTPUTS:
             rd = np.maximum(flow - pvol, 0)
@@ -400,9 +404,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     macs = problem.macs
     mac_e = arch.compute.mac_energy(bits.weights, bits.inputs, bits.outputs, bits.scheme)
     energy = macs * mac_e + level_energy.sum(axis=(1, 2)) + leakage.sum(axis=1)
-    cap = np.array([-1 if lvl.capacity_words is None else lvl.capacity_words for lvl in arch.levels])
-    used = ucap.sum(axis=2)
-    capacity_ok = np.all((cap[None, :] < 0) | (used <= cap[None, :]), axis=1)
+    capacity_ok = tiles_ok(tile_bounds(arch), tiles, ucap, keep)
     utilization = macs / (cycles * arch.compute.instances)
     fx = np.array([lvl.fanout_x for lvl in arch.levels])
     fy = np.array([lvl.fanout_y for lvl in arch.levels])
@@ -410,7 +412,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     factors_ok = np.all(nest.inner[:, 0] == dims, axis=1)
     return BatchResult(
         energy=energy, cycles=cycles, compute_cycles=compute_cycles, utilization=utilization,
-        capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok, reads=reads, fills=fills, updates=updates, utilized_capacity=ucap,
+        capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok, reads=reads, fills=fills, updates=updates, utilized_capacity=ucap, tile_values=tiles,
         partition_size=part, utilized_instances=uinst, utilized_clusters=uclust,
         level_energy=level_energy, leakage=leakage, level_cycles=level_cycles, macs=macs,
         mac_energy=macs * mac_e, values_per_word=opw.astype(np.int64),
@@ -427,9 +429,9 @@ def evaluate(arch: Arch | str, problem: Problem, mapping: Mapping, bits: Bits = 
         check_mapping(arch, problem, mapping, bits)
     r = evaluate_batch(arch, problem, mapping.to_arrays(), bits)
     if check:
-        from quantloop.costmodel.checks import check_capacity
+        from quantloop.costmodel.checks import check_tiles
 
-        check_capacity(arch, r.utilized_capacity[0])
+        check_tiles(arch, r.tile_values[0], r.utilized_capacity[0], mapping.to_arrays().keep[0])
     per_level = []
     for l, lvl in enumerate(arch.levels):
         for k, ds in enumerate(DATASPACES):

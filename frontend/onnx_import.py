@@ -297,6 +297,9 @@ class _Importer:
     def clip(self, node: onnx.NodeProto) -> None:
         low = self.opt_const(node, 1, "Clip min")
         high = self.opt_const(node, 2, "Clip max")
+        for bound, what in ((low, "min"), (high, "max")):
+            if bound is not None and np.size(bound) != 1:
+                raise self.fail(f"Clip {what} must be a scalar, got shape {list(np.shape(bound))}")
         lo = -_F32_MAX if low is None else float(low)
         hi = _F32_MAX if high is None else float(high)
         self.emit(ClipOp(self.value(node.input[0]), lo, hi, name=node.name or None), node.output[0])

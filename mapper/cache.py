@@ -40,7 +40,8 @@ class MapCache:
     """A folder of `<key>.json` entries (`folder` under the cache root: other on-disk caches reuse this class)."""
 
     def __init__(self, root: str | os.PathLike | None = None, folder: str = "mapper") -> None:
-        self.root = (Path(root) if root is not None else default_cache_dir()) / folder
+        self.base = Path(root) if root is not None else default_cache_dir()
+        self.root = self.base / folder
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -67,13 +68,13 @@ class MapCache:
     def put(self, key: str, value: dict) -> None:
         """Store `value`; a cache that cannot be written (a file in the way, read-only, full disk) is reported
         once on stderr and bypassed: the compile goes on without it."""
-        if self.root in _BROKEN:
+        if self.base in _BROKEN:
             return
         try:
             self._write(key, value)
         except OSError as err:
-            _BROKEN.add(self.root)
-            where = err.filename or self.root
+            _BROKEN.add(self.base)
+            where = self.base
             print(f"quantloop: warning: cache {where}: {err.strerror or err}; continuing without the cache",
                   file=sys.stderr)
 

@@ -18,7 +18,8 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from quantloop.costmodel.problem import DATASPACES, DIMS
-from quantloop.mapper.mapspace import KIND_NAMES, SPATIAL_X, TEMPORAL, Mapspace, divisors
+from quantloop.costmodel.legality import FREE, SPATIAL_X, TEMPORAL
+from quantloop.mapper.mapspace import KIND_NAMES, Mapspace, divisors
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _DS_DIMS = {"Weights": (_G, _C, _M, _R, _S), "Outputs": (_N, _G, _M, _P, _Q)}
@@ -60,7 +61,7 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
 
     for l, lvl in enumerate(arch.levels):
         for k in range(3):
-            fanout = (lvl.fanout_x, lvl.fanout_y)[k - 1] if k else None
+            fanout = int(space.fanout[l, k - 1]) if k else None
             axis = "x" if k == SPATIAL_X else "y"
             for d, name in enumerate(DIMS):
                 values = divisors(sizes[d])
@@ -68,24 +69,22 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
                     values = [v for v in values if v <= max(fanout, 1)]
                 var = m.NewIntVarFromDomain(cp_model.Domain.FromValues(values), f"f_{lvl.name}_{KIND_NAMES[k]}_{name}")
                 out.f[l, k, d] = var
+                fixed = int(space.slots[l, k, d])
+                if fixed == FREE:
+                    continue
                 if k == TEMPORAL:
-                    fixed = lvl.temporal_factors.get(name)
-                    if fixed is not None:
-                        m.Add(var == fixed).OnlyEnforceIf(rule_literal(f"level {lvl.name}: temporal factor {name}={fixed}"))
-                    continue
-                if fanout == 1:
+                    m.Add(var == fixed).OnlyEnforceIf(rule_literal(f"level {lvl.name}: temporal factor {name}={fixed}"))
+                elif fanout == 1:
                     m.Add(var == 1)
-                    continue
-                allowed = lvl.spatial_x_dims if k == SPATIAL_X else lvl.spatial_y_dims
-                fixed = (lvl.spatial_x_factors if k == SPATIAL_X else lvl.spatial_y_factors).get(name)
-                if fixed is not None:
-                    m.Add(var == fixed).OnlyEnforceIf(rule_literal(f"level {lvl.name}: spatial {axis} factor {name}={fixed}"))
-                elif name not in allowed:
+                elif fixed == 1:
                     m.Add(var == 1).OnlyEnforceIf(rule_literal(f"level {lvl.name}: spatial {axis} does not allow {name}"))
-            if k and fanout > 1:
+                else:
+                    m.Add(var == fixed).OnlyEnforceIf(rule_literal(f"level {lvl.name}: spatial {axis} factor {name}={fixed}"))
+            if k and space.fanout[l, k - 1] > 1:
+                limit = int(space.fanout[l, k - 1])
                 prod = m.NewIntVar(1, int(np.prod([max(1, s) for s in sizes])), f"fanout_{lvl.name}_{axis}")
                 m.AddMultiplicationEquality(prod, [out.f[l, k, d] for d in range(8)])
-                m.Add(prod <= fanout).OnlyEnforceIf(rule_literal(f"level {lvl.name}: fan-out {axis} ≤ {fanout}"))
+                m.Add(prod <= limit).OnlyEnforceIf(rule_literal(f"level {lvl.name}: fan-out {axis} ≤ {limit}"))
     cum = {}
     for l in reversed(range(L)):
         for d in range(8):
@@ -96,10 +95,8 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
     for d in range(8):
         m.Add(cum[0, d] == sizes[d])
     width_ub, height_ub = pr.input_width, pr.input_height
-    for l, lvl in enumerate(arch.levels):
-        if lvl.capacity_words is None:
-            continue
-        terms = []
+    tiles: dict[tuple[int, int], tuple] = {}  # (level, data space) -> (values, words) of a kept tile
+    for l in sorted({bound.level for bound in space.bounds}):
         for k, ds in enumerate(DATASPACES):
             if not keep[l, k]:
                 continue
@@ -117,11 +114,15 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
             words = m.NewIntVar(1, ub, f"words_{l}_{ds}")
             m.AddDivisionEquality(words, tile + (opw - 1), opw)
             out.words[l, k] = words
-            terms.append(words)
-        if terms:
-            lit = rule_literal(f"level {lvl.name}: capacity {lvl.capacity_words} words")
-            out.capacity_literal[l] = lit
-            m.Add(sum(terms) <= lvl.capacity_words).OnlyEnforceIf(lit)
+            tiles[l, k] = (tile, words)
+    for bound in space.bounds:  # the target's tile bounds, as `costmodel.legality` lists them
+        terms = [tiles[bound.level, k][bound.unit == "words"] for k in bound.dataspaces if (bound.level, k) in tiles]
+        if not terms:
+            continue
+        lit = rule_literal(bound.rule)
+        if bound.unit == "words" and len(bound.dataspaces) == len(DATASPACES):
+            out.capacity_literal[bound.level] = lit
+        m.Add(sum(terms) <= bound.limit).OnlyEnforceIf(lit)
     return out
 
 

@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 
+from quantloop.costmodel.legality import FREE, fanout_table, slot_table, slots_ok
 from quantloop.costmodel.mapping import MappingArrays
 from quantloop.costmodel.model import evaluate_batch
 from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, DIMS, Bits, Problem
@@ -22,18 +23,6 @@ def _splits(n: int, slots: int):
         if n % d == 0:
             for rest in _splits(n // d, slots - 1):
                 yield (d,) + rest
-
-
-def _slot_ok(arch: Arch, l: int, k: int, dim: str, f: int) -> bool:
-    lvl = arch.levels[l]
-    if k == 0:
-        return lvl.temporal_factors.get(dim, f) == f
-    fanout = lvl.fanout_x if k == 1 else lvl.fanout_y
-    fixed = (lvl.spatial_x_factors if k == 1 else lvl.spatial_y_factors).get(dim)
-    allowed = lvl.spatial_x_dims if k == 1 else lvl.spatial_y_dims
-    if f > fanout or (fixed is not None and f != fixed):
-        return False
-    return f == 1 or dim in allowed
 
 
 def _orders(dims: list[int], permutation: tuple[str, ...]) -> list[list[int]]:
@@ -56,22 +45,29 @@ def _orders(dims: list[int], permutation: tuple[str, ...]) -> list[list[int]]:
     return out
 
 
+def legal_tilings(arch: Arch, problem: Problem) -> list[np.ndarray]:
+    """Every tiling [L, 3, 8] whose factors multiply to the dims and honour the slot rules and
+    fan-outs (`costmodel.legality`), by brute force over all splits of every dim."""
+    L = arch.num_levels
+    table, fanout = slot_table(arch), fanout_table(arch)
+    per_dim = []
+    for d in range(len(DIMS)):
+        opts = np.array(list(_splits(int(problem.dim_array[d]), L * 3)), dtype=np.int64).reshape(-1, L, 3)
+        fixed = table[:, :, d] != FREE
+        per_dim.append(opts[np.all(~fixed | (opts == table[:, :, d]), axis=(1, 2))])
+    tilings = []
+    for combo in itertools.product(*[range(len(o)) for o in per_dim]):
+        f = np.stack([per_dim[d][i] for d, i in enumerate(combo)], axis=-1)  # [L, 3, 8]
+        if slots_ok(table, fanout, f):
+            tilings.append(f)
+    return tilings
+
+
 def exhaustive_best(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy",
                     chunk: int = 50_000) -> tuple[float, int]:
     """(best objective value, number of legal mappings) over the whole mapspace."""
     L = arch.num_levels
-    slots = [(l, k) for l in range(L) for k in range(3)]
-    per_dim = []
-    for d, name in enumerate(DIMS):
-        opts = [s for s in _splits(int(problem.dim_array[d]), len(slots))
-                if all(_slot_ok(arch, l, k, name, f) for (l, k), f in zip(slots, s))]
-        per_dim.append(np.array(opts, dtype=np.int64).reshape(len(opts), L, 3))
-    tilings = []
-    for combo in itertools.product(*[range(len(o)) for o in per_dim]):
-        f = np.stack([per_dim[d][i] for d, i in enumerate(combo)], axis=-1)  # [L, 3, 8]
-        if np.all(f[:, 1].prod(axis=1) <= [lvl.fanout_x for lvl in arch.levels]) and \
-           np.all(f[:, 2].prod(axis=1) <= [lvl.fanout_y for lvl in arch.levels]):
-            tilings.append(f)
+    tilings = legal_tilings(arch, problem)
     optional = [(l, k) for l, lvl in enumerate(arch.levels) for k, ds in enumerate(DATASPACES)
                 if l > 0 and ds in lvl.may_keep and ds not in lvl.must_keep]
     base = np.array([[l == 0 or ds in lvl.must_keep for ds in DATASPACES] for l, lvl in enumerate(arch.levels)])

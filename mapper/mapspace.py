@@ -2,11 +2,14 @@
 spatial-Y) slot may take, and a vectorised enumeration of every legal tiling.
 
 A tiling gives every dim's factor at every slot; legality is: the factors of each dim multiply to
-the dim, fan-outs (product of a level's X factors ≤ fanout_x, Y likewise), the target's fixed
-factors and allowed spatial dims, and the capacity of every level in words at the layer's
-bit-widths (⌈tile / ⌊word/b⌋⌉ per kept data space, input tiles with the sliding-window halo).
-The same rules are stated as a CP-SAT model in `quantloop.mapper.cpsat`; tests check that both
-agree on the number of legal tilings.
+the dim, plus the target's rules as `costmodel.legality` states them as data: fixed and forbidden
+slots, fan-outs, and the tile bounds (every level's capacity in words at the layer's bit-widths,
+⌈tile / ⌊word/b⌋⌉ per kept data space with the sliding-window halo, and any other bound). Outputs
+count at the partial-sum width, never narrower than the Outputs width: whether a level holds
+partial sums depends on the whole mapping, so the slots take the safe side and the cost model,
+which scores every candidate, applies the exact width. The
+CP-SAT model (`quantloop.mapper.cpsat`), the brute-force reference and the cost model read the
+same rules; tests check that they agree.
 
 Enumeration joins one dim at a time (numpy), pruning every partial tiling whose fan-out or
 capacity already overflows: tiles only grow as dims are added, so the pruning is exact.
@@ -21,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantloop.costmodel.legality import FREE, SPATIAL_X, SPATIAL_Y, TEMPORAL, fanout_table, slot_table, tile_bounds, tiles_ok
 from quantloop.costmodel.model import packing_tables
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.targets.arch import Arch
 
-TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2
 KIND_NAMES = ("temporal", "spatial X", "spatial Y")
 _CHUNK = 1 << 19
 #: The most int64 entries (options × L × 3) one dim's option table may hold (~64 MB). A dim with more ways
@@ -37,19 +40,6 @@ OPTION_ENTRIES = 8_000_000
 def divisors(n: int) -> list[int]:
     small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))
-
-
-def slot_rule(arch: Arch, level: int, kind: int, dim: str) -> int | None:
-    """The fixed factor of a slot (1 = the dim may not use it), or None when it is free."""
-    lvl = arch.levels[level]
-    if kind == TEMPORAL:
-        return lvl.temporal_factors.get(dim)
-    fanout = lvl.fanout_x if kind == SPATIAL_X else lvl.fanout_y
-    allowed = lvl.spatial_x_dims if kind == SPATIAL_X else lvl.spatial_y_dims
-    fixed = lvl.spatial_x_factors if kind == SPATIAL_X else lvl.spatial_y_factors
-    if fanout == 1 or dim not in allowed:
-        return 1
-    return fixed.get(dim)
 
 
 def _prime_powers(n: int) -> list[tuple[int, int]]:
@@ -109,8 +99,9 @@ class Mapspace:
     def __init__(self, arch: Arch, problem: Problem, bits: Bits) -> None:
         self.arch, self.problem, self.bits = arch, problem, bits
         self.L = arch.num_levels
-        self.fanout = np.array([[lvl.fanout_x, lvl.fanout_y] for lvl in arch.levels], dtype=np.int64)
-        self.capacity = np.array([-1 if lvl.capacity_words is None else lvl.capacity_words for lvl in arch.levels])
+        self.slots = slot_table(arch)  # [L, 3, 8] fixed factor, FREE when the mapper chooses
+        self.fanout = fanout_table(arch)
+        self.bounds = tile_bounds(arch)
         # Outputs pack as partial sums (never more per word than final outputs): whether a level
         # holds partial sums depends on the whole mapping, so the slots' capacity rules take the
         # wider width; the cost model checks the exact one.
@@ -131,8 +122,8 @@ class Mapspace:
         fixed_prod, free, base = 1, [], np.ones((self.L, 3), dtype=np.int64)
         for l in range(self.L):
             for k in range(3):
-                rule = slot_rule(self.arch, l, k, name)
-                if rule is None:
+                rule = int(self.slots[l, k, dim])
+                if rule == FREE:
                     free.append((l, k))
                 else:
                     base[l, k] = rule
@@ -166,9 +157,14 @@ class Mapspace:
         return -(-self.tile_values(cum) // self.opw)
 
     def fits(self, cum: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """bool[...]: every level's kept tiles fit its capacity (keep [..., L, 3] or [L, 3])."""
-        used = (self.tile_words(cum) * keep).sum(axis=-1)
-        return np.all((self.capacity < 0) | (used <= self.capacity), axis=-1)
+        """bool[...]: every tile bound holds for the tiles of extents cum[..., L, 8] (keep [..., L, 3] or [L, 3])."""
+        values = self.tile_values(cum)
+        return tiles_ok(self.bounds, values, -(-values // self.opw), keep)
+
+    def fits_each_keep(self, cum: np.ndarray, keeps: np.ndarray) -> np.ndarray:
+        """bool[T, K]: tilings cum[T, L, 8] under each keep choice keeps[K, L, 3]."""
+        values = self.tile_values(cum)[:, None]
+        return tiles_ok(self.bounds, values, -(-values // self.opw), keeps[None])
 
     @staticmethod
     def cumulative(factors: np.ndarray) -> np.ndarray:

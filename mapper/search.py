@@ -7,12 +7,16 @@ Larger ones: a seeded sample of legal tilings is scored with data-space-stationa
 the best few seed a steepest-descent local search whose moves shift one prime factor between
 two slots of a dim, change one level's loop order or toggle one optional keep; every neighbour
 is scored exactly. Both paths are deterministic for a given seed.
+
+Each path is a `Strategy` (`Exhaustive`, `SampledLocalSearch`; Timeloop's `SearchAlgorithm` plays
+the same part) run in `STRATEGIES` order until one decides.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -20,7 +24,8 @@ from quantloop.costmodel.mapping import MappingArrays
 from quantloop.options import OBJECTIVES
 from quantloop.costmodel.model import BatchResult, evaluate_batch
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
-from quantloop.mapper.mapspace import Mapspace, slot_rule
+from quantloop.costmodel.legality import FREE
+from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
 from quantloop.targets.arch import Arch
 
@@ -146,9 +151,7 @@ class _Expansion:
             self.tables.append(table)
             self.cidx[:, l] = inv.reshape(-1)
             counts[:, l] = np.array([len(c) for c in cands])[inv.reshape(-1)]
-        words = space.tile_words(space.cumulative(factors))  # [T, L, 3]
-        used = np.einsum("tld,kld->tkl", words, keeps.astype(np.int64))
-        fits = np.all((space.capacity < 0) | (used <= space.capacity), axis=2)  # [T, K]
+        fits = space.fits_each_keep(space.cumulative(factors), keeps)  # [T, K]
         self.ti, self.ki = np.nonzero(fits)
         self.counts = counts[self.ti]  # [pairs, L]
         self.size = float(self.counts.astype(np.float64).prod(axis=1).sum())  # float: cannot wrap around
@@ -230,7 +233,7 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
 
 
 def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
-    return [(l, k) for l in range(space.L) for k in range(3) if slot_rule(space.arch, l, k, DIMS[dim]) is None]
+    return [(l, k) for l in range(space.L) for k in range(3) if space.slots[l, k, dim] == FREE]
 
 
 def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: np.ndarray,
@@ -299,50 +302,108 @@ def _local_search(space: Mapspace, start: MappingArrays, scorer: _Scorer, budget
         factors, order, keep = F[i], O[i], K[i]
 
 
+@dataclass
+class Job:
+    """One layer's search as every strategy sees it: the mapspace, the exact scorer (which keeps
+    the best legal mapping found and counts the legal ones), the seeded generator and the budget."""
+
+    space: Mapspace
+    scorer: _Scorer
+    rng: np.random.Generator
+    budget: Budget
+    seed: int
+    keeps: np.ndarray  # [K, L, 3] keep/bypass choices to try
+
+    def outcome(self, optimal: bool) -> SearchOutcome | None:
+        best = self.scorer.best
+        return None if best is None else SearchOutcome(best, self.scorer.legal, optimal=optimal)
+
+
+PASS = "pass"
+"""What a strategy returns when the mapspace is outside what it handles (the next one runs)."""
+
+
+class Strategy(Protocol):
+    """One way to search a layer's mapspace (as Timeloop's `SearchAlgorithm`). `run` scores
+    candidates through `job.scorer` and returns the outcome, None when no legal mapping exists,
+    or `PASS`. A new strategy is a class with this method, listed in `STRATEGIES`."""
+
+    name: str
+
+    def run(self, job: Job) -> SearchOutcome | None | str: ...
+
+
+class Exhaustive:
+    """Every legal tiling × every loop-order candidate × every keep choice: proven optimal.
+    Passes when the mapspace exceeds the budget's exhaustive limits."""
+
+    name = "exhaustive"
+
+    def run(self, job: Job) -> SearchOutcome | None | str:
+        space, budget = job.space, job.budget
+        n_options = float(np.prod([max(1, len(o)) for o in space.options], dtype=np.float64))
+        if n_options > budget.exhaustive_options:
+            return PASS
+        tilings = space.enumerate(budget.exhaustive_tilings, job.rng)
+        if tilings.complete and len(tilings) == 0:
+            return None
+        keeps_complete = len(optional_keeps(space)) <= KEEP_CHOICE_BITS
+        small = len(tilings) * len(job.keeps) * space.L <= _FIT_ENTRIES  # the fit table of _Expansion
+        expansion = _Expansion(space, tilings.factors, job.keeps) if tilings.complete and keeps_complete and small else None
+        if expansion is None or expansion.size > budget.exhaustive_evaluations:
+            return PASS
+        for arrays in expansion.chunks(_EVAL_CHUNK):
+            job.scorer.score(arrays)
+        return job.outcome(optimal=True)
+
+
+class SampledLocalSearch:
+    """A seeded sample of legal tilings (CP-SAT finds starts when sampling finds none), scored with
+    data-space-stationary orders; the best few seed a steepest-descent local search."""
+
+    name = "sampled local search"
+
+    def run(self, job: Job) -> SearchOutcome | None | str:
+        space, budget, scorer = job.space, job.budget, job.scorer
+        samples = sample_tilings(space, budget.samples, job.rng)
+        if len(samples) == 0:
+            from quantloop.mapper.cpsat import find_tilings  # CP-SAT only when sampling fails
+
+            samples = find_tilings(space, budget.starts, job.seed)
+            if len(samples) == 0:
+                return None
+        perms = _permutations(space.arch)
+        must = np.repeat(space.must_keep[None], len(samples), axis=0)
+        best_per_tiling = np.full(len(samples), np.inf)
+        best_sec = np.full(len(samples), np.inf)
+        best_order = np.zeros((len(samples), space.L, 8), dtype=np.int64)
+        for ds in DATASPACES:
+            order = stationary_orders(samples[:, :, 0], perms, ds)
+            primary, secondary = scorer.score(_arrays(samples, order, must))
+            better = (primary < best_per_tiling) | ((primary == best_per_tiling) & (secondary < best_sec))
+            best_per_tiling = np.where(better, primary, best_per_tiling)
+            best_sec = np.where(better, secondary, best_sec)
+            best_order[better] = order[better]
+        ranked = np.lexsort((np.arange(len(samples)), best_sec, best_per_tiling))
+        ranked = [i for i in ranked if np.isfinite(best_per_tiling[i])][: budget.starts]
+        for i in ranked:
+            _local_search(space, _arrays(samples[i:i + 1], best_order[i:i + 1], must[i:i + 1]), scorer, budget)
+        return job.outcome(optimal=False)
+
+
+STRATEGIES: tuple[Strategy, ...] = (Exhaustive(), SampledLocalSearch())
+"""Tried in order; the first that does not pass decides."""
+
+
 def search(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy", seed: int = 0,
-           budget: Budget = Budget(), space: Mapspace | None = None) -> SearchOutcome | None:
+           budget: Budget = Budget(), space: Mapspace | None = None,
+           strategies: tuple[Strategy, ...] = STRATEGIES) -> SearchOutcome | None:
     """The best mapping found (None when no legal tiling exists: the caller diagnoses why)."""
     space = space or Mapspace(arch, problem, bits)
     rng = np.random.default_rng(seed)
-    scorer = _Scorer(arch, problem, bits, objective)
-    keeps = keep_choices(space, rng)
-    n_options = float(np.prod([max(1, len(o)) for o in space.options], dtype=np.float64))
-    keeps_complete = len(optional_keeps(space)) <= KEEP_CHOICE_BITS
-    if n_options <= budget.exhaustive_options:
-        tilings = space.enumerate(budget.exhaustive_tilings, rng)
-        if tilings.complete and len(tilings) == 0:
-            return None
-        small = len(tilings) * len(keeps) * space.L <= _FIT_ENTRIES  # the fit table of _Expansion
-        expansion = _Expansion(space, tilings.factors, keeps) if tilings.complete and keeps_complete and small else None
-        if expansion is not None and expansion.size <= budget.exhaustive_evaluations:
-            for arrays in expansion.chunks(_EVAL_CHUNK):
-                scorer.score(arrays)
-            if scorer.best is None:
-                return None
-            return SearchOutcome(scorer.best, scorer.legal, optimal=True)
-    samples = sample_tilings(space, budget.samples, rng)
-    if len(samples) == 0:
-        from quantloop.mapper.cpsat import find_tilings
-
-        samples = find_tilings(space, budget.starts, seed)
-        if len(samples) == 0:
-            return None
-    perms = _permutations(arch)
-    must = np.repeat(space.must_keep[None], len(samples), axis=0)
-    best_per_tiling = np.full(len(samples), np.inf)
-    best_sec = np.full(len(samples), np.inf)
-    best_order = np.zeros((len(samples), space.L, 8), dtype=np.int64)
-    for ds in DATASPACES:
-        order = stationary_orders(samples[:, :, 0], perms, ds)
-        primary, secondary = scorer.score(_arrays(samples, order, must))
-        better = (primary < best_per_tiling) | ((primary == best_per_tiling) & (secondary < best_sec))
-        best_per_tiling = np.where(better, primary, best_per_tiling)
-        best_sec = np.where(better, secondary, best_sec)
-        best_order[better] = order[better]
-    ranked = np.lexsort((np.arange(len(samples)), best_sec, best_per_tiling))
-    ranked = [i for i in ranked if np.isfinite(best_per_tiling[i])][: budget.starts]
-    for i in ranked:
-        _local_search(space, _arrays(samples[i:i + 1], best_order[i:i + 1], must[i:i + 1]), scorer, budget)
-    if scorer.best is None:
-        return None
-    return SearchOutcome(scorer.best, scorer.legal, optimal=False)
+    job = Job(space, _Scorer(arch, problem, bits, objective), rng, budget, seed, keep_choices(space, rng))
+    for strategy in strategies:
+        outcome = strategy.run(job)
+        if outcome != PASS:
+            return outcome
+    return job.outcome(optimal=False)
