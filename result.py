@@ -97,6 +97,15 @@ class CompileResult:
 
         return target_area(self.target).to_json()
 
+    @property
+    def ppa(self):
+        """Energy, latency (s), area (mm²) and performance per area (`targets/ppa.py`); None without a target."""
+        if self.target is None:
+            return None
+        from quantloop.targets.ppa import ppa
+
+        return ppa(self.target, self.total_energy_pj, self.total_cycles, sum(layer.macs for layer in self.layers))
+
     def to_json(self) -> dict[str, Any]:
         """Everything above as plain JSON types (`json.dumps(result.to_json())` works)."""
         return {
@@ -104,7 +113,8 @@ class CompileResult:
             "target": None if self.target is None else self.target.name,
             "area": self.area_mm2,
             "total": {"energy_pj": self.total_energy_pj, "cycles": self.total_cycles,
-                      "macs": sum(layer.macs for layer in self.layers), "seconds": self.seconds},
+                      "macs": sum(layer.macs for layer in self.layers), "seconds": self.seconds,
+                      **({"ppa": self.ppa.to_json()} if self.ppa is not None else {})},
             "layers": [_jsonable(asdict(layer)) for layer in self.layers],
             "host_ops": list(self.host_ops),
             "artifacts": {kind: str(path) for kind, path in self.artifacts.items()},
@@ -137,7 +147,8 @@ def summary_table(result: CompileResult):
     """The rich Table of a mapped compile: one row per layer and a total."""
     from rich.table import Table
 
-    table = Table(title=result.title or None, caption=first_layer_note(result.layers))
+    notes = [note for note in (first_layer_note(result.layers), result.ppa.summary() if result.ppa else None) if note]
+    table = Table(title=result.title or None, caption="\n".join(notes) or None)
     for column in ("layer", "kind", "shape", "bits", "energy (µJ)", "cycles", "util.", "mapper (s)", "optimal"):
         table.add_column(
             column, justify="right" if column not in ("layer", "kind", "shape", "bits") else "left", no_wrap=True

@@ -159,7 +159,7 @@ def _weight_layer(op: accel.LayerOp, dram_loops) -> WeightLayer | None:
             raise QuantloopError(
                 f"layer {name}: {bias_values.size} bias values but {w_scales.size} weight scales; cannot store the bias as int32"
             )
-        bias, bias_scales = quantize_bias(bias_values, w_scales, in_scale)
+        bias, bias_scales = quantize_bias(bias_values, w_scales, in_scale, name)
     return WeightLayer(name, weights, layout, dims, extents, tuple(dram_loops), bias, bias_scales,
                        activation_quantization(op))
 

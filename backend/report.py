@@ -7,7 +7,8 @@ Totals are sums over layers (layers run one after another). A layer's weight byt
 the size of ``weights.bin``. Energy "by level" puts MAC energy under level ``MAC`` and adds a level's
 leakage to it; "by data space" has ``Weights``, ``Inputs``, ``Outputs``, ``compute`` (MACs) and
 ``leakage``. ``target.area`` is the target's area per level, for the MACs and in total (mm²,
-``targets/area.py``).
+``targets/area.py``); ``total`` has the latency (s, cycles through the clock), the area (mm²) and
+the performance per area (GMAC/s/mm², ``targets/ppa.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from quantloop.backend.schedule import energy_breakdown
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 from quantloop.targets.area import target_area
+from quantloop.targets.ppa import ppa
 
 REPORT_VERSION = 1
 CORE_KEYS = ("version", "quantloop_version", "command_line", "target", "total", "layers", "host_ops", "plots")
@@ -72,6 +74,12 @@ def layer_report(record: LayerRecord, weight_bytes: int) -> dict:
     }
 
 
+def _ppa_keys(target: Arch, energy_pj: float, cycles: int, macs: int) -> dict:
+    """Latency (s), area (mm²) and performance per area (GMAC/s/mm²; `targets/ppa.py`)."""
+    p = ppa(target, energy_pj, cycles, macs)
+    return {"latency_s": p.latency_s, "area_mm2": p.area_mm2, "perf_per_area_gmacs_per_mm2": p.perf_per_area}
+
+
 def build_report(
     records: Sequence[LayerRecord],
     target: Arch,
@@ -95,13 +103,15 @@ def build_report(
         "quantloop_version": __version__,
         "command_line": command_line,
         "target": {"name": target.name, "content_hash": target.content_hash, "pe_count": target.pe_count,
-                   "area": target_area(target).to_json()},
+                   "area": target_area(target).to_json(), "clock_mhz": target.compute.clock_mhz,
+                   "pe_type": target.compute.pe_type},
         "total": {
             "energy_pj": sum(layer["energy_pj"] for layer in layers),
             "cycles": cycles,
             "macs": macs,
             "utilization": macs / (cycles * target.pe_count) if cycles else 0.0,
             "weight_bytes": sum(layer["weight_bytes"] for layer in layers),
+            **_ppa_keys(target, sum(layer["energy_pj"] for layer in layers), cycles, macs),
             "energy_by_level_pj": by_level,
             "energy_by_dataspace_pj": by_dataspace,
         },

@@ -134,13 +134,23 @@ def uniform_codes(
     return buf.astype(dtype)
 
 
-def quantize_bias(bias: np.ndarray, weight_scales: np.ndarray, input_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 codes, float32 scales) of a bias at the accumulator scale ``w_scale · in_scale``."""
+def quantize_bias(bias: np.ndarray, weight_scales: np.ndarray, input_scale: float,
+                  layer: str = "?") -> tuple[np.ndarray, np.ndarray]:
+    """(int32 codes, float32 scales) of a bias at the accumulator scale ``w_scale · in_scale``.
+
+    A bias that int32 cannot hold at that scale (or that is not finite) is refused naming `layer`: silently
+    saturating it would change the network's outputs."""
     scales = (np.asarray(weight_scales, dtype=np.float32) * np.float32(input_scale)).astype(np.float32)
     scales = np.broadcast_to(scales, np.shape(bias)).astype(np.float32)
     safe = np.where(scales > 0, scales, np.float32(1.0))
     codes = np.rint(np.asarray(bias, dtype=np.float64) / safe.astype(np.float64))
-    return np.clip(codes, _INT32.min, _INT32.max).astype(np.int32), scales
+    bad = ~np.isfinite(codes) | (codes < _INT32.min) | (codes > _INT32.max)
+    if bad.any():
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise QuantloopError(
+            f"layer {layer}: bias value {float(np.ravel(bias)[i]):g} does not fit int32 at the accumulator scale "
+            f"{float(np.ravel(safe)[i]):g} (weight scale × input scale); the bias cannot be stored exactly")
+    return codes.astype(np.int32), scales
 
 
 def _word_bytes(word_bits: int) -> int:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for entry in discover():
         try:
-            arch = load_target(entry.path)
+            arch = load_target(entry.spec)
         except QuantloopError as err:  # one broken file must not hide every other target
             print(f"quantloop: warning: {err} (target {entry.name} skipped)", file=sys.stderr)
             continue
@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([
             {
                 "name": e.name, "source": e.source, "path": str(e.path), "pes": a.pe_count,
-                "content_hash": a.content_hash, "area": area.to_json(),
+                "content_hash": a.content_hash, "area": area.to_json(), "pe_type": a.compute.pe_type,
+                "clock_mhz": a.compute.clock_mhz,
                 "levels": [
                     {"name": l.name, "instances": l.instances, "capacity_words": l.capacity_words, "word_bits": l.word_bits,
                      "area_mm2": area.levels[l.name]}
@@ -101,14 +102,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="quantloop targets")
-    for col in ("name", "source", "PEs", "levels (outer → inner): instances × capacity, word bits, area", "area"):
+    for col in ("name", "source", "PEs", "PE type, clock", "levels (outer → inner): instances × capacity, word bits, area", "area"):
         table.add_column(col)
     for entry, arch, area in rows:
         levels = ", ".join(
             f"{l.name} {l.instances}×{_capacity(l.capacity_words, l.word_bits)} {l.word_bits}b {format_mm2(area.levels[l.name])}"
             for l in arch.levels
         )
-        table.add_row(entry.name, entry.source, str(arch.pe_count), levels + f", {arch.compute.name} {format_mm2(area.compute)}",
+        clock = "n/a" if arch.compute.clock_mhz is None else f"{arch.compute.clock_mhz:g} MHz"
+        table.add_row(entry.name, entry.source, str(arch.pe_count), f"{arch.compute.pe_type or arch.compute.name}, {clock}", levels + f", {arch.compute.name} {format_mm2(area.compute)}",
                       format_mm2(area.total_mm2))
     Console(width=200).print(table)
     return 0

@@ -17,7 +17,8 @@ from quantloop.targets.arch import Arch
 
 def check_bits(arch: Arch, bits: Bits) -> None:
     """A value may not be wider than the word of any storage level (the fork aborts there too,
-    even at a level that bypasses the data space)."""
+    even at a level that bypasses the data space); and the PEs must execute the weights' width and
+    scheme (a LightPE-1 array only shifts by power-of-two weights)."""
     for ds, b in zip(DATASPACES, bits.as_tuple()):
         if b is None:
             continue
@@ -26,6 +27,9 @@ def check_bits(arch: Arch, bits: Bits) -> None:
                 raise QuantloopError(
                     f"bits: {ds} are {b} bits, wider than the {lvl.word_bits}-bit word of level {lvl.name} of target {arch.name}"
                 )
+    why = arch.compute.unsupported(bits.weights, bits.scheme)
+    if why is not None:
+        raise QuantloopError(f"bits: {why} (target {arch.name})")
 
 
 def check_factors(problem: Problem, mapping: Mapping) -> None:

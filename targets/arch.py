@@ -125,6 +125,19 @@ class ComputeLevel:
     shift_add_energy: TMapping[str, float] = field(default_factory=dict)
     leak_per_cycle: float = 0.0
     area_um2: float | None = None  # one MAC; see targets/area.py
+    clock_mhz: float | None = None
+    pe_type: str | None = None
+    schemes: frozenset[str] | None = None  # weight schemes the PEs execute; None: any
+    max_weight_bits: int | None = None
+
+    def unsupported(self, weight_bits: int | None, scheme: str) -> str | None:
+        """Why these PEs cannot execute weights of this width and scheme, or None when they can."""
+        kind = f"the {self.pe_type} PEs" if self.pe_type else "the PEs"
+        if self.schemes is not None and scheme not in self.schemes:
+            return f"{kind} execute {'/'.join(sorted(self.schemes))} weights, not {scheme}"
+        if self.max_weight_bits is not None and weight_bits is not None and weight_bits > self.max_weight_bits:
+            return f"{kind} execute weights of at most {self.max_weight_bits} bits, not {weight_bits}"
+        return None
 
     def mac_energy(self, weight_bits: int | None, input_bits: int | None, output_bits: int | None,
                    scheme: str = "int") -> float:
@@ -168,6 +181,10 @@ class Arch:
             if lvl.name == name:
                 return i
         raise KeyError(name)
+
+    def seconds(self, cycles: float) -> float | None:
+        """Cycles → seconds through the array's clock (None when the target declares no clock)."""
+        return None if self.compute.clock_mhz is None else cycles / (self.compute.clock_mhz * 1e6)
 
     def dataspaces_kept_anywhere(self) -> frozenset[str]:
         return frozenset(ds for ds in DATASPACES if any(ds in lvl.may_keep for lvl in self.levels))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -202,6 +203,11 @@ class Compute(_Strict):
         default_factory=dict)
     leak_pj_per_cycle: float = Field(default=0.0, ge=0, le=MAX_PJ)
     area_um2: float | None = Field(default=None, ge=0, description="area of ONE MAC in µm² (Accelergy ART)")
+    clock_mhz: float | None = Field(default=None, gt=0, le=1e6, description="clock of the array; cycles -> seconds")
+    pe_type: str | None = Field(default=None, description="the PE type chosen from the file's pe_types")
+    schemes: list[Literal["int", "pot", "pot2"]] | None = Field(
+        default=None, min_length=1, description="weight schemes the PEs execute (None: any)")
+    max_weight_bits: int | None = Field(default=None, ge=1, le=64, description="widest weight the PEs execute")
 
 
 class TargetSpec(_Strict):
@@ -242,10 +248,17 @@ def parse_spec(data: object, source: str) -> TargetSpec:
         raise QuantloopError(_format_error(source, err)) from None
 
 
-def load_spec_file(path: str | Path) -> TargetSpec:
+def load_spec_file(path: str | Path, parameters: Mapping[str, str] | None = None) -> TargetSpec:
+    """A target file as a spec; `parameters` (texts) set a parameterised file's parameters
+    (`targets/template.py`), and an error then names the spec with its parameters."""
     from quantloop.files import load_yaml
+    from quantloop.targets.template import canonical_query, resolve
 
-    return parse_spec(load_yaml(path, "target file"), str(path))
+    source = f"{path}?{canonical_query(parameters)}" if parameters else str(path)
+    spec = parse_spec(resolve(load_yaml(path, "target file"), parameters or {}, source), source)
+    if parameters:
+        spec = spec.model_copy(update={"name": f"{spec.name}?{canonical_query(parameters)}"})
+    return spec
 
 
 def content_hash(spec: TargetSpec) -> str:
@@ -294,13 +307,15 @@ def to_arch(spec: TargetSpec, source: str = "") -> Arch:
         ref_input_bits=c.reference_bits.inputs, ref_acc_bits=c.reference_bits.accumulator,
         mult_fraction=c.multiplier_fraction, energy_mode=c.energy_mode,
         shift_add_energy=dict(c.shift_add_energy_pj), leak_per_cycle=c.leak_pj_per_cycle, area_um2=c.area_um2,
+        clock_mhz=c.clock_mhz, pe_type=c.pe_type, schemes=None if c.schemes is None else frozenset(c.schemes),
+        max_weight_bits=c.max_weight_bits,
     )
     return Arch(name=spec.name, levels=tuple(levels), compute=compute, source=source,
                 content_hash=content_hash(spec), description=spec.description)
 
 
-def load_arch_file(path: str | Path, source: str | None = None) -> Arch:
-    return to_arch(load_spec_file(path), source or str(path))
+def load_arch_file(path: str | Path, source: str | None = None, parameters: Mapping[str, str] | None = None) -> Arch:
+    return to_arch(load_spec_file(path, parameters), source or str(path))
 
 
 __all__ = ["TargetSpec", "parse_spec", "load_spec_file", "to_arch", "load_arch_file", "content_hash", "DIMS"]

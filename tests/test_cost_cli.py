@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quantloop.targets.template import resolve  # the built-in is a template (parameters, PE types)
+
 from quantloop.cli import main
 from quantloop.targets import registry
 
@@ -88,7 +90,7 @@ def test_bits_wider_than_a_word(capsys):
 
 
 def test_misspelled_and_missing_target_keys(capsys, tmp_path):
-    spec = yaml.safe_load((Path(registry.__file__).parent / "eyeriss.yaml").read_text())
+    spec = resolve(yaml.safe_load((Path(registry.__file__).parent / "eyeriss.yaml").read_text()), {}, "eyeriss")
     spec["levels"][2]["dept"] = spec["levels"][2].pop("depth")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(spec))
@@ -100,7 +102,7 @@ def test_misspelled_and_missing_target_keys(capsys, tmp_path):
 
 
 def test_level_too_small(capsys, tmp_path):
-    spec = yaml.safe_load((Path(registry.__file__).parent / "eyeriss.yaml").read_text())
+    spec = resolve(yaml.safe_load((Path(registry.__file__).parent / "eyeriss.yaml").read_text()), {}, "eyeriss")
     spec["levels"][4]["width"] = 8  # psum_spad has 16-bit words
     bad = tmp_path / "small.yaml"
     bad.write_text(yaml.safe_dump(spec))

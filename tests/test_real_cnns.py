@@ -144,3 +144,31 @@ def test_squeeze_excite_block_maps_its_convs_and_hosts_the_rest(dynamo, tmp_path
     assert [layer.kind for layer in result.layers] == ["conv"] * 4 + ["gemm"]
     listed = " ".join(result.host_ops)
     assert "qnn.host:HardSigmoid" in listed and "qnn.host:Mul" in listed and "qnn.global_avgpool" in listed
+
+
+class UpsampleNet(torch.nn.Module):
+    """nn.Upsample (nearest and bilinear), LeakyReLU, PReLU, maximum/minimum and a transpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1)
+        self.up1 = torch.nn.Upsample(scale_factor=2, mode="nearest")
+        self.up2 = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+        self.leaky, self.prelu = torch.nn.LeakyReLU(0.1), torch.nn.PReLU(4)
+
+    def forward(self, x):
+        y = self.up2(self.prelu(self.conv2(self.up1(self.leaky(self.conv1(x))))))
+        return torch.maximum(y, torch.minimum(y * 0.5, torch.tensor(1.0))).transpose(2, 3)
+
+
+@pytest.mark.parametrize("export", ["ts9", "ts13", pytest.param("dynamo", marks=pytest.mark.slow)])
+def test_upsample_and_elementwise_ops_run_on_the_host(export):
+    net = UpsampleNet().eval()
+    x = torch.randn(1, 3, 8, 8)
+    module = from_torch(net, x, **EXPORTS[export])
+    CanonicalizePass().apply(make_context(), module)
+    hosted = sorted(op.op_type for op in module.walk() if isinstance(op, HostOp))
+    assert hosted == ["LeakyRelu", "Max", "Min", "Mul", "PRelu", "Resize", "Resize", "Transpose"]
+    with torch.no_grad():
+        assert np.abs(_run(export_onnx(module), x.numpy()) - net(x).numpy()).max() <= 1e-4

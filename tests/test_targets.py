@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quantloop.targets.template import resolve  # the built-in is a template (parameters, PE types)
+
 from quantloop.cli import main
 from quantloop.errors import QuantloopError
 from quantloop.targets import registry
@@ -48,13 +50,13 @@ def test_content_hash_is_stable_and_tracks_content(tmp_path):
     a = tmp_path / "a.yaml"
     b = tmp_path / "b.yaml"
     a.write_text("# a comment\n" + text)
-    b.write_text(text.replace("depth: 16384", "depth: 8192"))
+    b.write_text(text.replace("glb_kib: {default: 128,", "glb_kib: {default: 64,"))
     assert load_arch_file(a).content_hash == load_target("eyeriss").content_hash
     assert load_arch_file(b).content_hash != load_target("eyeriss").content_hash
 
 
 def _spec(**level_changes) -> dict:
-    spec = yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text())
+    spec = resolve(yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text()), {}, "eyeriss")
     spec["levels"][1].update(level_changes)
     return spec
 
@@ -91,7 +93,7 @@ def test_mac_energy_formula():
 
 
 def test_fixed_and_shift_add_mac_energy(tmp_path):
-    spec = yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text())
+    spec = resolve(yaml.safe_load((BUILTIN / "eyeriss.yaml").read_text()), {}, "eyeriss")
     spec["compute"]["shift_add_energy_pj"] = {"pot": 0.3}
     arch = load_arch_file(_write(tmp_path / "e.yaml", spec))
     assert arch.compute.mac_energy(4, 8, 8, "pot") == 0.3

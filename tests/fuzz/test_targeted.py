@@ -199,7 +199,16 @@ ONNX = {
     "stride_beyond_input": lambda m: m.graph.node[0].attribute.append(helper.make_attribute("strides", [100, 100])),
     "huge_input": lambda m: [d.__setattr__("dim_value", 100000) for d in m.graph.input[0].type.tensor_type.shape.dim[2:]],
     "auto_pad_bogus": lambda m: m.graph.node[0].attribute.append(helper.make_attribute("auto_pad", "BOGUS")),
+    "bias_huge": lambda m: m.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.full(4, 1e12, np.float32), "b1")),
 }
+
+
+def test_a_bias_int32_cannot_hold_is_refused_naming_the_layer(tmp_path):
+    path = tmp_path / "bias.onnx"
+    onnx.save(_onnx_case(ONNX["bias_huge"]), path)
+    out = tmp_path / "out"
+    result = check("targeted onnx", _compile_argv(path, out, "--emit", "weights"), path, out)
+    assert result.code == 2 and "conv1" in result.err and "bias" in result.err
 
 
 @pytest.mark.parametrize("case", sorted(ONNX))
@@ -216,8 +225,9 @@ def test_a_300_character_node_name_compiles_with_short_file_names(tmp_path):
     path = tmp_path / "long.onnx"
     onnx.save(model, path)
     out = tmp_path / "out"
-    result = check("targeted onnx", ["compile", str(path), "--target", "eyeriss", "-o", str(out), "--cache-dir",
-                                     str(tmp_path / "cache"), "-q"], path, out)
+    result = check("targeted onnx", ["compile", str(path), "--target", "eyeriss", "-o", str(out), "--emit",
+                                     "schedule,timeloop,weights,report", "--cache-dir", str(tmp_path / "cache"), "-q"],
+                   path, out)
     assert result.code == 0, result.err
     assert all(len(p.name) <= 255 for p in out.rglob("*"))
 
@@ -251,11 +261,20 @@ REPORTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    """One complete output folder (compiled once for the report cases)."""
+    folder = tmp_path_factory.mktemp("compiled")
+    onnx.save(tiny_model(), folder / "model.onnx")
+    assert run(_compile_argv(folder / "model.onnx", folder / "out")).code == 0
+    return folder / "out"
+
+
 @pytest.mark.parametrize("case", sorted(REPORTS))
-def test_malformed_report_json(tmp_path, model, case):
+def test_malformed_report_json(tmp_path, compiled, case):
     out = tmp_path / "out"
-    assert run(_compile_argv(model, out)).code == 0
-    report = json.loads((out / "report.json").read_text())
+    out.mkdir()
+    report = json.loads((compiled / "report.json").read_text())
     REPORTS[case](report)
     (out / "report.json").write_text(json.dumps(report))
     assert check("targeted report", ["report", str(out)], out / "report.json").code == 2
@@ -272,28 +291,47 @@ def _mapper_entries(cache: Path) -> list[Path]:
     return sorted((cache / "mapper").rglob("*.json"))
 
 
-@pytest.mark.parametrize("trouble", ["fifo", "deep", "dev_zero", "flipped"])
-def test_broken_cache_entries_are_misses(tmp_path, model, trouble):
+def _break(entry: Path, trouble: str) -> None:
+    if trouble == "fifo":
+        entry.unlink()
+        os.mkfifo(entry)
+    elif trouble == "deep":
+        entry.write_text("[" * 100_000 + "]" * 100_000)
+    elif trouble == "dev_zero":
+        entry.unlink()
+        entry.symlink_to("/dev/zero")
+    else:  # a flipped field: the checksum no longer matches
+        text = entry.read_text()
+        flipped = ('"optimal":false', '"optimal":true') if '"optimal":false' in text else ('"optimal":true', '"optimal":false')
+        entry.write_text(text.replace(*flipped))
+
+
+def test_broken_cache_entries_are_misses(tmp_path, model):
+    """A FIFO, a deeply nested file, a symlink to /dev/zero and a tampered entry: each is a miss, never a hang,
+    a crash or a trusted lie (the two mapper entries and the calibration entry get different troubles)."""
     out = tmp_path / "out"
     argv = _compile_argv(model, out, "--force")
     assert run(argv).code == 0
-    entries = _mapper_entries(tmp_path / "cache")
-    assert entries
-    for entry in entries:
-        if trouble == "fifo":
-            entry.unlink()
-            os.mkfifo(entry)
-        elif trouble == "deep":
-            entry.write_text("[" * 100_000 + "]" * 100_000)
-        elif trouble == "dev_zero":
-            entry.unlink()
-            entry.symlink_to("/dev/zero")
-        else:
-            entry.write_text(entry.read_text().replace('"optimal":false', '"optimal":true'))
+    cache = tmp_path / "cache"
+    entries = sorted(cache.rglob("*.json"))
+    assert len(entries) >= 3
+    troubles = ["fifo", "dev_zero", "deep", "flipped"]
+    for i, entry in enumerate(entries):
+        _break(entry, troubles[i % len(troubles)])
     result = run(argv)
-    assert result.code == 0 and "Traceback" not in result.err
+    assert result.code == 0 and "Traceback" not in result.err, result.err
     report = json.loads((out / "report.json").read_text())
     assert finite_numbers(report)
+
+
+def test_a_tampered_cache_entry_is_not_trusted(tmp_path):
+    from quantloop.mapper.cache import MapCache
+
+    cache = MapCache(tmp_path)
+    cache.put("ab" * 32, {"optimal": False, "mappings_considered": 10})
+    assert cache.get("ab" * 32) == {"optimal": False, "mappings_considered": 10}
+    _break(cache.path("ab" * 32), "flipped")
+    assert cache.get("ab" * 32) is None
 
 
 @pytest.mark.parametrize("trouble", ["cache_is_a_file", "read_only"])
