@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from quantloop.bits import LEGAL_BITS
-from quantloop.costmodel.model import evaluate
+from quantloop.costmodel.model import evaluate, packing_tables
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.costmodel.weight_memory import network_weight_bytes, weight_tiles
 from quantloop.errors import QuantloopError
@@ -100,8 +100,6 @@ class EnergyModel:
             psum=bits.psum,
         )
         # partial sums pack at the accumulator width max(o, w + a): the class must keep that packing too
-        from quantloop.costmodel.model import packing_tables
-
         if (packing_tables(self.arch, widest)[1] != packing_tables(self.arch, bits)[1]).any():
             return bits
         return widest
