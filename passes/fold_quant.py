@@ -34,21 +34,14 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.transforms.dead_code_elimination import region_dce
 
 from quantloop.frontend.quant_types import quant_params
+from quantloop.ir import quantization as q
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND, ConstantOp, DequantizeOp, QuantizeOp
 from quantloop.ir.types import UniformPerAxisType, UniformType
 
 
 def dequantized_values(constant: ConstantOp) -> np.ndarray:
     """The float32 values of a uniform quantized constant, exactly as ONNX DequantizeLinear computes them."""
-    elem = constant.output.type.element_type
-    scale, zero_point, axis = quant_params(elem)
-    codes = np.asarray(constant.array).astype(np.int64)
-    shape = [1] * codes.ndim
-    if axis is not None:
-        shape[axis] = -1
-    scale = np.asarray(scale, np.float32).reshape(shape if axis is not None else ())
-    zero_point = np.asarray(zero_point, np.int64).reshape(scale.shape)
-    return (codes - zero_point).astype(np.float32) * scale
+    return q.dequantize(constant.array, *quant_params(constant.output.type.element_type))
 
 
 def _is_float(value: SSAValue) -> bool:

@@ -389,17 +389,21 @@ def test_fold_pass_shows_in_the_pipeline_dump(tmp_path, cache):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["int8-per-channel", "uint8-per-tensor", "int4-com.microsoft", "int4-opset21"])
 def test_qdq_resnet18(variant, tmp_path, cache):
-    opset = 21 if variant == "int4-opset21" else 17
-    options = QDQ_VARIANTS.get(variant, dict(weights=QuantType.QInt4))
-    model = folded_float(resnet18(width=0.25, resolution=32, num_classes=10, opset=opset), tmp_path, variant)
-    compile_and_check(quantize(model, tmp_path, variant, **options), tmp_path, cache)
+    qdq_network(lambda opset: resnet18(width=0.25, resolution=32, num_classes=10, opset=opset), variant, tmp_path, cache)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["int8-per-channel", "uint8-per-tensor"])
+@pytest.mark.parametrize("variant", ["int8-per-channel", "uint8-per-tensor", "int4-com.microsoft", "int4-opset21"])
 def test_qdq_mobilenet_v2(variant, tmp_path, cache):
-    model = folded_float(mobilenet_v2(width=0.35, resolution=32, num_classes=10), tmp_path, variant)
-    compile_and_check(quantize(model, tmp_path, variant, **QDQ_VARIANTS[variant]), tmp_path, cache)
+    qdq_network(lambda opset: mobilenet_v2(width=0.35, resolution=32, num_classes=10, opset=opset), variant, tmp_path, cache)
+
+
+def qdq_network(build, variant: str, tmp_path: Path, cache: Path) -> None:
+    """A zoo network, BatchNorm folded, quantized as `variant` (int4-opset21: int4 in the standard domain)."""
+    opset = 21 if variant == "int4-opset21" else 17
+    options = {k: v for k, v in QDQ_VARIANTS.get(variant, dict(weights=QuantType.QInt4)).items() if k != "opset"}
+    model = folded_float(build(opset), tmp_path, variant)
+    compile_and_check(quantize(model, tmp_path, variant, **options), tmp_path, cache)
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ class EnergyModel:
     """Per-layer best mappings at any bits, memoised; network totals of a candidate.
 
     Bits reach the cost model only through values per word (⌊word / b⌋ at every level that may
-    keep the data space) and the per-MAC energy, which is the same for every mapping of a layer
+    keep the data space, and ⌊word / accumulator width⌋ for partial sums) and the per-MAC energy, which is the same for every mapping of a layer
     (MACs × energy per MAC). So for the `energy` and `latency` objectives the best mapping at bits b
     is the best mapping at any b' with the same values per word everywhere: such bits share one
     mapper call (at the widest of them, `packing_class`), and the layer's cost at its own bits is
@@ -87,12 +87,19 @@ class EnergyModel:
         """The bits the mapper is asked for when mapping a layer at `bits` (see the class docstring)."""
         if self.objective == "edp":
             return bits
-        return Bits(
+        widest = Bits(
             weights=self._widest_alike("Weights", bits.weights),
             inputs=self._widest_alike("Inputs", bits.inputs),
             outputs=self._widest_alike("Outputs", bits.outputs),
             scheme="int",
+            psum=bits.psum,
         )
+        # partial sums pack at the accumulator width max(o, w + a): the class must keep that packing too
+        from quantloop.costmodel.model import packing_tables
+
+        if (packing_tables(self.arch, widest)[1] != packing_tables(self.arch, bits)[1]).any():
+            return bits
+        return widest
 
     def ensure(self, candidates: Iterable[tuple[Sequence[tuple[int, int, int]], str]]) -> None:
         """Map every packing class the candidates need that is not known yet, in one parallel batch,
