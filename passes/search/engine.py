@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantloop.errors import QuantloopError
-from quantloop.options import DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_POPULATION, OBJECTIVES
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP, DEFAULT_POPULATION, OBJECTIVES
 from quantloop.passes.search.accuracy_cache import AccuracyCache, AccuracyStats, CachedAccuracy
 from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
 from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
@@ -37,8 +37,8 @@ class SearchOptions:
     workers: int = 1
     cache_dir: str | None = None
     use_cache: bool = True
-    weight_clip: str = "minmax"
-    act_range: str = "minmax"
+    weight_clip: str = DEFAULT_WEIGHT_CLIP
+    act_range: str = DEFAULT_ACT_RANGE
     percentile: float = DEFAULT_PERCENTILE
     progress: bool = True
 
