@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", choices=["int", "pot", "pot2"], default="int", help="weight quantization scheme")
     parser.add_argument("--objective", choices=["energy", "latency", "edp"], default="energy", help="what to minimise")
     parser.add_argument("--json", action="store_true", help="print JSON (the keys of `quantloop cost --json` plus the mapping)")
-    parser.add_argument("--emit-timeloop", metavar="DIR", help="write problem.yaml and map.yaml (Timeloop v0.4) to DIR")
+    parser.add_argument("--emit-timeloop", metavar="DIR", help="write the inputs timeloop-model needs (arch, ERT, ART, problem, map, constraints) to DIR")
     parser.add_argument("--cache-dir", help="mapper cache folder (default: $QUANTLOOP_CACHE_DIR or the user cache dir)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the mapper cache")
     parser.add_argument("--seed", type=int, default=0, help="search seed (results are deterministic for a seed)")
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from quantloop.costmodel.problem import Bits
-    from quantloop.costmodel.timeloop_yaml import format_map_txt, mapping_to_list, read_problem, write_mapping, write_problem
+    from quantloop.costmodel.timeloop_yaml import format_map_txt, mapping_to_list, read_problem
     from quantloop.errors import QuantloopError
     from quantloop.mapper import MapCache, map_layer
     from quantloop.targets.registry import load_target
@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise QuantloopError(f"--emit-timeloop {out}: exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
-        write_problem(out / "problem.yaml", problem, bits if any(b is not None for b in bits.as_tuple()) else None)
-        write_mapping(out / "map.yaml", arch, result.mapping)
+        from quantloop.costmodel.timeloop_engine import layer_inputs, write_layer_inputs
+
+        write_layer_inputs(out, layer_inputs(arch, problem, result.mapping, bits))
     if args.json:
         data = result.cost.to_json()
         data.update({

@@ -182,7 +182,12 @@ class OnnxExporter:
             self.emit_op(op)
         graph = helper.make_graph(self.nodes, graph_name, inputs, outputs)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="quantloop")
-        model.graph.initializer.extend(self.initializers)  # after make_model, which copies its graph
+        # after make_model, which copies its graph; one tensor at a time, each dropped once copied, so
+        # the weights are never held twice (half a gigabyte each for VGG)
+        for i, tensor in enumerate(self.initializers):
+            model.graph.initializer.append(tensor)
+            self.initializers[i] = None
+        self.initializers = []
         model.ir_version = IR_VERSION
         return model
 

@@ -4,7 +4,10 @@ spatial-Y) slot may take, and a vectorised enumeration of every legal tiling.
 A tiling gives every dim's factor at every slot; legality is: the factors of each dim multiply to
 the dim, plus the target's rules as `costmodel.legality` states them as data: fixed and forbidden
 slots, fan-outs, and the tile bounds (every level's capacity in words at the layer's bit-widths,
-⌈tile / ⌊word/b⌋⌉ per kept data space with the sliding-window halo, and any other bound). The
+⌈tile / ⌊word/b⌋⌉ per kept data space with the sliding-window halo, and any other bound). Outputs
+count at the partial-sum width, never narrower than the Outputs width: whether a level holds
+partial sums depends on the whole mapping, so the slots take the safe side and the cost model,
+which scores every candidate, applies the exact width. The
 CP-SAT model (`quantloop.mapper.cpsat`), the brute-force reference and the cost model read the
 same rules; tests check that they agree.
 

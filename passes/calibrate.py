@@ -20,7 +20,8 @@
 
 Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib`; empty uses
 `samples` seeded N(0, 1) random inputs (and warns: such ranges say little about real data),
-`weight_clip=minmax|mse`, `act_range=minmax|percentile`, `percentile=99.99` (two-sided: the
+`weight_clip=mse|minmax`, `act_range=percentile|minmax`, `percentile=99.9` (defaults from
+`quantloop.options`; two-sided: the
 (100 − p)-th and p-th percentiles; tensors with more than 4 M observed values are subsampled at random,
 seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`, `max_samples=2048` (calibration
 data beyond this many samples is not run: ranges settle long before, and time stays bounded).
@@ -65,7 +66,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
-from quantloop.options import DEFAULT_PERCENTILE
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP
 
 PERCENTILE_SAMPLE_CAP = 1 << 22
 #: bump whenever the observed ranges change for the same model, data and settings
@@ -131,8 +132,8 @@ class CalibratePass(ModulePass):
     name = "qnn-calibrate"
 
     data: str = ""
-    weight_clip: str = "minmax"
-    act_range: str = "minmax"
+    weight_clip: str = DEFAULT_WEIGHT_CLIP
+    act_range: str = DEFAULT_ACT_RANGE
     percentile: float = DEFAULT_PERCENTILE
     scheme: str = "int"
     samples: int = 32
@@ -265,7 +266,10 @@ class CalibratePass(ModulePass):
                 model.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
                 )
-        fetch_names = [exporter.names[v] for v in values]
+        name_of = exporter.names
+        fetch_names = [name_of[v] for v in values]
+        feeds = [name_of[a] for a in args]
+        del exporter  # it holds a float copy of every weight (as large as the model's)
         with tempfile.TemporaryDirectory(prefix="quantloop-calibration-") as tmp:
             # The weights go to a side file: a VGG-sized model serialized in memory needs two more
             # copies of its weights (half a gigabyte each); the cache key hashes the files in chunks.
@@ -277,14 +281,13 @@ class CalibratePass(ModulePass):
             if cache is not None:
                 cached = cache.get(key)
                 if cached is not None and set(cached) == set(fetch_names):
-                    return {v: tuple(cached[exporter.names[v]]) for v in values}
+                    return {v: tuple(cached[name_of[v]]) for v in values}
             options = ort.SessionOptions()
             options.log_severity_level = 3
             options.enable_cpu_mem_arena = False  # calibration runs once: no arena kept at its high-water mark
             rng = np.random.default_rng(self.seed)
             observers = {v: RangeObserver(self.act_range, self.percentile, rng) for v in values}
             fetch = list(names.values())
-            feeds = [exporter.names[a] for a in args]
             with onnxruntime_failures("qnn-calibrate"):
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 for parts in zip(*(_batches(x, batch) for x in inputs)):
@@ -296,7 +299,7 @@ class CalibratePass(ModulePass):
                 del session
         ranges = {v: tuple(float(x) for x in obs.range()) for v, obs in observers.items()}
         if cache is not None:
-            cache.put(key, {exporter.names[v]: list(r) for v, r in ranges.items()})
+            cache.put(key, {name_of[v]: list(r) for v, r in ranges.items()})
         return ranges
 
     def _cache(self, files: list[Path], inputs: list[np.ndarray], fetch: list[str], batch: int):

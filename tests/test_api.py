@@ -153,3 +153,32 @@ def test_help_imports_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]"
+
+
+def test_fully_cached_mapping_with_two_workers_starts_no_process_pool(tmp_path, monkeypatch):
+    """--workers 2 is never slower than 1 on a cached run: cache hits are answered in the calling process."""
+    from quantloop.costmodel.problem import Bits, Problem
+    from quantloop.mapper import api as mapper_api
+    from quantloop.mapper.cache import MapCache
+
+    requests = [(f"l{i}", Problem(M=8 * (i + 1), C=4, P=2, Q=2), Bits.parse("w8a8")) for i in range(3)]
+    cache = MapCache(tmp_path)
+    first = mapper_api.map_layers(requests, "eyeriss", workers=1, cache=cache)
+
+    class NoPool:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a process pool was started for cached layers")
+
+    monkeypatch.setattr(mapper_api, "ProcessPoolExecutor", NoPool)
+    heard = []
+
+    class Listener:
+        def start(self, name):
+            heard.append(("start", name))
+
+        def advance(self, name="", cache_hit=False):
+            heard.append(("done", name, cache_hit))
+
+    again = mapper_api.map_layers(requests, "eyeriss", workers=2, cache=cache, progress=Listener())
+    assert [r.mapping for r in again] == [r.mapping for r in first] and all(r.cache_hit for r in again)
+    assert heard == [("done", name, True) for name, *_ in requests]

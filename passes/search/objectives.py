@@ -11,9 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from quantloop.bits import LEGAL_BITS
+from quantloop.costmodel.model import evaluate, packing_tables
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.costmodel.weight_memory import network_weight_bytes, weight_tiles
 from quantloop.errors import QuantloopError
+from quantloop.ir import make_context
+from quantloop.ir.accel import layers
+from quantloop.mapper import map_layers
+from quantloop.passes.accel_lower import AccelLowerPass
+from quantloop.passes.assign_bits import AssignBitsPass
 
 LayerKey = tuple[Problem, Bits]
 
@@ -34,7 +41,7 @@ class EnergyModel:
     """Per-layer best mappings at any bits, memoised; network totals of a candidate.
 
     Bits reach the cost model only through values per word (⌊word / b⌋ at every level that may
-    keep the data space) and the per-MAC energy, which is the same for every mapping of a layer
+    keep the data space, and ⌊word / accumulator width⌋ for partial sums) and the per-MAC energy, which is the same for every mapping of a layer
     (MACs × energy per MAC). So for the `energy` and `latency` objectives the best mapping at bits b
     is the best mapping at any b' with the same values per word everywhere: such bits share one
     mapper call (at the widest of them, `packing_class`), and the layer's cost at its own bits is
@@ -76,30 +83,30 @@ class EnergyModel:
 
     def _widest_alike(self, dataspace: str, bits: int) -> int:
         """The widest legal width with the same values per word as `bits` at every keeping level."""
-        from quantloop.ir.types import INT_BITS
-
         words = self._words[dataspace]
         signature = [w // bits for w in words]
-        alike = [b for b in INT_BITS if b <= min(words) and [w // b for w in words] == signature]
+        alike = [b for b in LEGAL_BITS if b <= min(words) and [w // b for w in words] == signature]
         return max(alike, default=bits)
 
     def packing_class(self, bits: Bits) -> Bits:
         """The bits the mapper is asked for when mapping a layer at `bits` (see the class docstring)."""
         if self.objective == "edp":
             return bits
-        return Bits(
+        widest = Bits(
             weights=self._widest_alike("Weights", bits.weights),
             inputs=self._widest_alike("Inputs", bits.inputs),
             outputs=self._widest_alike("Outputs", bits.outputs),
             scheme="int",
+            psum=bits.psum,
         )
+        # partial sums pack at the accumulator width max(o, w + a): the class must keep that packing too
+        if (packing_tables(self.arch, widest)[1] != packing_tables(self.arch, bits)[1]).any():
+            return bits
+        return widest
 
     def ensure(self, candidates: Iterable[tuple[Sequence[tuple[int, int, int]], str]]) -> None:
         """Map every packing class the candidates need that is not known yet, in one parallel batch,
         then cost every new (layer, bits) with its class's mapping."""
-        from quantloop.costmodel.model import evaluate
-        from quantloop.mapper import map_layers
-
         todo: dict[LayerKey, str] = {}
         new_keys: list[LayerKey] = []
         for layer_bits, scheme in candidates:
@@ -157,8 +164,6 @@ class EnergyModel:
     ) -> tuple[float, int]:
         """Energy and cycles at `layer_bits` with every layer kept at the mapping found for
         `reference_bits` (only the packing changes): the synergy ablation."""
-        from quantloop.costmodel.model import evaluate
-
         self.ensure([(reference_bits, "int")])
         energy, cycles = 0.0, 0
         for (problem, bits), (_, ref_bits) in zip(self.keys(layer_bits, scheme), self.keys(reference_bits)):
@@ -183,11 +188,6 @@ def weight_bytes(counts: Sequence[int], weight_bits: Sequence[int], word_bits: i
 
 def layer_problems(module, target: str) -> tuple[list[str], list[Problem], list[str]]:
     """(names, problems, kinds) of the compute layers, as accel-lower derives them (on a w8a8 clone)."""
-    from quantloop.ir import make_context
-    from quantloop.ir.accel import layers
-    from quantloop.passes.accel_lower import AccelLowerPass
-    from quantloop.passes.assign_bits import AssignBitsPass
-
     clone = module.clone()
     ctx = make_context()
     AssignBitsPass(bits="w8a8").apply(ctx, clone)
