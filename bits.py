@@ -46,6 +46,11 @@ def parse_bits(text: str) -> BitsSpec:
     return BitsSpec(int(w), int(a), None if o is None else int(o))
 
 
+def legal_widths(scheme: str) -> tuple[int, ...]:
+    """The legal widths of a value stored with `scheme`: uniform (int / uint), pot or pot2."""
+    return {"pot": POT_BITS, "pot2": POT2_BITS}.get(scheme, LEGAL_BITS)
+
+
 def legal_text(legal: tuple[int, ...] = LEGAL_BITS) -> str:
     return ", ".join(str(b) for b in legal)
 

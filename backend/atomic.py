@@ -181,6 +181,9 @@ def atomic_output_dir(out_dir: Path, force: bool = False) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, _default_mode())
         _swap_in(tmp, out_dir, force)
+    except OSError as err:  # e.g. a full disk: name the output folder, which the OS error may not
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise QuantloopError(f"{out_dir}: cannot write the output ({err.strerror or err})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -102,11 +102,15 @@ def plot_energy_by_dataspace(report: dict, path: Path, title: str = "") -> Path:
     pie_ax = fig.add_axes((0.02, 0.45, 0.3, min(0.5, 3.4 / height)))
     bar_ax = _axes(fig, 4.2 + _label_margin(names), 1.7)
     values = [totals[ds] for ds in parts]
-    share = [100.0 * v / sum(values) for v in values]
-    wedges, _, _ = pie_ax.pie(values, autopct=lambda pct: f"{pct:.1f}%" if pct >= 3 else "",
-                              colors=[colors[ds] for ds in parts], startangle=90, counterclock=False)
-    pie_ax.legend(wedges, [f"{ds} ({pct:.1f}%)" for ds, pct in zip(parts, share)], loc="upper center",
-                  bbox_to_anchor=(0.5, 0.0), fontsize=8)
+    if values:
+        share = [100.0 * v / sum(values) for v in values]
+        wedges, _, _ = pie_ax.pie(values, autopct=lambda pct: f"{pct:.1f}%" if pct >= 3 else "",
+                                  colors=[colors[ds] for ds in parts], startangle=90, counterclock=False)
+        pie_ax.legend(wedges, [f"{ds} ({pct:.1f}%)" for ds, pct in zip(parts, share)], loc="upper center",
+                      bbox_to_anchor=(0.5, 0.0), fontsize=8)
+    else:  # no layer ran on the accelerator: nothing to share out
+        pie_ax.set_axis_off()
+        pie_ax.text(0.5, 0.5, "no accelerator energy", ha="center", va="center")
     pie_ax.set_title(f"Network energy share by data space\n(total {report['total']['energy_pj'] / 1e6:.4g} µJ)")
     raw = _series(layers, "energy_by_dataspace_pj", parts)
     layer_total = np.maximum(sum(raw.values()), 1e-30)

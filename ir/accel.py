@@ -51,9 +51,10 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.str_enum import StrEnum
 
+from quantloop.bits import legal_text, legal_widths
 from quantloop.ir.ops import Activation, ActivationAttr
 from quantloop.ir.syntax import CustomSyntaxOp, print_wrapped
-from quantloop.ir.types import float_text
+from quantloop.ir.types import Pot2Type, PotType, _IntegerStorage, float_text
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
 STRIDE_KEYS: tuple[str, ...] = ("Hstride", "Wstride", "Hdilation", "Wdilation")
@@ -223,6 +224,12 @@ class BitsAttr(Data[LayerBits]):
                 raise VerifyException(f"#accel.bits: {ds} scheme must be one of {', '.join(SCHEMES)}, got {operand.scheme!r}")
             if not isinstance(operand.bits, int) or operand.bits < 1:
                 raise VerifyException(f"#accel.bits: {ds} bits must be a positive integer, got {operand.bits!r}")
+            if ds != "Weights" and operand.scheme in ("pot", "pot2"):
+                raise VerifyException(f"#accel.bits: {ds} are uniform integers (int or uint), not {operand.scheme}")
+            legal = legal_widths(operand.scheme)
+            if operand.bits not in legal:
+                raise VerifyException(f"#accel.bits: {ds} {operand.bits} bits is not a legal {operand.scheme} width "
+                                      f"(legal: {legal_text(legal)})")
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> LayerBits:
@@ -651,6 +658,24 @@ class LayerOp(CustomSyntaxOp):
                 raise VerifyException(f"{who}: result shape {out} does not hold G·N = {p.G * p.N} rows of M = {p.M} columns")
         if self.mapping is not None and self.cost is None:
             raise VerifyException(f"{who}: has a mapping but no cost")
+        for ds, value in (("Weights", self.weight), ("Inputs", self.input), ("Outputs", self.output)):
+            stored = _stored_as(value.type)
+            declared = self.bits.data.of(ds)
+            if stored is not None and stored != (declared.bits, declared.scheme):
+                raise VerifyException(f"{who}: bits say {ds} are {declared.bits} : {declared.scheme}, but the operand "
+                                      f"type stores {stored[0]} : {stored[1]}")
+
+
+def _stored_as(value_type: Attribute) -> tuple[int, str] | None:
+    """(bits, scheme) a tensor's element type stores, or None for a type without a bit-width (float)."""
+    elem = value_type.element_type if isinstance(value_type, TensorType) else None
+    if isinstance(elem, PotType):
+        return elem.bits, "pot"
+    if isinstance(elem, Pot2Type):
+        return elem.bits, "pot2"
+    if isinstance(elem, _IntegerStorage):
+        return elem.bits, "int" if elem.signed else "uint"
+    return None
 
 
 ACCEL = Dialect(

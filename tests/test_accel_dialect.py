@@ -17,6 +17,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from quantloop.costmodel.mapping import LevelMapping as CostLevel
 from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.problem import Bits, Problem
+from quantloop.bits import LEGAL_BITS, legal_widths
 from quantloop.ir.accel import (
     ACCEL,
     DATASPACES,
@@ -68,7 +69,10 @@ def _round_trip(attr):
 positive = st.integers(min_value=1, max_value=4096)
 problems = st.builds(ProblemShape, **{k: positive for k in DIMS}, Hstride=st.integers(1, 4), Wstride=st.integers(1, 4),
                      Hdilation=st.integers(1, 3), Wdilation=st.integers(1, 3))
-operand_bits = st.builds(OperandBits, st.integers(1, 32), st.sampled_from(SCHEMES))
+# legal combinations only (the verifier refuses the rest): weights any scheme at its widths, activations int/uint
+weight_bits = st.sampled_from(SCHEMES).flatmap(
+    lambda scheme: st.builds(OperandBits, st.sampled_from(legal_widths("int" if scheme == "uint" else scheme)), st.just(scheme)))
+operand_bits = st.builds(OperandBits, st.sampled_from(LEGAL_BITS), st.sampled_from(["int", "uint"]))
 loops = st.lists(st.tuples(st.sampled_from(DIMS), st.integers(2, 64)), max_size=4, unique_by=lambda x: x[0]).map(tuple)
 level_names = st.one_of(
     st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True),
@@ -130,9 +134,16 @@ def test_bits_spelling_and_costmodel():
 
 
 @settings(max_examples=60, deadline=None)
-@given(operand_bits, operand_bits, operand_bits)
+@given(weight_bits, operand_bits, operand_bits)
 def test_bits_round_trip(w, i, o):
     _round_trip(BitsAttr(LayerBits(w, i, o)))
+
+
+@pytest.mark.parametrize("text", ["W = 1 : pot, I = 8 : int, O = 8 : int", "W = 2 : pot2, I = 8 : int, O = 8 : int",
+                                  "W = 9 : int, I = 8 : int, O = 8 : int", "W = 4 : int, I = 4 : pot, O = 8 : int"])
+def test_bits_rejects_illegal_widths_and_schemes(text):
+    with pytest.raises(VerifyException, match="#accel.bits"):
+        BitsAttr(Parser(_context(), f"#accel.bits<{text}>").parse_attribute().data)
 
 
 def test_bits_rejects_unknown_scheme():

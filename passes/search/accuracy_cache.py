@@ -49,7 +49,7 @@ class AccuracyCache(MapCache):
     """A folder of `<key>.json` entries, `{"accuracy": float}` each."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = (Path(root) if root is not None else default_cache_dir()) / "accuracy"
+        super().__init__(root, folder="accuracy")
 
 
 @dataclass
