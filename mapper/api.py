@@ -15,8 +15,10 @@ from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.mapper.cache import MapCache, cache_key
+from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.search import OBJECTIVES, Budget, search
 from quantloop.targets.arch import Arch
+from quantloop.targets.registry import load_target
 
 #: bump when the search changes its results, so stale cache entries are not reused
 MAPPER_VERSION = "1"
@@ -101,8 +103,6 @@ def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objecti
     Raises QuantloopError when no legal mapping exists (naming the layer, the level, the smallest
     tile in bits and the capacity) or when the target's constraints contradict.
     """
-    from quantloop.targets.registry import load_target
-
     started = time.perf_counter()
     arch = load_target(target)
     name = name or problem.name or "layer"
@@ -114,8 +114,7 @@ def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objecti
         hit = _from_cache(cache, key, arch, problem, bits, name, started)
         if hit is not None:
             return hit
-    from quantloop.mapper.cpsat import explain_infeasible, verify
-    from quantloop.mapper.mapspace import Mapspace
+    from quantloop.mapper.cpsat import explain_infeasible, verify  # ortools: only when a layer is searched
 
     space = Mapspace(arch, problem, bits)
     outcome = search(arch, problem, bits, objective, seed, budget or Budget(), space, warm_start=warm_start)
@@ -148,8 +147,6 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
     once; with workers > 1 distinct layers are mapped in a process pool. The results do not
     depend on `workers`. `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a
     layer is searched and `advance(name, cache_hit)` after each distinct layer."""
-    from quantloop.targets.registry import load_target
-
     arch = load_target(target)
     if workers < 1:
         raise QuantloopError(f"workers must be at least 1, got {workers}")

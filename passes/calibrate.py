@@ -51,7 +51,7 @@ from xdsl.rewriter import Rewriter
 from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.frontend.quant_types import container
 from quantloop.ir import quantization as q
-from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR
+from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR, SCHEME_ATTR
 from quantloop.ir.qnn import (
     ConstantOp,
     Conv2dOp,
@@ -331,7 +331,8 @@ class CalibratePass(ModulePass):
         elem = constant.output.type.element_type
         if not elem.signed:
             raise QuantloopError(f"{op_label(constant)}: weights typed unsigned {elem}; qnn-calibrate quantizes weights signed")
-        bits, scheme = elem.bits, self.scheme
+        chosen = constant.attributes.pop(SCHEME_ATTR, None)  # a bits file's per-layer scheme wins
+        bits, scheme = elem.bits, (self.scheme if chosen is None else chosen.data)
         legal = {"int": q.UNIFORM_BITS, "pot": q.POT_BITS, "pot2": q.POT2_BITS}[scheme]
         if bits not in legal:
             raise QuantloopError(

@@ -207,3 +207,18 @@ def test_a_model_zoo_style_opset_8_graph_with_weights_as_inputs():
     module = roundtrip(model, X)
     assert [op.node_name for op in module.walk() if isinstance(op, Conv2dOp)] == ["conv1", "conv2"]
     assert not [op for op in module.walk() if isinstance(op, HostOp)]
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_host_ops_with_attributes_that_later_opsets_take_as_inputs_export_at_opset_21(opset):
+    """ReduceMean's `axes` (an input from opset 18) and Split's `split` (from 13) become constant inputs."""
+    split_sizes = [1, 2]
+    split = (helper.make_node("Split", ["x"], ["a", "b"], axis=1, split=split_sizes, name="split") if opset < 13 else
+             helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1, name="split"))
+    nodes = [split, helper.make_node("ReduceMean", ["b"], ["m"], axes=[1], keepdims=1, name="mean_c"),
+             helper.make_node("ReduceMax", ["a"], ["mx"], axes=[3], keepdims=1, name="max_w"),
+             helper.make_node("Add", ["m", "mx"], ["y"])]
+    inits = [] if opset < 13 else [init("sizes", np.array(split_sizes, np.int64))]
+    model = make(nodes, [f32("x", [1, 3, 8, 8])], [f32("y", [1, 1, 8, 8])], inits, opset=opset)
+    module = roundtrip(model, X)
+    assert sorted(op.op_type for op in module.walk() if isinstance(op, HostOp)) == ["ReduceMax", "ReduceMean", "Split"]

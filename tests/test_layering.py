@@ -60,7 +60,7 @@ def test_no_module_imports_the_package_root():
 
 
 def test_every_artefact_step_has_one_writer():
-    from quantloop.backend.artifacts import WRITERS
+    from quantloop.backend.artifacts import writers
     from quantloop.backend.emit import STEPS
 
-    assert tuple(WRITERS) == STEPS
+    assert tuple(writers()) == STEPS

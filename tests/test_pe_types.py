@@ -112,3 +112,47 @@ def test_compile_reports_latency_area_and_perf_per_area(tmp_path):
     assert "GMAC/s/mm²" in result.table(width=300)
     with pytest.raises(QuantloopError, match="lightpe1 PEs execute pot weights, not int"):
         compile_model("zoo:cnn_digits", target="eyeriss_lightpe1", bits="w4a8")
+
+
+def test_bits_file_chooses_the_weight_scheme_per_layer(tmp_path):
+    """The scheme of each layer flows into its types, its cost, its packed weights and the fake-quant model."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from quantloop import compile as compile_model
+    from quantloop.backend.weights import unpack
+    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+
+    bits = tmp_path / "bits.json"
+    bits.write_text(json.dumps({"/0/Conv": {"weights": 4, "scheme": "pot"}, "/4/Conv": {"scheme": "pot2"}}))
+    out = tmp_path / "build"
+    result = compile_model("zoo:cnn_digits", target="eyeriss", bits_file=str(bits), data="zoo:digits-calib", output_dir=out)
+    schemes = {layer["name"]: layer["bits"]["scheme"] for layer in json.loads((out / "report.json").read_text())["layers"]}
+    assert schemes == {"/0/Conv": "pot", "/4/Conv": "pot2", "/8/Conv": "int", "/13/Gemm": "int"}
+    manifest = json.loads((out / "weights.json").read_text())
+    assert {e["name"]: (e["scheme"], e["bits"]) for e in manifest["layers"]}["/0/Conv"] == ("pot", 4)
+    # the fake-quant model's first conv weights are the packed pot codes' values: ± scale · 2^-k per channel
+    decoded = unpack(out, dequantize=True)["/0/Conv"]
+    model = export_fakequant_onnx(result.qnn_module)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    first = [v for v in inits.values() if v.shape == decoded.shape]
+    assert any(np.array_equal(v, decoded) for v in first)
+    per_channel = np.abs(decoded).reshape(decoded.shape[0], -1)
+    for row in per_channel:
+        nonzero = row[row > 0]
+        ratios = np.log2(nonzero.max() / nonzero)
+        assert np.allclose(ratios, np.round(ratios), atol=1e-5)  # powers of two of the channel's scale
+    assert isinstance(model, onnx.ModelProto)
+
+
+def test_a_layer_scheme_the_pes_cannot_run_names_the_layer(tmp_path):
+    from quantloop import compile as compile_model
+
+    bits = tmp_path / "bits.json"
+    bits.write_text(json.dumps({"/0/Conv": {"weights": 4, "scheme": "pot"}}))
+    with pytest.raises(QuantloopError, match=r"layer '/4/Conv'.*lightpe1 PEs execute pot weights, not int"):
+        compile_model("zoo:cnn_digits", target="eyeriss_lightpe1", bits="w4a8", bits_file=str(bits))
+    bits.write_text(json.dumps({"/0/Conv": {"scheme": "log"}}))
+    with pytest.raises(QuantloopError, match="layer '/0/Conv' scheme must be one of int, pot, pot2, got 'log'"):
+        compile_model("zoo:cnn_digits", target="eyeriss", bits_file=str(bits))

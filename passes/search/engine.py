@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantloop.errors import QuantloopError
-from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP, DEFAULT_POPULATION, OBJECTIVES
+from quantloop.mapper import MapCache
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
 from quantloop.passes.search.accuracy_cache import AccuracyCache, AccuracyStats, CachedAccuracy
 from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
 from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
 from quantloop.passes.search.space import Config, SearchSpace, build_space
-
+from quantloop.targets.registry import load_target
 
 
 @dataclass(frozen=True)
@@ -176,9 +177,6 @@ def search_bits(
     `val_y` None selects the fidelity proxy: the labels are the float model's own top-1 on
     `val_x`, so the accuracy is the top-1 agreement with the float model.
     """
-    from quantloop.mapper import MapCache
-    from quantloop.targets.registry import load_target
-
     started = time.perf_counter()
     if options.objective not in OBJECTIVES:
         raise QuantloopError(f"qnn-search-bits: objective '{options.objective}' is not one of {', '.join(OBJECTIVES)}")
