@@ -164,3 +164,16 @@ def test_a_layer_scheme_the_pes_cannot_run_names_the_layer(tmp_path):
     bits.write_text(json.dumps({"/0/Conv": {"scheme": "log"}}))
     with pytest.raises(QuantloopError, match="layer '/0/Conv' scheme must be one of int, pot, pot2, got 'log'"):
         compile_model("zoo:cnn_digits", target="eyeriss", bits_file=str(bits))
+
+
+def test_the_search_offers_the_schemes_and_widths_the_pes_execute():
+    from quantloop.passes.search.engine import check_widths, target_schemes
+
+    assert target_schemes(load_target("eyeriss")) == ("int",)  # a multiplier with no shift path: int only, as before
+    assert target_schemes(load_target("eyeriss_hybrid")) == ("int", "pot")
+    for shifter in ("eyeriss_lightpe1", "eyeriss_lightpe2"):
+        with pytest.raises(QuantloopError, match="execute only pot2? weights, and the search measures against uniform w8a8 int"):
+            target_schemes(load_target(shifter))
+    check_widths(load_target("eyeriss_hybrid"), [2, 8])
+    with pytest.raises(QuantloopError, match="lightpe1 PEs of target .* execute weights of at most 4 bits"):
+        check_widths(load_target("eyeriss_lightpe1"), [2, 8])
