@@ -127,6 +127,19 @@ class LevelStats:
     updates_per_instance: int
     energy_pj: float
 
+    def to_json(self, capacity: bool = True) -> dict:
+        """The figures reports show (`capacity`: with the utilized capacity in words and bits)."""
+        out = {
+            "level": self.level, "dataspace": self.dataspace, "reads_per_instance": self.reads_per_instance,
+            "fills_per_instance": self.fills_per_instance, "updates_per_instance": self.updates_per_instance,
+            "utilized_instances": self.utilized_instances,
+        }
+        if capacity:
+            out.update(utilized_capacity_words=self.utilized_capacity_words,
+                       utilized_capacity_bits=self.utilized_capacity_bits)
+        out["energy_pj"] = self.energy_pj
+        return out
+
 
 @dataclass(frozen=True)
 class CostResult:
@@ -155,20 +168,7 @@ class CostResult:
             "macs": self.macs,
             "mac_energy_pj": self.mac_energy_pj,
             "leakage_pj": dict(self.leakage_pj),
-            "per_level": [
-                {
-                    "level": s.level,
-                    "dataspace": s.dataspace,
-                    "reads_per_instance": s.reads_per_instance,
-                    "fills_per_instance": s.fills_per_instance,
-                    "updates_per_instance": s.updates_per_instance,
-                    "utilized_instances": s.utilized_instances,
-                    "utilized_capacity_words": s.utilized_capacity_words,
-                    "utilized_capacity_bits": s.utilized_capacity_bits,
-                    "energy_pj": s.energy_pj,
-                }
-                for s in self.per_level
-            ],
+            "per_level": [s.to_json() for s in self.per_level],
         }
 
 

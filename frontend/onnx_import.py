@@ -116,7 +116,10 @@ class _Importer:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if self.opset not in OPSETS:
             raise QuantloopError(f"{source}: opset {self.opset} is not supported (supported: {OPSETS[0]}..{OPSETS[-1]})")
-        self.consts: dict[str, np.ndarray] = {t.name: self._read(t) for t in self.graph.initializer}
+        self.consts: dict[str, np.ndarray] = {}
+        for tensor in self.graph.initializer:  # the proto is ours (load_model copies): each tensor's
+            self.consts[tensor.name] = self._read(tensor)  # bytes are dropped once read, so a VGG's
+            tensor.ClearField("raw_data")  # half a gigabyte of weights is not held twice
         self.elem_types: dict[str, int] = {
             info.name: info.type.tensor_type.elem_type for info in [*self.graph.value_info, *self.graph.output]
         }
