@@ -79,6 +79,7 @@ class SearchResult:
     mapper: MapperStats
     seconds: float
     generations_run: int = 0
+    synergy: dict | None = None  # passes.search.synergy.decompose of the chosen point
     accuracy_stats: AccuracyStats = field(default_factory=AccuracyStats)
     energy_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -232,12 +233,27 @@ def search_bits(
     archive = list(candidates.points.values())
     chosen = candidates.best_feasible()
     ablation = synergy_ablation(energy, space, chosen, reference) if chosen is not None else None
+    synergy = decompose_chosen(energy, space, chosen, cache, options.seed) if chosen is not None else None
     return SearchResult(
         space=space, options=options, target_name=arch.name, accuracy_metric=metric, float_accuracy=float_accuracy,
         reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
         ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
-        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds,
+        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
     )
+
+
+def decompose_chosen(energy: EnergyModel, space: SearchSpace, chosen: Point, cache, seed: int) -> dict:
+    """The synergy decomposition of the chosen point against uniform w8a8 (`passes.search.synergy`)."""
+    from quantloop.passes.search.synergy import LayerInput, decompose
+
+    reference = energy.keys([(8, 8, 8)] * len(energy.problems))
+    layers = [
+        LayerInput(name, problem, energy.mapping(problem, ref_bits), bits)
+        for name, (problem, bits), (_, ref_bits) in zip(
+            energy.names, energy.keys(space.layer_bits(chosen.config), chosen.config.scheme), reference
+        )
+    ]
+    return decompose(energy.arch, layers, energy.objective, seed=seed, cache=cache)
 
 
 def synergy_ablation(energy: EnergyModel, space: SearchSpace, chosen: Point, reference: Point) -> dict:
