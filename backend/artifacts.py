@@ -123,11 +123,13 @@ def write_plots(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
     return {"plot_energy_by_level": level_plot, "plot_energy_by_dataspace": dataspace_plot}
 
 
-WRITERS: dict[str, Callable[[Path, ArtifactContext], dict[str, Path]]] = {
-    "schedule": write_schedule, "timeloop": write_timeloop, "weights": write_weights, "onnx": write_onnx,
-    "report": write_report, "plots": write_plots,
-}
-"""The writer of each artefact named in `backend.emit.STEPS` (a test checks the two agree)."""
+def writers() -> dict[str, Callable[[Path, ArtifactContext], dict[str, Path]]]:
+    """The writer of each artefact named in `backend.emit.STEPS` (a test checks the two agree);
+    looked up when a compile writes, so a test can swap one."""
+    return {
+        "schedule": write_schedule, "timeloop": write_timeloop, "weights": write_weights, "onnx": write_onnx,
+        "report": write_report, "plots": write_plots,
+    }
 
 
 def write_artifacts(
@@ -177,10 +179,11 @@ def write_artifacts(
     )
     written: dict[str, Path] = {}
     progress = current()
+    table = writers()
     with atomic_output_dir(out_dir, force) as tmp:
         for step in steps:
             with progress.phase(f"write {step}"):
-                written.update(WRITERS[step](tmp, ctx))
+                written.update(table[step](tmp, ctx))
         for writer in extra_writers:
             written.update(writer(tmp))
         final = {kind: out_dir / path.relative_to(tmp) for kind, path in written.items()}

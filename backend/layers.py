@@ -22,6 +22,8 @@ from quantloop.costmodel.problem import DATASPACE_DIMS, DATASPACES, DIMS, Bits, 
 from quantloop.errors import QuantloopError
 from quantloop.ir import accel
 from quantloop.ir import quantization as q
+from quantloop.ir.ops import ConstantOp
+from quantloop.ir.types import UniformType, element_type
 from quantloop.targets.arch import Arch
 
 
@@ -100,8 +102,6 @@ def canonical_weight_view(op: accel.LayerOp, shape: tuple[int, ...]) -> tuple[tu
 
 
 def _constant(value) -> Operation | None:
-    from quantloop.ir.ops import ConstantOp
-
     owner = value.owner
     return owner if isinstance(owner, ConstantOp) else None
 
@@ -126,16 +126,12 @@ def quantized_constant(constant) -> QuantizedWeights:
 
 
 def _input_scale(op: accel.LayerOp) -> float | None:
-    from quantloop.ir.types import UniformType, element_type
-
     elem = element_type(op.input)
     return float(elem.scale) if isinstance(elem, UniformType) else None
 
 
 def activation_quantization(op: accel.LayerOp) -> dict | None:
     """Bits, signedness, scale and zero point of the layer's input and output (per-tensor uniform types)."""
-    from quantloop.ir.types import UniformType, element_type
-
     out = {}
     for key, value in (("input", op.input), ("output", op.output)):
         elem = element_type(value)

@@ -92,18 +92,7 @@ def _cost(record: LayerRecord) -> dict:
         "macs": c.macs,
         "mac_energy_pj": c.mac_energy_pj,
         "leakage_pj": dict(c.leakage_pj),
-        "per_level": [
-            {
-                "level": s.level,
-                "dataspace": s.dataspace,
-                "reads_per_instance": s.reads_per_instance,
-                "fills_per_instance": s.fills_per_instance,
-                "updates_per_instance": s.updates_per_instance,
-                "utilized_instances": s.utilized_instances,
-                "energy_pj": s.energy_pj,
-            }
-            for s in c.per_level
-        ],
+        "per_level": [s.to_json(capacity=False) for s in c.per_level],
         "optimal": record.optimal,
         "mappings_considered": record.mappings_considered,
     }

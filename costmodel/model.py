@@ -52,10 +52,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from quantloop.costmodel.mapping import Mapping, MappingArrays
+from quantloop.costmodel.checks import check_bits, check_mapping, check_tiles
 from quantloop.costmodel.legality import tile_bounds, tiles_ok
+from quantloop.costmodel.mapping import Mapping, MappingArrays
 from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
+from quantloop.targets.registry import load_target
 
 #: bump when evaluate / evaluate_batch change any figure: cached mappings were chosen by the old
 #: figures (the mapper cache key includes it), so they are searched again instead of only re-scored
@@ -125,6 +127,19 @@ class LevelStats:
     updates_per_instance: int
     energy_pj: float
 
+    def to_json(self, capacity: bool = True) -> dict:
+        """The figures reports show (`capacity`: with the utilized capacity in words and bits)."""
+        out = {
+            "level": self.level, "dataspace": self.dataspace, "reads_per_instance": self.reads_per_instance,
+            "fills_per_instance": self.fills_per_instance, "updates_per_instance": self.updates_per_instance,
+            "utilized_instances": self.utilized_instances,
+        }
+        if capacity:
+            out.update(utilized_capacity_words=self.utilized_capacity_words,
+                       utilized_capacity_bits=self.utilized_capacity_bits)
+        out["energy_pj"] = self.energy_pj
+        return out
+
 
 @dataclass(frozen=True)
 class CostResult:
@@ -153,20 +168,7 @@ class CostResult:
             "macs": self.macs,
             "mac_energy_pj": self.mac_energy_pj,
             "leakage_pj": dict(self.leakage_pj),
-            "per_level": [
-                {
-                    "level": s.level,
-                    "dataspace": s.dataspace,
-                    "reads_per_instance": s.reads_per_instance,
-                    "fills_per_instance": s.fills_per_instance,
-                    "updates_per_instance": s.updates_per_instance,
-                    "utilized_instances": s.utilized_instances,
-                    "utilized_capacity_words": s.utilized_capacity_words,
-                    "utilized_capacity_bits": s.utilized_capacity_bits,
-                    "energy_pj": s.energy_pj,
-                }
-                for s in self.per_level
-            ],
+            "per_level": [s.to_json() for s in self.per_level],
         }
 
 
@@ -272,8 +274,6 @@ class _Nest:
 def _as_arch(target) -> Arch:
     if isinstance(target, Arch):
         return target
-    from quantloop.targets.registry import load_target
-
     return load_target(target)
 
 
@@ -318,8 +318,6 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     costs of invalid candidates are meaningless. Keep rules and dataflow constraints are the
     caller's (the mapper's) job; `evaluate(..., check=True)` checks everything for one mapping.
     """
-    from quantloop.costmodel.checks import check_bits
-
     arch = _as_arch(arch)
     check_bits(arch, bits)
     nest = _Nest(problem, arrays)
@@ -424,13 +422,9 @@ def evaluate(arch: Arch | str, problem: Problem, mapping: Mapping, bits: Bits = 
     broken rule (factor products, fan-outs, keep rules, capacity in bits, constraints, bit-widths)."""
     arch = _as_arch(arch)
     if check:
-        from quantloop.costmodel.checks import check_mapping
-
         check_mapping(arch, problem, mapping, bits)
     r = evaluate_batch(arch, problem, mapping.to_arrays(), bits)
     if check:
-        from quantloop.costmodel.checks import check_tiles
-
         check_tiles(arch, r.tile_values[0], r.utilized_capacity[0], mapping.to_arrays().keep[0])
     per_level = []
     for l, lvl in enumerate(arch.levels):

@@ -84,7 +84,11 @@ class OnnxExporter:
     def __init__(self, module: ModuleOp) -> None:
         self.function = _main(module)
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        # Weights go straight into the model being built (append copies a tensor in; the temporary is
+        # dropped), so they are never held twice: half a gigabyte each time for VGG.
+        self.model = helper.make_model(helper.make_graph([], "", [], []), opset_imports=[helper.make_opsetid("", OPSET)],
+                                       producer_name="quantloop")
+        self.initializers = self.model.graph.initializer
         self.names: dict[SSAValue, str] = {}
         self._used: set[str] = set()
         self._shared: dict[tuple, str] = {}
@@ -180,14 +184,11 @@ class OnnxExporter:
                     outputs.append(self.value_info(value, name))
                 continue
             self.emit_op(op)
-        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="quantloop")
-        # after make_model, which copies its graph; one tensor at a time, each dropped once copied, so
-        # the weights are never held twice (half a gigabyte each for VGG)
-        for i, tensor in enumerate(self.initializers):
-            model.graph.initializer.append(tensor)
-            self.initializers[i] = None
-        self.initializers = []
+        model = self.model
+        model.graph.name = graph_name
+        model.graph.node.extend(self.nodes)
+        model.graph.input.extend(inputs)
+        model.graph.output.extend(outputs)
         model.ir_version = IR_VERSION
         return model
 

@@ -116,7 +116,10 @@ class _Importer:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if self.opset not in OPSETS:
             raise QuantloopError(f"{source}: opset {self.opset} is not supported (supported: {OPSETS[0]}..{OPSETS[-1]})")
-        self.consts: dict[str, np.ndarray] = {t.name: self._read(t) for t in self.graph.initializer}
+        self.consts: dict[str, np.ndarray] = {}
+        for tensor in self.graph.initializer:  # the proto is ours (load_model copies): each tensor's
+            self.consts[tensor.name] = self._read(tensor)  # bytes are dropped once read, so a VGG's
+            tensor.ClearField("raw_data")  # half a gigabyte of weights is not held twice
         self.elem_types: dict[str, int] = {
             info.name: info.type.tensor_type.elem_type for info in [*self.graph.value_info, *self.graph.output]
         }
@@ -410,11 +413,18 @@ class _Importer:
                 operands.append(self.host_operand(name))
             else:
                 absent.append(i)
+        skip_attr = None
+        if node.op_type in _ATTRIBUTE_INPUTS and _ATTRIBUTE_INPUTS[node.op_type] in _attrs(node):
+            # Older opsets give axes / split sizes as an attribute; the exported model (opset 21) takes an input.
+            skip_attr = _ATTRIBUTE_INPUTS[node.op_type]
+            array = np.asarray(_attrs(node)[skip_attr], np.int64)
+            name = f"{node.name or node.output[0]}_{skip_attr}"
+            operands.insert(1, self.emit(ConstantOp(array, TensorType(i64, list(array.shape)), name=name)))
         if any(not out for out in node.output):
             raise self.fail("unnamed (omitted) outputs are not supported on host ops")
         like = operands[0] if node.op_type in _MOVES_ELEMENTS and operands else None
         types = [self.host_result_type(out, like) for out in node.output]
-        attrs = {a.name: _xdsl_attr(a, self.fail) for a in node.attribute}
+        attrs = {a.name: _xdsl_attr(a, self.fail) for a in node.attribute if a.name != skip_attr}
         op = HostOp(node.op_type, operands, types, attrs, absent=absent, name=node.name or None)
         self.ops.append(op)
         for out, result in zip(node.output, op.results):
@@ -652,6 +662,8 @@ class _Importer:
 
 #: Host ops whose results only move input elements: they keep a per-tensor quantized element type.
 _MOVES_ELEMENTS = frozenset({"Transpose", "Slice", "Split", "Gather", "Tile", "Expand", "DepthToSpace", "SpaceToDepth"})
+#: Host ops whose attribute (before opsets 13/18) became their second input; imported as that input.
+_ATTRIBUTE_INPUTS = {"ReduceMean": "axes", "ReduceMax": "axes", "ReduceSum": "axes", "Split": "split"}
 _ELEMENT_TYPES = {np.dtype(np.float32): f32, np.dtype(np.int64): i64, np.dtype(np.int32): i32}
 
 

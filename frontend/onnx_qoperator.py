@@ -1,7 +1,7 @@
 """ONNX QOperator form -> qnn ops with quantized operand and result types.
 
-`QLinearConv`, `QLinearMatMul` (standard) and onnxruntime's `QGemm`, `QLinearAdd`,
-`QLinearGlobalAveragePool` (`com.microsoft`) carry each operand's and the result's scale and zero point
+`QLinearConv`, `QLinearMatMul` (standard) and onnxruntime's `QGemm`, `QLinearAdd`, `QLinearMul`,
+`QLinearConcat`, `QLinearGlobalAveragePool`, `QLinearSigmoid`, `QLinearLeakyRelu` (`com.microsoft`) carry each operand's and the result's scale and zero point
 as inputs. They become the plain qnn op whose operands are the quantized values (integer initializers
 become quantized `qnn.constant`s holding the model's codes) and whose result type is the output's
 `!qnn.uniform`: the same IR `qnn-fold-quant` makes of the QDQ form. A runtime operand must already carry
@@ -34,7 +34,8 @@ from xdsl.dialects.builtin import TensorType, f32
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from quantloop.frontend.quant_types import ONNX_STORAGE, container, uniform_type
-from quantloop.ir import AddOp, ConstantOp, Conv2dOp, GemmOp, GlobalAvgPoolOp, MatMulOp
+from quantloop.ir import AddOp, ConcatOp, ConstantOp, Conv2dOp, GemmOp, GlobalAvgPoolOp, MatMulOp
+from quantloop.ir.ops import HostOp, broadcast_shapes
 
 if TYPE_CHECKING:
     from quantloop.frontend.onnx_import import _Importer
@@ -94,10 +95,11 @@ def _bias(imp: _Importer, name: str | None, scale: np.ndarray) -> SSAValue | Non
 
 
 def _emit_quantized(imp: _Importer, node: onnx.NodeProto, build: Callable[[Attribute | None], Operation],
-                    scale_name: str | None, zp_name: str | None) -> None:
-    """Emit `build(result_type)` with the output quantized at (scale, zero point), or float without a scale."""
+                    scale_name: str | None, zp_name: str | None, shape: tuple[int, ...] | None = None) -> None:
+    """Emit `build(result_type)` with the output quantized at (scale, zero point), or float without a scale.
+    The output's shape: from shape inference, else `shape`, else what `build(None)` infers."""
     output = node.output[0]
-    shape = imp.shapes.get(output) or tuple(build(None).results[0].type.get_shape())
+    shape = imp.shapes.get(output) or shape or tuple(build(None).results[0].type.get_shape())
     if scale_name is None:
         result_type = TensorType(f32, list(shape))
     else:
@@ -155,6 +157,44 @@ def qlinear_global_avgpool(imp: _Importer, node: onnx.NodeProto) -> None:
         raise imp.fail("channels_last=1 (NHWC) is not supported")
     x = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
     _emit_quantized(imp, node, lambda t: GlobalAvgPoolOp(x, t, name=node.name or None), node.input[3], _input(node, 4))
+
+
+def _host(imp: _Importer, node: onnx.NodeProto, op_type: str, operands: list[SSAValue]):
+    """A builder of the `qnn.host` op `op_type` with `node`'s attributes (channels_last excepted)."""
+    from quantloop.frontend.onnx_import import _xdsl_attr
+
+    attrs = {a.name: _xdsl_attr(a, imp.fail) for a in node.attribute if a.name != "channels_last"}
+    return lambda t: HostOp(op_type, operands, [t], attrs, name=node.name or None)
+
+
+def qlinear_mul(imp: _Importer, node: onnx.NodeProto) -> None:
+    a = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+    b = quantized_operand(imp, node.input[3], node.input[4], _input(node, 5), 1)
+    shape = broadcast_shapes(tuple(a.type.get_shape()), tuple(b.type.get_shape()))
+    if shape is None:
+        raise imp.fail(f"operand shapes {a.type.get_shape()} and {b.type.get_shape()} do not broadcast")
+    _emit_quantized(imp, node, _host(imp, node, "Mul", [a, b]), node.input[6], _input(node, 7), shape)
+
+
+def qlinear_unary(op_type: str) -> Callable[[_Importer, onnx.NodeProto], None]:
+    """QLinearSigmoid / QLinearLeakyRelu (X, X_scale, X_zp, Y_scale, Y_zp): the float op on the host."""
+
+    def convert(imp: _Importer, node: onnx.NodeProto) -> None:
+        x = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+        _emit_quantized(imp, node, _host(imp, node, op_type, [x]), node.input[3], _input(node, 4),
+                        tuple(x.type.get_shape()))
+
+    return convert
+
+
+def qlinear_concat(imp: _Importer, node: onnx.NodeProto) -> None:
+    """QLinearConcat (Y_scale, Y_zp, then X, X_scale, X_zp per input; axis)."""
+    if (len(node.input) - 2) % 3:
+        raise imp.fail(f"{len(node.input)} inputs are not Y_scale, Y_zp and (X, X_scale, X_zp) triples")
+    values = [quantized_operand(imp, node.input[i], node.input[i + 1], node.input[i + 2] or None, 1)
+              for i in range(2, len(node.input), 3)]
+    axis = int(_attrs(node)["axis"])
+    _emit_quantized(imp, node, lambda t: ConcatOp(values, axis, t, name=node.name or None), node.input[0], _input(node, 1))
 
 
 @dataclass(frozen=True)
@@ -259,4 +299,8 @@ MICROSOFT_QOPERATOR_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], 
     "QGemm": qgemm,
     "QLinearAdd": qlinear_add,
     "QLinearGlobalAveragePool": qlinear_global_avgpool,
+    "QLinearMul": qlinear_mul,
+    "QLinearConcat": qlinear_concat,
+    "QLinearSigmoid": qlinear_unary("Sigmoid"),
+    "QLinearLeakyRelu": qlinear_unary("LeakyRelu"),
 }

@@ -1,8 +1,8 @@
 """torch.nn.Module -> qnn, through either of torch's ONNX exporters (torch is optional).
 
 - TorchScript exporter (`dynamo=False`, the default here): fast for CNNs, any opset 7..21.
-- dynamo exporter (`dynamo=True`, torch's own default since 2.9; needs `onnxscript`, installed by the
-  `[torch]` extra): exports at its default opset unless `opset` is given.
+- dynamo exporter (`dynamo=True`, what `torch.onnx.export` does by default in torch 2.13; needs
+  `onnxscript`, installed by the `[torch]` extra): exports at its default opset unless `opset` is given.
 Both graphs import the same way (opsets below 11 are converted, constants folded, see `onnx_fold`).
 """
 

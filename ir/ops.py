@@ -1167,7 +1167,7 @@ HOST_OP_TYPES = frozenset({
     "Mul", "Sub", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Max", "Min", "Mean",
     "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus", "Gelu",
     "Transpose", "Pad", "Slice", "Split", "Gather", "Tile", "Expand", "DepthToSpace", "SpaceToDepth",
-    "LRN", "AveragePool", "MaxPool", "ReduceMean", "ReduceMax", "ReduceSum", "GlobalMaxPool", "Resize", "LogSoftmax",
+    "LRN", "AveragePool", "MaxPool", "ReduceMean", "ReduceMax", "ReduceSum", "GlobalMaxPool", "Resize",
     "InstanceNormalization", "LpNormalization",
 })
 

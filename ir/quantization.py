@@ -44,6 +44,9 @@ from quantloop.options import DEFAULT_PERCENTILE
 Scheme = Literal["int", "pot", "pot2"]
 SCALES_ATTR = "qnn.scales"
 AXIS_ATTR = "qnn.axis"
+SCHEME_ATTR = "qnn.weight_scheme"
+"""On a weight constant between `qnn-assign-bits` and `qnn-calibrate`: the scheme a bits file chose for
+its layer (calibration encodes it, and drops the attribute: the type then says it)."""
 MIN_SCALE = np.float32(np.finfo(np.float32).tiny)  # scales never underflow to 0 or subnormals
 _MSE_COARSE = np.linspace(0.05, 1.0, 20)
 _MSE_FINE = np.linspace(-0.05, 0.05, 21)

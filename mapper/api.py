@@ -15,8 +15,10 @@ from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.mapper.cache import MapCache, cache_key
+from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.search import OBJECTIVES, Budget, search
 from quantloop.targets.arch import Arch
+from quantloop.targets.registry import load_target
 
 #: bump when the search changes its results, so stale cache entries are not reused
 MAPPER_VERSION = "1"
@@ -42,11 +44,13 @@ def _problem_key(problem: Problem) -> dict:
 
 
 def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: int,
-              budget: Budget | None = None) -> str:
+              budget: Budget | None = None, warm_start: Mapping | None = None) -> str:
     """Everything a cached mapping depends on: every field of the problem, bits (widths, scheme,
-    partial-sum mode, and any added later), target content, search settings, and the versions of
-    the mapper and of the cost model that scored it."""
+    partial-sum mode, and any added later), target content, search settings (and the warm start,
+    when one is given), and the versions of the mapper and of the cost model that scored it."""
+    extra = {} if warm_start is None else {"warm_start": mapping_to_json(warm_start)}
     return cache_key({
+        **extra,
         "budget": asdict(budget or Budget()),
         "problem": _problem_key(problem),
         "bits": asdict(bits),
@@ -90,30 +94,30 @@ def _from_cache(cache: MapCache, key: str, arch: Arch, problem: Problem, bits: B
 
 def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objective: str = "energy", *,
               cache: MapCache | None = None, seed: int = 0, name: str = "",
-              budget: Budget | None = None) -> MapResult:
+              budget: Budget | None = None, warm_start: Mapping | None = None) -> MapResult:
     """The best mapping of one layer for `objective` (energy | latency | edp).
+
+    `warm_start`: a legal mapping of the same problem (e.g. found at other bits); the result is
+    never worse than it for the objective (see `mapper.search.search`).
 
     Raises QuantloopError when no legal mapping exists (naming the layer, the level, the smallest
     tile in bits and the capacity) or when the target's constraints contradict.
     """
-    from quantloop.targets.registry import load_target
-
     started = time.perf_counter()
     arch = load_target(target)
     name = name or problem.name or "layer"
     if objective not in OBJECTIVES:
         raise QuantloopError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     check_bits(arch, bits)
-    key = layer_key(problem, arch, bits, objective, seed, budget)
+    key = layer_key(problem, arch, bits, objective, seed, budget, warm_start)
     if cache is not None:
         hit = _from_cache(cache, key, arch, problem, bits, name, started)
         if hit is not None:
             return hit
-    from quantloop.mapper.cpsat import explain_infeasible, verify
-    from quantloop.mapper.mapspace import Mapspace
+    from quantloop.mapper.cpsat import explain_infeasible, verify  # ortools: only when a layer is searched
 
     space = Mapspace(arch, problem, bits)
-    outcome = search(arch, problem, bits, objective, seed, budget or Budget(), space)
+    outcome = search(arch, problem, bits, objective, seed, budget or Budget(), space, warm_start=warm_start)
     if outcome is None:
         raise QuantloopError(explain_infeasible(space, name))
     arrays = outcome.arrays
@@ -143,8 +147,6 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
     once; with workers > 1 distinct layers are mapped in a process pool. The results do not
     depend on `workers`. `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a
     layer is searched and `advance(name, cache_hit)` after each distinct layer."""
-    from quantloop.targets.registry import load_target
-
     arch = load_target(target)
     if workers < 1:
         raise QuantloopError(f"workers must be at least 1, got {workers}")

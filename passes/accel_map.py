@@ -22,7 +22,10 @@ from xdsl.passes import ModulePass
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.accel import CostAttr, LayerCost, LevelCost, MappingAttr, layers, module_target
+import quantloop.mapper as mapper  # looked up at call time: tests spy on mapper.map_layers
 from quantloop.options import OBJECTIVES
+from quantloop.progress import current
+from quantloop.targets.registry import load_target
 
 
 _STATS: ContextVar[dict | None] = ContextVar("accel_map_stats", default=None)
@@ -64,8 +67,6 @@ def cost_attr(cost, *, optimal: bool, mappings_considered: int) -> CostAttr:
 
 def load_module_target(module: ModuleOp, pass_name: str):
     """The `Arch` named by the module's `accel.target`, checked against the hash recorded at lowering."""
-    from quantloop.targets.registry import load_target
-
     ref = module_target(module)
     if ref is None:
         raise QuantloopError(f"{pass_name}: the module has no accel.target attribute; run accel-lower{{target=...}} first")
@@ -91,8 +92,6 @@ class AccelMapPass(ModulePass):
     seed: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        from quantloop.mapper import MapCache, map_layers
-
         if self.objective not in OBJECTIVES:
             raise QuantloopError(f"accel-map: objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
         if self.workers < 1:
@@ -108,11 +107,10 @@ class AccelMapPass(ModulePass):
             if key not in distinct:
                 distinct[key] = len(requests)
                 requests.append((layer.label, layer.problem.to_costmodel(name=layer.label), key[1]))
-        from quantloop.progress import current
 
-        cache = None if self.no_cache else MapCache(self.cache_dir or None)
+        cache = None if self.no_cache else mapper.MapCache(self.cache_dir or None)
         with current().phase("mapping", total=len(requests)) as progress:
-            results = map_layers(
+            results = mapper.map_layers(
                 requests, arch, self.objective, workers=self.workers, cache=cache, seed=self.seed, progress=progress
             )
         level_names = [level.name for level in arch.levels]

@@ -17,8 +17,9 @@ Rules:
   and float values read by a `qnn.quantize` stay f32.
 
 Options: `bits=w8a8` (uniform default: w<weight bits>a<activation bits>), `file=bits.json` with
-per-layer entries keyed by op name, `{"conv1": {"weights": 4, "activations": 8}, ...}`
-(either key may be left out; unlisted layers get the default), `input-bits=8`.
+per-layer entries keyed by op name, `{"conv1": {"weights": 4, "activations": 8, "scheme": "pot"}, ...}`
+(any key may be left out; unlisted layers get the default; `scheme` (int / pot / pot2) is the layer's
+weight scheme, which `qnn-calibrate` then encodes instead of its `scheme` option), `input-bits=8`.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from quantloop.bits import check_width, parse_bits
+from quantloop.bits import SCHEMES, check_width, parse_bits
 from quantloop.errors import QuantloopError
+from quantloop.ir.quantization import SCHEME_ATTR
 from quantloop.ir.qnn import (
     AddOp,
     AvgPoolOp,
@@ -61,6 +63,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
+from quantloop.ir.types import UniformPerAxisType, UniformType
 
 KEEPS_NONNEGATIVE = (MaxPoolOp, AvgPoolOp, GlobalAvgPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp, ConcatOp, AddOp)
 
@@ -69,6 +72,7 @@ KEEPS_NONNEGATIVE = (MaxPoolOp, AvgPoolOp, GlobalAvgPoolOp, ReshapeOp, FlattenOp
 class BitsEntry:
     weights: int | None = None
     activations: int | None = None
+    scheme: str | None = None  # the weights' scheme (int / pot / pot2); None: calibration's default
 
 
 def parse_bits_spec(spec: str) -> tuple[int, int]:
@@ -100,18 +104,28 @@ def parse_bits_table(table: object, where: str) -> dict[str, BitsEntry]:
     for name, entry in table.items():
         if not isinstance(entry, Mapping):
             raise QuantloopError(f"{where}: layer '{name}' must map to an object like {{\"weights\": 4, \"activations\": 8}}")
-        unknown = set(entry) - {"weights", "activations"}
+        unknown = set(entry) - {"weights", "activations", "scheme"}
         if unknown:
             raise QuantloopError(
-                f"{where}: layer '{name}' has unknown keys {sorted(unknown)} (expected 'weights' and/or 'activations')"
+                f"{where}: layer '{name}' has unknown keys {sorted(unknown)} (expected 'weights', 'activations', 'scheme')"
             )
-        values: dict[str, int] = {}
+        values: dict[str, int | str] = {}
         for key, bits in entry.items():
+            if key == "scheme":
+                if bits not in SCHEMES:
+                    raise QuantloopError(f"{where}: layer '{name}' scheme must be one of {', '.join(SCHEMES)}, got {bits!r}")
+                values[key] = bits
+                continue
             if not isinstance(bits, int) or isinstance(bits, bool):
                 raise QuantloopError(f"{where}: layer '{name}' {key} must be an integer, got {bits!r}")
             values[key] = check_width(bits, f"{where}: layer '{name}' {key}")
         layers[name] = BitsEntry(**values)
     return layers
+
+
+def _show(choice: tuple[int, str | None]) -> str:
+    bits, scheme = choice
+    return f"{bits} bits" + ("" if scheme is None else f" ({scheme})")
 
 
 def _lower_bound(op: Operation) -> float | None:
@@ -149,6 +163,22 @@ def _retype(value: SSAValue, elem: Attribute) -> SSAValue:
     return new
 
 
+def _refuse_model_quantized(op: Operation, entry: BitsEntry, where: str) -> None:
+    """Bits for a tensor the model quantizes itself (QDQ / QOperator / QONNX) would be ignored: refuse them."""
+    named = []
+    if entry.weights is not None and type(op) in WEIGHT_OPERAND:
+        named.append(("weights", op.operands[WEIGHT_OPERAND[type(op)]]))
+    if entry.activations is not None and op.results:
+        named.append(("activations", op.results[0]))
+    for what, value in named:
+        elem = value.type.element_type if isinstance(value.type, TensorType) else None
+        if isinstance(elem, (UniformType, UniformPerAxisType)):
+            raise QuantloopError(
+                f"{where}: the model quantizes its {what} itself ({elem.bits} bits); "
+                "bits are given only to tensors the model leaves in float"
+            )
+
+
 @dataclass(frozen=True)
 class AssignBitsPass(ModulePass):
     """Give weights and activations `!qnn.int` types: `bits` (w8a8) or per layer from a JSON `file`."""
@@ -176,6 +206,7 @@ class AssignBitsPass(ModulePass):
         for name, entry in table.items():
             if entry.weights is not None and type(named[name]) not in WEIGHT_OPERAND:
                 raise QuantloopError(f"{where}: layer '{name}' ({named[name].name}) has no weights to give bits to")
+            _refuse_model_quantized(named[name], entry, f"{where}: layer '{name}'")
 
         for func in (o for o in op.walk() if isinstance(o, FuncOp)):
             self._assign_function(func, default_w, default_a, table)
@@ -185,23 +216,25 @@ class AssignBitsPass(ModulePass):
         for arg in list(func.body.block.args):
             if is_float(arg) and not _quantized_explicitly(arg):
                 _retype(arg, IntType(self.input_bits, True))
-        weight_bits: dict[ConstantOp, tuple[int, Operation]] = {}
+        weight_bits: dict[ConstantOp, tuple[tuple[int, str | None], Operation]] = {}
         for o in func.body.walk():
             if type(o) in WEIGHT_OPERAND:
                 entry = table.get(o.node_name or "", BitsEntry())
-                bits = entry.weights or default_w
+                choice = (entry.weights or default_w, entry.scheme)
                 producer = o.operands[WEIGHT_OPERAND[type(o)]].owner
                 if isinstance(producer, ConstantOp):
-                    if producer in weight_bits and weight_bits[producer][0] != bits:
+                    if producer in weight_bits and weight_bits[producer][0] != choice:
                         other = weight_bits[producer][1]
                         raise QuantloopError(
                             f"{op_label(o)} and {op_label(other)} share weights but were given "
-                            f"{bits} and {weight_bits[producer][0]} bits"
+                            f"{_show(choice)} and {_show(weight_bits[producer][0])}"
                         )
-                    weight_bits[producer] = (bits, o)
-        for constant, (bits, _) in weight_bits.items():
+                    weight_bits[producer] = (choice, o)
+        for constant, ((bits, scheme), _) in weight_bits.items():
             if is_float(constant.results[0]):
                 _retype(constant.results[0], IntType(bits, True))
+                if scheme is not None:
+                    constant.attributes[SCHEME_ATTR] = StringAttr(scheme)
 
         for o in list(func.body.walk()):
             if isinstance(o, (ConstantOp, DequantizeOp)) or o.parent_op() is not func or not o.results:

@@ -20,7 +20,8 @@
 
 Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib`; empty uses
 `samples` seeded N(0, 1) random inputs (and warns: such ranges say little about real data),
-`weight_clip=minmax|mse`, `act_range=minmax|percentile`, `percentile=99.99` (two-sided: the
+`weight_clip=mse|minmax`, `act_range=percentile|minmax`, `percentile=99.9` (defaults from
+`quantloop.options`; two-sided: the
 (100 − p)-th and p-th percentiles; tensors with more than 4 M observed values are subsampled at random,
 seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`, `max_samples=2048` (calibration
 data beyond this many samples is not run: ranges settle long before, and time stays bounded).
@@ -50,7 +51,7 @@ from xdsl.rewriter import Rewriter
 from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.frontend.quant_types import container
 from quantloop.ir import quantization as q
-from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR
+from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR, SCHEME_ATTR
 from quantloop.ir.qnn import (
     ConstantOp,
     Conv2dOp,
@@ -65,7 +66,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
-from quantloop.options import DEFAULT_PERCENTILE
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP
 
 PERCENTILE_SAMPLE_CAP = 1 << 22
 #: bump whenever the observed ranges change for the same model, data and settings
@@ -131,8 +132,8 @@ class CalibratePass(ModulePass):
     name = "qnn-calibrate"
 
     data: str = ""
-    weight_clip: str = "minmax"
-    act_range: str = "minmax"
+    weight_clip: str = DEFAULT_WEIGHT_CLIP
+    act_range: str = DEFAULT_ACT_RANGE
     percentile: float = DEFAULT_PERCENTILE
     scheme: str = "int"
     samples: int = 32
@@ -330,7 +331,8 @@ class CalibratePass(ModulePass):
         elem = constant.output.type.element_type
         if not elem.signed:
             raise QuantloopError(f"{op_label(constant)}: weights typed unsigned {elem}; qnn-calibrate quantizes weights signed")
-        bits, scheme = elem.bits, self.scheme
+        chosen = constant.attributes.pop(SCHEME_ATTR, None)  # a bits file's per-layer scheme wins
+        bits, scheme = elem.bits, (self.scheme if chosen is None else chosen.data)
         legal = {"int": q.UNIFORM_BITS, "pot": q.POT_BITS, "pot2": q.POT2_BITS}[scheme]
         if bits not in legal:
             raise QuantloopError(

@@ -35,7 +35,9 @@ from quantloop.passes.assign_bits import AssignBitsTablePass
 from quantloop.passes.search.engine import SearchOptions, search_bits
 from quantloop.passes.search.space import parse_bits_range
 from quantloop.options import (  # noqa: F401 - SearchSettings and its flags re-exported
+    DEFAULT_ACT_RANGE,
     DEFAULT_PERCENTILE,
+    DEFAULT_WEIGHT_CLIP,
     CompileOptions,
     DEFAULT_GENERATIONS,
     DEFAULT_POPULATION,
@@ -188,8 +190,8 @@ class SearchBitsPass(ModulePass):
     workers: int = 1
     cache_dir: str = ""
     no_cache: bool = False
-    weight_clip: str = "minmax"
-    act_range: str = "minmax"
+    weight_clip: str = DEFAULT_WEIGHT_CLIP
+    act_range: str = DEFAULT_ACT_RANGE
     percentile: float = DEFAULT_PERCENTILE
     output: str = ""
     progress: bool = False

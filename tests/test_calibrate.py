@@ -45,6 +45,8 @@ def tiny_model():
 
 
 def calibrated(tmp_path, bits="w8a8", x=X, **options):
+    """Calibrated with min-max weights and ranges (the hand-computed cases) unless `options` say otherwise."""
+    options = {"weight_clip": "minmax", "act_range": "minmax", **options}
     data = tmp_path / "calib.npz"
     np.savez(data, x=x)
     module = tiny_model()

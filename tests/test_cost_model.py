@@ -228,3 +228,45 @@ def test_batch_flags_broken_factor_products_and_fanouts():
     arrays.spatial_x[0, 1, 5] = 14  # Q on X: 7 -> 14, with M2 that is 28 > 14
     r = evaluate_batch(arch, PW, arrays)
     assert not r.factors_ok[0] and not r.fanout_ok[0] and not r.valid[0]
+
+
+def _psum_spad_pw_mapping(c_at_dram: int):
+    """Eyeriss 1×1 layer C=4 M=16 P=Q=2: C split between DRAM (c_at_dram) and weights_spad."""
+    return Mapping((
+        LevelMapping((("C", c_at_dram), ("P", 2), ("Q", 2)), keep={"Weights", "Inputs", "Outputs"}),
+        LevelMapping((), (("M", 4),), (), keep={"Inputs", "Outputs"}),
+        LevelMapping(keep={"Inputs"}),
+        LevelMapping((("C", 4 // c_at_dram),), keep={"Weights"}),
+        LevelMapping((("M", 4),), keep={"Outputs"}),
+    ))
+
+
+def test_partial_sums_pack_at_the_accumulator_width_only_below_the_last_reduction():
+    from quantloop.costmodel.model import holds_partial_sums
+
+    arch = load_target("eyeriss")
+    problem = Problem(C=4, M=16, P=2, Q=2)
+    inside = _psum_spad_pw_mapping(1)  # the reduction runs at weights_spad: only it and psum_spad hold partial sums
+    outside = _psum_spad_pw_mapping(2)  # C also at DRAM: every level holds partial sums
+    assert holds_partial_sums(inside.to_arrays())[0].tolist() == [False, False, False, True, True]
+    assert holds_partial_sums(outside.to_arrays())[0].tolist() == [True] * 5
+    w4a4 = Bits(4, 4, 4)  # accumulator 8 bits: 2 per 16-bit psum_spad word, 1 per 8-bit word
+    r = evaluate_batch(arch, problem, MappingArrays.stack([inside, outside]), w4a4)
+    assert r.values_per_word[0, :, 2].tolist() == [2, 2, 2, 1, 2]  # final outputs: 4 bits; partial: 8
+    assert r.values_per_word[1, :, 2].tolist() == [1, 1, 1, 1, 2]
+    fork = evaluate_batch(arch, problem, MappingArrays.stack([outside]), Bits(4, 4, 4, psum="outputs"))
+    assert fork.values_per_word[0, :, 2].tolist() == [2, 2, 2, 2, 4]
+
+
+def test_a_level_declares_its_partial_sum_width(tmp_path):
+    import yaml
+
+    from quantloop.targets.registry import BUILTIN_DIR
+
+    spec = yaml.safe_load((BUILTIN_DIR / "eyeriss.yaml").read_text())
+    next(lvl for lvl in spec["levels"] if lvl["name"] == "psum_spad")["partial_sum_bits"] = 16
+    path = tmp_path / "wide_acc.yaml"
+    path.write_text(yaml.safe_dump({**spec, "name": "wide_acc"}))
+    arch = load_target(str(path))
+    r = evaluate_batch(arch, Problem(C=4, M=16, P=2, Q=2), _psum_spad_pw_mapping(2).to_arrays(), Bits(4, 4, 4))
+    assert r.values_per_word[0, -1, 2] == 1  # declared 16-bit partial sums: one per 16-bit word

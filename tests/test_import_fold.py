@@ -186,3 +186,39 @@ def test_real_cnn_host_ops_round_trip_in_onnxruntime():
     assert hosted == sorted(["Gather", "HardSigmoid", "HardSwish", "LeakyRelu", "Max", "Min", "Mul", "PRelu", "Pad",
                              "ReduceMean", "Sigmoid", "Slice", "Split", "Transpose"])
     assert len([op for op in module.walk() if isinstance(op, GlobalAvgPoolOp)]) == 1  # the H×W mean; the H-only one is hosted
+
+
+def test_a_model_zoo_style_opset_8_graph_with_weights_as_inputs():
+    """As the ONNX Model Zoo's opset 7/8 CNNs: weights also listed as graph inputs, BatchNormalization with
+    `spatial`, a residual Sum, Reshape by an initializer, Softmax flattening from axis 1."""
+    rng = np.random.default_rng(6)
+    weights = {"w1": rng.standard_normal((3, 3, 3, 3)), "g": rng.uniform(0.5, 1.5, 3), "b": rng.standard_normal(3),
+               "m": rng.standard_normal(3) * 0.1, "v": rng.uniform(0.5, 1.5, 3), "w2": rng.standard_normal((3, 3, 3, 3)),
+               "fc": rng.standard_normal((3, 5)), "fc_b": rng.standard_normal(5)}
+    inits = [init(k, v.astype(np.float32)) for k, v in weights.items()] + [init("shape", np.array([1, 3], np.int64))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["bn"], spatial=1, name="bn1"),
+             helper.make_node("Relu", ["bn"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Sum", ["x", "c2"], ["s"], name="residual"), helper.make_node("GlobalAveragePool", ["s"], ["p"]),
+             helper.make_node("Reshape", ["p", "shape"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["mm"], name="fc"),
+             helper.make_node("Add", ["mm", "fc_b"], ["logits"]), helper.make_node("Softmax", ["logits"], ["y"])]
+    listed = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    model = make(nodes, [f32("x", [1, 3, 8, 8]), *listed], [f32("y", [1, 5])], inits, opset=8)
+    module = roundtrip(model, X)
+    assert [op.node_name for op in module.walk() if isinstance(op, Conv2dOp)] == ["conv1", "conv2"]
+    assert not [op for op in module.walk() if isinstance(op, HostOp)]
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_host_ops_with_attributes_that_later_opsets_take_as_inputs_export_at_opset_21(opset):
+    """ReduceMean's `axes` (an input from opset 18) and Split's `split` (from 13) become constant inputs."""
+    split_sizes = [1, 2]
+    split = (helper.make_node("Split", ["x"], ["a", "b"], axis=1, split=split_sizes, name="split") if opset < 13 else
+             helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1, name="split"))
+    nodes = [split, helper.make_node("ReduceMean", ["b"], ["m"], axes=[1], keepdims=1, name="mean_c"),
+             helper.make_node("ReduceMax", ["a"], ["mx"], axes=[3], keepdims=1, name="max_w"),
+             helper.make_node("Add", ["m", "mx"], ["y"])]
+    inits = [] if opset < 13 else [init("sizes", np.array(split_sizes, np.int64))]
+    model = make(nodes, [f32("x", [1, 3, 8, 8])], [f32("y", [1, 1, 8, 8])], inits, opset=opset)
+    module = roundtrip(model, X)
+    assert sorted(op.op_type for op in module.walk() if isinstance(op, HostOp)) == ["ReduceMax", "ReduceMean", "Split"]

@@ -14,14 +14,27 @@ LEAVES = {"errors": set(), "version": set(), "bits": {"errors"}, "files": {"erro
 (options reads backend.emit, itself light, lazily for the --emit choices)."""
 
 FORBIDDEN = {
-    "ir": {"frontend", "passes", "backend", "driver", "cosearch", "mapper"},
+    "ir": {"frontend", "passes", "backend", "driver", "cosearch", "mapper", "costmodel"},
     "targets": {"frontend", "ir", "passes", "backend", "driver", "cosearch", "mapper"},
     "costmodel": {"frontend", "ir", "passes", "backend", "driver", "cosearch", "mapper"},
     "mapper": {"frontend", "passes", "backend", "driver", "cosearch"},
     "frontend": {"passes", "backend", "driver", "cosearch"},
-    "passes": {"backend", "driver", "cosearch"},
+    "passes": {"backend", "driver", "cosearch", "frontend"},
     "backend": {"driver", "cosearch"},
 }
+
+
+KNOWN_BACK_EDGES = {
+    # accel attributes convert to and from the cost model's Problem / Bits / Mapping in ir/accel.py
+    ("ir/accel.py", "costmodel"),
+    # ONNX interop the passes use (datasets, ONNX export for onnxruntime calibration / fake-quant, zoo data)
+    ("passes/calibrate.py", "frontend"),
+    ("passes/fold_quant.py", "frontend"),
+    ("passes/search/fakequant.py", "frontend"),
+    ("passes/search/space.py", "frontend"),
+    ("passes/search_bits.py", "frontend"),
+}
+"""Back-edges that exist and are to be removed (move the code they reach to its layer); a new one fails."""
 
 
 def _sources(folder: str):
@@ -34,9 +47,15 @@ def test_layers_import_only_downstream(folder):
         f"{path.relative_to(ROOT)} imports quantloop.{name}"
         for path in _sources(folder)
         for name in IMPORT.findall(path.read_text())
-        if name in FORBIDDEN[folder]
+        if name in FORBIDDEN[folder] and (path.relative_to(ROOT).as_posix(), name) not in KNOWN_BACK_EDGES
     ]
     assert not bad, "; ".join(bad)
+
+
+def test_known_back_edges_still_exist():
+    """The allow-list shrinks as back-edges are removed: an entry that no longer applies must go."""
+    stale = [(f, name) for f, name in sorted(KNOWN_BACK_EDGES) if name not in IMPORT.findall((ROOT / f).read_text())]
+    assert not stale, stale
 
 
 def test_nothing_but_the_cli_imports_commands():
@@ -60,7 +79,7 @@ def test_no_module_imports_the_package_root():
 
 
 def test_every_artefact_step_has_one_writer():
-    from quantloop.backend.artifacts import WRITERS
+    from quantloop.backend.artifacts import writers
     from quantloop.backend.emit import STEPS
 
-    assert tuple(WRITERS) == STEPS
+    assert tuple(writers()) == STEPS

@@ -258,6 +258,23 @@ def test_qoperator_small_cnn(tmp_path, cache):
     compile_and_check(src, tmp_path, cache, ("eyeriss",), integer_kernels=True)
 
 
+def test_qoperator_elementwise_and_concat(tmp_path, cache):
+    """SiLU (x · sigmoid x) and a concat: QLinearSigmoid, QLinearMul, QLinearConcat run on the host."""
+    b = GraphBuilder("silu_cnn", seed=5)
+    x = b.input("input", (1, 3, 8, 8))
+    c = b.conv(x, 8, 3, bias=True)
+    for op, inputs, out in (("Sigmoid", [c], "sig"), ("Mul", [c, "sig"], "silu")):
+        b.nodes.append(helper.make_node(op, inputs, [out], name=op.lower()))
+        b.shapes[out] = b.shapes[c]
+    b.nodes.append(helper.make_node("Concat", [c, "silu"], ["cat"], axis=1, name="concat"))
+    b.shapes["cat"] = (1, 16, 8, 8)
+    y = b.gemm(b.flatten(b.global_avgpool(b.conv("cat", 8, 1, bias=True))), 4)
+    src = quantize(b.build(y), tmp_path, "qop-silu", fmt=QuantFormat.QOperator)
+    ops = {n.op_type for n in onnx.load(src).graph.node}
+    assert {"QLinearSigmoid", "QLinearMul", "QLinearConcat"} <= ops
+    compile_and_check(src, tmp_path, cache, ("simba",), integer_kernels=True)
+
+
 def test_qlinear_matmul(tmp_path, cache):
     b = GraphBuilder("mlp", seed=1)
     x = b.input("x", (4, 16))
@@ -311,6 +328,29 @@ def test_integer_accumulator_ops_outside_the_dynamic_chain_are_refused(op_type):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(QuantloopError, match=f"{op_type} writes int32 accumulators whose scale is not in the model"):
         quantloop.compile(model)
+
+
+def test_a_bits_file_sets_float_layers_and_refuses_the_models_own(tmp_path, cache):
+    import json
+
+    from quantloop.errors import QuantloopError
+
+    model = small_cnn()
+    src, dst = tmp_path / "partial.float.onnx", tmp_path / "partial.onnx"
+    onnx.save(model, src)
+    quantize_static(str(src), str(dst), _RandomReader("input", (1, 3, 8, 8)), quant_format=QuantFormat.QDQ,
+                    per_channel=True, nodes_to_exclude=["fc_11"])
+    bits = tmp_path / "bits.json"
+    bits.write_text(json.dumps({"fc_11": {"weights": 2}}))
+    from quantloop.passes.calibrate import CalibrationWarning
+
+    with pytest.warns(CalibrationWarning):  # the float Gemm's output range comes from random inputs
+        result = quantloop.compile(str(dst), target="simba", bits_file=str(bits), cache_dir=str(cache), out=io.StringIO())
+    assert {layer.name: layer.bits.split()[0] for layer in result.layers} == {
+        "conv_1": "w8", "conv_3": "w8", "conv_5": "w8", "fc_11": "w2"}
+    bits.write_text(json.dumps({"conv_3": {"weights": 4}}))
+    with pytest.raises(QuantloopError, match=r"layer 'conv_3'.*quantizes its weights itself \(8 bits\)"):
+        quantloop.compile(str(dst), bits_file=str(bits), out=io.StringIO())
 
 
 def test_int16_activations_keep_their_bits_and_a_target_too_narrow_says_so(tmp_path):
@@ -604,3 +644,19 @@ def test_qdq_torch_cnns_with_host_ops(name, tmp_path, cache):
     torch.onnx.export(net, torch.randn(1, 3, 32, 32), path, dynamo=False, opset_version=13, input_names=["input"])
     model = folded_float(onnx.load(path), tmp_path, name)
     compile_and_check(quantize(model, tmp_path, name), tmp_path, cache, ("simba",))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "squeezenet1_1"])
+def test_qoperator_torch_cnns(name, tmp_path, cache):
+    """QOperator with onnxruntime's QLinearMul (squeeze-excitation) and QLinearConcat (fire modules)."""
+    import torch
+
+    from quantloop.frontend.zoo.torch_cnns import build
+
+    path = tmp_path / f"{name}.float.onnx"
+    torch.onnx.export(build(name, width=0.25, num_classes=10).eval(), torch.randn(1, 3, 32, 32), path,
+                      dynamo=False, opset_version=13, input_names=["input"])
+    model = folded_float(onnx.load(path), tmp_path, name)
+    compile_and_check(quantize(model, tmp_path, name, fmt=QuantFormat.QOperator), tmp_path, cache, ("simba",),
+                      integer_kernels=True)

@@ -157,3 +157,15 @@ def test_compile_verify_timeloop_checks_every_emitted_layer(timeloop, monkeypatc
     text = capsys.readouterr().out
     layers = len(list((out / "timeloop").iterdir()))
     assert f"Timeloop agrees within 1% on {layers}/{layers} layers" in text
+
+
+def test_compile_verify_timeloop_without_one_fails_before_any_work(monkeypatch, tmp_path, capsys):
+    from quantloop.cli import main
+
+    monkeypatch.delenv("QUANTLOOP_TIMELOOP", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    out = tmp_path / "out"
+    assert main(["compile", "zoo:cnn_digits", "--target", "eyeriss", "-o", str(out), "--verify-timeloop", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "QUANTLOOP_TIMELOOP" in err and "\n" not in err
+    assert not out.exists()

@@ -159,12 +159,18 @@ class GraphBuilder:
         graph = helper.make_graph(self.nodes, self.name, self._inputs, [out_info])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
                                   producer_name="quantloop.zoo")
-        for name, array in self.initializers:  # filled in place: make_model copies its graph
+        # filled in place (make_model copies its graph); each array is dropped once it is in the model, so
+        # a VGG's weights are not held twice: `build` consumes the builder's weights
+        initializers, self.initializers = self.initializers, []
+        initializers.reverse()
+        while initializers:
+            name, array = initializers.pop()
             tensor = model.graph.initializer.add()
             tensor.name = name
             tensor.data_type = TensorProto.FLOAT
             tensor.dims.extend(array.shape)
             tensor.raw_data = array.tobytes()
+            del array
         model.ir_version = _IR_VERSION_FOR_OPSET.get(self.opset, 10)
         return model
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantloop.errors import QuantloopError
-from quantloop.options import DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_POPULATION, OBJECTIVES
+from quantloop.mapper import MapCache
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
 from quantloop.passes.search.accuracy_cache import AccuracyCache, AccuracyStats, CachedAccuracy
 from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
 from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
 from quantloop.passes.search.space import Config, SearchSpace, build_space
-
+from quantloop.targets.registry import load_target
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class SearchOptions:
     workers: int = 1
     cache_dir: str | None = None
     use_cache: bool = True
-    weight_clip: str = "minmax"
-    act_range: str = "minmax"
+    weight_clip: str = DEFAULT_WEIGHT_CLIP
+    act_range: str = DEFAULT_ACT_RANGE
     percentile: float = DEFAULT_PERCENTILE
     progress: bool = True
 
@@ -78,6 +79,7 @@ class SearchResult:
     mapper: MapperStats
     seconds: float
     generations_run: int = 0
+    synergy: dict | None = None  # passes.search.synergy.decompose of the chosen point
     accuracy_stats: AccuracyStats = field(default_factory=AccuracyStats)
     energy_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -91,12 +93,20 @@ class SearchResult:
 
 
 def target_schemes(arch) -> tuple[str, ...]:
-    """`int`, plus the power-of-two schemes the target has shift-add PEs for."""
-    return ("int", *sorted(s for s in ("pot", "pot2") if s in arch.compute.shift_add_energy))
+    """`int`, plus the power-of-two schemes the target has shift-add PEs for (and its PEs execute).
+    PEs without a multiplier (LightPE-1 / -2) cannot run the search's w8a8 int reference: an error."""
+    c = arch.compute
+    if c.schemes is not None and "int" not in c.schemes:
+        raise QuantloopError(
+            f"--search: the {c.pe_type} PEs of target {arch.name} execute only {'/'.join(sorted(c.schemes))} weights, and "
+            "the search measures against uniform w8a8 int; use `quantloop explore`, or PEs that also multiply (eyeriss_hybrid)"
+        )
+    return ("int", *sorted(s for s in ("pot", "pot2") if s in c.shift_add_energy and (c.schemes is None or s in c.schemes)))
 
 
 def check_widths(arch, widths: Sequence[int]) -> None:
-    """A bit-width the target cannot hold (wider than a level's word) is an error naming both."""
+    """A bit-width the target cannot hold (wider than a level's word, or weights wider than its PEs
+    execute) is an error naming both."""
     for lvl in arch.levels:
         too_wide = [b for b in widths if b > lvl.word_bits]
         if too_wide:
@@ -104,6 +114,11 @@ def check_widths(arch, widths: Sequence[int]) -> None:
                 f"--bits-range: {max(too_wide)}-bit values do not fit the {lvl.word_bits}-bit word of level "
                 f"{lvl.name} of target {arch.name}; use at most {lvl.word_bits} bits"
             )
+    limit = arch.compute.max_weight_bits
+    if limit is not None and max(widths) > limit:
+        raise QuantloopError(
+            f"--bits-range: the {arch.compute.pe_type} PEs of target {arch.name} execute weights of at most {limit} bits"
+        )
 
 
 class Candidates:
@@ -175,9 +190,6 @@ def search_bits(
     `val_y` None selects the fidelity proxy: the labels are the float model's own top-1 on
     `val_x`, so the accuracy is the top-1 agreement with the float model.
     """
-    from quantloop.mapper import MapCache
-    from quantloop.targets.registry import load_target
-
     started = time.perf_counter()
     if options.objective not in OBJECTIVES:
         raise QuantloopError(f"qnn-search-bits: objective '{options.objective}' is not one of {', '.join(OBJECTIVES)}")
@@ -234,12 +246,27 @@ def search_bits(
     archive = list(candidates.points.values())
     chosen = candidates.best_feasible()
     ablation = synergy_ablation(energy, space, chosen, reference) if chosen is not None else None
+    synergy = decompose_chosen(energy, space, chosen, cache, options.seed) if chosen is not None else None
     return SearchResult(
         space=space, options=options, target_name=arch.name, accuracy_metric=metric, float_accuracy=float_accuracy,
         reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
         ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
-        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds,
+        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
     )
+
+
+def decompose_chosen(energy: EnergyModel, space: SearchSpace, chosen: Point, cache, seed: int) -> dict:
+    """The synergy decomposition of the chosen point against uniform w8a8 (`passes.search.synergy`)."""
+    from quantloop.passes.search.synergy import LayerInput, decompose
+
+    reference = energy.keys([(8, 8, 8)] * len(energy.problems))
+    layers = [
+        LayerInput(name, problem, energy.mapping(problem, ref_bits), bits)
+        for name, (problem, bits), (_, ref_bits) in zip(
+            energy.names, energy.keys(space.layer_bits(chosen.config), chosen.config.scheme), reference
+        )
+    ]
+    return decompose(energy.arch, layers, energy.objective, seed=seed, cache=cache)
 
 
 def synergy_ablation(energy: EnergyModel, space: SearchSpace, chosen: Point, reference: Point) -> dict:

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.quantization import activation_params, qrange, weight_fake_quant, weight_scales
-from quantloop.options import DEFAULT_PERCENTILE
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP
 from quantloop.passes.search.space import Config, SearchSpace
 
 
@@ -117,8 +117,8 @@ class FakeQuantEvaluator:
         space: SearchSpace,
         calib_x: np.ndarray,
         *,
-        weight_clip: str = "minmax",
-        act_range: str = "minmax",
+        weight_clip: str = DEFAULT_WEIGHT_CLIP,
+        act_range: str = DEFAULT_ACT_RANGE,
         percentile: float = DEFAULT_PERCENTILE,
         threads: int = 1,
     ) -> None:

@@ -11,9 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from quantloop.bits import LEGAL_BITS
+from quantloop.costmodel.model import evaluate, packing_tables
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.costmodel.weight_memory import network_weight_bytes, weight_tiles
 from quantloop.errors import QuantloopError
+from quantloop.ir import make_context
+from quantloop.ir.accel import layers
+from quantloop.mapper import map_layers
+from quantloop.passes.accel_lower import AccelLowerPass
+from quantloop.passes.assign_bits import AssignBitsPass
 
 LayerKey = tuple[Problem, Bits]
 
@@ -76,11 +83,9 @@ class EnergyModel:
 
     def _widest_alike(self, dataspace: str, bits: int) -> int:
         """The widest legal width with the same values per word as `bits` at every keeping level."""
-        from quantloop.ir.types import INT_BITS
-
         words = self._words[dataspace]
         signature = [w // bits for w in words]
-        alike = [b for b in INT_BITS if b <= min(words) and [w // b for w in words] == signature]
+        alike = [b for b in LEGAL_BITS if b <= min(words) and [w // b for w in words] == signature]
         return max(alike, default=bits)
 
     def packing_class(self, bits: Bits) -> Bits:
@@ -95,8 +100,6 @@ class EnergyModel:
             psum=bits.psum,
         )
         # partial sums pack at the accumulator width max(o, w + a): the class must keep that packing too
-        from quantloop.costmodel.model import packing_tables
-
         if (packing_tables(self.arch, widest)[1] != packing_tables(self.arch, bits)[1]).any():
             return bits
         return widest
@@ -104,9 +107,6 @@ class EnergyModel:
     def ensure(self, candidates: Iterable[tuple[Sequence[tuple[int, int, int]], str]]) -> None:
         """Map every packing class the candidates need that is not known yet, in one parallel batch,
         then cost every new (layer, bits) with its class's mapping."""
-        from quantloop.costmodel.model import evaluate
-        from quantloop.mapper import map_layers
-
         todo: dict[LayerKey, str] = {}
         new_keys: list[LayerKey] = []
         for layer_bits, scheme in candidates:
@@ -164,8 +164,6 @@ class EnergyModel:
     ) -> tuple[float, int]:
         """Energy and cycles at `layer_bits` with every layer kept at the mapping found for
         `reference_bits` (only the packing changes): the synergy ablation."""
-        from quantloop.costmodel.model import evaluate
-
         self.ensure([(reference_bits, "int")])
         energy, cycles = 0.0, 0
         for (problem, bits), (_, ref_bits) in zip(self.keys(layer_bits, scheme), self.keys(reference_bits)):
@@ -190,11 +188,6 @@ def weight_bytes(counts: Sequence[int], weight_bits: Sequence[int], word_bits: i
 
 def layer_problems(module, target: str) -> tuple[list[str], list[Problem], list[str]]:
     """(names, problems, kinds) of the compute layers, as accel-lower derives them (on a w8a8 clone)."""
-    from quantloop.ir import make_context
-    from quantloop.ir.accel import layers
-    from quantloop.passes.accel_lower import AccelLowerPass
-    from quantloop.passes.assign_bits import AssignBitsPass
-
     clone = module.clone()
     ctx = make_context()
     AssignBitsPass(bits="w8a8").apply(ctx, clone)
