@@ -119,3 +119,23 @@ def test_explore_cli_writes_json_and_plot(tmp_path, capsys):
     assert main(["explore", "zoo:cnn_digits", "--grid", "pe_type=fp32", "-o", str(tmp_path / "x")]) == 2
     assert "parameter pe_type: 'fp32' is not one of" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_nsga2_sampling_is_seeded_evaluates_each_design_once_and_finds_the_optimum():
+    from quantloop.explore.nsga import nsga2_configs
+
+    axes = {"a": [str(i) for i in range(6)], "b": [str(i) for i in range(6)]}
+    calls = []
+
+    def evaluate(configs):  # a synthetic design space: energy falls with a, area with b, latency rises with both
+        calls.append(len(configs))
+        return [{"energy_pj": 10.0 - int(c["a"]), "latency_s": 1.0 + int(c["a"]) + int(c["b"]),
+                 "area_mm2": 10.0 - int(c["b"]), "accuracy": None} for c in configs]
+
+    first = nsga2_configs(axes, evaluate, population=6, generations=4, seed=3)
+    again = nsga2_configs(axes, evaluate, population=6, generations=4, seed=3)
+    assert first == again
+    assert len({tuple(c.items()) for c in first}) == len(first) <= 6 * 4
+    assert sum(calls) == 2 * len(first)  # nothing evaluated twice
+    with pytest.raises(QuantloopError, match="--population must be at least 2"):
+        nsga2_configs(axes, evaluate, population=1, generations=1, seed=0)

@@ -93,12 +93,20 @@ class SearchResult:
 
 
 def target_schemes(arch) -> tuple[str, ...]:
-    """`int`, plus the power-of-two schemes the target has shift-add PEs for."""
-    return ("int", *sorted(s for s in ("pot", "pot2") if s in arch.compute.shift_add_energy))
+    """`int`, plus the power-of-two schemes the target has shift-add PEs for (and its PEs execute).
+    PEs without a multiplier (LightPE-1 / -2) cannot run the search's w8a8 int reference: an error."""
+    c = arch.compute
+    if c.schemes is not None and "int" not in c.schemes:
+        raise QuantloopError(
+            f"--search: the {c.pe_type} PEs of target {arch.name} execute only {'/'.join(sorted(c.schemes))} weights, and "
+            "the search measures against uniform w8a8 int; use `quantloop explore`, or PEs that also multiply (eyeriss_hybrid)"
+        )
+    return ("int", *sorted(s for s in ("pot", "pot2") if s in c.shift_add_energy and (c.schemes is None or s in c.schemes)))
 
 
 def check_widths(arch, widths: Sequence[int]) -> None:
-    """A bit-width the target cannot hold (wider than a level's word) is an error naming both."""
+    """A bit-width the target cannot hold (wider than a level's word, or weights wider than its PEs
+    execute) is an error naming both."""
     for lvl in arch.levels:
         too_wide = [b for b in widths if b > lvl.word_bits]
         if too_wide:
@@ -106,6 +114,11 @@ def check_widths(arch, widths: Sequence[int]) -> None:
                 f"--bits-range: {max(too_wide)}-bit values do not fit the {lvl.word_bits}-bit word of level "
                 f"{lvl.name} of target {arch.name}; use at most {lvl.word_bits} bits"
             )
+    limit = arch.compute.max_weight_bits
+    if limit is not None and max(widths) > limit:
+        raise QuantloopError(
+            f"--bits-range: the {arch.compute.pe_type} PEs of target {arch.name} execute weights of at most {limit} bits"
+        )
 
 
 class Candidates:
