@@ -142,6 +142,7 @@ def report_summary(document: dict[str, Any]) -> dict[str, Any]:
         "chosen": {k: chosen[k] for k in ("label", "energy_pj", "cycles", "weight_bytes", "accuracy")},
         "w8a8": {k: document["reference_w8a8"][k] for k in ("energy_pj", "cycles", "weight_bytes", "accuracy")},
         "ablation": document["ablation"],
+        "synergy": document.get("synergy"),
         "test": document.get("test"),
     }
 
@@ -171,3 +172,9 @@ def print_search_summary(console, document: dict[str, Any]) -> None:
         f"re-mapping bought {100 * ablation['remapping_share_of_saving']:.1f} % of the saving (w8a8 mappings kept at the "
         f"chosen bits: {ablation['fixed_w8a8_mapping_energy_pj'] / 1e6:,.3f} µJ)"
     )
+    if document.get("synergy"):
+        from quantloop.passes.search.synergy import summary_lines
+
+        console.print("saving against w8a8, decomposed (re-mapping warm-started from the kept w8a8 mapping):")
+        for line in summary_lines(document["synergy"]):
+            console.print(line, markup=False, highlight=False)

@@ -32,15 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _naming_inputs(message: str, args) -> str:
-    """A legality error of the (problem, mapping, target) combination, prefixed with the files it came from."""
+    """An error of the (problem, mapping, target) combination names every file it may come from."""
     from pathlib import Path
 
-    files = [str(args.mapping), f"problem {args.problem}"]
-    if Path(args.target).exists():
-        files.append(f"target {args.target}")
-    if str(args.mapping) in message:
-        return message
-    return f"{files[0]} ({', '.join(files[1:])}): {message.removeprefix('mapping: ')}"
+    named = [f"problem {args.problem}"] if str(args.problem) not in message else []
+    if Path(args.target).exists() and str(args.target) not in message:
+        named.append(f"target {args.target}")
+    if str(args.mapping) not in message:
+        message = f"{args.mapping}: {message.removeprefix('mapping: ')}"
+    return f"{message} ({', '.join(named)})" if named else message
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if file_bits is not None:
         file_bits = dataclasses.replace(file_bits, scheme=args.scheme)
     bits = bits_from_args(args, default=file_bits, scheme=args.scheme) or Bits(scheme=args.scheme)
-    mapping = read_mapping(args.mapping, arch)
+    try:
+        mapping = read_mapping(args.mapping, arch)
+    except QuantloopError as err:
+        raise QuantloopError(_naming_inputs(str(err), args)) from None
     tool = None
     if args.engine == "timeloop":
         from quantloop.costmodel.timeloop_engine import find_timeloop

@@ -16,10 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="eyeriss", help="a parameterised target (default eyeriss); fixed parameters as eyeriss?psum_spad=32")
     parser.add_argument("--grid", action="append", metavar="NAME=V1,V2", default=None,
                         help=f"a swept parameter and its values (repeat; default: {' '.join(DEFAULT_AXES)})")
-    parser.add_argument("--sampling", choices=["grid", "random"], default="grid",
-                        help="every combination (default) or --samples of them drawn with --seed")
+    parser.add_argument("--sampling", choices=["grid", "random", "nsga2"], default="grid",
+                        help="every combination (default), --samples of them drawn with --seed, or NSGA-II "
+                             "(--population × --generations, --seed) over the hardware axes")
     parser.add_argument("--samples", type=int, default=0, help="combinations drawn with --sampling random")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--population", type=int, default=8, help="NSGA-II population (--sampling nsga2)")
+    parser.add_argument("--generations", type=int, default=3, help="NSGA-II generations (--sampling nsga2)")
     parser.add_argument("--bits", default="", metavar="LIST",
                         help="bit-widths crossed with the hardware, e.g. w4a8,w8a8 (default: each PE type's native bits)")
     parser.add_argument("--scheme", choices=["int", "pot", "pot2"], help="weight scheme (default: the PE type's)")
@@ -54,11 +57,14 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
 
     def progress(done: int, total: int) -> None:
-        console.print(f"explore: {done}/{total} evaluated", end="\r" if done < total else "\n")
+        console.print(f"explore: {done}/{total} evaluated" + (" (at most)" if args.sampling == "nsga2" else ""),
+                      end="\r" if done < total else "\n")
 
     document = run_sweep(settings, args.target, axes, bits=bits, scheme=args.scheme, sampling=args.sampling,
                          samples=args.samples, seed=args.seed, workers=args.workers, scheduler=args.scheduler,
-                         progress=progress)
+                         progress=progress, population=args.population, generations=args.generations)
+    if args.sampling == "nsga2":
+        console.print()  # NSGA-II may stop short of its upper bound: end the progress line
     with atomic_output_dir(out, args.force) as tmp:
         written = write_sweep(tmp, document)
         if args.compile_front:

@@ -72,17 +72,21 @@ def run(args: argparse.Namespace) -> int:
     elide = None if args.elide_weights is None or args.elide_weights < 0 else args.elide_weights
     ctx = make_context()
     module = parse_module(text, source_name=source, ctx=ctx)
-    run_pipeline(
-        module,
-        passes,
-        ctx,
-        print_ir_after_all=args.print_ir_after_all,
-        print_ir_after=set(args.print_ir_after),
-        dump_dir=Path(args.dump_ir) if args.dump_ir else None,
-        out=sys.stderr,
-        elide_weights_over=16 if args.elide_weights is None else elide,
-        time_passes=args.time_passes,
-    )
+    try:
+        run_pipeline(
+            module,
+            passes,
+            ctx,
+            print_ir_after_all=args.print_ir_after_all,
+            print_ir_after=set(args.print_ir_after),
+            dump_dir=Path(args.dump_ir) if args.dump_ir else None,
+            out=sys.stderr,
+            elide_weights_over=16 if args.elide_weights is None else elide,
+            time_passes=args.time_passes,
+        )
+    except QuantloopError as err:  # a pass's error (a layer, a target) is about this file's contents: name it
+        message = str(err)
+        raise QuantloopError(message if source in message else f"{source}: {message}", exit_code=err.exit_code) from None
     result = print_module(module, elide_weights_over=elide)
     if args.output:
         out_path = Path(args.output)

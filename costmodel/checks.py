@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantloop.costmodel.legality import bound_usage, tile_bounds
+from quantloop.costmodel.legality import (
+    FREE, SPATIAL_X, SPATIAL_Y, TEMPORAL, bound_usage, fanout_table, slot_table, tile_bounds,
+)
 from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, values_per_word
 from quantloop.errors import QuantloopError
@@ -68,33 +70,30 @@ def check_structure(arch: Arch, mapping: Mapping) -> None:
             f"mapping: has {len(mapping.levels)} levels, target {arch.name} has {arch.num_levels} "
             f"({', '.join(l.name for l in arch.levels)})"
         )
-    for lvl, lm in zip(arch.levels, mapping.levels):
+    table, fanout = slot_table(arch), fanout_table(arch)
+    for l, (lvl, lm) in enumerate(zip(arch.levels, mapping.levels)):
         for ds in sorted(lm.keep - lvl.may_keep):
             raise QuantloopError(f"mapping: level {lvl.name} keeps {ds}, but the constraint dataspace.bypass forbids it")
         for ds in sorted(lvl.must_keep - lm.keep):
             raise QuantloopError(f"mapping: level {lvl.name} bypasses {ds}, but the constraint dataspace.keep requires it")
-        for axis, loops, limit, fixed in (
-            ("X", lm.spatial_x, lvl.fanout_x, lvl.spatial_x_factors),
-            ("Y", lm.spatial_y, lvl.fanout_y, lvl.spatial_y_factors),
-        ):
-            total = int(np.prod([f for _, f in loops])) if loops else 1
-            if total > limit:
-                raise QuantloopError(
-                    f"mapping: level {lvl.name} spatial {axis} factors multiply to {total}, more than its fan-out {limit}"
-                )
-            got = dict(loops)
-            for d, f in fixed.items():
-                if got.get(d, 1) != f:
+        for kind, loops in ((SPATIAL_X, lm.spatial_x), (SPATIAL_Y, lm.spatial_y), (TEMPORAL, lm.temporal)):
+            axis = "X" if kind == SPATIAL_X else "Y"
+            if kind != TEMPORAL:
+                total = int(np.prod([f for _, f in loops])) if loops else 1
+                limit = int(fanout[l, kind - 1])
+                if total > limit:
                     raise QuantloopError(
-                        f"mapping: level {lvl.name} breaks the constraint spatial_{axis.lower()}.factors {d}={f} "
-                        f"(mapping has {d}={got.get(d, 1)})"
+                        f"mapping: level {lvl.name} spatial {axis} factors multiply to {total}, more than its fan-out {limit}"
                     )
-        got = dict(lm.temporal)
-        for d, f in lvl.temporal_factors.items():
-            if got.get(d, 1) != f:
-                raise QuantloopError(
-                    f"mapping: level {lvl.name} breaks the constraint temporal.factors {d}={f} (mapping has {d}={got.get(d, 1)})"
-                )
+            got = dict(loops)
+            constraint = "temporal" if kind == TEMPORAL else f"spatial_{axis.lower()}"
+            for d, name in enumerate(DIMS):
+                fixed = int(table[l, kind, d])
+                if fixed != FREE and got.get(name, 1) != fixed:
+                    raise QuantloopError(
+                        f"mapping: level {lvl.name} breaks the constraint {constraint}.factors {name}={fixed} "
+                        f"(mapping has {name}={got.get(name, 1)})"
+                    )
         if lvl.temporal_permutation:
             _check_permutation(lvl.name, [d for d, _ in lm.temporal], lvl.temporal_permutation)
 

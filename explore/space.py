@@ -19,7 +19,7 @@ from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 from quantloop.targets.template import canonical_query, split_spec
 
-SAMPLINGS = ("grid", "random")
+SAMPLINGS = ("grid", "random", "nsga2")
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,13 @@ def _problem_key(problem: Problem) -> dict:
 
 
 def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: int,
-              budget: Budget | None = None) -> str:
+              budget: Budget | None = None, warm_start: Mapping | None = None) -> str:
     """Everything a cached mapping depends on: every field of the problem, bits (widths, scheme,
-    partial-sum mode, and any added later), target content, search settings, and the versions of
-    the mapper and of the cost model that scored it."""
+    partial-sum mode, and any added later), target content, search settings (and the warm start,
+    when one is given), and the versions of the mapper and of the cost model that scored it."""
+    extra = {} if warm_start is None else {"warm_start": mapping_to_json(warm_start)}
     return cache_key({
+        **extra,
         "budget": asdict(budget or Budget()),
         "problem": _problem_key(problem),
         "bits": asdict(bits),
@@ -92,8 +94,11 @@ def _from_cache(cache: MapCache, key: str, arch: Arch, problem: Problem, bits: B
 
 def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objective: str = "energy", *,
               cache: MapCache | None = None, seed: int = 0, name: str = "",
-              budget: Budget | None = None) -> MapResult:
+              budget: Budget | None = None, warm_start: Mapping | None = None) -> MapResult:
     """The best mapping of one layer for `objective` (energy | latency | edp).
+
+    `warm_start`: a legal mapping of the same problem (e.g. found at other bits); the result is
+    never worse than it for the objective (see `mapper.search.search`).
 
     Raises QuantloopError when no legal mapping exists (naming the layer, the level, the smallest
     tile in bits and the capacity) or when the target's constraints contradict.
@@ -104,7 +109,7 @@ def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objecti
     if objective not in OBJECTIVES:
         raise QuantloopError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     check_bits(arch, bits)
-    key = layer_key(problem, arch, bits, objective, seed, budget)
+    key = layer_key(problem, arch, bits, objective, seed, budget, warm_start)
     if cache is not None:
         hit = _from_cache(cache, key, arch, problem, bits, name, started)
         if hit is not None:
@@ -112,7 +117,7 @@ def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objecti
     from quantloop.mapper.cpsat import explain_infeasible, verify  # ortools: only when a layer is searched
 
     space = Mapspace(arch, problem, bits)
-    outcome = search(arch, problem, bits, objective, seed, budget or Budget(), space)
+    outcome = search(arch, problem, bits, objective, seed, budget or Budget(), space, warm_start=warm_start)
     if outcome is None:
         raise QuantloopError(explain_infeasible(space, name))
     arrays = outcome.arrays

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from quantloop.costmodel.mapping import MappingArrays
+from quantloop.costmodel.mapping import Mapping, MappingArrays
 from quantloop.options import OBJECTIVES
 from quantloop.costmodel.model import BatchResult, evaluate_batch
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
@@ -397,13 +397,21 @@ STRATEGIES: tuple[Strategy, ...] = (Exhaustive(), SampledLocalSearch())
 
 def search(arch: Arch, problem: Problem, bits: Bits, objective: str = "energy", seed: int = 0,
            budget: Budget = Budget(), space: Mapspace | None = None,
-           strategies: tuple[Strategy, ...] = STRATEGIES) -> SearchOutcome | None:
-    """The best mapping found (None when no legal tiling exists: the caller diagnoses why)."""
+           strategies: tuple[Strategy, ...] = STRATEGIES, warm_start: Mapping | None = None) -> SearchOutcome | None:
+    """The best mapping found (None when no legal tiling exists: the caller diagnoses why).
+
+    `warm_start`: a legal mapping of this problem (e.g. the one found at other bits) that is scored
+    and descended from after the strategy ran, so the result is never worse than it."""
     space = space or Mapspace(arch, problem, bits)
     rng = np.random.default_rng(seed)
     job = Job(space, _Scorer(arch, problem, bits, objective), rng, budget, seed, keep_choices(space, rng))
+    outcome: SearchOutcome | None | str = PASS
     for strategy in strategies:
         outcome = strategy.run(job)
         if outcome != PASS:
-            return outcome
-    return job.outcome(optimal=False)
+            break
+    if warm_start is not None:
+        _local_search(space, warm_start.to_arrays(), job.scorer, budget)
+        optimal = isinstance(outcome, SearchOutcome) and outcome.optimal
+        return job.outcome(optimal=optimal and job.scorer.best is not None)
+    return job.outcome(optimal=False) if outcome == PASS else outcome

@@ -63,6 +63,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
+from quantloop.ir.types import UniformPerAxisType, UniformType
 
 KEEPS_NONNEGATIVE = (MaxPoolOp, AvgPoolOp, GlobalAvgPoolOp, ReshapeOp, FlattenOp, IdentityOp, DropoutOp, ConcatOp, AddOp)
 
@@ -162,6 +163,22 @@ def _retype(value: SSAValue, elem: Attribute) -> SSAValue:
     return new
 
 
+def _refuse_model_quantized(op: Operation, entry: BitsEntry, where: str) -> None:
+    """Bits for a tensor the model quantizes itself (QDQ / QOperator / QONNX) would be ignored: refuse them."""
+    named = []
+    if entry.weights is not None and type(op) in WEIGHT_OPERAND:
+        named.append(("weights", op.operands[WEIGHT_OPERAND[type(op)]]))
+    if entry.activations is not None and op.results:
+        named.append(("activations", op.results[0]))
+    for what, value in named:
+        elem = value.type.element_type if isinstance(value.type, TensorType) else None
+        if isinstance(elem, (UniformType, UniformPerAxisType)):
+            raise QuantloopError(
+                f"{where}: the model quantizes its {what} itself ({elem.bits} bits); "
+                "bits are given only to tensors the model leaves in float"
+            )
+
+
 @dataclass(frozen=True)
 class AssignBitsPass(ModulePass):
     """Give weights and activations `!qnn.int` types: `bits` (w8a8) or per layer from a JSON `file`."""
@@ -189,6 +206,7 @@ class AssignBitsPass(ModulePass):
         for name, entry in table.items():
             if entry.weights is not None and type(named[name]) not in WEIGHT_OPERAND:
                 raise QuantloopError(f"{where}: layer '{name}' ({named[name].name}) has no weights to give bits to")
+            _refuse_model_quantized(named[name], entry, f"{where}: layer '{name}'")
 
         for func in (o for o in op.walk() if isinstance(o, FuncOp)):
             self._assign_function(func, default_w, default_a, table)

@@ -58,6 +58,8 @@ MAX_WORD_BITS = 4096
 MAX_COUNT = 1 << 20  # fan-outs, stages, cluster sizes
 MAX_DEPTH = 1 << 40
 MAX_PJ = 1e9  # per access or per cycle: finite, and no sum of them can overflow to infinity
+MAX_AREA_UM2 = 1e12  # one instance (a square metre); totals stay finite
+MIN_BANDWIDTH = 1e-6  # words per cycle: cycle counts stay finite
 Factor = Annotated[int, Field(ge=1, le=(1 << 31) - 1)]
 
 
@@ -76,9 +78,9 @@ class Energy(_Strict):
 class Bandwidth(_Strict):
     """Words per cycle per instance; omitted = unlimited."""
 
-    read: float | None = Field(default=None, gt=0)
-    write: float | None = Field(default=None, gt=0)
-    shared: float | None = Field(default=None, gt=0)
+    read: float | None = Field(default=None, ge=MIN_BANDWIDTH, le=MAX_COUNT)
+    write: float | None = Field(default=None, ge=MIN_BANDWIDTH, le=MAX_COUNT)
+    shared: float | None = Field(default=None, ge=MIN_BANDWIDTH, le=MAX_COUNT)
 
 
 class Stage(_Strict):
@@ -162,7 +164,8 @@ class Level(_Strict):
     constraints: Constraints = Field(default_factory=Constraints)
     partial_sum_bits: int | None = Field(
         default=None, ge=1, le=MAX_WORD_BITS, description="width of stored partial sums (default: the MAC's max(o, w + a))")
-    area_um2: float | None = Field(default=None, ge=0, description="area of ONE instance in µm² (Accelergy ART)")
+    area_um2: float | None = Field(default=None, ge=0, le=MAX_AREA_UM2,
+                                   description="area of ONE instance in µm² (Accelergy ART)")
 
     @model_validator(mode="after")
     def _geometry(self) -> "Level":
@@ -202,8 +205,8 @@ class Compute(_Strict):
     shift_add_energy_pj: dict[Literal["pot", "pot2"], Annotated[float, Field(ge=0, le=MAX_PJ)]] = Field(
         default_factory=dict)
     leak_pj_per_cycle: float = Field(default=0.0, ge=0, le=MAX_PJ)
-    area_um2: float | None = Field(default=None, ge=0, description="area of ONE MAC in µm² (Accelergy ART)")
-    clock_mhz: float | None = Field(default=None, gt=0, le=1e6, description="clock of the array; cycles -> seconds")
+    area_um2: float | None = Field(default=None, ge=0, le=MAX_AREA_UM2, description="area of ONE MAC in µm² (Accelergy ART)")
+    clock_mhz: float | None = Field(default=None, ge=1e-3, le=1e6, description="clock of the array; cycles -> seconds")
     pe_type: str | None = Field(default=None, description="the PE type chosen from the file's pe_types")
     schemes: list[Literal["int", "pot", "pot2"]] | None = Field(
         default=None, min_length=1, description="weight schemes the PEs execute (None: any)")

@@ -16,7 +16,7 @@ from quantloop.targets.registry import list_targets, load_target
 
 def test_builtin_pe_type_variants_are_listed_and_differ_only_in_the_pe():
     names = list_targets()
-    for name in ("eyeriss_lightpe1", "eyeriss_lightpe2", "eyeriss_int16", "simba_lightpe1", "simba_lightpe2"):
+    for name in ("eyeriss_lightpe1", "eyeriss_lightpe2", "eyeriss_int16", "eyeriss_hybrid", "simba_lightpe1", "simba_lightpe2"):
         assert name in names
     base, lp1 = load_target("eyeriss"), load_target("eyeriss_lightpe1")
     assert base.compute.pe_type == "int8" and base.compute.clock_mhz == 200
@@ -25,6 +25,14 @@ def test_builtin_pe_type_variants_are_listed_and_differ_only_in_the_pe():
     # a shift PE's energy does not scale with the bits; it is cheaper and smaller than the multiplier MAC
     assert lp1.compute.mac_energy(4, 8, 8, "pot") == lp1.compute.mac_energy(2, 8, 16, "pot") < base.compute.mac_energy(8, 8, 8)
     assert target_area(lp1).compute < target_area(base).compute
+
+
+def test_a_hybrid_pe_runs_int_and_pot_layers_and_shifts_are_cheaper():
+    hybrid = load_target("eyeriss_hybrid").compute
+    assert hybrid.unsupported(8, "int") is None and hybrid.unsupported(4, "pot") is None
+    assert hybrid.unsupported(8, "pot2") is not None
+    assert hybrid.mac_energy(4, 8, 8, "pot") == 0.4454 < hybrid.mac_energy(8, 8, 8, "int")
+    assert hybrid.area_um2 == pytest.approx(803.812 + 308.6)  # both datapaths in every PE
 
 
 def test_the_pes_decide_which_weights_they_execute():
@@ -59,7 +67,7 @@ def test_parameters_set_the_geometry_and_area_scales_with_the_buffer():
     ("eyeriss?pe=0x4", "parameter pe: 0x4 is below the minimum 1"),
     ("eyeriss?pe=16", "parameter pe: '16' is not ROWSxCOLS"),
     ("eyeriss?glb_kib=lots", "parameter glb_kib: 'lots' is not an integer"),
-    ("eyeriss?pe_type=fp32", "parameter pe_type: 'fp32' is not one of int8, int16, lightpe1, lightpe2"),
+    ("eyeriss?pe_type=fp32", "parameter pe_type: 'fp32' is not one of int8, int16, lightpe1, lightpe2, hybrid"),
     ("eyeriss?bogus=1", "unknown parameter bogus"),
     ("eyeriss?pe=2x2&pe=4x4", "parameter pe given twice"),
     ("eyeriss?pe", "expected NAME?key=value"),
@@ -156,3 +164,16 @@ def test_a_layer_scheme_the_pes_cannot_run_names_the_layer(tmp_path):
     bits.write_text(json.dumps({"/0/Conv": {"scheme": "log"}}))
     with pytest.raises(QuantloopError, match="layer '/0/Conv' scheme must be one of int, pot, pot2, got 'log'"):
         compile_model("zoo:cnn_digits", target="eyeriss", bits_file=str(bits))
+
+
+def test_the_search_offers_the_schemes_and_widths_the_pes_execute():
+    from quantloop.passes.search.engine import check_widths, target_schemes
+
+    assert target_schemes(load_target("eyeriss")) == ("int",)  # a multiplier with no shift path: int only, as before
+    assert target_schemes(load_target("eyeriss_hybrid")) == ("int", "pot")
+    for shifter in ("eyeriss_lightpe1", "eyeriss_lightpe2"):
+        with pytest.raises(QuantloopError, match="execute only pot2? weights, and the search measures against uniform w8a8 int"):
+            target_schemes(load_target(shifter))
+    check_widths(load_target("eyeriss_hybrid"), [2, 8])
+    with pytest.raises(QuantloopError, match="lightpe1 PEs of target .* execute weights of at most 4 bits"):
+        check_widths(load_target("eyeriss_lightpe1"), [2, 8])

@@ -330,6 +330,29 @@ def test_integer_accumulator_ops_outside_the_dynamic_chain_are_refused(op_type):
         quantloop.compile(model)
 
 
+def test_a_bits_file_sets_float_layers_and_refuses_the_models_own(tmp_path, cache):
+    import json
+
+    from quantloop.errors import QuantloopError
+
+    model = small_cnn()
+    src, dst = tmp_path / "partial.float.onnx", tmp_path / "partial.onnx"
+    onnx.save(model, src)
+    quantize_static(str(src), str(dst), _RandomReader("input", (1, 3, 8, 8)), quant_format=QuantFormat.QDQ,
+                    per_channel=True, nodes_to_exclude=["fc_11"])
+    bits = tmp_path / "bits.json"
+    bits.write_text(json.dumps({"fc_11": {"weights": 2}}))
+    from quantloop.passes.calibrate import CalibrationWarning
+
+    with pytest.warns(CalibrationWarning):  # the float Gemm's output range comes from random inputs
+        result = quantloop.compile(str(dst), target="simba", bits_file=str(bits), cache_dir=str(cache), out=io.StringIO())
+    assert {layer.name: layer.bits.split()[0] for layer in result.layers} == {
+        "conv_1": "w8", "conv_3": "w8", "conv_5": "w8", "fc_11": "w2"}
+    bits.write_text(json.dumps({"conv_3": {"weights": 4}}))
+    with pytest.raises(QuantloopError, match=r"layer 'conv_3'.*quantizes its weights itself \(8 bits\)"):
+        quantloop.compile(str(dst), bits_file=str(bits), out=io.StringIO())
+
+
 def test_int16_activations_keep_their_bits_and_a_target_too_narrow_says_so(tmp_path):
     from quantloop.errors import QuantloopError
     from quantloop.ir.types import UniformType

@@ -79,6 +79,7 @@ class SearchResult:
     mapper: MapperStats
     seconds: float
     generations_run: int = 0
+    synergy: dict | None = None  # passes.search.synergy.decompose of the chosen point
     accuracy_stats: AccuracyStats = field(default_factory=AccuracyStats)
     energy_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -92,12 +93,20 @@ class SearchResult:
 
 
 def target_schemes(arch) -> tuple[str, ...]:
-    """`int`, plus the power-of-two schemes the target has shift-add PEs for."""
-    return ("int", *sorted(s for s in ("pot", "pot2") if s in arch.compute.shift_add_energy))
+    """`int`, plus the power-of-two schemes the target has shift-add PEs for (and its PEs execute).
+    PEs without a multiplier (LightPE-1 / -2) cannot run the search's w8a8 int reference: an error."""
+    c = arch.compute
+    if c.schemes is not None and "int" not in c.schemes:
+        raise QuantloopError(
+            f"--search: the {c.pe_type} PEs of target {arch.name} execute only {'/'.join(sorted(c.schemes))} weights, and "
+            "the search measures against uniform w8a8 int; use `quantloop explore`, or PEs that also multiply (eyeriss_hybrid)"
+        )
+    return ("int", *sorted(s for s in ("pot", "pot2") if s in c.shift_add_energy and (c.schemes is None or s in c.schemes)))
 
 
 def check_widths(arch, widths: Sequence[int]) -> None:
-    """A bit-width the target cannot hold (wider than a level's word) is an error naming both."""
+    """A bit-width the target cannot hold (wider than a level's word, or weights wider than its PEs
+    execute) is an error naming both."""
     for lvl in arch.levels:
         too_wide = [b for b in widths if b > lvl.word_bits]
         if too_wide:
@@ -105,6 +114,11 @@ def check_widths(arch, widths: Sequence[int]) -> None:
                 f"--bits-range: {max(too_wide)}-bit values do not fit the {lvl.word_bits}-bit word of level "
                 f"{lvl.name} of target {arch.name}; use at most {lvl.word_bits} bits"
             )
+    limit = arch.compute.max_weight_bits
+    if limit is not None and max(widths) > limit:
+        raise QuantloopError(
+            f"--bits-range: the {arch.compute.pe_type} PEs of target {arch.name} execute weights of at most {limit} bits"
+        )
 
 
 class Candidates:
@@ -232,12 +246,27 @@ def search_bits(
     archive = list(candidates.points.values())
     chosen = candidates.best_feasible()
     ablation = synergy_ablation(energy, space, chosen, reference) if chosen is not None else None
+    synergy = decompose_chosen(energy, space, chosen, cache, options.seed) if chosen is not None else None
     return SearchResult(
         space=space, options=options, target_name=arch.name, accuracy_metric=metric, float_accuracy=float_accuracy,
         reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
         ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
-        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds,
+        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
     )
+
+
+def decompose_chosen(energy: EnergyModel, space: SearchSpace, chosen: Point, cache, seed: int) -> dict:
+    """The synergy decomposition of the chosen point against uniform w8a8 (`passes.search.synergy`)."""
+    from quantloop.passes.search.synergy import LayerInput, decompose
+
+    reference = energy.keys([(8, 8, 8)] * len(energy.problems))
+    layers = [
+        LayerInput(name, problem, energy.mapping(problem, ref_bits), bits)
+        for name, (problem, bits), (_, ref_bits) in zip(
+            energy.names, energy.keys(space.layer_bits(chosen.config), chosen.config.scheme), reference
+        )
+    ]
+    return decompose(energy.arch, layers, energy.objective, seed=seed, cache=cache)
 
 
 def synergy_ablation(energy: EnergyModel, space: SearchSpace, chosen: Point, reference: Point) -> dict:

@@ -76,6 +76,7 @@ def build_pareto(result, *, model: str, extra: dict | None = None) -> dict[str, 
         "chosen": chosen,
         "points": points,
         "ablation": result.ablation,
+        "synergy": result.synergy,
         **(extra or {}),
     }
 

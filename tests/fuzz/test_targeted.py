@@ -48,8 +48,7 @@ TARGETS = {
     "energy_huge": TARGET_YAML.replace("read: 59.4555", "read: 1.0e+300", 1),
     "mac_energy_nan": TARGET_YAML.replace("energy_pj: 1.11349", "energy_pj: .nan", 1),
     "word_bits_huge": TARGET_YAML.replace("word_bits: 8", "word_bits: 1000000"),
-    "duplicate_key": TARGET_YAML.replace("word_bits: 8\n    width: 64\n    depth: 16384",
-                                         "word_bits: 8\n    word_bits: 16\n    width: 64\n    depth: 16384", 1),
+    "duplicate_key": TARGET_YAML.replace("  depth: 16384\n", "  depth: 16384\n  depth: 8\n", 1),
     "deep_nesting": TARGET_YAML + "extra: " + "[" * 100_000 + "]" * 100_000 + "\n",
     "huge_int": TARGET_YAML.replace("depth: 16384", "depth: " + "9" * 5000, 1),
 }
@@ -59,6 +58,7 @@ TARGETS = {
 def test_target_yaml(tmp_path, case):
     path = tmp_path / f"{case}.yaml"
     data = TARGETS[case]
+    assert data != TARGET_YAML, f"{case}: the edit did not apply to the seed"
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
     result = check("targeted target", _cost_target(path), path)
     assert result.code == 2, f"{case}: accepted\n{result.out[:500]}"

@@ -1,0 +1,225 @@
+"""Quantization-aware training (QAT) of one candidate of the search space, in torch on the CPU.
+
+The float ONNX model of the search space is run by a small torch interpreter (`QatNetwork`: the ops
+of the digits and MobileNet-style zoo models) with the candidate's fake quantization at exactly the
+points the fake-quant evaluator puts it (`SearchSpace.quantizers` for activations, every compute
+layer's weights per output channel), and fine-tuned with straight-through gradients.
+
+Step sizes are learned with LSQ (Esser et al., ICLR 2020), not PACT: LSQ learns the scale of
+weights and of signed and unsigned activations alike (residual sums and logits are signed here;
+PACT only learns an upper clip of non-negative activations), and it starts from the post-training
+scales (`FakeQuantEvaluator`'s: MSE / percentile calibration), so training starts at the PTQ point.
+Gradients of the scales are scaled by 1 / sqrt(numel · qmax) as LSQ prescribes.
+
+Deterministic: one torch thread, `torch.use_deterministic_algorithms(True)`, seeded torch and a
+seeded numpy generator for the batch order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import numpy_helper
+
+from quantloop.errors import QuantloopError
+from quantloop.ir.quantization import qrange
+from quantloop.passes.search.space import Config, SearchSpace
+
+DEFAULT_EPOCHS = 3
+BATCH_SIZE = 32
+LEARNING_RATE = 1e-4
+SUPPORTED_OPS = frozenset("Conv Gemm Relu Clip MaxPool Add GlobalAveragePool Flatten Constant Identity".split())
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _lsq(x, scale, qmin: float, qmax: float, grad_scale: float):
+    """LSQ fake quantization: round-to-nearest-even of clamp(x / s) with straight-through gradients."""
+    s = scale * grad_scale + (scale - scale * grad_scale).detach()  # value s, gradient scaled by grad_scale
+    v = (x / s).clamp(qmin, qmax)
+    return (v.round() - v).detach().add(v) * s
+
+
+@dataclass
+class QatResult:
+    """The fine-tuned float weights of every compute layer, their per-channel scales, and the
+    learned scale of every quantized activation tensor."""
+
+    weights: dict[str, np.ndarray]
+    biases: dict[str, np.ndarray]
+    weight_scales: dict[str, np.ndarray]
+    activation_scales: dict[str, float]
+    history: list[float]
+
+
+class QatNetwork:
+    """The search space's float model in torch with the fake quantization of one candidate."""
+
+    def __init__(self, space: SearchSpace, config: Config, evaluator) -> None:
+        torch = _torch()
+        unsupported = sorted({n.op_type for n in space.model.graph.node} - SUPPORTED_OPS)
+        if unsupported:
+            raise QuantloopError(f"qat: ops {', '.join(unsupported)} are not supported by the torch interpreter")
+        if config.scheme != "int":
+            raise QuantloopError("qat: only the int weight scheme is trained (pot / pot2 codes have no LSQ step)")
+        self.space, self.config = space, config
+        graph = space.model.graph
+        self.input_name = graph.input[0].name
+        self.output_name = graph.output[0].name
+        self.consts = {t.name: torch.from_numpy(numpy_helper.to_array(t).astype(np.float32).copy()) for t in graph.initializer}
+        self.params: dict[str, object] = {}
+        self.weight_q: dict[str, tuple] = {}  # weight name -> (scale param, qmin, qmax, axis, grad scale)
+        for i, layer in enumerate(space.layers):
+            bits = config.weights[i]
+            _, scales = evaluator.layer_weights(i, bits, "int")
+            w = torch.nn.Parameter(self.consts.pop(layer.weight))
+            shape = [1] * w.dim()
+            shape[layer.channel_axis] = -1
+            s = torch.nn.Parameter(torch.from_numpy(np.asarray(scales, np.float32).reshape(shape).copy()))
+            lo, hi = qrange(bits, True, narrow_range=True)
+            self.params[layer.weight] = w
+            self.params[f"{layer.weight}__scale"] = s
+            self.weight_q[layer.weight] = (s, float(lo), float(hi), float(1.0 / np.sqrt(w.numel() / w.shape[layer.channel_axis] * hi)))
+            if layer.bias is not None and layer.bias in self.consts:
+                self.params[layer.bias] = torch.nn.Parameter(self.consts.pop(layer.bias))
+        self.act_q: dict[str, tuple] = {}
+        bits = space.tensor_bits(config)
+        for q in space.quantizers:
+            b = bits[q.tensor]
+            scale = evaluator.activation_scale(q.tensor, b, q.signed)
+            lo, hi = qrange(b, q.signed)
+            s = torch.nn.Parameter(torch.tensor(float(scale)))
+            self.params[f"{q.tensor}__scale"] = s
+            self.act_q[q.tensor] = (s, float(lo), float(hi))
+
+    def parameters(self) -> list:
+        return list(self.params.values())
+
+    def _value(self, env: dict, name: str):
+        if name in env:
+            return env[name]
+        if name in self.params:
+            return self.params[name]
+        return self.consts[name]
+
+    def _quantize_activation(self, name: str, x):
+        if name not in self.act_q:
+            return x
+        s, lo, hi = self.act_q[name]
+        return _lsq(x, s, lo, hi, float(1.0 / np.sqrt(x[0].numel() * max(abs(lo), hi))))
+
+    def _weight(self, name: str):
+        w = self.params[name]
+        s, lo, hi, g = self.weight_q[name]
+        return _lsq(w, s, lo, hi, g)
+
+    def forward(self, x):
+        torch = _torch()
+        F = torch.nn.functional
+        env = {self.input_name: self._quantize_activation(self.input_name, x)}
+        for node in self.space.model.graph.node:
+            a = _attrs(node)
+            ins = [n for n in node.input]
+            op = node.op_type
+            if op == "Constant":
+                env[node.output[0]] = torch.from_numpy(numpy_helper.to_array(a["value"]).astype(np.float32).copy())
+                continue
+            if op in ("Conv", "Gemm"):
+                w = self._weight(ins[1]) if ins[1] in self.weight_q else self._value(env, ins[1])
+                b = self._value(env, ins[2]) if len(ins) > 2 and ins[2] else None
+                x_in = self._value(env, ins[0])
+                if op == "Conv":
+                    pads = a.get("pads", [0, 0, 0, 0])
+                    if pads[0] != pads[2] or pads[1] != pads[3]:
+                        raise QuantloopError(f"qat: {node.name}: asymmetric padding is not supported")
+                    y = F.conv2d(x_in, w, b, stride=tuple(a.get("strides", [1, 1])), padding=(pads[0], pads[1]),
+                                 dilation=tuple(a.get("dilations", [1, 1])), groups=a.get("group", 1))
+                else:
+                    if a.get("transA", 0):
+                        x_in = x_in.t()
+                    y = x_in @ (w.t() if a.get("transB", 0) else w)
+                    y = y * a.get("alpha", 1.0)
+                    if b is not None:
+                        y = y + b * a.get("beta", 1.0)
+            elif op == "Relu":
+                y = F.relu(self._value(env, ins[0]))
+            elif op == "Clip":
+                lo = self._value(env, ins[1]) if len(ins) > 1 and ins[1] else None
+                hi = self._value(env, ins[2]) if len(ins) > 2 and ins[2] else None
+                y = torch.clamp(self._value(env, ins[0]), None if lo is None else float(lo), None if hi is None else float(hi))
+            elif op == "MaxPool":
+                pads = a.get("pads", [0, 0, 0, 0])
+                y = F.max_pool2d(self._value(env, ins[0]), tuple(a["kernel_shape"]), tuple(a.get("strides", a["kernel_shape"])),
+                                 padding=(pads[0], pads[1]), ceil_mode=bool(a.get("ceil_mode", 0)))
+            elif op == "Add":
+                y = self._value(env, ins[0]) + self._value(env, ins[1])
+            elif op == "GlobalAveragePool":
+                y = self._value(env, ins[0]).mean(dim=(2, 3), keepdim=True)
+            elif op == "Flatten":
+                y = torch.flatten(self._value(env, ins[0]), a.get("axis", 1))
+            else:  # Identity
+                y = self._value(env, ins[0])
+            env[node.output[0]] = self._quantize_activation(node.output[0], y)
+        return env[self.output_name]
+
+    def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        torch = _torch()
+        with torch.no_grad():
+            return np.concatenate([self.forward(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+
+    def top1(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(np.argmax(self.predict(x).reshape(len(x), -1), axis=1) == y))
+
+    def result(self, history: list[float]) -> QatResult:
+        space = self.space
+        return QatResult(
+            weights={l.weight: self.params[l.weight].detach().numpy().copy() for l in space.layers},
+            biases={l.bias: self.params[l.bias].detach().numpy().copy() for l in space.layers if l.bias in self.params},
+            weight_scales={l.weight: self.weight_q[l.weight][0].detach().numpy().ravel().copy() for l in space.layers},
+            activation_scales={t: float(q[0].detach()) for t, q in self.act_q.items()},
+            history=history,
+        )
+
+
+def train_qat(space: SearchSpace, config: Config, evaluator, train_x: np.ndarray, train_y: np.ndarray, *,
+              epochs: int = DEFAULT_EPOCHS, seed: int = 0, lr: float = LEARNING_RATE) -> QatNetwork:
+    """Fine-tune the candidate `config` with LSQ fake quantization on (train_x, train_y); returns the
+    trained network (its `result()` holds weights and scales). `evaluator` (a `FakeQuantEvaluator`
+    on the calibration data) gives the post-training scales training starts from."""
+    torch = _torch()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    net = QatNetwork(space, config, evaluator)
+    x_t, y_t = torch.from_numpy(np.ascontiguousarray(train_x, np.float32)), torch.from_numpy(np.asarray(train_y, np.int64))
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(seed)
+    history = []
+    for _ in range(epochs):
+        order = torch.from_numpy(rng.permutation(len(x_t)))
+        total = 0.0
+        for start in range(0, len(x_t), BATCH_SIZE):
+            idx = order[start:start + BATCH_SIZE]
+            loss = loss_fn(net.forward(x_t[idx]).reshape(len(idx), -1), y_t[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():  # scales stay positive
+                for s in [q[0] for q in net.act_q.values()] + [q[0] for q in net.weight_q.values()]:
+                    s.clamp_(min=1e-8)
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(x_t))
+    net.history = history
+    return net
