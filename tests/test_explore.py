@@ -103,6 +103,7 @@ def test_local_cluster_with_two_workers_gives_the_single_process_front(tmp_path)
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
 
 
+@pytest.mark.slow
 def test_explore_cli_writes_json_and_plot(tmp_path, capsys):
     from quantloop.cli import main
 
@@ -116,9 +117,21 @@ def test_explore_cli_writes_json_and_plot(tmp_path, capsys):
         report = json.loads((out / "designs" / f"{i:03d}" / "report.json").read_text())
         assert report["total"]["energy_pj"] == doc["points"][i]["energy_pj"]
     assert "on the Pareto front" in capsys.readouterr().out
-    assert main(["explore", "zoo:cnn_digits", "--grid", "pe_type=fp32", "-o", str(tmp_path / "x")]) == 2
-    assert "parameter pe_type: 'fp32' is not one of" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+
+
+def test_explore_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    from quantloop.cli import main
+
+    for argv, message in [
+        (["--grid", "pe_type=fp32"], "parameter pe_type: 'fp32' is not one of"),
+        (["--grid", "pe"], "--grid 'pe': expected NAME=V1,V2"),
+        (["--grid", "pe=8x8", "--sampling", "random"], "--samples: must be at least 1"),
+        (["--target", "simba", "--grid", "pe=8x8"], "unknown parameter pe (known: pe_type)"),
+    ]:
+        assert main(["explore", "zoo:cnn_digits", *argv, "-o", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+        assert not (tmp_path / "x").exists()
 
 
 def test_nsga2_sampling_is_seeded_evaluates_each_design_once_and_finds_the_optimum():
