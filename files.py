@@ -84,6 +84,17 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
     """A safe loader that refuses duplicate mapping keys (PyYAML keeps the last one silently)."""
 
 
+def _scalar_key(loader: yaml.SafeLoader, key_node: yaml.Node, deep: bool) -> object:
+    """A mapping key, refused unless hashable (a list or mapping as a key would raise TypeError later)."""
+    key = loader.construct_object(key_node, deep=deep)
+    try:
+        hash(key)
+    except TypeError:
+        raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a scalar",
+                                                key_node.start_mark) from None
+    return key
+
+
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     # Duplicates are checked among the keys written in this mapping; keys merged in with `<<: *anchor`
     # may be overridden by them, as YAML defines (the Timeloop exercises' components rely on it).
@@ -91,24 +102,14 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a scalar",
-                                                    key_node.start_mark) from None
+        key = _scalar_key(loader, key_node, deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     loader.flatten_mapping(node)
     out: dict = {}
     for key_node, value_node in node.value:  # merged keys first, then this mapping's own: the latter win
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a scalar",
-                                                    key_node.start_mark) from None
+        key = _scalar_key(loader, key_node, deep)
         out[key] = loader.construct_object(value_node, deep=deep)
     return out
 

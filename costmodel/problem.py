@@ -45,11 +45,27 @@ MAX_DIM = (1 << 31) - 1
 MAX_VOLUME = 1 << 50
 
 
-@dataclass(frozen=True)
-class Problem:
-    """A conv / depthwise conv / matmul layer as Timeloop's conv problem (N=batch, G=groups).
+#: The coefficients of the sliding window (P with Wstride/Wdilation, Q with Hstride/Hdilation).
+STRIDES: tuple[str, ...] = ("Wstride", "Hstride", "Wdilation", "Hdilation")
+#: Every field of a problem's shape: the 8 dims, then the strides and dilations.
+SHAPE_KEYS: tuple[str, ...] = DIMS + STRIDES
 
-    Depthwise conv: G = channels, C = M = 1. A fully connected layer: P = Q = R = S = 1.
+
+def non_positive_field(shape: "ProblemShape") -> str | None:
+    """The one positivity rule of a shape: a message naming the first field that is not a positive integer."""
+    for key in SHAPE_KEYS:
+        value = getattr(shape, key)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            return f"{key} must be a positive integer, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class ProblemShape:
+    """The 8 dims and the strides / dilations of a conv / depthwise conv / matmul layer, unchecked.
+
+    The one data model of a problem: the IR's `#accel.problem` holds a `ProblemShape` (it checks
+    positivity in its verifier and prints any size); `Problem` adds a name and the cost model's bounds.
     """
 
     N: int = 1
@@ -64,22 +80,16 @@ class Problem:
     Hstride: int = 1
     Wdilation: int = 1
     Hdilation: int = 1
-    name: str = ""
 
-    def __post_init__(self) -> None:
-        for key in DIMS + ("Wstride", "Hstride", "Wdilation", "Hdilation"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} must be a positive integer, got {value!r}")
-            object.__setattr__(self, key, int(value))  # Python ints: the size checks below cannot wrap around
-            if value > MAX_DIM:
-                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} = {value} exceeds the largest "
-                                     f"supported dimension {MAX_DIM}")
-        volumes = {"MACs": self.macs, **self.tensor_sizes}
-        for what, volume in volumes.items():
-            if volume > MAX_VOLUME:
-                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {what} = {volume} exceeds the supported "
-                                     f"limit of 2^50; the layer is too large to cost")
+    @property
+    def shape_fields(self) -> dict[str, int]:
+        """Dims, strides and dilations by name (`SHAPE_KEYS` order)."""
+        return {k: getattr(self, k) for k in SHAPE_KEYS}
+
+    @property
+    def shape(self) -> "ProblemShape":
+        """The bare shape (drops a `Problem`'s name)."""
+        return ProblemShape(**self.shape_fields)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -132,10 +142,39 @@ class Problem:
             "Outputs": self.N * self.G * self.M * self.P * self.Q,
         }
 
+
+@dataclass(frozen=True)
+class Problem(ProblemShape):
+    """A conv / depthwise conv / matmul layer as Timeloop's conv problem (N=batch, G=groups).
+
+    Depthwise conv: G = channels, C = M = 1. A fully connected layer: P = Q = R = S = 1.
+    """
+
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        bad = non_positive_field(self)
+        if bad:
+            raise QuantloopError(f"problem {self.name or '<unnamed>'}: {bad}")
+        for key in SHAPE_KEYS:
+            value = getattr(self, key)
+            object.__setattr__(self, key, int(value))  # Python ints: the size checks below cannot wrap around
+            if value > MAX_DIM:
+                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {key} = {value} exceeds the largest "
+                                     f"supported dimension {MAX_DIM}")
+        volumes = {"MACs": self.macs, **self.tensor_sizes}
+        for what, volume in volumes.items():
+            if volume > MAX_VOLUME:
+                raise QuantloopError(f"problem {self.name or '<unnamed>'}: {what} = {volume} exceeds the supported "
+                                     f"limit of 2^50; the layer is too large to cost")
+
+    @classmethod
+    def of(cls, shape: ProblemShape, name: str = "") -> "Problem":
+        """The checked cost-model problem of `shape` (the one conversion from the IR's payload)."""
+        return cls(**shape.shape_fields, name=name)
+
     def with_dims(self, **dims: int) -> "Problem":
-        values = {k: getattr(self, k) for k in DIMS + ("Wstride", "Hstride", "Wdilation", "Hdilation", "name")}
-        values.update(dims)
-        return Problem(**values)
+        return Problem(**{**self.shape_fields, "name": self.name, **dims})
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from quantloop.costmodel.mapping import LevelMapping, Mapping
-from quantloop.costmodel.problem import DATASPACES, DIMS, MAX_DIM, Bits, Problem, prime_factors
+from quantloop.costmodel.problem import DATASPACES, DIMS, MAX_DIM, SHAPE_KEYS, STRIDES, Bits, Problem, prime_factors
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 
@@ -48,8 +48,8 @@ def problem_from_dict(data: dict, source: str = "problem") -> tuple[Problem, Bit
     if not isinstance(inst, dict):
         raise QuantloopError(f"{source}: problem.instance is missing")
     values: dict = {}
-    for key in DIMS + ("Wstride", "Hstride", "Wdilation", "Hdilation"):
-        v = inst.get(key, 1 if key in ("G", "N", "Wstride", "Hstride", "Wdilation", "Hdilation") else None)
+    for key in SHAPE_KEYS:
+        v = inst.get(key, 1 if key in ("G", "N") + STRIDES else None)
         if v is None:
             raise QuantloopError(f"{source}: problem.instance.{key} is missing")
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -98,7 +98,7 @@ def problem_to_dict(problem: Problem, bits: Bits | None = None) -> dict:
             "instance": inst,
             "shape": {
                 "name": problem.name,
-                "coefficients": [{"name": c, "default": 1} for c in ("Wstride", "Hstride", "Wdilation", "Hdilation")],
+                "coefficients": [{"name": c, "default": 1} for c in STRIDES],
                 "data_spaces": [
                     {"name": ds, "projection": projection[ds], **({"read_write": True} if ds == "Outputs" else {})}
                     for ds in DATASPACES
@@ -304,7 +304,7 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
             "bypass": [ds for ds in DATASPACES if ds not in lm.keep],
         })
     for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
-        fans_out = {s.name: s.fanout_x * s.fanout_y > 1 for s in lvl.spatial_stages} or {lvl.name: lvl.fanout > 1}
+        fans_out = {s.name: s.fanout > 1 for s in lvl.spatial_stages} or {lvl.name: lvl.fanout > 1}
         for name, x, y in reversed(_stage_split(lvl, lm)):
             both = sorted(set(x) & set(y))
             if both:

@@ -52,11 +52,12 @@ from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.str_enum import StrEnum
 
 from quantloop.bits import legal_text, legal_widths
+from quantloop.costmodel.problem import DIMS, Problem, ProblemShape, non_positive_field
 from quantloop.ir.ops import Activation, ActivationAttr
 from quantloop.ir.syntax import CustomSyntaxOp, print_wrapped
 from quantloop.ir.types import Pot2Type, PotType, _IntegerStorage, float_text
 
-DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
+#: The text order of `#accel.problem`'s stride fields (H before W; the dataclass lists W first).
 STRIDE_KEYS: tuple[str, ...] = ("Hstride", "Wstride", "Hdilation", "Wdilation")
 DATASPACES: tuple[str, ...] = ("Weights", "Inputs", "Outputs")
 SHORT_DATASPACE: dict[str, str] = {"Weights": "W", "Inputs": "I", "Outputs": "O"}
@@ -112,44 +113,17 @@ def _parse_fields(parser: AttrParser, owner: str, parsers: dict[str, Callable[[A
 # --------------------------------------------------------------------------------------------- problem
 
 
-@dataclass(frozen=True)
-class ProblemShape:
-    """The payload of `#accel.problem`: the 8 dims and the strides/dilations, all positive."""
-
-    N: int = 1
-    G: int = 1
-    C: int = 1
-    M: int = 1
-    P: int = 1
-    Q: int = 1
-    R: int = 1
-    S: int = 1
-    Hstride: int = 1
-    Wstride: int = 1
-    Hdilation: int = 1
-    Wdilation: int = 1
-
-    @property
-    def dims(self) -> dict[str, int]:
-        return {d: getattr(self, d) for d in DIMS}
-
-    @property
-    def macs(self) -> int:
-        return math.prod(self.dims.values())
-
-
 @irdl_attr_definition
 class ProblemAttr(Data[ProblemShape]):
     name = "accel.problem"
 
     def __init__(self, shape: ProblemShape | None = None, **dims: int) -> None:
-        super().__init__(shape if shape is not None else ProblemShape(**dims))
+        super().__init__((shape if shape is not None else ProblemShape(**dims)).shape)
 
     def verify(self) -> None:
-        for key in DIMS + STRIDE_KEYS:
-            value = getattr(self.data, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise VerifyException(f"#accel.problem: {key} must be a positive integer, got {value!r}")
+        bad = non_positive_field(self.data)
+        if bad:
+            raise VerifyException(f"#accel.problem: {bad}")
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> ProblemShape:
@@ -161,14 +135,12 @@ class ProblemAttr(Data[ProblemShape]):
         body = ", ".join(f"{k} = {getattr(self.data, k)}" for k in DIMS + STRIDE_KEYS)
         printer.print_string(f"<{body}>")
 
-    def to_costmodel(self, name: str = ""):
-        from quantloop.costmodel.problem import Problem
-
-        return Problem(**{k: getattr(self.data, k) for k in DIMS + STRIDE_KEYS}, name=name)
+    def to_costmodel(self, name: str = "") -> Problem:
+        return Problem.of(self.data, name)
 
     @classmethod
-    def from_costmodel(cls, problem) -> ProblemAttr:
-        return cls(ProblemShape(**{k: int(getattr(problem, k)) for k in DIMS + STRIDE_KEYS}))
+    def from_costmodel(cls, problem: ProblemShape) -> ProblemAttr:
+        return cls(problem.shape)
 
 
 # ------------------------------------------------------------------------------------------------ bits

@@ -17,6 +17,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from quantloop.costmodel.mapping import LevelMapping as CostLevel
 from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.problem import Bits, Problem
+from quantloop.errors import QuantloopError
 from quantloop.bits import LEGAL_BITS, legal_widths
 from quantloop.ir.accel import (
     ACCEL,
@@ -311,3 +312,16 @@ def test_reference_mapping_round_trips_through_text_and_evaluates_the_same(arch_
     direct = evaluate(arch, problem, mapping, bits)
     via_text = evaluate(arch, problem_attr.to_costmodel(), attr.to_costmodel(), bits)
     assert via_text.total_energy_pj == direct.total_energy_pj and via_text.cycles == direct.cycles
+
+
+def test_problem_has_one_data_model():
+    """The IR payload is the cost model's shape: one field list, one positivity rule, one conversion each way."""
+    from quantloop.costmodel import problem as cm
+
+    assert ProblemShape is cm.ProblemShape and issubclass(Problem, ProblemShape)
+    problem = Problem(C=3, M=8, P=5, Q=7, R=3, S=3, Wstride=2, Hdilation=2, name="conv")
+    attr = ProblemAttr.from_costmodel(problem)
+    assert type(attr.data) is ProblemShape and attr.data.shape_fields == problem.shape_fields
+    assert attr.to_costmodel("conv") == problem
+    with pytest.raises(QuantloopError, match="problem x: C must be a positive integer"):
+        Problem(C=0, name="x")

@@ -182,3 +182,23 @@ def test_fully_cached_mapping_with_two_workers_starts_no_process_pool(tmp_path, 
     again = mapper_api.map_layers(requests, "eyeriss", workers=2, cache=cache, progress=Listener())
     assert [r.mapping for r in again] == [r.mapping for r in first] and all(r.cache_hit for r in again)
     assert heard == [("done", name, True) for name, *_ in requests]
+
+
+def test_search_progress_is_plain_lines_when_piped():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from quantloop.passes.search.engine import _progress
+    from quantloop.progress import is_progress_line
+
+    stream = io.StringIO()
+    options = SimpleNamespace(progress=True, objective="energy", generations=2)
+    with _progress(Console(file=stream), options) as update:
+        update(1, None, 0.0, 24)
+        update(2, SimpleNamespace(energy_pj=1.5e6), 0.5, 40)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and all(is_progress_line(line) for line in lines), lines
+    assert lines[0].startswith("quantloop: search generation 1 of 2 ") and "best feasible — µJ" in lines[0]
+    assert "best feasible 1.5000 µJ, cache hits 50%, 40 configs" in lines[1]

@@ -51,7 +51,7 @@ def _fake_writers(monkeypatch, fail_in: str | None = None):
         return write
 
     for step in artifacts.STEPS:
-        monkeypatch.setitem(artifacts.WRITERS, step, writer(step))
+        monkeypatch.setattr(artifacts, f"write_{step}", writer(step))
 
 
 def _write(out: Path, force: bool = False) -> dict[str, Path]:
@@ -186,7 +186,7 @@ SCRIPT = textwrap.dedent(
         time.sleep(60)
         return {}
 
-    artifacts.WRITERS["schedule"] = slow_schedule
+    artifacts.write_schedule = slow_schedule
     artifacts.write_artifacts(Path(sys.argv[1]), qnn_module=None, accel_module=ModuleOp([]), target="eyeriss",
                               command_line="sigint test", force=True)
     """

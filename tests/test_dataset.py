@@ -24,15 +24,15 @@ def test_load_npz_with_and_without_labels(tmp_path):
     assert got_y is None
 
 
-@pytest.mark.parametrize("split,count", [("calib", 200), ("val", 200), ("test", 297)])
+@pytest.mark.parametrize("split,count", [("train", 1100), ("calib", 200), ("val", 200), ("test", 297)])
 def test_load_zoo_digits(split, count):
     x, y = load_dataset(f"zoo:digits-{split}")
     assert x.shape == (count, 1, 32, 32) and y.shape == (count,)
 
 
 def test_unknown_zoo_data_set():
-    with pytest.raises(QuantloopError, match=r"zoo:digits-train: unknown data set; known: zoo:digits-calib"):
-        load_dataset("zoo:digits-train")
+    with pytest.raises(QuantloopError, match=r"zoo:digits-nope: unknown data set; known: zoo:digits-train"):
+        load_dataset("zoo:digits-nope")
 
 
 def test_missing_file(tmp_path):

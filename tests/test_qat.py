@@ -53,3 +53,59 @@ def test_qat_is_deterministic(cnn):
         np.testing.assert_array_equal(a.weights[name], b.weights[name])
         np.testing.assert_array_equal(a.weight_scales[name], b.weight_scales[name])
     assert a.activation_scales == b.activation_scales
+
+
+def _run(model, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+@pytest.mark.slow
+def test_exported_qat_model_compiles_and_weights_bin_reproduces_it(cnn, tmp_path):
+    """QONNX export -> quantized-model compile: model.quant.onnx and the packed weights.bin give
+    exactly the trained network's outputs in onnxruntime."""
+    import onnx
+
+    import quantloop
+    from quantloop.backend import unpack
+    from quantloop.passes.search.qat import export_qonnx
+
+    space, evaluator = cnn
+    config = space.decode(space.encode([3, 4, 2, 5], [4, 3, 4, 8]))
+    train_x, train_y = digits.load_digits_split("train")
+    net = train_qat(space, config, evaluator, train_x[:64], train_y[:64], epochs=1, seed=1)
+    path = tmp_path / "model.qonnx.onnx"
+    onnx.save(export_qonnx(net), path)
+    out = tmp_path / "build"
+    quantloop.compile(str(path), target="eyeriss", output_dir=str(out), emit="weights,onnx")
+    x = load_dataset("zoo:digits-val")[0][:24]
+    expected = net.predict(x)
+    model = onnx.load(out / "model.quant.onnx")
+    np.testing.assert_array_equal(_run(model, x), expected)
+    floats = unpack(out, dequantize=True)
+    inits = {t.name: i for i, t in enumerate(model.graph.initializer)}
+    swapped = 0
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm") and node.name in floats and node.input[1] in inits:
+            model.graph.initializer[inits[node.input[1]]].CopyFrom(onnx.numpy_helper.from_array(floats[node.name], node.input[1]))
+            swapped += 1
+    assert swapped == len(space.layers) == len(floats)
+    np.testing.assert_array_equal(_run(model, x), expected)
+
+
+def test_qat_command_writes_a_model_and_rejects_unknown_layers(tmp_path):
+    import json
+
+    from quantloop.cli import main
+
+    bits = tmp_path / "bits.json"
+    bits.write_text(json.dumps({"/0/Conv": {"weights": 4, "activations": 4}}))
+    out = tmp_path / "q.onnx"
+    args = ["qat", "zoo:cnn_digits", "--bits-file", str(bits), "--data", "zoo:digits-val", "--epochs", "1", "-o", str(out)]
+    assert main(args) == 0 and out.is_file()
+    bits.write_text(json.dumps({"nope": {"weights": 4}}))
+    out.unlink()
+    assert main(args) == 2 and not out.exists()

@@ -25,7 +25,7 @@ import numpy as np
 from quantloop.mapper.cache import MapCache, cache_key, default_cache_dir
 from quantloop.passes.search.space import Config, SearchSpace
 
-VERSION = 1
+VERSION = 2  # 2: percentile ranges subsample 1 M values with replacement
 
 
 def array_digest(array: np.ndarray | None) -> str | None:

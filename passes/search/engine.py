@@ -288,7 +288,8 @@ def synergy_ablation(energy: EnergyModel, space: SearchSpace, chosen: Point, ref
 
 
 class _progress:
-    """A rich progress bar (generation, best feasible energy, mapper cache hit rate) or nothing."""
+    """The search's progress (generation, best feasible energy, mapper cache hit rate): a rich bar on a
+    terminal, one plain line per generation otherwise (`quantloop.progress.plain_line`), or nothing."""
 
     def __init__(self, console, options: SearchOptions) -> None:
         self.console = console
@@ -298,6 +299,30 @@ class _progress:
     def __enter__(self):
         if not self.options.progress:
             return lambda *a: None
+        objective = self.options.objective
+        unit = {"edp": "pJ·cycles", "latency": "cycles"}.get(objective, "µJ")
+        total = self.options.generations
+
+        def best_text(best) -> str:
+            value = "—" if best is None else (
+                f"{best.energy_pj / 1e6:.4f}" if objective == "energy" else f"{best.cost(objective):.4g}"
+            )
+            return f"best feasible {value} {unit}"
+
+        if self.console is None or not self.console.is_terminal:
+            import sys
+
+            from quantloop.progress import plain_line
+
+            stream = sys.stderr if self.console is None else self.console.file
+            started = time.perf_counter()
+
+            def plain(gen, best, hit_rate, seen):
+                summary = f" ({best_text(best)}, cache hits {hit_rate:.0%}, {seen} configs)"
+                print(plain_line(f"search generation {gen} of {total}", time.perf_counter() - started, summary),
+                      file=stream, flush=True)
+
+            return plain
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(
@@ -307,15 +332,10 @@ class _progress:
             console=self.console, transient=False,
         )
         self.bar.__enter__()
-        task = self.bar.add_task("search", total=self.options.generations, best="best —", hits="0%", seen=0)
-        objective = self.options.objective
-        unit = {"edp": "pJ·cycles", "latency": "cycles"}.get(objective, "µJ")
+        task = self.bar.add_task("search", total=total, best="best —", hits="0%", seen=0)
 
         def update(gen, best, hit_rate, seen):
-            value = "—" if best is None else (
-                f"{best.energy_pj / 1e6:.4f}" if objective == "energy" else f"{best.cost(objective):.4g}"
-            )
-            self.bar.update(task, completed=gen, best=f"best feasible {value} {unit}", hits=f"{hit_rate:.0%}", seen=seen)
+            self.bar.update(task, completed=gen, best=best_text(best), hits=f"{hit_rate:.0%}", seen=seen)
 
         return update
 

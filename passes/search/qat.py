@@ -223,3 +223,71 @@ def train_qat(space: SearchSpace, config: Config, evaluator, train_x: np.ndarray
         history.append(total / len(x_t))
     net.history = history
     return net
+
+
+QONNX_DOMAIN = "qonnx.custom_op.general"
+
+
+def export_qonnx(net: QatNetwork):
+    """The trained network as a QONNX model carrying its own scales: the float graph with the
+    fine-tuned weights and biases, a `Quant` node (narrow, signed, per output channel) on every
+    compute layer's weights and a `Quant` node (zero point 0, ROUND = half to even) after every
+    quantized activation tensor, at the learned scales. quantloop imports it through the
+    quantized-model path (`frontend/onnx_import.py`: QONNX `Quant`)."""
+    import onnx
+    from onnx import helper
+
+    result = net.result(getattr(net, "history", []))
+    space = net.space
+    model = onnx.ModelProto()
+    model.CopyFrom(space.model)
+    graph = model.graph
+    del graph.value_info[:]
+    inits = {t.name: t for t in graph.initializer}
+    for name, value in {**result.weights, **result.biases}.items():
+        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+    bits = space.tensor_bits(net.config)
+    extra = []
+
+    def quant(tensor: str, out: str, scale: np.ndarray, b: int, signed: bool, narrow: bool) -> onnx.NodeProto:
+        names = [f"{tensor}__q_scale", f"{tensor}__q_zeropt", f"{tensor}__q_bits"]
+        extra.extend([
+            numpy_helper.from_array(np.asarray(scale, np.float32), names[0]),
+            numpy_helper.from_array(np.zeros_like(np.asarray(scale, np.float32)), names[1]),
+            numpy_helper.from_array(np.asarray(float(b), np.float32), names[2]),
+        ])
+        return helper.make_node("Quant", [tensor, *names], [out], name=f"{tensor}__quant", domain=QONNX_DOMAIN,
+                                signed=int(signed), narrow=int(narrow), rounding_mode="ROUND")
+
+    renamed = {}
+    nodes = []
+    for i, layer in enumerate(space.layers):
+        shape = [1] * len(layer.weight_shape)
+        shape[layer.channel_axis] = -1
+        scale = result.weight_scales[layer.weight].reshape(shape)
+        renamed[layer.weight] = f"{layer.weight}__quantized"
+        nodes.append(quant(layer.weight, renamed[layer.weight], scale, net.config.weights[i], True, True))
+    for q in space.quantizers:
+        renamed[q.tensor] = f"{q.tensor}__quantized"
+    for q in space.quantizers:
+        if q.tensor == graph.input[0].name:
+            nodes.append(quant(q.tensor, renamed[q.tensor], np.float32(result.activation_scales[q.tensor]),
+                               bits[q.tensor], q.signed, False))
+    signed = {q.tensor: q.signed for q in space.quantizers}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+        nodes.append(node)
+        for name in node.output:
+            if name in signed:
+                nodes.append(quant(name, renamed[name], np.float32(result.activation_scales[name]), bits[name],
+                                   signed[name], False))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(extra)
+    for out in graph.output:
+        if out.name in renamed:
+            out.name = renamed[out.name]
+    model.opset_import.append(helper.make_opsetid(QONNX_DOMAIN, 1))
+    return model

@@ -19,7 +19,9 @@ one scheme for the whole model, because `qnn-calibrate` applies one weight schem
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -170,6 +172,31 @@ class SearchSpace:
             (config.weights[i], bits[self.source_tensor(layer.input)], bits[layer.output])
             for i, layer in enumerate(self.layers)
         ]
+
+    def config_from_table(self, table: Mapping[str, Any], where: str) -> "Config":
+        """The candidate a bits file describes (`qnn-assign-bits` entries: weights / activations per
+        compute layer, default 8; named ops must carry the bits the candidate gives them)."""
+        weights, activations = [], []
+        for layer in self.layers:
+            entry = table.get(layer.name)
+            w = getattr(entry, "weights", None) if entry is not None else None
+            a = getattr(entry, "activations", None) if entry is not None else None
+            weights.append(DEFAULT_BITS if w is None else w)
+            activations.append(DEFAULT_BITS if a is None else a)
+        for bits in (*weights, *activations):
+            if bits not in self.widths:
+                raise QuantloopError(f"{where}: {bits}-bit values are outside the searchable widths {list(self.widths)}")
+        config = Config(tuple(weights), tuple(activations))
+        derived = self.tensor_bits(config)
+        for name, tensor in self.named_ops.items():
+            entry = table.get(name)
+            given = getattr(entry, "activations", None) if entry is not None else None
+            if given is not None and given != derived[tensor]:
+                raise QuantloopError(f"{where}: op '{name}' at {given} bits: its inputs give it {derived[tensor]}")
+        unknown = sorted(set(table) - {l.name for l in self.layers} - set(self.named_ops))
+        if unknown:
+            raise QuantloopError(f"{where}: no layer named {', '.join(unknown)} in the model")
+        return config
 
     def bits_file(self, config: "Config") -> dict[str, dict[str, int]]:
         """The `--bits-file` table that makes qnn-assign-bits give exactly these bits."""
