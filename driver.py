@@ -44,7 +44,7 @@ def qnn_passes(options: CompileOptions, *, calibrate: bool) -> list[ModulePass]:
             _make_pass(
                 "qnn-calibrate", data=options.data or "", weight_clip=options.weight_clip, scheme=options.weight_scheme,
                 act_range=options.act_range, percentile=options.percentile,
-                cache_dir=options.cache_dir or "", no_cache=not options.use_cache,
+                max_samples=options.max_calib_samples, cache_dir=options.cache_dir or "", no_cache=not options.use_cache,
             )
         )
     return passes

@@ -46,18 +46,13 @@ def target_summary(target: Arch) -> dict:
     }
 
 
-def _loops(loops) -> list[list]:
-    return [[d, int(f)] for d, f in loops]
-
-
 def _mapping_levels(record: LayerRecord, target: Arch) -> list[dict]:
     tiles = tile_sizes(record.problem, record.mapping)
     stats = {(s.level, s.dataspace): s for s in record.cost.per_level}
     out = []
     for l, (lvl, lm) in enumerate(zip(target.levels, record.mapping.levels)):
-        kept = [ds for ds in DATASPACES if ds in lm.keep]
         level_tiles = {}
-        for ds in kept:
+        for ds in lm.kept:
             s = stats[(lvl.name, ds)]
             level_tiles[ds] = {
                 "values": tiles[l][ds],
@@ -68,10 +63,7 @@ def _mapping_levels(record: LayerRecord, target: Arch) -> list[dict]:
         out.append(
             {
                 "level": lvl.name,
-                "temporal": _loops(lm.temporal),
-                "spatial_x": _loops(lm.spatial_x),
-                "spatial_y": _loops(lm.spatial_y),
-                "keep": kept,
+                **lm.to_json(),
                 "tiles": level_tiles,
                 "buffer_bits": sum(t["bits"] for t in level_tiles.values()),
                 "capacity_bits": lvl.capacity_bits,

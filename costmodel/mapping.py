@@ -75,6 +75,21 @@ class LevelMapping:
     def factor(self, kind: str, dim: str) -> int:
         return dict(getattr(self, kind)).get(dim, 1)
 
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """The kept data spaces in `DATASPACES` order (the order every serialisation writes)."""
+        return tuple(ds for ds in DATASPACES if ds in self.keep)
+
+    def to_json(self) -> dict:
+        """The JSON view of a level (cache entries, schedule.json): loops as [dim, factor] lists."""
+        return {"temporal": [[d, f] for d, f in self.temporal], "spatial_x": [[d, f] for d, f in self.spatial_x],
+                "spatial_y": [[d, f] for d, f in self.spatial_y], "keep": list(self.kept)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LevelMapping":
+        return cls(*(tuple(tuple(x) for x in data[k]) for k in ("temporal", "spatial_x", "spatial_y")),
+                   frozenset(data["keep"]))
+
 
 @dataclass(frozen=True)
 class Mapping:
@@ -93,6 +108,13 @@ class Mapping:
                 for d, f in kind:
                     prod[d] *= f
         return prod
+
+    def to_json(self) -> list[dict]:
+        return [lvl.to_json() for lvl in self.levels]
+
+    @classmethod
+    def from_json(cls, data: list[dict]) -> "Mapping":
+        return cls(tuple(LevelMapping.from_json(lvl) for lvl in data))
 
     def to_arrays(self) -> "MappingArrays":
         return MappingArrays.stack([self])

@@ -304,7 +304,7 @@ def mapping_to_list(arch: Arch, mapping: Mapping) -> list[dict]:
             "bypass": [ds for ds in DATASPACES if ds not in lm.keep],
         })
     for lvl, lm in reversed(list(zip(arch.levels, mapping.levels))):
-        fans_out = {s.name: s.fanout_x * s.fanout_y > 1 for s in lvl.spatial_stages} or {lvl.name: lvl.fanout > 1}
+        fans_out = {s.name: s.fanout > 1 for s in lvl.spatial_stages} or {lvl.name: lvl.fanout > 1}
         for name, x, y in reversed(_stage_split(lvl, lm)):
             both = sorted(set(x) & set(y))
             if both:

@@ -7,7 +7,6 @@ compile` of it. Accuracy depends only on the bits and scheme, so it is cached pe
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 from quantloop.explore.space import DesignPoint
@@ -53,9 +52,7 @@ def evaluate_point(point: DesignPoint, settings: EvalSettings) -> dict:
     from quantloop.driver import compile as compile_model
     from quantloop.progress import Progress
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # calibration notes repeat for every point; the compile shows them once
-        result = compile_model(settings.model, compile_options(point, settings), progress=Progress())
+    result = compile_model(settings.model, compile_options(point, settings), progress=Progress())
     p = result.ppa
     row = {**point.to_json(), "label": point.label, "pe_type": p.pe_type, "energy_pj": p.energy_pj, "cycles": p.cycles,
            "macs": p.macs, "latency_s": p.latency_s, "area_mm2": p.area_mm2, "clock_mhz": p.clock_mhz,

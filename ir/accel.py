@@ -52,14 +52,15 @@ from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.str_enum import StrEnum
 
 from quantloop.bits import legal_text, legal_widths
-from quantloop.costmodel.problem import DIMS, Problem, ProblemShape, non_positive_field
+from quantloop.costmodel.mapping import LevelMapping, Mapping
+from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, ProblemShape, non_positive_field
+from quantloop.errors import QuantloopError
 from quantloop.ir.ops import Activation, ActivationAttr
 from quantloop.ir.syntax import CustomSyntaxOp, print_wrapped
 from quantloop.ir.types import Pot2Type, PotType, _IntegerStorage, float_text
 
 #: The text order of `#accel.problem`'s stride fields (H before W; the dataclass lists W first).
 STRIDE_KEYS: tuple[str, ...] = ("Hstride", "Wstride", "Hdilation", "Wdilation")
-DATASPACES: tuple[str, ...] = ("Weights", "Inputs", "Outputs")
 SHORT_DATASPACE: dict[str, str] = {"Weights": "W", "Inputs": "I", "Outputs": "O"}
 LONG_DATASPACE: dict[str, str] = {v: k for k, v in SHORT_DATASPACE.items()}
 SCHEMES: tuple[str, ...] = ("int", "uint", "pot", "pot2")
@@ -213,15 +214,13 @@ class BitsAttr(Data[LayerBits]):
         b = self.data
         printer.print_string(f"<W = {b.weights}, I = {b.inputs}, O = {b.outputs}>")
 
-    def to_costmodel(self):
+    def to_costmodel(self) -> Bits:
         """`costmodel.Bits`; its scheme is the weights' (the operand that decides the PE's multiplier)."""
-        from quantloop.costmodel.problem import Bits
-
         b = self.data
         return Bits(weights=b.weights.bits, inputs=b.inputs.bits, outputs=b.outputs.bits, scheme=b.weights.costmodel_scheme)
 
     @classmethod
-    def from_costmodel(cls, bits, *, inputs_signed: bool = True, outputs_signed: bool = True) -> BitsAttr:
+    def from_costmodel(cls, bits: Bits, *, inputs_signed: bool = True, outputs_signed: bool = True) -> BitsAttr:
         """From `costmodel.Bits` (which has no signedness and one scheme, the weights')."""
         for ds in DATASPACES:
             if bits.of(ds) is None:
@@ -306,10 +305,11 @@ class MappingAttr(Data[tuple[LevelEntry, ...]]):
         names = [lvl.level for lvl in self.data]
         if len(set(names)) != len(names):
             raise VerifyException(f"#accel.mapping: level names repeat: {', '.join(names)}")
-        for lvl in self.data:
-            for d, f in lvl.temporal + lvl.spatial_x + lvl.spatial_y:
-                if d not in DIMS or f < 1:
-                    raise VerifyException(f"#accel.mapping: level {lvl.level}: bad loop {d}{f}")
+        for lvl in self.data:  # the cost model's rules of a level's loops (known dims, factors ≥ 1, a dim once)
+            try:
+                LevelMapping(lvl.temporal, lvl.spatial_x, lvl.spatial_y, frozenset(lvl.keep))
+            except QuantloopError as error:
+                raise VerifyException(f"#accel.mapping: level {lvl.level}: {error}") from None
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> tuple[LevelEntry, ...]:
@@ -334,29 +334,18 @@ class MappingAttr(Data[tuple[LevelEntry, ...]]):
     def levels(self) -> tuple[LevelEntry, ...]:
         return self.data
 
-    def to_costmodel(self):
+    def to_costmodel(self) -> Mapping:
         """`costmodel.Mapping` (levels by position; the level names stay in the attribute)."""
-        from quantloop.costmodel.mapping import LevelMapping as CostLevel, Mapping
-
-        return Mapping(tuple(CostLevel(lvl.temporal, lvl.spatial_x, lvl.spatial_y, frozenset(lvl.keep)) for lvl in self.data))
+        return Mapping(tuple(LevelMapping(lvl.temporal, lvl.spatial_x, lvl.spatial_y, frozenset(lvl.keep)) for lvl in self.data))
 
     @classmethod
-    def from_costmodel(cls, mapping, level_names: Sequence[str]) -> MappingAttr:
+    def from_costmodel(cls, mapping: Mapping, level_names: Sequence[str]) -> MappingAttr:
         """From `costmodel.Mapping`, naming its levels (outer to inner) with the target's level names."""
         if len(level_names) != len(mapping.levels):
             raise ValueError(f"#accel.mapping: {len(mapping.levels)} mapping levels but {len(level_names)} level names")
-        return cls(
-            tuple(
-                LevelEntry(
-                    name,
-                    tuple((d, int(f)) for d, f in lvl.temporal if f > 1),
-                    tuple((d, int(f)) for d, f in lvl.spatial_x if f > 1),
-                    tuple((d, int(f)) for d, f in lvl.spatial_y if f > 1),
-                    tuple(ds for ds in DATASPACES if ds in lvl.keep),
-                )
-                for name, lvl in zip(level_names, mapping.levels)
-            )
-        )
+        # LevelMapping has already dropped unit loops and made factors ints
+        return cls(tuple(LevelEntry(name, lvl.temporal, lvl.spatial_x, lvl.spatial_y, lvl.kept)
+                         for name, lvl in zip(level_names, mapping.levels)))
 
 
 _BARE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")

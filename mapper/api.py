@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from quantloop.costmodel.checks import check_bits
-from quantloop.costmodel.mapping import LevelMapping, Mapping
+from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.errors import QuantloopError
@@ -48,7 +48,7 @@ def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: in
     """Everything a cached mapping depends on: every field of the problem, bits (widths, scheme,
     partial-sum mode, and any added later), target content, search settings (and the warm start,
     when one is given), and the versions of the mapper and of the cost model that scored it."""
-    extra = {} if warm_start is None else {"warm_start": mapping_to_json(warm_start)}
+    extra = {} if warm_start is None else {"warm_start": warm_start.to_json()}
     return cache_key({
         **extra,
         "budget": asdict(budget or Budget()),
@@ -62,29 +62,13 @@ def layer_key(problem: Problem, arch: Arch, bits: Bits, objective: str, seed: in
     })
 
 
-def mapping_to_json(mapping: Mapping) -> list[dict]:
-    return [
-        {"temporal": [list(x) for x in lm.temporal], "spatial_x": [list(x) for x in lm.spatial_x],
-         "spatial_y": [list(x) for x in lm.spatial_y], "keep": sorted(lm.keep)}
-        for lm in mapping.levels
-    ]
-
-
-def mapping_from_json(data: list[dict]) -> Mapping:
-    return Mapping(tuple(
-        LevelMapping(tuple(tuple(x) for x in lm["temporal"]), tuple(tuple(x) for x in lm["spatial_x"]),
-                     tuple(tuple(x) for x in lm["spatial_y"]), frozenset(lm["keep"]))
-        for lm in data
-    ))
-
-
 def _from_cache(cache: MapCache, key: str, arch: Arch, problem: Problem, bits: Bits, name: str,
                 started: float) -> MapResult | None:
     entry = cache.get(key)
     if entry is None:
         return None
     try:
-        mapping = mapping_from_json(entry["mapping"])
+        mapping = Mapping.from_json(entry["mapping"])
         cost = evaluate(arch, problem, mapping, bits, check=True)
         considered, optimal = int(entry["mappings_considered"]), bool(entry["optimal"])
     except (KeyError, TypeError, ValueError, QuantloopError):
@@ -129,7 +113,7 @@ def map_layer(problem: Problem, target: Arch | str, bits: Bits = Bits(), objecti
     cost = evaluate(arch, problem, mapping, bits, check=True)
     seconds = time.perf_counter() - started
     if cache is not None:
-        cache.put(key, {"mapping": mapping_to_json(mapping), "mappings_considered": outcome.considered,
+        cache.put(key, {"mapping": mapping.to_json(), "mappings_considered": outcome.considered,
                         "optimal": outcome.optimal, "search_seconds": seconds})
     return MapResult(mapping, cost, outcome.considered, outcome.optimal, seconds, False, name)
 

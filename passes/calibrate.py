@@ -24,7 +24,8 @@ Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib
 `quantloop.options`; two-sided: the
 (100 − p)-th and p-th percentiles; tensors with more than 1 M observed values are subsampled at random,
 seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`, `max_samples=2048` (calibration
-data beyond this many samples is not run: ranges settle long before, and time stays bounded).
+data beyond this many samples is not run: ranges settle long before, and time stays bounded;
+`first_samples` is that rule, the search applies it too; `--max-calib-samples` sets it).
 
 The observed ranges are cached on disk beside the mapper cache (same root, `calibration/` folder),
 keyed by the exported float model (bytes, weights included), the calibration inputs, the activation
@@ -66,7 +67,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
-from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP
 
 PERCENTILE_SAMPLE_CAP = 1 << 20  # values kept per activation (4 MiB): every observer holds up to this many
 #: bump whenever the observed ranges change for the same model, data and settings
@@ -129,6 +130,12 @@ def _batches(x: np.ndarray, batch: int) -> Iterator[np.ndarray]:
         yield x[start : start + batch]
 
 
+def first_samples(x: np.ndarray, batch: int, max_samples: int) -> np.ndarray:
+    """The calibration data actually run: the first `max_samples` samples of `x`, rounded down to whole
+    batches of `batch` (at least one batch)."""
+    return x[: max(batch, max_samples // batch * batch)]
+
+
 @dataclass(frozen=True)
 class CalibratePass(ModulePass):
     """Per-channel weight scales and activation ranges from onnxruntime runs: `!qnn.uniform` types."""
@@ -141,7 +148,7 @@ class CalibratePass(ModulePass):
     percentile: float = DEFAULT_PERCENTILE
     scheme: str = "int"
     samples: int = 32
-    max_samples: int = 2048
+    max_samples: int = DEFAULT_MAX_CALIB_SAMPLES
     seed: int = 0
     cache_dir: str = ""
     no_cache: bool = False
@@ -245,7 +252,7 @@ class CalibratePass(ModulePass):
         x, _ = check_dataset(x, None, shapes[0], np.float32, None, self.data)
         if len(x) < batch:
             raise QuantloopError(f"{self.data}: {len(x)} samples are fewer than the model's batch {batch}")
-        return [x[: max(batch, self.max_samples // batch * batch)]]  # the first max_samples (whole batches)
+        return [first_samples(x, batch, self.max_samples)]
 
     def _observe(self, module: ModuleOp, func: FuncOp, values: list[SSAValue]) -> dict[SSAValue, tuple[float, float]]:
         if not values:

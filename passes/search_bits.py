@@ -156,7 +156,8 @@ def search_options(options: CompileOptions) -> SearchOptions:
         widths=parse_bits_range(settings.bits_range), population=settings.population,
         generations=settings.generations, seed=settings.seed, workers=options.workers,
         cache_dir=options.cache_dir or None, use_cache=options.use_cache, weight_clip=options.weight_clip,
-        act_range=options.act_range, percentile=options.percentile, progress=settings.progress,
+        act_range=options.act_range, percentile=options.percentile, max_calib_samples=options.max_calib_samples,
+        progress=settings.progress,
     )
 
 

@@ -16,8 +16,19 @@ from typing import Mapping as TMapping
 from quantloop.costmodel.problem import DATASPACES, DIMS
 
 
+class _FanOut:
+    """A level or stage that fans out to `fanout_x` × `fanout_y` instances of the next inner level."""
+
+    fanout_x: int
+    fanout_y: int
+
+    @property
+    def fanout(self) -> int:
+        return self.fanout_x * self.fanout_y
+
+
 @dataclass(frozen=True)
-class SpatialStage:
+class SpatialStage(_FanOut):
     """A Timeloop dummy spatial level folded into a storage level's fan-out (for YAML I/O)."""
 
     name: str
@@ -26,7 +37,7 @@ class SpatialStage:
 
 
 @dataclass(frozen=True)
-class StorageLevel:
+class StorageLevel(_FanOut):
     """One storage level (all instances alike).
 
     Energies are pJ per VECTOR access (`block_size` words), as in Accelergy's ERT. Bandwidths
@@ -84,10 +95,6 @@ class StorageLevel:
     @property
     def spatial_y_dims(self) -> frozenset[str]:
         return frozenset(d for d in DIMS if self.spatial_y_factors.get(d) != 1)
-
-    @property
-    def fanout(self) -> int:
-        return self.fanout_x * self.fanout_y
 
     @property
     def capacity_bits(self) -> int | None:

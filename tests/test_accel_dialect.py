@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -187,6 +188,21 @@ def test_mapping_from_costmodel_drops_unit_loops_and_keeps_order():
     attr = MappingAttr.from_costmodel(mapping, ["L0"])
     assert _text(attr) == "#accel.mapping<L0: t[P2 M3] keep[W O]>"
     assert attr.to_costmodel() == mapping
+
+
+@settings(max_examples=40, deadline=None)
+@given(mappings)
+def test_mapping_json_is_a_view_of_the_costmodel_mapping(levels):
+    """The cache's and schedule.json's level form is `LevelMapping.to_json`; it round-trips, keep in DATASPACES order."""
+    mapping = MappingAttr(levels).to_costmodel()
+    data = json.loads(json.dumps(mapping.to_json()))
+    assert Mapping.from_json(data) == mapping
+    assert [lvl["keep"] for lvl in data] == [list(lvl.keep) for lvl in levels]
+
+
+def test_mapping_verifier_asks_the_costmodel_rules():
+    with pytest.raises(VerifyException, match="level DRAM: mapping: a dim appears twice"):
+        MappingAttr((LevelEntry("DRAM", (("M", 2), ("M", 3)), (), (), ("Weights",)),))
 
 
 @pytest.mark.parametrize(

@@ -228,3 +228,25 @@ def test_observed_ranges_are_cached_per_model_data_and_settings(tmp_path, monkey
             calibrated(other_data, x=X * 2, cache_dir=cache)
     uncached = print_module(calibrated(tmp_path, no_cache=True), elide_weights_over=None)
     assert uncached == first
+
+
+def test_max_samples_caps_the_data_run(tmp_path):
+    """Samples past `max_samples` (here a 10x larger third one) do not reach the observed ranges."""
+    from quantloop.ir.builder import main_func
+
+    x = np.concatenate([X, 10 * X[:1]])
+
+    def input_scale(**options):
+        module = calibrated(tmp_path, x=x, no_cache=True, **options)
+        return main_func(module).body.block.args[0].type.element_type.scale
+
+    assert input_scale(max_samples=2) == pytest.approx(input_scale(max_samples=3) / 10)
+
+
+def test_first_samples_keeps_whole_batches():
+    from quantloop.passes.calibrate import first_samples
+
+    x = np.arange(10)
+    assert first_samples(x, 1, 4).tolist() == [0, 1, 2, 3]
+    assert first_samples(x, 3, 7).tolist() == list(range(6))
+    assert first_samples(x, 4, 2).tolist() == [0, 1, 2, 3]  # at least one batch

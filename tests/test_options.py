@@ -27,7 +27,7 @@ def test_every_flag_lands_in_its_field():
         "--target", "simba", "-o", "out", "--force", "--bits", "w4a8", "--objective", "edp", "--input-shape", "x=1x3x8x8",
         "--data", "d.npz", "--weight-clip", "mse", "--act-range", "percentile", "--percentile", "99.9", "--scheme", "pot",
         "--workers", "2", "--cache-dir", "c", "--no-cache", "--print-ir-after", "accel-map", "--dump-ir", "dump",
-        "--elide-weights", "0", "--search", "--seed", "3",
+        "--elide-weights", "0", "--search", "--seed", "3", "--max-calib-samples", "64",
     ]))
     assert (options.target, options.output_dir, options.force, options.bits, options.objective) == ("simba", "out", True, "w4a8", "edp")
     assert options.input_shapes == {"x": (1, 3, 8, 8)} and options.data == "d.npz"
@@ -35,9 +35,10 @@ def test_every_flag_lands_in_its_field():
     assert (options.workers, options.cache_dir, options.use_cache) == (2, "c", False)
     assert options.print_ir_after == ("accel-map",) and options.dump_ir == "dump" and options.elide_weights_over is None
     assert options.search == SearchSettings(seed=3)
+    assert options.max_calib_samples == 64
 
 
-@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--elide-weights", "-1")])
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--elide-weights", "-1"), ("--max-calib-samples", "0")])
 def test_bad_flag_values_are_user_errors(flag, value):
     from quantloop.errors import QuantloopError
 
@@ -56,12 +57,13 @@ def test_keyword_api_builds_options_and_rejects_unknown_names():
 def test_options_reach_the_passes():
     options = CompileOptions(target="simba", bits="w4a8", bits_file="b.json", data="d.npz", weight_clip="mse",
                              weight_scheme="pot", act_range="percentile", percentile=99.0, objective="latency",
-                             workers=2, cache_dir="c", use_cache=False)
+                             workers=2, cache_dir="c", use_cache=False, max_calib_samples=100)
     by_name = {p.name: p for p in qnn_passes(options, calibrate=True)}
     assign, calibrate = by_name["qnn-assign-bits"], by_name["qnn-calibrate"]
     assert type(assign) is AssignBitsPass and (assign.bits, assign.file) == ("w4a8", "b.json")
     assert (calibrate.data, calibrate.weight_clip, calibrate.scheme, calibrate.act_range, calibrate.percentile) == (
         "d.npz", "mse", "pot", "percentile", 99.0)
+    assert calibrate.max_samples == 100
     lower, map_ = accel_passes(options)
     assert lower.target == "simba"
     assert (map_.objective, map_.workers, map_.cache_dir, map_.no_cache) == ("latency", 2, "c", True)
@@ -73,10 +75,12 @@ def test_options_reach_the_passes():
 def test_options_reach_the_search():
     settings = SearchSettings(max_accuracy_drop=1.0, population=6, generations=2, seed=5, bits_range="4,8")
     options = CompileOptions(target="eyeriss", objective="edp", workers=2, cache_dir="c", use_cache=False,
-                             weight_clip="mse", act_range="percentile", percentile=99.0, search=settings)
+                             weight_clip="mse", act_range="percentile", percentile=99.0, search=settings,
+                             max_calib_samples=100)
     engine = search_options(options)
     assert (engine.target, engine.objective, engine.workers, engine.cache_dir, engine.use_cache) == ("eyeriss", "edp", 2, "c", False)
     assert (engine.weight_clip, engine.act_range, engine.percentile) == ("mse", "percentile", 99.0)
+    assert engine.max_calib_samples == 100
     assert (engine.max_accuracy_drop, engine.population, engine.generations, engine.seed, tuple(engine.widths)) == (
         1.0, 6, 2, 5, (4, 8))
 

@@ -443,7 +443,9 @@ def qdq_network(build, variant: str, tmp_path: Path, cache: Path) -> None:
     opset = 21 if variant == "int4-opset21" else 17
     options = {k: v for k, v in QDQ_VARIANTS.get(variant, dict(weights=QuantType.QInt4)).items() if k != "opset"}
     model = folded_float(build(opset), tmp_path, variant)
-    compile_and_check(quantize(model, tmp_path, variant, **options), tmp_path, cache)
+    src = quantize(model, tmp_path, variant, **options)
+    check_qdq_domain(src, variant)
+    compile_and_check(src, tmp_path, cache)
 
 
 @pytest.mark.slow

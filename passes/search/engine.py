@@ -18,7 +18,8 @@ import numpy as np
 
 from quantloop.errors import QuantloopError
 from quantloop.mapper import MapCache
-from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
+from quantloop.passes.calibrate import first_samples
 from quantloop.passes.search.accuracy_cache import AccuracyCache, AccuracyStats, CachedAccuracy
 from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
 from quantloop.passes.search.objectives import EnergyModel, MapperStats, layer_problems, weight_bytes
@@ -41,6 +42,7 @@ class SearchOptions:
     weight_clip: str = DEFAULT_WEIGHT_CLIP
     act_range: str = DEFAULT_ACT_RANGE
     percentile: float = DEFAULT_PERCENTILE
+    max_calib_samples: int = DEFAULT_MAX_CALIB_SAMPLES
     progress: bool = True
 
 
@@ -210,6 +212,8 @@ def search_bits(
         raise QuantloopError("--bits-range: must include 8 (the uniform w8a8 reference point)")
     space = build_space(module, tuple(options.widths), target_schemes(arch))
     calib_x, _ = check_inputs(space, calib_x, None, data_names[0], None)
+    batch = space.model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
+    calib_x = first_samples(calib_x, batch, options.max_calib_samples)
     num_classes = int(np.prod([d.dim_value for d in space.model.graph.output[0].type.tensor_type.shape.dim[1:]]))
     val_x, val_y = check_inputs(space, val_x, val_y, data_names[1], num_classes)
 
