@@ -98,7 +98,10 @@ def _evaluate(node: ast.AST, names: Mapping[str, Any]) -> Any:
             raise ValueError(f"unknown name {node.id!r} (known: {', '.join(sorted(names))})")
         return names[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return _BINARY[type(node.op)](_evaluate(node.left, names), _evaluate(node.right, names))
+        left, right = _evaluate(node.left, names), _evaluate(node.right, names)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
+            raise ValueError(f"{ast.unparse(node)!r}: arithmetic needs numbers")  # no 'x' * 10**9 strings
+        return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_evaluate(node.operand, names)
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:

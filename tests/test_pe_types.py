@@ -177,3 +177,22 @@ def test_the_search_offers_the_schemes_and_widths_the_pes_execute():
     check_widths(load_target("eyeriss_hybrid"), [2, 8])
     with pytest.raises(QuantloopError, match="lightpe1 PEs of target .* execute weights of at most 4 bits"):
         check_widths(load_target("eyeriss_lightpe1"), [2, 8])
+
+
+@pytest.mark.parametrize("expression,message", [
+    ("${'x' * 1000000000}", "arithmetic needs numbers"),
+    ("${__import__('os')}", "is not allowed"),
+    ("${2 ** 4096}", "is not allowed"),
+    ("${glb_kib // 0}", "division or modulo by zero"),
+    ("${nothing}", "unknown name 'nothing'"),
+])
+def test_template_expressions_are_arithmetic_only(tmp_path, expression, message):
+    from quantloop.targets.registry import BUILTIN_DIR
+    from quantloop.targets.schema import load_spec_file
+
+    text = (BUILTIN_DIR / "eyeriss.yaml").read_text().replace("depth: ${ifmap_spad}", f'depth: "{expression}"')
+    path = tmp_path / "e.yaml"
+    path.write_text(text)
+    with pytest.raises(QuantloopError, match=message) as err:
+        load_spec_file(path)
+    assert "\n" not in str(err.value) and "levels[2].depth" in str(err.value)
