@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 
 from quantloop.version import __version__
 from quantloop.errors import QuantloopError
@@ -63,6 +64,15 @@ def _raise_terminated(signum, frame) -> None:
     raise _Terminated
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line, like errors: `quantloop: warning: <message>` on stderr, without Python's source
+    path and line (`--debug` keeps Python's format); other libraries' warnings also name their category."""
+    text = str(message).replace("\n", " ")
+    if not category.__module__.startswith("quantloop"):
+        text = f"{category.__name__}: {text}"
+    print(f"quantloop: warning: {text}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -73,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning
+        return _run(args, debug)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return int(_command_module(args.command).run(args) or 0)
     except QuantloopError as err:

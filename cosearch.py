@@ -62,6 +62,8 @@ class Searched:
     data: SearchData
     result: Any
     document: dict[str, Any]
+    qat_model: Any = None  # --accuracy qat: the chosen point's fine-tuned QONNX model (compiled instead)
+    qat_table: dict | None = None
 
 
 def search_model(model: Any, options: CompileOptions, *, console=None) -> Searched:
@@ -92,13 +94,43 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
     extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
     if result.chosen is not None and data.test_x is not None:
         extra["test"] = held_out_accuracies(result, data)
+    qat_model = qat_table = None
+    if settings.accuracy == "qat":
+        qat_model, qat_table, extra["qat"] = qat_choice(result, data, settings)
     document = build_pareto(result, model=model_name, extra=extra)
+    if qat_model is not None:
+        return Searched(module, data, result, document, qat_model, qat_table)
     if result.chosen is None:
         if options.output_dir is not None:
             with atomic_output_dir(Path(options.output_dir), options.force) as tmp:
                 write_pareto(tmp, document, result)
         raise no_feasible_error(result)
     return Searched(module, data, result, document)
+
+
+def qat_choice(result, data: SearchData, settings: SearchSettings) -> tuple[Any, dict | None, dict[str, Any]]:
+    """`--accuracy qat`: fine-tune the front in cost order (`passes.search.qat.qat_front`); the chosen
+    point's QONNX model, its bits table and the summary for pareto.json (with its decomposition)."""
+    from quantloop.passes.search.engine import decompose_chosen
+    from quantloop.passes.search.qat import export_qonnx, qat_front
+
+    choice = qat_front(result, data.calib_x, data.val_x, data.val_y, data.train_x, data.train_y,
+                       epochs=settings.qat_epochs, seed=settings.seed)
+    summary: dict[str, Any] = {"train_data": data.train_name, "epochs": settings.qat_epochs, "tried": choice.tried,
+                               "chosen": None}
+    if choice.chosen is None:
+        return None, None, summary
+    point, ref = choice.chosen, result.reference
+    chosen = {
+        "label": point.config.label(), "energy_pj": point.energy_pj, "cycles": point.cycles, "edp": point.edp,
+        "weight_bytes": point.weight_bytes, "validation_accuracy": choice.tried[-1]["qat_accuracy"],
+        "saving_vs_w8a8": {"energy": 1 - point.energy_pj / ref.energy_pj, "edp": 1 - point.edp / ref.edp},
+    }
+    if data.test_x is not None and data.test_y is not None:
+        chosen["test_accuracy"] = choice.network.top1(data.test_x, data.test_y)
+    summary["chosen"] = chosen
+    summary["synergy"] = decompose_chosen(result.energy_model, result.space, point, result.cache, result.options.seed)
+    return export_qonnx(choice.network), result.bits_file(point), summary
 
 
 def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO | None = None):
@@ -108,18 +140,29 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
     from quantloop.driver import compile as compile_model
 
     result, document, output_dir = searched.result, searched.document, options.output_dir
-    table = result.bits_file(result.chosen)
-    chosen_options = options.replace(
-        bits_file=None, bits_table=table, weight_scheme=result.chosen.config.scheme, output_dir=None, search=None,
-        data=options.data or searched.data.calib_spec,
-    )
-    compiled = compile_model(searched.module, chosen_options, out=out)
+    if searched.qat_model is not None:  # the fine-tuned model carries its own bits and scales
+        table = searched.qat_table
+        chosen_options = options.replace(bits_file=None, bits_table=None, weight_scheme="int", output_dir=None,
+                                         search=None, data=None)
+        compiled = compile_model(import_onnx(searched.qat_model), chosen_options, out=out)
+    else:
+        table = result.bits_file(result.chosen)
+        chosen_options = options.replace(
+            bits_file=None, bits_table=table, weight_scheme=result.chosen.config.scheme, output_dir=None, search=None,
+            data=options.data or searched.data.calib_spec,
+        )
+        compiled = compile_model(searched.module, chosen_options, out=out)
     compiled.search = document
     if output_dir is not None:
         def write_search_files(folder: Path) -> dict[str, Path]:
             written = write_pareto(folder, document, result)
             bits_out = folder / "bits.json"
             bits_out.write_text(json.dumps(table, indent=1) + "\n")
+            if searched.qat_model is not None:
+                import onnx
+
+                onnx.save(searched.qat_model, str(folder / "model.qat.onnx"))
+                return {**written, "bits_json": bits_out, "qat_model": folder / "model.qat.onnx"}
             return {**written, "bits_json": bits_out}
 
         compiled.artifacts = write_artifacts(
@@ -132,6 +175,8 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
 
 def report_summary(document: dict[str, Any]) -> dict[str, Any]:
     """What report.json says about the search: the chosen point, the references, the ablation."""
+    if document.get("chosen") is None:
+        return {"pareto": "pareto.json", "qat": document.get("qat")}
     chosen = document["points"][document["chosen"]]
     return {
         "pareto": "pareto.json",
@@ -143,12 +188,34 @@ def report_summary(document: dict[str, Any]) -> dict[str, Any]:
         "w8a8": {k: document["reference_w8a8"][k] for k in ("energy_pj", "cycles", "weight_bytes", "accuracy")},
         "ablation": document["ablation"],
         "synergy": document.get("synergy"),
+        "qat": document.get("qat"),
         "test": document.get("test"),
     }
 
 
+def print_qat_summary(console, qat: dict[str, Any]) -> None:
+    for t in qat["tried"]:
+        console.print(f"QAT {t['label']} at {t['energy_pj'] / 1e6:,.3f} µJ: validation top-1 PTQ {100 * t['ptq_accuracy']:.2f} % "
+                      f"-> QAT {100 * t['qat_accuracy']:.2f} %", markup=False, highlight=False)
+    chosen = qat["chosen"]
+    if chosen is None:
+        console.print("QAT: no front point keeps the accuracy; nothing chosen")
+        return
+    test = f", test top-1 {100 * chosen['test_accuracy']:.2f} %" if "test_accuracy" in chosen else ""
+    console.print(f"QAT chosen {chosen['label']}: energy {100 * chosen['saving_vs_w8a8']['energy']:.1f} % and EDP "
+                  f"{100 * chosen['saving_vs_w8a8']['edp']:.1f} % below w8a8{test}", markup=False, highlight=False)
+    from quantloop.passes.search.synergy import summary_lines
+
+    for line in summary_lines(qat["synergy"]):
+        console.print(line, markup=False, highlight=False)
+
+
 def print_search_summary(console, document: dict[str, Any]) -> None:
     """The search's lines under `quantloop compile --search`'s per-layer table."""
+    if document.get("qat"):
+        print_qat_summary(console, document["qat"])
+    if document.get("chosen") is None:
+        return
     chosen = document["points"][document["chosen"]]
     ref = document["reference_w8a8"]
     ablation = document["ablation"]

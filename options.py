@@ -122,6 +122,7 @@ def _emit_help() -> str:
 # ----------------------------------------------------------------------------- the search
 
 PROXY_SAMPLES = 64
+ACCURACY_MODES = ("ptq", "qat")
 DEFAULT_POPULATION = 24
 DEFAULT_GENERATIONS = 14
 
@@ -139,6 +140,9 @@ class SearchSettings:
     bits_range: str = "2..8"
     progress: bool = True
     proxy_samples: int = PROXY_SAMPLES
+    accuracy: str = "ptq"
+    train_data: str | None = None
+    qat_epochs: int = 2
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +159,12 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--population", type=int, default=DEFAULT_POPULATION, help=f"NSGA-II population (default {DEFAULT_POPULATION})")
     group.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     group.add_argument("--bits-range", default="2..8", metavar="LOW..HIGH", help="bit-widths searched (default 2..8)")
+    group.add_argument("--accuracy", choices=ACCURACY_MODES, default=SearchSettings.accuracy,
+                       help="ptq: post-training quantization; qat: fine-tune the Pareto front's points in cost order "
+                            "(LSQ) until one keeps the accuracy, and compile that QAT model (default ptq)")
+    group.add_argument("--train-data", metavar="NPZ", help="labelled QAT training data; default zoo:digits-train for digits models")
+    group.add_argument("--qat-epochs", type=int, default=SearchSettings.qat_epochs,
+                       help=f"QAT epochs per front point (default {SearchSettings.qat_epochs})")
 
 
 def search_settings(args: argparse.Namespace) -> SearchSettings | None:
@@ -164,6 +174,7 @@ def search_settings(args: argparse.Namespace) -> SearchSettings | None:
     return SearchSettings(
         max_accuracy_drop=args.max_accuracy_drop, val_data=args.val_data, test_data=args.test_data,
         generations=args.generations, population=args.population, seed=args.seed, bits_range=args.bits_range,
+        accuracy=args.accuracy, train_data=args.train_data, qat_epochs=args.qat_epochs,
     )
 
 

@@ -85,6 +85,9 @@ class SearchData:
     test_y: np.ndarray | None
     test_name: str | None
     calib_spec: str | None = None  # the data spec calibration read (None: seeded random inputs)
+    train_x: np.ndarray | None = None  # QAT training data (--accuracy qat only)
+    train_y: np.ndarray | None = None
+    train_name: str | None = None
 
 
 def _labelled(spec: str, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +134,15 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
     else:
         test_x = test_y = test_name = None
     calib_spec = None if calib_name.startswith("random") else calib_name
-    return SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name, calib_spec)
+    found = SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name, calib_spec)
+    if settings.accuracy == "qat":
+        train_spec = settings.train_data or ("zoo:digits-train" if digits else None)
+        if not train_spec:
+            raise QuantloopError("--accuracy qat: --train-data is required (a labelled .npz with x and y) for this model")
+        if val_y is None:
+            raise QuantloopError("--accuracy qat: needs labelled validation data (--val-data)")
+        (found.train_x, found.train_y), found.train_name = _labelled(train_spec, "training"), train_spec
+    return found
 
 
 # ----------------------------------------------------------------------------- the pass

@@ -141,3 +141,12 @@ def test_imported_zoo_model_through_canonicalize_and_assign_bits(tmp_path, capsy
     for layer in layers:
         assert element_type(layer.operands[1]) == IntType(4, True)
         assert element_type(layer.results[0]).bits == 8
+
+
+def test_warnings_print_as_one_quantloop_line(model_file, capsys):
+    """A CalibrationWarning (no calibration data) reads like an error line: no Python source path or line."""
+    assert main(["opt", str(model_file), "-p", "qnn-assign-bits,qnn-calibrate{samples=2 no_cache=true}", "-o", str(model_file.with_suffix(".out"))]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("quantloop: warning: qnn-calibrate: no calibration data given; ")
+    assert ".py" not in lines[0] and "CalibrationWarning" not in lines[0]

@@ -109,3 +109,36 @@ def test_qat_command_writes_a_model_and_rejects_unknown_layers(tmp_path):
     bits.write_text(json.dumps({"nope": {"weights": 4}}))
     out.unlink()
     assert main(args) == 2 and not out.exists()
+
+
+def test_search_with_qat_needs_training_data(tmp_path, capsys):
+    import shutil
+
+    from quantloop.cli import main
+    from quantloop.frontend.zoo import digits as zoo_digits
+
+    model = tmp_path / "cnn.onnx"
+    shutil.copy(zoo_digits.SPLITS_FILE.with_name("cnn_digits.onnx"), model)
+    args = ["compile", str(model), "--target", "eyeriss", "--search", "--accuracy", "qat", "--val-data", "zoo:digits-val",
+            "-o", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "--accuracy qat: --train-data is required" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_search_with_qat_compiles_the_fine_tuned_front_point(tmp_path):
+    import json
+
+    from quantloop.cli import main
+
+    out = tmp_path / "out"
+    args = ["compile", "zoo:cnn_digits", "--target", "eyeriss", "--search", "--population", "4", "--generations", "1",
+            "--accuracy", "qat", "--qat-epochs", "1", "-o", str(out)]
+    assert main(args) == 0
+    qat = json.loads((out / "pareto.json").read_text())["qat"]
+    assert qat["tried"] and qat["chosen"]["label"] == qat["tried"][-1]["label"]
+    assert qat["chosen"]["saving_vs_w8a8"]["energy"] > 0
+    parts = qat["synergy"]["parts"]["energy_pj"]
+    assert parts["mac_energy"] + parts["packing"] + parts["remapping"] == pytest.approx(parts["total"])
+    assert (out / "model.qat.onnx").is_file() and (out / "weights.bin").is_file()

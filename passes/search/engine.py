@@ -82,6 +82,8 @@ class SearchResult:
     seconds: float
     generations_run: int = 0
     synergy: dict | None = None  # passes.search.synergy.decompose of the chosen point
+    energy_model: EnergyModel | None = None  # for decompositions of other points (QAT's choice)
+    cache: object = None
     accuracy_stats: AccuracyStats = field(default_factory=AccuracyStats)
     energy_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -147,7 +149,7 @@ class Candidates:
         for config in new:
             energy, cycles = totals[config]
             acc = self.accuracy.top1(config)
-            feasible = (self.float_accuracy - acc) * 100.0 <= self.options.max_accuracy_drop + 1e-9
+            feasible = within_drop(self.float_accuracy, acc, self.options.max_accuracy_drop)
             tiles = self.energy.weight_tiles(self.space.layer_bits(config), config.scheme)
             stored = weight_bytes(self.counts, config.weights, self.word_bits, tiles, self.bias_counts)
             self.points[config] = Point(config, energy, cycles, stored, acc, feasible)
@@ -164,6 +166,11 @@ class Candidates:
         if not feasible:
             return None
         return min(feasible, key=lambda p: (p.cost(self.options.objective), -p.accuracy, p.weight_bytes))
+
+
+def within_drop(float_accuracy: float, accuracy: float, max_drop_pp: float) -> bool:
+    """The accuracy constraint: at most `max_drop_pp` percentage points below the float model."""
+    return (float_accuracy - accuracy) * 100.0 <= max_drop_pp + 1e-9
 
 
 def pareto_front(points: Sequence[Point], objective: str) -> list[Point]:
@@ -256,6 +263,7 @@ def search_bits(
         reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
         ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
         accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
+        energy_model=energy, cache=cache,
     )
 
 

@@ -291,3 +291,37 @@ def export_qonnx(net: QatNetwork):
             out.name = renamed[out.name]
     model.opset_import.append(helper.make_opsetid(QONNX_DOMAIN, 1))
     return model
+
+
+@dataclass
+class QatChoice:
+    """`--accuracy qat`: the front points fine-tuned (in cost order) and the one chosen, if any."""
+
+    tried: list[dict]
+    chosen: object | None  # engine.Point
+    network: QatNetwork | None
+
+
+def qat_front(result, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, train_x: np.ndarray,
+              train_y: np.ndarray, *, epochs: int, seed: int) -> QatChoice:
+    """Fine-tune the Pareto front's points that cost less than w8a8, cheapest first, until one keeps
+    the validation accuracy within the search's drop; QAT only where PTQ is not already enough
+    (a point PTQ keeps feasible is fine-tuned too: QAT never hurts the choice's accuracy)."""
+    from quantloop.passes.search.engine import within_drop
+    from quantloop.passes.search.fakequant import FakeQuantEvaluator
+
+    options = result.options
+    evaluator = FakeQuantEvaluator(result.space, calib_x, weight_clip=options.weight_clip,
+                                   act_range=options.act_range, percentile=options.percentile)
+    reference_cost = result.reference.cost(options.objective)
+    tried: list[dict] = []
+    for point in result.front:
+        if point.cost(options.objective) >= reference_cost or point.config.scheme != "int":
+            continue
+        net = train_qat(result.space, point.config, evaluator, train_x, train_y, epochs=epochs, seed=seed)
+        accuracy = net.top1(val_x, val_y)
+        tried.append({"label": point.config.label(), "energy_pj": point.energy_pj, "cycles": point.cycles,
+                      "ptq_accuracy": point.accuracy, "qat_accuracy": accuracy})
+        if within_drop(result.float_accuracy, accuracy, options.max_accuracy_drop):
+            return QatChoice(tried, point, net)
+    return QatChoice(tried, None, None)
