@@ -33,7 +33,8 @@ from xdsl.ir import Operation, SSAValue
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_export import EMITTERS, OnnxExporter
-from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
+from quantloop.frontend.quant_types import STORAGE_ONNX
+from quantloop.ir.types import quant_params
 from quantloop.ir import (
     ConstantOp,
     DequantizeOp,

@@ -32,7 +32,8 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.quant_types import STORAGE_ONNX, quant_params
+from quantloop.frontend.quant_types import STORAGE_ONNX
+from quantloop.ir.types import quant_params
 from quantloop.ir import (
     AddOp,
     AvgPoolOp,

@@ -22,13 +22,6 @@ STORAGE_ONNX: dict[tuple[int, bool], int] = {v: k for k, v in ONNX_STORAGE.items
 
 
 
-def container(bits: int, signed: bool) -> np.dtype:
-    """The numpy dtype that holds b-bit codes in a `#qnn.dense` (sub-byte codes live in 8-bit ints)."""
-    if bits <= 8:
-        return np.dtype(np.int8 if signed else np.uint8)
-    return np.dtype(np.int16 if signed else np.uint16)
-
-
 def uniform_type(
     bits: int, signed: bool, scale: np.ndarray, zero_point: np.ndarray | None, axis: int, rank: int, what: str
 ) -> Attribute:
@@ -47,12 +40,3 @@ def uniform_type(
         if isinstance(err, QuantloopError):
             raise
         raise QuantloopError(f"{what}: {err}") from None
-
-
-def quant_params(elem: Attribute) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """(scale as float32, zero point as int64, axis or None) of a uniform element type."""
-    if isinstance(elem, UniformType):
-        return np.float32(elem.scale), np.int64(elem.zero_point), None
-    if isinstance(elem, UniformPerAxisType):
-        return np.asarray(elem.scales, np.float32), np.asarray(elem.zero_points, np.int64), elem.axis
-    raise TypeError(f"{elem} is not a uniform quantized type")

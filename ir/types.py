@@ -14,6 +14,8 @@ from typing import ClassVar
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from xdsl.dialects.builtin import (
     ArrayAttr,
     FloatData,
@@ -266,6 +268,22 @@ class UniformPerAxisType(_IntegerStorage, ParametrizedAttribute, TypeAttribute):
         if len(params) != 5:
             parser.raise_error("!qnn.uniform_per_axis needs an axis: <i8:f32:AXIS, {scale:zp, ...}>", start, parser.pos)
         return _verified(cls, parser, start, params)
+
+
+def container(bits: int, signed: bool) -> np.dtype:
+    """The numpy dtype that holds b-bit codes in a `#qnn.dense` (sub-byte codes live in 8-bit ints)."""
+    if bits <= 8:
+        return np.dtype(np.int8 if signed else np.uint8)
+    return np.dtype(np.int16 if signed else np.uint16)
+
+
+def quant_params(elem: Attribute) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(scale as float32, zero point as int64, axis or None) of a uniform element type."""
+    if isinstance(elem, UniformType):
+        return np.float32(elem.scale), np.int64(elem.zero_point), None
+    if isinstance(elem, UniformPerAxisType):
+        return np.asarray(elem.scales, np.float32), np.asarray(elem.zero_points, np.int64), elem.axis
+    raise TypeError(f"{elem} is not a uniform quantized type")
 
 
 def _parse_uniform(parser: AttrParser) -> list[Attribute]:

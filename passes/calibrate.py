@@ -50,7 +50,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from quantloop.errors import QuantloopError, onnxruntime_failures
-from quantloop.frontend.quant_types import container
+from quantloop.ir.types import container
 from quantloop.ir import quantization as q
 from quantloop.ir.quantization import AXIS_ATTR, SCALES_ATTR, SCHEME_ATTR
 from quantloop.ir.qnn import (

@@ -33,10 +33,9 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.transforms.dead_code_elimination import region_dce
 
-from quantloop.frontend.quant_types import quant_params
 from quantloop.ir import quantization as q
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND, ConstantOp, DequantizeOp, QuantizeOp
-from quantloop.ir.types import UniformPerAxisType, UniformType
+from quantloop.ir.types import UniformPerAxisType, UniformType, quant_params
 
 
 def dequantized_values(constant: ConstantOp) -> np.ndarray:

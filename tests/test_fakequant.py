@@ -13,7 +13,7 @@ from xdsl.dialects.builtin import TensorType, f32
 from quantloop.errors import QuantloopError
 from quantloop.frontend.fakequant_export import FakeQuantExporter, export_fakequant_onnx
 from quantloop.frontend.onnx_import import import_onnx
-from quantloop.frontend.quant_types import quant_params
+from quantloop.ir.types import quant_params
 from quantloop.frontend.zoo.registry import load_zoo_model
 from quantloop.ir import quantization as q
 from quantloop.ir.qnn import (

@@ -29,7 +29,6 @@ KNOWN_BACK_EDGES = {
     ("ir/accel.py", "costmodel"),
     # ONNX interop the passes use (datasets, ONNX export for onnxruntime calibration / fake-quant, zoo data)
     ("passes/calibrate.py", "frontend"),
-    ("passes/fold_quant.py", "frontend"),
     ("passes/search/fakequant.py", "frontend"),
     ("passes/search/space.py", "frontend"),
     ("passes/search_bits.py", "frontend"),
