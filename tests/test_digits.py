@@ -117,6 +117,15 @@ def test_mobilenet_v2_digits_has_the_mobilenet_v2_structure():
     assert "Clip" in ops and "GlobalAveragePool" in ops and ops[-1] == "Gemm"
 
 
+def test_mobilenet_v1_digits_has_the_mobilenet_v1_structure():
+    model = onnx.load(str(digits.digits_model_path("mobilenet_v1_digits")))
+    ops = [node.op_type for node in model.graph.node]
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
+    assert sum(g > 1 for g in groups) == 6 and len(convs) == 13  # 6 depthwise-separable blocks after the stem
+    assert "Add" not in ops and "Clip" in ops and ops[-1] == "Gemm"
+
+
 @pytest.mark.parametrize("name", list(digits.DIGITS_MODELS))
 def test_shipped_model_reaches_97_percent_on_test_split(name):
     x, y = digits.load_digits_split("test")

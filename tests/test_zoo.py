@@ -114,7 +114,7 @@ def test_opset_option(opset):
 @pytest.mark.parametrize(
     "spec, fragment",
     [
-        ("zoo:nosuchnet", "models: cnn_digits, mobilenet_v1, mobilenet_v2, mobilenet_v2_digits, resnet18, vgg16"),
+        ("zoo:nosuchnet", "models: cnn_digits, mobilenet_v1, mobilenet_v1_digits, mobilenet_v2, mobilenet_v2_digits, resnet18, vgg16"),
         ("zoo:mobilenet_v2?depth=3", "unknown option 'depth'"),
         ("zoo:mobilenet_v2?width=wide", "width='wide' is not a valid float"),
         ("zoo:mobilenet_v2?resolution=100", "resolution 100 must be a positive multiple of 32"),

@@ -32,6 +32,7 @@ MAX_GREY = 16
 DIGITS_MODELS: dict[str, str] = {
     "mobilenet_v2_digits": "MobileNetV2 (reduced width and depth) trained on sklearn digits, 1x1x32x32",
     "cnn_digits": "plain CNN (3 conv+relu+maxpool, gemm) trained on sklearn digits, 1x1x32x32",
+    "mobilenet_v1_digits": "MobileNetV1 (reduced width and depth: 6 depthwise-separable blocks) trained on sklearn digits, 1x1x32x32",
 }
 DIGITS_DATA_SPECS: dict[str, str] = {f"zoo:digits-{name}": name for name in ("train", "calib", "val", "test")}
 

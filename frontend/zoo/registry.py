@@ -60,13 +60,15 @@ def register_file(name: str, filename: str, description: str, kind: str = "model
     ZOO[name] = ZooEntry(name, description, kind=kind, filename=filename)
 
 
-register_generated("mobilenet_v1", "MobileNetV1 (Howard et al. 2017), ReLU, 1024 last channels")
-register_generated("mobilenet_v2", "MobileNetV2 (torchvision), inverted residuals, ReLU6, 1280 last channels")
-register_generated("resnet18", "ResNet-18 (torchvision), basic blocks")
-register_generated("vgg16", "VGG-16 (torchvision, configuration D, no BN)")
+register_generated("mobilenet_v1", "MobileNetV1 (Howard et al. 2017), ReLU, 1024 last channels; untrained (seeded random weights), for hardware studies")
+register_generated("mobilenet_v2", "MobileNetV2 (torchvision), inverted residuals, ReLU6, 1280 last channels; untrained (seeded random weights), for hardware studies")
+register_generated("resnet18", "ResNet-18 (torchvision), basic blocks; untrained (seeded random weights), for hardware studies")
+register_generated("vgg16", "VGG-16 (torchvision, configuration D, no BN); untrained (seeded random weights), for hardware studies")
 register_file("mobilenet_v2_digits", "mobilenet_v2_digits.onnx", "MobileNetV2 (reduced) trained on sklearn digits, input 1x1x32x32")
 register_file("cnn_digits", "cnn_digits.onnx", "plain CNN (3 conv+relu+maxpool, gemm) trained on sklearn digits, input 1x1x32x32")
-for _split in ("calib", "val", "test"):  # read with quantloop.frontend.dataset.load_dataset("zoo:digits-<split>")
+register_file("mobilenet_v1_digits", "mobilenet_v1_digits.onnx",
+              "MobileNetV1 (reduced: 6 depthwise-separable blocks, ReLU6) trained on sklearn digits, input 1x1x32x32")
+for _split in ("train", "calib", "val", "test"):  # read with quantloop.frontend.dataset.load_dataset("zoo:digits-<split>")
     register_file(f"digits-{_split}", "digits_splits.npz", f"sklearn digits, {_split} split, 1x32x32", kind="data")
 
 

@@ -25,7 +25,7 @@ ALLOWED_OPS = frozenset(
     "Conv Gemm MatMul Add Relu Clip MaxPool AveragePool GlobalAveragePool Reshape Flatten Concat "
     "Softmax BatchNormalization Identity Dropout Constant".split()
 )
-EPOCHS = {"mobilenet_v2_digits": 30, "cnn_digits": 20}
+EPOCHS = {"mobilenet_v2_digits": 30, "cnn_digits": 20, "mobilenet_v1_digits": 30}
 BATCH_SIZE = 32
 MAX_SHIFT = 2
 
@@ -75,6 +75,15 @@ def build_model(name: str):
                 cin = cout
         layers += conv_bn(cin, 128, 1)
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, digits.NUM_CLASSES)]
+        return nn.Sequential(*layers)
+    if name == "mobilenet_v1_digits":
+        # MobileNetV1's depthwise-separable stack, widths and depth scaled down: (out channels, stride)
+        layers = conv_bn(1, 16, 3, 2)
+        cin = 16
+        for cout, stride in [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2)]:
+            layers += conv_bn(cin, cin, 3, stride, groups=cin) + conv_bn(cin, cout, 1)
+            cin = cout
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, digits.NUM_CLASSES)]
         return nn.Sequential(*layers)
     if name == "cnn_digits":
         layers = []
