@@ -18,7 +18,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from quantloop.backend.artifacts import write_artifacts
 from quantloop.backend.atomic import atomic_output_dir, check_output_dir
-from quantloop.errors import QuantloopError
+from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.frontend import import_onnx
 from quantloop.ir import make_context
 from quantloop.options import CompileOptions
@@ -88,12 +88,13 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
         from rich.console import Console
 
         console = Console(stderr=True)
-    result = search_bits(module, search_options(options), data.calib_x, data.val_x, data.val_y, console=console,
-                         data_names=(data.calib_name, data.val_name))
     model_name = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
-    extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
-    if result.chosen is not None and data.test_x is not None:
-        extra["test"] = held_out_accuracies(result, data)
+    with onnxruntime_failures(model_name):  # the search's own model runs: one line naming the model
+        result = search_bits(module, search_options(options), data.calib_x, data.val_x, data.val_y, console=console,
+                             data_names=(data.calib_name, data.val_name))
+        extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
+        if result.chosen is not None and data.test_x is not None:
+            extra["test"] = held_out_accuracies(result, data)
     qat_model = qat_table = None
     if settings.accuracy == "qat":
         qat_model, qat_table, extra["qat"] = qat_choice(result, data, settings)

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if y is None:
         raise QuantloopError(f"{args.data}: no array named 'y' (labels are needed for accuracy)")
     x, y = check_dataset(x, y, shape, dtype, num_classes, str(args.data))
-    accuracy = top1_session(session, x, y, batch_size)
+    accuracy = top1_session(session, x, y, batch_size, what=str(args.model))
     correct = round(accuracy * len(y))
     line = Text.assemble(
         (args.model, "bold"), f" on {args.data}: top-1 ", (f"{100 * accuracy:.2f} %", "bold green"), f" ({correct}/{len(y)})"

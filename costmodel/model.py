@@ -310,32 +310,16 @@ def holds_partial_sums(arrays: MappingArrays) -> np.ndarray:
     return out
 
 
-def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bits: Bits = Bits()) -> BatchResult:
-    """Cost of B mappings at once; `arch` is an `Arch` or a target name / YAML path.
-
-    Bit-widths wider than a level's word raise QuantloopError. Legality is reported, not
-    enforced: `capacity_ok`, `fanout_ok`, `factors_ok` (and `valid`, all three) per candidate;
-    costs of invalid candidates are meaningless. Keep rules and dataflow constraints are the
-    caller's (the mapper's) job; `evaluate(..., check=True)` checks everything for one mapping.
-    """
-    arch = _as_arch(arch)
-    check_bits(arch, bits)
-    nest = _Nest(problem, arrays)
+def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per (candidate, level, data space) [B, L, 3]: reads, fills, updates (in words), utilized capacity
+    (words), tile values and partition size (values) — Timeloop's buffer access counts of each kept tile."""
     B, L = nest.B, nest.L
-    if L != arch.num_levels:
-        raise ValueError(f"evaluate_batch: mapping has {L} levels, target {arch.name} has {arch.num_levels}")
-    keep = arrays.keep
-    opw_table, psum_opw = packing_tables(arch, bits)
-    opw = np.repeat(opw_table[None].astype(np.float64), B, axis=0)  # [B, L, 3]
-    opw[:, :, _OUTPUTS] = np.where(holds_partial_sums(arrays), psum_opw[None, :], opw_table[None, :, _OUTPUTS])
     reads = np.zeros((B, L, 3))
     fills = np.zeros((B, L, 3))
     updates = np.zeros((B, L, 3))
     ucap = np.zeros((B, L, 3))
     tiles = np.zeros((B, L, 3))
     part = np.zeros((B, L, 3))
-    dims = problem.dim_array.astype(np.float64)
-    uinst = _prod_dims(nest.spatial_above[:, :L], range(8))  # [B, L]
     rows = np.arange(B)[:, None]
 
     for ds in range(3):
@@ -374,6 +358,30 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
             fl = vis[:, :L] * has_outer
         reads[:, :, ds] = words(rd) * kept
         fills[:, :, ds] = words(fl) * kept
+    return reads, fills, updates, ucap, tiles, part
+
+
+def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bits: Bits = Bits()) -> BatchResult:
+    """Cost of B mappings at once; `arch` is an `Arch` or a target name / YAML path.
+
+    Bit-widths wider than a level's word raise QuantloopError. Legality is reported, not
+    enforced: `capacity_ok`, `fanout_ok`, `factors_ok` (and `valid`, all three) per candidate;
+    costs of invalid candidates are meaningless. Keep rules and dataflow constraints are the
+    caller's (the mapper's) job; `evaluate(..., check=True)` checks everything for one mapping.
+    """
+    arch = _as_arch(arch)
+    check_bits(arch, bits)
+    nest = _Nest(problem, arrays)
+    B, L = nest.B, nest.L
+    if L != arch.num_levels:
+        raise ValueError(f"evaluate_batch: mapping has {L} levels, target {arch.name} has {arch.num_levels}")
+    keep = arrays.keep
+    opw_table, psum_opw = packing_tables(arch, bits)
+    opw = np.repeat(opw_table[None].astype(np.float64), B, axis=0)  # [B, L, 3]
+    opw[:, :, _OUTPUTS] = np.where(holds_partial_sums(arrays), psum_opw[None, :], opw_table[None, :, _OUTPUTS])
+    dims = problem.dim_array.astype(np.float64)
+    uinst = _prod_dims(nest.spatial_above[:, :L], range(8))  # [B, L]
+    reads, fills, updates, ucap, tiles, part = _accesses(nest, keep, opw, dims)
 
     block = np.array([lvl.block_size for lvl in arch.levels], dtype=np.float64)[None, :, None]
     e_read = np.array([lvl.read_energy for lvl in arch.levels])[None, :, None]

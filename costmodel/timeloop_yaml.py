@@ -180,6 +180,7 @@ def _resolve(arch: Arch, target: str, source: str) -> tuple[int, bool]:
 
 
 def mapping_from_list(arch: Arch, entries: list, source: str = "mapping") -> Mapping:
+    """A `Mapping` from Timeloop's `mapping:` list (datatype / bypass, temporal and spatial directives)."""
     if isinstance(entries, dict) and "mapping" in entries:
         entries = entries["mapping"]
     if not isinstance(entries, list):
@@ -198,41 +199,13 @@ def mapping_from_list(arch: Arch, entries: list, source: str = "mapping") -> Map
         idx, dummy = _resolve(arch, e["target"], where)
         kind = e["type"]
         if kind in ("datatype", "bypass"):
-            if dummy:
-                if e.get("keep"):
-                    raise QuantloopError(f"{where}: the spatial level {e['target']} cannot keep data")
-                continue
-            kept, bypassed = _dataspace_list(e, "keep", where), _dataspace_list(e, "bypass", where)
-            if kind == "datatype" and not kept and not bypassed:
-                continue
-            bad = (kept | bypassed) - set(DATASPACES)
-            if bad:
-                raise QuantloopError(f"{where}: unknown data spaces {sorted(bad)}")
-            if keep[idx] is None:
-                keep[idx] = set(arch.levels[idx].may_keep)
-            keep[idx] = (keep[idx] | kept) - bypassed
+            keep[idx] = _keep_entry(e, where, dummy, keep[idx], arch.levels[idx].may_keep)
         elif kind == "temporal":
-            factors = _parse_factors(e.get("factors", ""), where)
-            perm = _parse_permutation(e.get("permutation", ""), where)
-            loops = [d for d in DIMS if d not in perm and factors.get(d, 1) > 1] + list(reversed(perm))
-            active = [(d, factors.get(d, 1)) for d in loops if factors.get(d, 1) > 1]
-            if dummy and active:
-                raise QuantloopError(f"{where}: temporal loops {active} at the spatial-only level {e['target']}")
+            active = _temporal_entry(e, where, dummy)
             if not dummy:
                 temporal[idx] = active
         elif kind == "spatial":
-            factors = _parse_factors(e.get("factors", ""), where)
-            perm = _parse_permutation(e.get("permutation", ""), where)
-            perm += [d for d in DIMS if d not in perm]
-            split = e.get("split", len(perm))
-            if not isinstance(split, int) or isinstance(split, bool) or not 0 <= split <= len(perm):
-                raise QuantloopError(f"{where}: split must be an integer from 0 to {len(perm)}, got {split!r}")
-            # permutation is innermost first; keep our loops outer → inner
-            for table, dims in ((sx[idx], perm[:split]), (sy[idx], perm[split:])):
-                for d in reversed(dims):
-                    f = factors.get(d, 1)
-                    if f > 1:
-                        table[d] = table.get(d, 1) * f
+            _spatial_entry(e, where, sx[idx], sy[idx])
         else:
             raise QuantloopError(f"{where}: unknown type {kind!r} (expected temporal, spatial, datatype or bypass)")
     levels = []
@@ -240,6 +213,48 @@ def mapping_from_list(arch: Arch, entries: list, source: str = "mapping") -> Map
         k = keep[i] if keep[i] is not None else set(arch.levels[i].may_keep)
         levels.append(LevelMapping(tuple(temporal[i]), tuple(sx[i].items()), tuple(sy[i].items()), frozenset(k)))
     return Mapping(tuple(levels))
+
+
+def _keep_entry(e: dict, where: str, dummy: bool, keep: set | None, may_keep: frozenset[str]) -> set | None:
+    """The level's keep set after one datatype / bypass entry (None: not yet stated, the level's may-keep)."""
+    if dummy:
+        if e.get("keep"):
+            raise QuantloopError(f"{where}: the spatial level {e['target']} cannot keep data")
+        return keep
+    kept, bypassed = _dataspace_list(e, "keep", where), _dataspace_list(e, "bypass", where)
+    if e["type"] == "datatype" and not kept and not bypassed:
+        return keep
+    bad = (kept | bypassed) - set(DATASPACES)
+    if bad:
+        raise QuantloopError(f"{where}: unknown data spaces {sorted(bad)}")
+    return ((set(may_keep) if keep is None else keep) | kept) - bypassed
+
+
+def _temporal_entry(e: dict, where: str, dummy: bool) -> list[tuple[str, int]]:
+    """The loops (outer → inner, factors > 1) of one temporal entry; none may sit at a spatial-only level."""
+    factors = _parse_factors(e.get("factors", ""), where)
+    perm = _parse_permutation(e.get("permutation", ""), where)
+    loops = [d for d in DIMS if d not in perm and factors.get(d, 1) > 1] + list(reversed(perm))
+    active = [(d, factors.get(d, 1)) for d in loops if factors.get(d, 1) > 1]
+    if dummy and active:
+        raise QuantloopError(f"{where}: temporal loops {active} at the spatial-only level {e['target']}")
+    return active
+
+
+def _spatial_entry(e: dict, where: str, sx: dict, sy: dict) -> None:
+    """Adds one spatial entry's factors to the level's X (`split` first dims of the permutation) and Y tables."""
+    factors = _parse_factors(e.get("factors", ""), where)
+    perm = _parse_permutation(e.get("permutation", ""), where)
+    perm += [d for d in DIMS if d not in perm]
+    split = e.get("split", len(perm))
+    if not isinstance(split, int) or isinstance(split, bool) or not 0 <= split <= len(perm):
+        raise QuantloopError(f"{where}: split must be an integer from 0 to {len(perm)}, got {split!r}")
+    # permutation is innermost first; keep our loops outer → inner
+    for table, dims in ((sx, perm[:split]), (sy, perm[split:])):
+        for d in reversed(dims):
+            f = factors.get(d, 1)
+            if f > 1:
+                table[d] = table.get(d, 1) * f
 
 
 def read_mapping(path: str | Path, arch: Arch) -> Mapping:

@@ -12,7 +12,7 @@ from typing import Union
 
 import numpy as np
 
-from quantloop.errors import QuantloopError
+from quantloop.errors import QuantloopError, onnxruntime_failures
 
 ModelLike = Union[str, Path, bytes, "onnx.ModelProto"]  # noqa: F821
 
@@ -62,8 +62,10 @@ def input_signature(session) -> tuple[str, tuple[int | str | None, ...], np.dtyp
     return info.name, tuple(info.shape), np.dtype(_ORT_TO_NUMPY[info.type])
 
 
-def predict(session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The first output of the model for every sample of `x`, concatenated along the batch axis."""
+def predict(session, x: np.ndarray, batch_size: int = 256, what: str = "model") -> np.ndarray:
+    """The first output of the model for every sample of `x`, concatenated along the batch axis.
+
+    onnxruntime failing on the data is a one-line error naming `what` (the model)."""
     name, shape, dtype = input_signature(session)
     fixed_batch = shape[0] if shape and isinstance(shape[0], int) else None
     step = fixed_batch or max(1, batch_size)
@@ -73,7 +75,8 @@ def predict(session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         )
     x = np.ascontiguousarray(x, dtype=dtype)
     output = session.get_outputs()[0].name
-    chunks = [session.run([output], {name: x[i : i + step]})[0] for i in range(0, len(x), step)]
+    with onnxruntime_failures(what):
+        chunks = [session.run([output], {name: x[i : i + step]})[0] for i in range(0, len(x), step)]
     if not chunks:
         raise QuantloopError("data: no samples to evaluate")
     return np.concatenate(chunks, axis=0)
@@ -84,13 +87,13 @@ def top1(
 ) -> float:
     """Fraction (0..1) of samples whose arg-max output equals the label."""
     session = make_session(model, intra_op_threads)
-    return top1_session(session, x, y, batch_size)
+    return top1_session(session, x, y, batch_size, what=str(model) if isinstance(model, (str, Path)) else "<model>")
 
 
-def top1_session(session, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+def top1_session(session, x: np.ndarray, y: np.ndarray, batch_size: int = 256, what: str = "model") -> float:
     """`top1` on an already-built onnxruntime session (reuse it across evaluations)."""
     if len(x) != len(y):
         raise QuantloopError(f"data: {len(x)} samples but {len(y)} labels")
-    logits = predict(session, x, batch_size)
+    logits = predict(session, x, batch_size, what)
     scores = logits.reshape(len(x), -1)
     return float(np.mean(np.argmax(scores, axis=1) == np.asarray(y)))

@@ -1,6 +1,11 @@
 """Read an ONNX model (file or `zoo:` spec), check it, fix its input shapes and infer the rest;
 convert opsets below 11 and fold its constant parts (`onnx_fold`).
 
+Checked up front, so that a compile without calibration never accepts a model onnxruntime rejects:
+the ONNX checker's full check (`check_model` then strict shape/type inference with data propagation,
+`_check_and_infer`; `full_check=True` would run the same inference a second time) and an onnxruntime
+session built on the model's skeleton (`_check_onnxruntime`: kernels constructed, weights never copied).
+
 Every failure is a one-line `QuantloopError` naming the file and the problem.
 """
 
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -89,6 +95,7 @@ def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputSha
         if not fold_constants(model, source):
             break
         _check_and_infer(model, source)
+    _check_onnxruntime(model, source)
     return model
 
 
@@ -135,10 +142,79 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _check(model: onnx.ModelProto, source: str) -> None:
+    if not model.graph.output:
+        raise QuantloopError(f"{source}: the model has no graph outputs (onnxruntime cannot run it)")
     try:
         onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError) as err:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as err:
         raise QuantloopError(f"{source}: the ONNX checker rejects the model: {_first_line(err)}") from None
+
+
+#: Operator domains onnxruntime's CPU provider implements; a model with nodes of other domains
+#: (e.g. QONNX's custom ops, which the importer reads itself) is not given to onnxruntime up front.
+ORT_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+
+
+def _ort_session(model: onnx.ModelProto):
+    """An onnxruntime CPU session without graph optimizations (cheap: construct every kernel, nothing more)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # the refusal becomes our one line; no log output of its own
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+#: onnxruntime's C++ source location, function and failed condition inside a message, e.g.
+#: "/onnxruntime_src/.../common.h:81 onnxruntime::AutoPadType f(const std::string&) false was false. "
+_ORT_SOURCE_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ .*?\) (\S+ was false\. )?")
+
+
+def _ort_refusal(model: onnx.ModelProto) -> str | None:
+    """onnxruntime's reason for refusing `model` (one line), or None when it builds a session."""
+    try:
+        _ort_session(model)
+    except Exception as err:  # onnxruntime raises several unrelated exception classes
+        if not type(err).__module__.startswith("onnxruntime"):
+            raise
+        detail = _first_line(err).rpartition(" : ")[2]  # drop "[ONNXRuntimeError] : 1 : FAIL : "
+        detail = re.sub(_ORT_SOURCE_LOCATION, "", detail).strip()
+        return detail if len(detail) <= 200 else detail[:200] + "…"
+    return None
+
+
+def _single_node(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.ModelProto:
+    """`node` alone, its inputs and outputs typed from the (shape-inferred) model."""
+    graph = model.graph
+    typed = {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
+    small = {t.name: t for t in graph.initializer}
+    single = onnx.ModelProto(ir_version=model.ir_version)
+    single.opset_import.extend(model.opset_import)
+    single.graph.name = "node"
+    single.graph.node.append(node)
+    for name in dict.fromkeys(n for n in node.input if n):
+        if name in small:
+            single.graph.initializer.append(small[name])
+        elif name in typed:
+            single.graph.input.append(typed[name])
+    single.graph.output.extend(typed[n] for n in node.output if n in typed)
+    return single
+
+
+def _check_onnxruntime(model: onnx.ModelProto, source: str) -> None:
+    """Refuse up front what onnxruntime would refuse at calibration, naming the node it refuses."""
+    if any(node.domain not in ORT_DOMAINS for node in model.graph.node):
+        return
+    skeleton = _skeleton(model)
+    reason = _ort_refusal(skeleton)
+    if reason is None:
+        return
+    for node in skeleton.graph.node:  # only on failure: find the first node refused on its own
+        node_reason = _ort_refusal(_single_node(skeleton, node))
+        if node_reason is not None:
+            raise QuantloopError(f"{source}: onnxruntime refuses node {node.name!r} ({node.op_type}): {node_reason}")
+    raise QuantloopError(f"{source}: onnxruntime refuses the model: {reason}")
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

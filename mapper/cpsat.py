@@ -46,20 +46,28 @@ def _product(m: cp_model.CpModel, terms: list, ub: int, name: str):
 
 def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
     """The legality model at keep sets `keep` [L, 3] (default: must-keep)."""
-    arch, pr = space.arch, space.problem
     keep = space.must_keep if keep is None else keep
-    m = cp_model.CpModel()
-    L = space.L
-    sizes = [int(x) for x in pr.dim_array]
-    out = Model(m, {}, {})
+    out = Model(cp_model.CpModel(), {}, {})
+    sizes = [int(x) for x in space.problem.dim_array]
+    _add_factors(out, space, sizes)
+    cum = _add_tile_extents(out, space, sizes)
+    tiles = _add_kept_tiles(out, space, keep, cum)
+    _add_tile_bounds(out, space, tiles)
+    return out
 
-    def rule_literal(text: str):
-        lit = m.NewBoolVar(text)
-        out.rules[lit.Index()] = text
-        out.literals.append(lit)
-        return lit
 
-    for l, lvl in enumerate(arch.levels):
+def _rule_literal(out: Model, text: str):
+    """A fresh assumption literal that enforces the target rule `text` (named in infeasible cores)."""
+    lit = out.model.NewBoolVar(text)
+    out.rules[lit.Index()] = text
+    out.literals.append(lit)
+    return lit
+
+
+def _add_factors(out: Model, space: Mapspace, sizes: list[int]) -> None:
+    """f[level, kind, dim] over the dim's divisors, the slot table's fixed factors, and the fan-out limits."""
+    m = out.model
+    for l, lvl in enumerate(space.arch.levels):
         for k in range(3):
             fanout = int(space.fanout[l, k - 1]) if k else None
             axis = "x" if k == SPATIAL_X else "y"
@@ -73,19 +81,24 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
                 if fixed == FREE:
                     continue
                 if k == TEMPORAL:
-                    m.Add(var == fixed).OnlyEnforceIf(rule_literal(f"level {lvl.name}: temporal factor {name}={fixed}"))
+                    m.Add(var == fixed).OnlyEnforceIf(_rule_literal(out, f"level {lvl.name}: temporal factor {name}={fixed}"))
                 elif fanout == 1:
                     m.Add(var == 1)
                 elif fixed == 1:
-                    m.Add(var == 1).OnlyEnforceIf(rule_literal(f"level {lvl.name}: spatial {axis} does not allow {name}"))
+                    m.Add(var == 1).OnlyEnforceIf(_rule_literal(out, f"level {lvl.name}: spatial {axis} does not allow {name}"))
                 else:
-                    m.Add(var == fixed).OnlyEnforceIf(rule_literal(f"level {lvl.name}: spatial {axis} factor {name}={fixed}"))
+                    m.Add(var == fixed).OnlyEnforceIf(_rule_literal(out, f"level {lvl.name}: spatial {axis} factor {name}={fixed}"))
             if k and space.fanout[l, k - 1] > 1:
                 limit = int(space.fanout[l, k - 1])
                 prod = m.NewIntVar(1, int(np.prod([max(1, s) for s in sizes])), f"fanout_{lvl.name}_{axis}")
                 m.AddMultiplicationEquality(prod, [out.f[l, k, d] for d in range(8)])
-                m.Add(prod <= limit).OnlyEnforceIf(rule_literal(f"level {lvl.name}: fan-out {axis} ≤ {limit}"))
-    cum = {}
+                m.Add(prod <= limit).OnlyEnforceIf(_rule_literal(out, f"level {lvl.name}: fan-out {axis} ≤ {limit}"))
+
+
+def _add_tile_extents(out: Model, space: Mapspace, sizes: list[int]) -> dict[tuple[int, int], cp_model.IntVar]:
+    """cum[level, dim]: the dim's extent of a tile at `level` (the product of its factors there and inside)."""
+    m, L = out.model, space.L
+    cum: dict[tuple[int, int], cp_model.IntVar] = {}
     for l in reversed(range(L)):
         for d in range(8):
             var = m.NewIntVarFromDomain(cp_model.Domain.FromValues(divisors(sizes[d])), f"c_{l}_{DIMS[d]}")
@@ -94,8 +107,14 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
             cum[l, d] = var
     for d in range(8):
         m.Add(cum[0, d] == sizes[d])
+    return cum
+
+
+def _add_kept_tiles(out: Model, space: Mapspace, keep: np.ndarray, cum: dict) -> dict[tuple[int, int], tuple]:
+    """(values, words) of each kept tile at the levels a tile bound reads, keyed by (level, data space)."""
+    m, pr = out.model, space.problem
     width_ub, height_ub = pr.input_width, pr.input_height
-    tiles: dict[tuple[int, int], tuple] = {}  # (level, data space) -> (values, words) of a kept tile
+    tiles: dict[tuple[int, int], tuple] = {}
     for l in sorted({bound.level for bound in space.bounds}):
         for k, ds in enumerate(DATASPACES):
             if not keep[l, k]:
@@ -115,15 +134,19 @@ def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
             m.AddDivisionEquality(words, tile + (opw - 1), opw)
             out.words[l, k] = words
             tiles[l, k] = (tile, words)
-    for bound in space.bounds:  # the target's tile bounds, as `costmodel.legality` lists them
+    return tiles
+
+
+def _add_tile_bounds(out: Model, space: Mapspace, tiles: dict[tuple[int, int], tuple]) -> None:
+    """The target's tile bounds, as `costmodel.legality` lists them, each behind its own literal."""
+    for bound in space.bounds:
         terms = [tiles[bound.level, k][bound.unit == "words"] for k in bound.dataspaces if (bound.level, k) in tiles]
         if not terms:
             continue
-        lit = rule_literal(bound.rule)
+        lit = _rule_literal(out, bound.rule)
         if bound.unit == "words" and len(bound.dataspaces) == len(DATASPACES):
             out.capacity_literal[bound.level] = lit
-        m.Add(sum(terms) <= bound.limit).OnlyEnforceIf(lit)
-    return out
+        out.model.Add(sum(terms) <= bound.limit).OnlyEnforceIf(lit)
 
 
 def _solver(seed: int = 0, seconds: float = 20.0) -> cp_model.CpSolver:

@@ -16,7 +16,8 @@ Rules:
 - Values that already carry a quantized type (QDQ / QONNX models) keep it; dequantize results
   and float values read by a `qnn.quantize` stay f32.
 
-Options: `bits=w8a8` (uniform default: w<weight bits>a<activation bits>), `file=bits.json` with
+Options: `bits=w8a8` (uniform default: w<weight bits>a<activation bits>[o<bits of the values the network
+returns>]), `file=bits.json` with
 per-layer entries keyed by op name, `{"conv1": {"weights": 4, "activations": 8, "scheme": "pot"}, ...}`
 (any key may be left out; unlisted layers get the default; `scheme` (int / pot / pot2) is the layer's
 weight scheme, which `qnn-calibrate` then encodes instead of its `scheme` option), `input-bits=8`.
@@ -75,18 +76,16 @@ class BitsEntry:
     scheme: str | None = None  # the weights' scheme (int / pot / pot2); None: calibration's default
 
 
-def parse_bits_spec(spec: str) -> tuple[int, int]:
-    """`w4a8` -> (4, 8). An `o` part (`w4a8o16`) is accepted when it equals the activation width:
-    a layer's outputs are the next layer's activations here; a wider partial-sum width is the
-    accelerator's, not the graph's."""
+def parse_bits_spec(spec: str) -> tuple[int, int, int]:
+    """`w4a8` -> (4, 8, 8); `w4a8o16` -> (4, 8, 16): weights, activations, network outputs.
+
+    Inside the graph a layer's outputs are the next layer's inputs, so they take the activation width;
+    `o` is the width of the values the network returns (the layers producing them store their Outputs
+    at `o` bits, as `map`/`cost` read `o` for one layer). Partial sums are the target's (`--psum-bits`)."""
     parsed = parse_bits(spec)
     where = f"bits {spec!r}"
-    if parsed.outputs is not None and parsed.outputs != parsed.activations:
-        raise QuantloopError(
-            f"{where}: qnn-assign-bits gives a layer's outputs the activation width ({parsed.activations}); "
-            f"o{parsed.outputs} differs (a partial-sum width belongs to the target's mapping, not to the graph)"
-        )
-    return check_width(parsed.weights, where), check_width(parsed.activations, where)
+    w, a = check_width(parsed.weights, where), check_width(parsed.activations, where)
+    return w, a, a if parsed.outputs is None else check_width(parsed.outputs, where)
 
 
 def load_bits_file(path: str | Path) -> dict[str, BitsEntry]:
@@ -179,6 +178,22 @@ def _refuse_model_quantized(op: Operation, entry: BitsEntry, where: str) -> None
             )
 
 
+def _network_output_producers(func: FuncOp) -> set[SSAValue]:
+    """The values whose width the `o` of a bits spec sets: what the function returns, traced back through
+    ops that only move values (reshape, flatten, ...), which pass their input's type through."""
+    found: set[SSAValue] = set()
+    block = func.body.block
+    pending = list(block.last_op.operands) if block.last_op is not None else []
+    while pending:
+        value = pending.pop()
+        if value in found:
+            continue
+        found.add(value)
+        if isinstance(value.owner, MOVES_VALUES) and value.owner.operands:
+            pending.append(value.owner.operands[0])
+    return found
+
+
 @dataclass(frozen=True)
 class AssignBitsPass(ModulePass):
     """Give weights and activations `!qnn.int` types: `bits` (w8a8) or per layer from a JSON `file`."""
@@ -193,7 +208,7 @@ class AssignBitsPass(ModulePass):
         self._assign(op, lambda: load_bits_file(self.file) if self.file else {}, self.file)
 
     def _assign(self, op: ModuleOp, load_table: Callable[[], Mapping[str, BitsEntry]], where: str) -> None:
-        default_w, default_a = parse_bits_spec(self.bits)
+        default_w, default_a, default_o = parse_bits_spec(self.bits)
         check_width(self.input_bits, "qnn-assign-bits input-bits")
         table = load_table()
         named = {o.node_name: o for o in op.walk() if getattr(o, "node_name", None)}
@@ -209,10 +224,13 @@ class AssignBitsPass(ModulePass):
             _refuse_model_quantized(named[name], entry, f"{where}: layer '{name}'")
 
         for func in (o for o in op.walk() if isinstance(o, FuncOp)):
-            self._assign_function(func, default_w, default_a, table)
+            self._assign_function(func, default_w, default_a, default_o, table)
 
-    def _assign_function(self, func: FuncOp, default_w: int, default_a: int, table: dict[str, BitsEntry]) -> None:
+    def _assign_function(
+        self, func: FuncOp, default_w: int, default_a: int, default_o: int, table: dict[str, BitsEntry]
+    ) -> None:
         nonnegative: set[SSAValue] = set()
+        returned = _network_output_producers(func)
         for arg in list(func.body.block.args):
             if is_float(arg) and not _quantized_explicitly(arg):
                 _retype(arg, IntType(self.input_bits, True))
@@ -250,7 +268,8 @@ class AssignBitsPass(ModulePass):
                 if isinstance(o, MOVES_VALUES) and entry.activations is None and ints:
                     elem = IntType(ints[0].bits, ints[0].signed and result not in nonnegative)
                 else:
-                    elem = IntType(entry.activations or default_a, result not in nonnegative)
+                    default = default_o if result in returned else default_a
+                    elem = IntType(entry.activations or default, result not in nonnegative)
                 new = _retype(result, elem)
                 if result in nonnegative:
                     nonnegative.discard(result)

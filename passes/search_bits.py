@@ -29,7 +29,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from quantloop.errors import QuantloopError
+from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.ir import make_context
 from quantloop.passes.assign_bits import AssignBitsTablePass
 from quantloop.passes.search.engine import SearchOptions, search_bits
@@ -217,8 +217,9 @@ class SearchBitsPass(ModulePass):
             use_cache=not self.no_cache, weight_clip=self.weight_clip, act_range=self.act_range,
             percentile=self.percentile, search=settings,
         )
-        result = search_bits(op, search_options(options), data.calib_x, data.val_x, data.val_y,
-                             data_names=(data.calib_name, data.val_name))
+        with onnxruntime_failures(self.name):
+            result = search_bits(op, search_options(options), data.calib_x, data.val_x, data.val_y,
+                                 data_names=(data.calib_name, data.val_name))
         if self.output:
             from quantloop.passes.search.pareto import build_pareto, write_pareto
 

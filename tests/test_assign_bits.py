@@ -97,6 +97,24 @@ def test_uniform_bits_and_signedness():
     assert print_module(parse_module(text), None) == text
 
 
+def test_output_bits_go_to_the_values_the_network_returns():
+    """`w4a8o16`: the returned value (the softmax) is stored at 16 bits; everything a layer reads stays at 8."""
+    module, ops = model()
+    run(module, bits="w4a8o16")
+    assert out_type(ops["softmax"]) == IntType(16, False)
+    assert out_type(ops["fc"]) == IntType(8, True) and out_type(ops["conv1"]) == IntType(8, False)
+    assert main_func(module).function_type.outputs.data[0] == TensorType(IntType(16, False), [1, 10])
+
+
+def test_output_bits_follow_value_moving_ops_back_to_the_layer():
+    """Returned through a flatten, the width lands on the gemm that writes the value (flatten passes it on)."""
+    b = MainBuilder([TensorType(f32, [1, 8])])
+    fc = b.add(GemmOp(b.args[0], w(b, 4, 8, name="fc.w"), w(b, 4), trans_b=True, name="fc"))
+    flat = b.add(FlattenOp(fc, 1, name="flatten"))
+    module = run(b.finish([flat]), bits="w4a8o16")
+    assert out_type(fc) == IntType(16, True) and out_type(flat) == IntType(16, True)
+
+
 def test_input_bits_option_and_sixteen_bits():
     module, ops = model()
     run(module, bits="w16a16", input_bits=4)
@@ -171,8 +189,9 @@ def test_bad_bits_spec(spec):
 
 
 def test_bits_spec_values():
-    assert parse_bits_spec("w4a8") == (4, 8)
-    assert parse_bits_spec("W16A2") == (16, 2)
+    assert parse_bits_spec("w4a8") == (4, 8, 8)
+    assert parse_bits_spec("W16A2") == (16, 2, 2)
+    assert parse_bits_spec("w4a8o16") == (4, 8, 16)
 
 
 def test_quantized_values_keep_their_types():

@@ -232,3 +232,26 @@ def test_python_api_compiles_and_reports_layers(tmp_path):
     assert result.layers and all(layer.energy_pj > 0 for layer in result.layers)
     assert result.total_energy_pj == pytest.approx(sum(layer.energy_pj for layer in result.layers))
     assert np.isfinite(result.total_energy_pj)
+
+
+def test_compile_accepts_an_output_width_for_the_network_outputs(capsys, tmp_path):
+    """`--bits w4a8o16` as `map`/`cost` take it: the layer that writes the network's output stores its Outputs
+    at 16 bits, the layer before it (whose outputs the next layer reads) at the activation width."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    rng = np.random.default_rng(0)
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (8, 8)), ("w2", (8, 4)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = _write_model(tmp_path / "mlp.onnx", model)
+    out_dir = tmp_path / "out"
+    code, out, err = _run(["compile", str(src), "--target", "eyeriss?pe_type=int16", "--bits", "w4a8o16", "-o", str(out_dir),
+                           "--cache-dir", str(tmp_path / "c"), "--emit", "report"], capsys)
+    assert code == 0, err
+    import json
+
+    layers = {layer["name"]: layer for layer in json.loads((out_dir / "report.json").read_text())["layers"]}
+    assert layers["fc1"]["bits"]["outputs"] == 8
+    assert (layers["fc2"]["bits"]["weights"], layers["fc2"]["bits"]["inputs"], layers["fc2"]["bits"]["outputs"]) == (4, 8, 16)
