@@ -394,3 +394,33 @@ def test_editing_the_ert_beside_an_arch_file_reloads_the_target(tmp_path):
     ert.write_text(ert.read_text().replace("0.492024", "0.5"))
     os.utime(ert, (ert.stat().st_atime, ert.stat().st_mtime + 10))
     assert (before, load_target(folder / "arch.yaml").levels[-1].read_energy) == (0.492024, 0.5)
+
+
+#: Timeloop-valid constraint keys quantloop does not model: refused, and listed in both READMEs' limits.
+UNMODELLED_KEYS = ("no_reuse", "no_iteration_over_dataspaces", "maximize_dims", "default_max_factor",
+                   "default_min_factor")
+
+
+@pytest.mark.parametrize("key", UNMODELLED_KEYS)
+def test_unmodelled_timeloop_constraint_keys_are_refused(tmp_path, capsys, key):
+    folder = _design(tmp_path)
+    arch = folder / "arch.yaml"
+    old = "dataspace: {keep: [Inputs]}"
+    arch.write_text(arch.read_text().replace(old, f"{old}\n        {key}: [Inputs]", 1))
+    err = _error(capsys, folder)
+    assert f"constraints.{key}" in err and "unsupported constraint" in err
+
+
+def test_limits_list_every_refused_timeloop_construct():
+    """What a valid Timeloop design may say but quantloop refuses is listed in the README's Limits and in
+    targets/README.md: max / min factors, factor 0, a split among unlisted dims, the unmodelled constraint
+    keys and the attributes quantloop takes only at Timeloop's defaults (read from the code)."""
+    from quantloop.targets.timeloop_design import design
+
+    root = Path(__file__).parent.parent
+    limits = (root / "README.md").read_text().split("## Limits", 1)[1].split("\n## ", 1)[0]
+    targets = (root / "targets" / "README.md").read_text()
+    needed = ["M<=4", "C>=2", "factor 0", "split", "Accelergy", *UNMODELLED_KEYS, *design._DEFAULT_ONLY]
+    for text, name in ((limits, "README.md Limits"), (targets, "targets/README.md")):
+        missing = [word for word in needed if word not in text]
+        assert not missing, f"{name} does not list {missing}"
