@@ -250,3 +250,30 @@ def test_first_samples_keeps_whole_batches():
     assert first_samples(x, 1, 4).tolist() == [0, 1, 2, 3]
     assert first_samples(x, 3, 7).tolist() == list(range(6))
     assert first_samples(x, 4, 2).tolist() == [0, 1, 2, 3]  # at least one batch
+
+
+def test_cache_hit_skips_the_export_and_the_weight_clipping(tmp_path, monkeypatch):
+    """A second calibration of the same module with the same settings reads ranges and per-channel weight
+    scales from the cache: no float export, no MSE clipping search, and bit-identical IR (codes included)."""
+    from quantloop.frontend.fakequant_export import FakeQuantExporter
+
+    cache = str(tmp_path / "cache")
+    options = {"cache_dir": cache, "weight_clip": "mse"}
+    first = print_module(calibrated(tmp_path, **options), elide_weights_over=None)
+    calls = {"export": 0, "weight_scales": 0}
+
+    def counting(name, original):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(FakeQuantExporter, "export", counting("export", FakeQuantExporter.export))
+    monkeypatch.setattr(q, "weight_scales", counting("weight_scales", q.weight_scales))
+    again = print_module(calibrated(tmp_path, **options), elide_weights_over=None)
+    assert again == first
+    assert calls == {"export": 0, "weight_scales": 0}
+    # other weight settings miss the result cache (the ranges still come from the exported model's entry)
+    minmax = print_module(calibrated(tmp_path, cache_dir=cache, weight_clip="minmax"), elide_weights_over=None)
+    assert calls["export"] == 1 and calls["weight_scales"] == 2
+    assert minmax == print_module(calibrated(tmp_path, no_cache=True), elide_weights_over=None)
