@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFA
 PERCENTILE_SAMPLE_CAP = 1 << 20  # values kept per activation (4 MiB): every observer holds up to this many
 #: bump whenever the observed ranges change for the same model, data and settings
 CACHE_VERSION = 2
+
+if TYPE_CHECKING:
+    import onnx
 
 
 class CalibrationWarning(UserWarning):
@@ -307,6 +311,7 @@ class CalibratePass(ModulePass):
             name_of = exporter.names
             fetch_names = [name_of[v] for v in values]
             feeds = [name_of[a] for a in args]
+            _map_weights_from_file(func, exporter.names, model, path.with_name("calibration.weights"))
             del exporter
             onnx.save_model(model, path)
             del model
@@ -452,6 +457,28 @@ def _module_digest(module: ModuleOp) -> str:
         digest.update("|".join(line).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _map_weights_from_file(func: FuncOp, names: dict[SSAValue, str], model: onnx.ModelProto, weights: Path) -> None:
+    """Swap the float32 arrays of the weights still to be calibrated for read-only maps of the same bytes
+    in the external-data file just written: the process then does not hold a private copy of them while
+    onnxruntime loads its own (VGG-16: half a gigabyte less at the compile's peak)."""
+    import onnx
+
+    placed = {
+        t.name: {e.key: e.value for e in t.external_data}
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+    for o in func.body.walk():
+        if not (isinstance(o, ConstantOp) and isinstance(o.output.type.element_type, IntType)):
+            continue
+        where = placed.get(names.get(o.output, ""))
+        array = o.array
+        if where is None or array is None or array.dtype != np.float32 or int(where["length"]) != array.nbytes:
+            continue
+        mapped = np.memmap(weights, dtype="<f4", mode="r", offset=int(where["offset"]), shape=array.shape)
+        o.properties["value"] = DenseWeightsAttr(mapped)
 
 
 def _valid_entry(entry: dict | None, ranges: int, weights: int) -> dict | None:
