@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFA
 PERCENTILE_SAMPLE_CAP = 1 << 20  # values kept per activation (4 MiB): every observer holds up to this many
 #: bump whenever the observed ranges change for the same model, data and settings
 CACHE_VERSION = 2
+
+if TYPE_CHECKING:
+    import onnx
 
 
 class CalibrationWarning(UserWarning):
@@ -287,26 +291,29 @@ class CalibratePass(ModulePass):
         args = list(func.body.block.args)
         # Values a quantized model carries quantized are fake-quantized (ranges as the model runs);
         # those still waiting for a scale run in float.
-        exporter = FakeQuantExporter(module, uncalibrated_as_float=True)
-        model = exporter.export("calibration")
-        outputs = {o.name for o in model.graph.output}
-        names = {v: exporter.names[v] for v in values if v not in args}
-        for value, name in names.items():
-            if name not in outputs:
-                outputs.add(name)
-                model.graph.output.append(
-                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
-                )
-        name_of = exporter.names
-        fetch_names = [name_of[v] for v in values]
-        feeds = [name_of[a] for a in args]
-        del exporter  # it holds a float copy of every weight (as large as the model's)
         with tempfile.TemporaryDirectory(prefix="quantloop-calibration-") as tmp:
-            # The weights go to a side file: a VGG-sized model serialized in memory needs two more
-            # copies of its weights (half a gigabyte each); the cache key hashes the files in chunks.
+            # The weights go straight from the module's arrays to a side file, never into the model's
+            # protobuf: a VGG-sized model would otherwise hold its weights twice (half a gigabyte each)
+            # at the compile's peak; onnxruntime reads them from the file, the cache key hashes it.
             path = Path(tmp) / "calibration.onnx"
-            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="calibration.weights", size_threshold=1024)
+            with open(path.with_name("calibration.weights"), "wb") as weights_file:
+                exporter = FakeQuantExporter(module, uncalibrated_as_float=True, weights_file=weights_file,
+                                             weights_location="calibration.weights")
+                model = exporter.export("calibration")
+            outputs = {o.name for o in model.graph.output}
+            names = {v: exporter.names[v] for v in values if v not in args}
+            for value, name in names.items():
+                if name not in outputs:
+                    outputs.add(name)
+                    model.graph.output.append(
+                        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
+                    )
+            name_of = exporter.names
+            fetch_names = [name_of[v] for v in values]
+            feeds = [name_of[a] for a in args]
+            _map_weights_from_file(func, exporter.names, model, path.with_name("calibration.weights"))
+            del exporter
+            onnx.save_model(model, path)
             del model
             cache, key = self._cache([path, path.with_name("calibration.weights")], inputs, fetch_names, batch)
             if cache is not None:
@@ -401,7 +408,13 @@ class CalibratePass(ModulePass):
             )
         array = np.asarray(constant.array, np.float32)
         scales = q.weight_scales(array, bits, self.weight_clip, scheme, axis=axis) if cached is None else cached
-        codes = q.weight_encode(array, scales, bits, scheme, axis=axis).astype(container(bits, True))
+        codes = np.empty(array.shape, container(bits, True))
+        # a block of channels at a time: the encoding's float temporaries of a VGG fc layer would set the peak
+        channels, out = np.moveaxis(array, axis, 0), np.moveaxis(codes, axis, 0)
+        step = max(1, q.CHUNK_BYTES // max(1, channels[0].nbytes if len(channels) else 1))
+        for start in range(0, len(channels), step):
+            block = slice(start, start + step)
+            out[block] = q.weight_encode(channels[block], scales[block], bits, scheme, axis=0)
         if scheme == "int":
             new_elem: Attribute = UniformPerAxisType(bits, True, axis, [float(s) for s in scales], [0] * scales.size)
         else:
@@ -444,6 +457,28 @@ def _module_digest(module: ModuleOp) -> str:
         digest.update("|".join(line).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _map_weights_from_file(func: FuncOp, names: dict[SSAValue, str], model: onnx.ModelProto, weights: Path) -> None:
+    """Swap the float32 arrays of the weights still to be calibrated for read-only maps of the same bytes
+    in the external-data file just written: the process then does not hold a private copy of them while
+    onnxruntime loads its own (VGG-16: half a gigabyte less at the compile's peak)."""
+    import onnx
+
+    placed = {
+        t.name: {e.key: e.value for e in t.external_data}
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+    for o in func.body.walk():
+        if not (isinstance(o, ConstantOp) and isinstance(o.output.type.element_type, IntType)):
+            continue
+        where = placed.get(names.get(o.output, ""))
+        array = o.array
+        if where is None or array is None or array.dtype != np.float32 or int(where["length"]) != array.nbytes:
+            continue
+        mapped = np.memmap(weights, dtype="<f4", mode="r", offset=int(where["offset"]), shape=array.shape)
+        o.properties["value"] = DenseWeightsAttr(mapped)
 
 
 def _valid_entry(entry: dict | None, ranges: int, weights: int) -> dict | None:

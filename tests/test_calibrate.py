@@ -277,3 +277,18 @@ def test_cache_hit_skips_the_export_and_the_weight_clipping(tmp_path, monkeypatc
     minmax = print_module(calibrated(tmp_path, cache_dir=cache, weight_clip="minmax"), elide_weights_over=None)
     assert calls["export"] == 1 and calls["weight_scales"] == 2
     assert minmax == print_module(calibrated(tmp_path, no_cache=True), elide_weights_over=None)
+
+
+@pytest.mark.parametrize("scheme", ["int", "pot"])
+def test_blockwise_weight_clipping_and_encoding_are_bit_identical(tmp_path, monkeypatch, scheme):
+    """Large weights are clipped and encoded a block of channels at a time (bounded memory): the same
+    scales and codes as in one piece."""
+    whole = print_module(calibrated(tmp_path, weight_clip="mse", scheme=scheme, no_cache=True), elide_weights_over=None)
+    monkeypatch.setattr(q, "CHUNK_BYTES", 4)  # one channel per block
+    blocks = print_module(calibrated(tmp_path, weight_clip="mse", scheme=scheme, no_cache=True), elide_weights_over=None)
+    assert blocks == whole
+    w = np.random.default_rng(0).standard_normal((7, 5, 3, 3)).astype(np.float32)
+    monkeypatch.setattr(q, "CHUNK_BYTES", 1 << 30)
+    one = q.weight_scales(w, 4, "mse", scheme, axis=0)
+    monkeypatch.setattr(q, "CHUNK_BYTES", 50)
+    assert np.array_equal(q.weight_scales(w, 4, "mse", scheme, axis=0), one)
