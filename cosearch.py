@@ -149,7 +149,7 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
     else:
         table = result.bits_file(result.chosen)
         chosen_options = options.replace(
-            bits_file=None, bits_table=table, weight_scheme=result.chosen.config.scheme, output_dir=None, search=None,
+            bits_file=None, bits_table=table, weight_scheme=result.chosen.config.calibration_scheme, output_dir=None, search=None,
             data=options.data or searched.data.calib_spec,
         )
         compiled = compile_model(searched.module, chosen_options, out=out)

@@ -185,7 +185,7 @@ class FakeQuantEvaluator:
             feeds[names[1]] = np.array(low, np.float32)
             feeds[names[2]] = np.array(high, np.float32)
         for i, layer in enumerate(space.layers):
-            feeds[layer.weight] = self.layer_weights(i, config.weights[i], config.scheme)[0]
+            feeds[layer.weight] = self.layer_weights(i, config.weights[i], config.layer_scheme(i))[0]
         return feeds
 
     def predict(self, config: Config, x: np.ndarray) -> np.ndarray:

@@ -75,10 +75,12 @@ class EnergyModel:
             for ds in ("Weights", "Inputs", "Outputs")
         }
 
-    def keys(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list[LayerKey]:
+    def keys(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str | Sequence[str] = "int") -> list[LayerKey]:
+        """(problem, bits) per layer; `scheme` is one weight scheme for all layers or one per layer."""
+        schemes = [scheme] * len(self.problems) if isinstance(scheme, str) else list(scheme)
         return [
-            (problem, Bits(weights=w, inputs=i, outputs=o, scheme=scheme))
-            for problem, (w, i, o) in zip(self.problems, layer_bits)
+            (problem, Bits(weights=w, inputs=i, outputs=o, scheme=s))
+            for problem, (w, i, o), s in zip(self.problems, layer_bits, schemes)
         ]
 
     def _widest_alike(self, dataspace: str, bits: int) -> int:
@@ -137,11 +139,11 @@ class EnergyModel:
                 result.cost if mapped_bits == bits else evaluate(self.arch, problem, result.mapping, bits, check=False)
             )
 
-    def layer_costs(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list:
+    def layer_costs(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str | Sequence[str] = "int") -> list:
         self.ensure([(layer_bits, scheme)])
         return [self.costs[key] for key in self.keys(layer_bits, scheme)]
 
-    def weight_tiles(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> list[int]:
+    def weight_tiles(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str | Sequence[str] = "int") -> list[int]:
         """Each layer's DRAM weight tile count under the mapping it gets at `layer_bits`."""
         self.ensure([(layer_bits, scheme)])
         return [weight_tiles(self.mapped[(problem, self.packing_class(bits))].mapping)
@@ -151,7 +153,7 @@ class EnergyModel:
         self.ensure([([(bits.weights, bits.inputs, bits.outputs)] * len(self.problems), bits.scheme)])
         return self.mapped[(problem, self.packing_class(bits))].mapping
 
-    def totals(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str = "int") -> tuple[float, int]:
+    def totals(self, layer_bits: Sequence[tuple[int, int, int]], scheme: str | Sequence[str] = "int") -> tuple[float, int]:
         """(energy in pJ, cycles) of the network: sums over layers."""
         costs = self.layer_costs(layer_bits, scheme)
         return sum(c.total_energy_pj for c in costs), sum(int(c.cycles) for c in costs)
@@ -160,7 +162,7 @@ class EnergyModel:
         self,
         layer_bits: Sequence[tuple[int, int, int]],
         reference_bits: Sequence[tuple[int, int, int]],
-        scheme: str = "int",
+        scheme: str | Sequence[str] = "int",
     ) -> tuple[float, int]:
         """Energy and cycles at `layer_bits` with every layer kept at the mapping found for
         `reference_bits` (only the packing changes): the synergy ablation."""

@@ -11,15 +11,17 @@ layers that read it. Other tensors follow from those:
   such ops with that width so that `--bits-file` reproduces the candidate exactly (unnamed
   ones get the default activation bits, as assign-bits gives them).
 
-The genes of a candidate are `[w_0, a_0, w_1, a_1, ...]` in layer order, plus one weight scheme
-gene (index into `schemes`) when the target has shift-add PEs (`compute.shift_add_energy`) —
-one scheme for the whole model, because `qnn-calibrate` applies one weight scheme.
+The genes of a candidate are `[w_0, a_0, w_1, a_1, ...]` in layer order, then, only when the target
+executes more than one weight scheme (int plus shift-add PEs, `engine.target_schemes`), one scheme
+gene per layer `[s_0, s_1, ...]` (indices into `schemes`): the bits file carries each layer's
+scheme and `qnn-calibrate` encodes each layer's weights with it. Single-scheme targets have no
+scheme genes at all.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,22 +119,31 @@ class SearchSpace:
         self.quantizer_index = {q.tensor: i for i, q in enumerate(self.quantizers)}
 
     @property
+    def per_layer_schemes(self) -> bool:
+        """Whether candidates carry a scheme gene per layer (the target executes several schemes)."""
+        return len(self.schemes) > 1
+
+    @property
     def n_genes(self) -> int:
-        return 2 * len(self.layers) + (1 if len(self.schemes) > 1 else 0)
+        n = len(self.layers)
+        return 2 * n + (n if self.per_layer_schemes else 0)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Gene bounds as indices into `widths` (and `schemes`)."""
+        """Gene bounds as indices into `widths` (and `schemes` for the scheme genes)."""
         upper = np.full(self.n_genes, len(self.widths) - 1)
-        if len(self.schemes) > 1:
-            upper[-1] = len(self.schemes) - 1
+        if self.per_layer_schemes:
+            upper[2 * len(self.layers) :] = len(self.schemes) - 1
         return np.zeros(self.n_genes, dtype=int), upper
 
-    def encode(self, weights: list[int], activations: list[int], scheme: str = "int") -> np.ndarray:
+    def encode(self, weights: list[int], activations: list[int], scheme: "str | Sequence[str]" = "int") -> np.ndarray:
+        """Genes of a candidate; `scheme` is one scheme for every layer or one per layer."""
+        n = len(self.layers)
         genes = np.empty(self.n_genes, dtype=int)
-        genes[0 : 2 * len(self.layers) : 2] = [self.widths.index(b) for b in weights]
-        genes[1 : 2 * len(self.layers) : 2] = [self.widths.index(b) for b in activations]
-        if len(self.schemes) > 1:
-            genes[-1] = self.schemes.index(scheme)
+        genes[0 : 2 * n : 2] = [self.widths.index(b) for b in weights]
+        genes[1 : 2 * n : 2] = [self.widths.index(b) for b in activations]
+        if self.per_layer_schemes:
+            per_layer = [scheme] * n if isinstance(scheme, str) else list(scheme)
+            genes[2 * n :] = [self.schemes.index(s) for s in per_layer]
         return genes
 
     def uniform(self, w: int, a: int, scheme: str = "int") -> np.ndarray:
@@ -143,8 +154,9 @@ class SearchSpace:
         n = len(self.layers)
         weights = tuple(self.widths[i] for i in genes[0 : 2 * n : 2])
         activations = tuple(self.widths[i] for i in genes[1 : 2 * n : 2])
-        scheme = self.schemes[genes[-1]] if len(self.schemes) > 1 else self.schemes[0]
-        return Config(weights, activations, scheme)
+        if self.per_layer_schemes:
+            return Config(weights, activations, tuple(self.schemes[i] for i in genes[2 * n :]))
+        return Config(weights, activations, self.schemes[0])
 
     def tensor_bits(self, config: "Config") -> dict[str, int]:
         """Bits of every quantized activation tensor under `config` (quantizers are in graph order)."""
@@ -176,17 +188,22 @@ class SearchSpace:
     def config_from_table(self, table: Mapping[str, Any], where: str) -> "Config":
         """The candidate a bits file describes (`qnn-assign-bits` entries: weights / activations per
         compute layer, default 8; named ops must carry the bits the candidate gives them)."""
-        weights, activations = [], []
+        weights, activations, schemes = [], [], []
         for layer in self.layers:
             entry = table.get(layer.name)
             w = getattr(entry, "weights", None) if entry is not None else None
             a = getattr(entry, "activations", None) if entry is not None else None
+            s = getattr(entry, "scheme", None) if entry is not None else None
             weights.append(DEFAULT_BITS if w is None else w)
             activations.append(DEFAULT_BITS if a is None else a)
+            schemes.append(self.schemes[0] if s is None else s)
         for bits in (*weights, *activations):
             if bits not in self.widths:
                 raise QuantloopError(f"{where}: {bits}-bit values are outside the searchable widths {list(self.widths)}")
-        config = Config(tuple(weights), tuple(activations))
+        outside = [s for s in schemes if s not in self.schemes]
+        if outside:
+            raise QuantloopError(f"{where}: scheme {outside[0]} is outside the target's schemes {list(self.schemes)}")
+        config = Config(tuple(weights), tuple(activations), tuple(schemes) if self.per_layer_schemes else schemes[0])
         derived = self.tensor_bits(config)
         for name, tensor in self.named_ops.items():
             entry = table.get(name)
@@ -198,11 +215,14 @@ class SearchSpace:
             raise QuantloopError(f"{where}: no layer named {', '.join(unknown)} in the model")
         return config
 
-    def bits_file(self, config: "Config") -> dict[str, dict[str, int]]:
-        """The `--bits-file` table that makes qnn-assign-bits give exactly these bits."""
-        table: dict[str, dict[str, int]] = {}
+    def bits_file(self, config: "Config") -> dict[str, dict[str, Any]]:
+        """The `--bits-file` table that makes qnn-assign-bits give exactly these bits (and, where the
+        space has scheme genes, each layer's weight scheme)."""
+        table: dict[str, dict[str, Any]] = {}
         for i, layer in enumerate(self.layers):
             table[layer.name] = {"weights": config.weights[i], "activations": config.activations[i]}
+            if self.per_layer_schemes:
+                table[layer.name]["scheme"] = config.layer_scheme(i)
         bits = self.tensor_bits(config)
         for name, tensor in self.named_ops.items():
             table[name] = {"activations": bits[tensor]}
@@ -211,17 +231,35 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class Config:
-    """One candidate: weight and activation bits per compute layer, and the weight scheme."""
+    """One candidate: weight and activation bits per compute layer, and the weight scheme — one
+    name for every layer, or a tuple with one per layer (a tuple whose entries are all equal is
+    stored as that one name, so equal candidates compare and cache equal)."""
 
     weights: tuple[int, ...]
     activations: tuple[int, ...]
-    scheme: str = "int"
+    scheme: str | tuple[str, ...] = "int"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scheme, str):
+            schemes = tuple(self.scheme)
+            object.__setattr__(self, "scheme", schemes[0] if len(set(schemes)) == 1 else schemes)
+
+    def layer_scheme(self, index: int) -> str:
+        return self.scheme if isinstance(self.scheme, str) else self.scheme[index]
+
+    @property
+    def calibration_scheme(self) -> str:
+        """`qnn-calibrate`'s scheme option for this candidate: its one scheme, or int when layers
+        differ (the bits file then names every layer's scheme, which wins)."""
+        return self.scheme if isinstance(self.scheme, str) else "int"
 
     def label(self) -> str:
         if len(set(self.weights)) == 1 and len(set(self.activations)) == 1:
             text = f"w{self.weights[0]}a{self.activations[0]}"
         else:
             text = "mixed"
+        if isinstance(self.scheme, tuple):
+            return f"{text}:mixed-scheme"
         return text if self.scheme == "int" else f"{text}:{self.scheme}"
 
 
