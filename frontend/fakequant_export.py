@@ -25,6 +25,8 @@ Every value the accelerator holds in b bits carries exactly the float values its
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
@@ -58,6 +60,10 @@ def export_fakequant_onnx(
     return FakeQuantExporter(module, qdq=qdq).export(graph_name)
 
 
+EXTERNAL_MIN_BYTES = 1024  #: smaller weights stay inside the model
+EXTERNAL_ALIGN = 4096
+
+
 def weight_values(constant: ConstantOp) -> np.ndarray:
     """Float32 values a quantized constant's codes stand for (floats and `!qnn.int` constants, which
     still hold their float weights, pass through)."""
@@ -69,10 +75,15 @@ def weight_values(constant: ConstantOp) -> np.ndarray:
 
 
 class FakeQuantExporter(OnnxExporter):
-    def __init__(self, module: ModuleOp, qdq: bool = False, uncalibrated_as_float: bool = False) -> None:
+    def __init__(self, module: ModuleOp, qdq: bool = False, uncalibrated_as_float: bool = False,
+                 weights_file: BinaryIO | None = None, weights_location: str = "") -> None:
+        """`weights_file`: weights of at least `EXTERNAL_MIN_BYTES` are written there straight from the
+        module's arrays (the model refers to them as ONNX external data at `weights_location`, relative
+        to where the model is saved), so they are never copied into the model's protobuf."""
         super().__init__(module)
         self.qdq = qdq
         self.uncalibrated_as_float = uncalibrated_as_float
+        self.weights_file, self.weights_location = weights_file, weights_location
         self.raw_names: dict[SSAValue, str] = {}
 
     def onnx_type(self, value: SSAValue) -> int:
@@ -160,7 +171,21 @@ def _constant(ex: FakeQuantExporter, op: ConstantOp) -> None:
         EMITTERS[ConstantOp](ex, op)
         return
     name = ex.name(op.output)
-    ex.initializers.append(numpy_helper.from_array(weight_values(op), name))
+    values = weight_values(op)
+    if ex.weights_file is None or values.nbytes < EXTERNAL_MIN_BYTES:
+        ex.initializers.append(numpy_helper.from_array(values, name))
+        return
+    f = ex.weights_file
+    f.seek(-f.tell() % EXTERNAL_ALIGN, 1)  # aligned as onnx.save_model aligns external tensors
+    offset = f.tell()
+    np.ascontiguousarray(values, dtype="<f4").tofile(f)
+    tensor = ex.initializers.add()
+    tensor.name, tensor.data_type = name, TensorProto.FLOAT
+    tensor.dims.extend(values.shape)
+    for key, value in (("location", ex.weights_location), ("offset", offset), ("length", values.nbytes)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, str(value)
+    tensor.data_location = TensorProto.EXTERNAL
 
 
 def _quantize(ex: FakeQuantExporter, op: QuantizeOp) -> None:

@@ -301,9 +301,21 @@ def weight_scales(
     return np.maximum((base * best_ratio).astype(np.float32), MIN_SCALE)
 
 
+#: `_clip_error` (and the weight encoding in qnn-calibrate) work on at most this many bytes of rows at a time: float32 temporaries of a
+#: VGG fully connected layer (400 MB each) would otherwise set the compile's peak memory
+CHUNK_BYTES = 32 << 20
+
+
 def _clip_error(mat: np.ndarray, scale: np.ndarray, bits: int, scheme: Scheme) -> np.ndarray:
     """Per-row squared error of fake-quantizing ``mat`` (rows = channels) at ``scale``, in units where the
-    codes are integers (``(code − w/s)² · s²``), computed in place in float32."""
+    codes are integers (``(code − w/s)² · s²``), computed in place in float32, a block of rows at a time
+    (each row's sum is the same either way)."""
+    rows = max(1, CHUNK_BYTES // max(1, mat.shape[1] * 4))
+    if mat.shape[0] > rows:
+        return np.concatenate([
+            _clip_error(mat[start : start + rows], scale[start : start + rows], bits, scheme)
+            for start in range(0, mat.shape[0], rows)
+        ])
     r = mat / scale[:, None]
     if scheme == "int":
         qmax = qrange(bits, True, narrow_range=True)[1]

@@ -30,13 +30,17 @@ data beyond this many samples is not run: ranges settle long before, and time st
 The observed ranges are cached on disk beside the mapper cache (same root, `calibration/` folder),
 keyed by the exported float model (bytes, weights included), the calibration inputs, the activation
 range settings, the onnxruntime version and `CACHE_VERSION`: a rerun on the same model and data
-skips the onnxruntime runs, the slowest part of a warm compile.
+skips the onnxruntime runs (other bit-widths reuse these float ranges). The pass's whole result (the
+ranges and every weight constant's per-channel scales) is cached too, keyed by the module as it stands
+(ops, attributes, types, weight contents), the inputs and all options: a rerun with the same settings
+skips the float export and the MSE clipping search as well, the rest of a warm calibration.
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +76,9 @@ from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFA
 PERCENTILE_SAMPLE_CAP = 1 << 20  # values kept per activation (4 MiB): every observer holds up to this many
 #: bump whenever the observed ranges change for the same model, data and settings
 CACHE_VERSION = 2
+
+if TYPE_CHECKING:
+    import onnx
 
 
 class CalibrationWarning(UserWarning):
@@ -158,9 +165,26 @@ class CalibratePass(ModulePass):
         func = main_func(op)
         weights = self._weight_constants(func)
         activations = self._activations(func)
-        observed = self._observe(op, func, [v for v, shared in activations if shared is None])
-        for constant, (user, axis) in weights.items():
-            self._calibrate_weights(constant, user, axis)
+        measured = [v for v, shared in activations if shared is None]
+        args = list(func.body.block.args)
+        batch = max(1, args[0].type.get_shape()[0]) if args else 1
+        inputs = self._inputs(func, batch) if measured else []
+        # Cache hit on the module as it stands: ranges and weight scales without exporting anything.
+        cache, key = self._result_cache(op, inputs, batch)
+        entry = _valid_entry(cache.get(key) if cache is not None else None, len(measured), len(weights))
+        if entry is not None:
+            observed = {v: tuple(r) for v, r in zip(measured, entry["ranges"])}
+            known = [np.asarray(s, np.float32) for s in entry["weight_scales"]]
+        else:
+            observed = self._observe(op, func, measured, inputs, batch)
+            known = [None] * len(weights)
+        scales = [
+            self._calibrate_weights(constant, user, axis, cached)
+            for (constant, (user, axis)), cached in zip(weights.items(), known)
+        ]
+        if cache is not None and entry is None:
+            cache.put(key, {"ranges": [list(observed[v]) for v in measured],
+                            "weight_scales": [s.tolist() for s in scales]})
         types: dict[SSAValue, Attribute] = {}
         for value, source in activations:
             if source is None:
@@ -254,7 +278,9 @@ class CalibratePass(ModulePass):
             raise QuantloopError(f"{self.data}: {len(x)} samples are fewer than the model's batch {batch}")
         return [first_samples(x, batch, self.max_samples)]
 
-    def _observe(self, module: ModuleOp, func: FuncOp, values: list[SSAValue]) -> dict[SSAValue, tuple[float, float]]:
+    def _observe(
+        self, module: ModuleOp, func: FuncOp, values: list[SSAValue], inputs: list[np.ndarray], batch: int
+    ) -> dict[SSAValue, tuple[float, float]]:
         if not values:
             return {}
         import onnx
@@ -263,30 +289,31 @@ class CalibratePass(ModulePass):
         from quantloop.frontend.fakequant_export import FakeQuantExporter
 
         args = list(func.body.block.args)
-        batch = max(1, args[0].type.get_shape()[0]) if args else 1
-        inputs = self._inputs(func, batch)
         # Values a quantized model carries quantized are fake-quantized (ranges as the model runs);
         # those still waiting for a scale run in float.
-        exporter = FakeQuantExporter(module, uncalibrated_as_float=True)
-        model = exporter.export("calibration")
-        outputs = {o.name for o in model.graph.output}
-        names = {v: exporter.names[v] for v in values if v not in args}
-        for value, name in names.items():
-            if name not in outputs:
-                outputs.add(name)
-                model.graph.output.append(
-                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
-                )
-        name_of = exporter.names
-        fetch_names = [name_of[v] for v in values]
-        feeds = [name_of[a] for a in args]
-        del exporter  # it holds a float copy of every weight (as large as the model's)
         with tempfile.TemporaryDirectory(prefix="quantloop-calibration-") as tmp:
-            # The weights go to a side file: a VGG-sized model serialized in memory needs two more
-            # copies of its weights (half a gigabyte each); the cache key hashes the files in chunks.
+            # The weights go straight from the module's arrays to a side file, never into the model's
+            # protobuf: a VGG-sized model would otherwise hold its weights twice (half a gigabyte each)
+            # at the compile's peak; onnxruntime reads them from the file, the cache key hashes it.
             path = Path(tmp) / "calibration.onnx"
-            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="calibration.weights", size_threshold=1024)
+            with open(path.with_name("calibration.weights"), "wb") as weights_file:
+                exporter = FakeQuantExporter(module, uncalibrated_as_float=True, weights_file=weights_file,
+                                             weights_location="calibration.weights")
+                model = exporter.export("calibration")
+            outputs = {o.name for o in model.graph.output}
+            names = {v: exporter.names[v] for v in values if v not in args}
+            for value, name in names.items():
+                if name not in outputs:
+                    outputs.add(name)
+                    model.graph.output.append(
+                        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.type.get_shape()))
+                    )
+            name_of = exporter.names
+            fetch_names = [name_of[v] for v in values]
+            feeds = [name_of[a] for a in args]
+            _map_weights_from_file(func, exporter.names, model, path.with_name("calibration.weights"))
+            del exporter
+            onnx.save_model(model, path)
             del model
             cache, key = self._cache([path, path.with_name("calibration.weights")], inputs, fetch_names, batch)
             if cache is not None:
@@ -313,6 +340,31 @@ class CalibratePass(ModulePass):
             cache.put(key, {name_of[v]: list(r) for v, r in ranges.items()})
         return ranges
 
+    def _result_cache(self, module: ModuleOp, inputs: list[np.ndarray], batch: int):
+        """The calibration cache and the key of this pass's whole result (None, "" with `no_cache`):
+        the module as it stands (every op, attribute, type and weight), the calibration inputs and every
+        option that affects ranges or weight scales. A hit skips the float export and the MSE clipping."""
+        if self.no_cache:
+            return None, ""
+        import onnxruntime
+
+        from quantloop.mapper.cache import MapCache, cache_key
+        from quantloop.passes.search.accuracy_cache import array_digest
+
+        key = cache_key({
+            "module": _module_digest(module),
+            "inputs": [array_digest(x) for x in inputs],
+            "batch": batch,
+            "act_range": self.act_range,
+            "percentile": self.percentile if self.act_range == "percentile" else None,
+            "seed": self.seed,
+            "weight_clip": self.weight_clip,
+            "scheme": self.scheme,
+            "onnxruntime": onnxruntime.__version__,
+            "version": CACHE_VERSION,
+        })
+        return MapCache(self.cache_dir or None, folder="calibration"), key
+
     def _cache(self, files: list[Path], inputs: list[np.ndarray], fetch: list[str], batch: int):
         """The calibration cache and this run's key (None, "" with `no_cache`); `files` hold the
         calibration model (graph and weights)."""
@@ -338,7 +390,11 @@ class CalibratePass(ModulePass):
 
     # ------------------------------------------------------------------ rewriting
 
-    def _calibrate_weights(self, constant: ConstantOp, user: Operation, axis: int) -> None:
+    def _calibrate_weights(
+        self, constant: ConstantOp, user: Operation, axis: int, cached: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Quantize one weight constant; `cached` scales (from an earlier identical run) skip the
+        clipping search. Returns the per-channel scales used."""
         elem = constant.output.type.element_type
         if not elem.signed:
             raise QuantloopError(f"{op_label(constant)}: weights typed unsigned {elem}; qnn-calibrate quantizes weights signed")
@@ -351,8 +407,14 @@ class CalibratePass(ModulePass):
                 f"(legal widths {min(legal)}..{max(legal)})"
             )
         array = np.asarray(constant.array, np.float32)
-        scales = q.weight_scales(array, bits, self.weight_clip, scheme, axis=axis)
-        codes = q.weight_encode(array, scales, bits, scheme, axis=axis).astype(container(bits, True))
+        scales = q.weight_scales(array, bits, self.weight_clip, scheme, axis=axis) if cached is None else cached
+        codes = np.empty(array.shape, container(bits, True))
+        # a block of channels at a time: the encoding's float temporaries of a VGG fc layer would set the peak
+        channels, out = np.moveaxis(array, axis, 0), np.moveaxis(codes, axis, 0)
+        step = max(1, q.CHUNK_BYTES // max(1, channels[0].nbytes if len(channels) else 1))
+        for start in range(0, len(channels), step):
+            block = slice(start, start + step)
+            out[block] = q.weight_encode(channels[block], scales[block], bits, scheme, axis=0)
         if scheme == "int":
             new_elem: Attribute = UniformPerAxisType(bits, True, axis, [float(s) for s in scales], [0] * scales.size)
         else:
@@ -361,6 +423,76 @@ class CalibratePass(ModulePass):
             constant.attributes[AXIS_ATTR] = IntegerAttr(axis, i64)
         constant.properties["value"] = DenseWeightsAttr(codes)
         _retype(constant.output, new_elem)
+        return scales
+
+
+def _module_digest(module: ModuleOp) -> str:
+    """sha256 of everything in `module`: per op (in order) its name, operands (by number), result types
+    and name hints, attributes and properties, with weight arrays hashed by content."""
+    import hashlib
+
+    from quantloop.passes.search.accuracy_cache import array_digest
+
+    digest = hashlib.sha256()
+    number: dict[SSAValue, int] = {}
+
+    def values(vals) -> str:
+        out = []
+        for v in vals:
+            number.setdefault(v, len(number))
+            out.append(f"%{number[v]}:{v.name_hint}:{v.type}")
+        return ",".join(out)
+
+    def attrs(items) -> str:
+        return ";".join(
+            f"{k}={array_digest(a.array) if isinstance(a, DenseWeightsAttr) else a}" for k, a in sorted(items)
+        )
+
+    for o in module.walk():
+        line = [o.name, ",".join(str(number.get(v, "?")) for v in o.operands), values(o.results),
+                attrs(o.properties.items()), attrs(o.attributes.items())]
+        for region in o.regions:
+            for block in region.blocks:
+                line.append("^" + values(block.args))
+        digest.update("|".join(line).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _map_weights_from_file(func: FuncOp, names: dict[SSAValue, str], model: onnx.ModelProto, weights: Path) -> None:
+    """Swap the float32 arrays of the weights still to be calibrated for read-only maps of the same bytes
+    in the external-data file just written: the process then does not hold a private copy of them while
+    onnxruntime loads its own (VGG-16: half a gigabyte less at the compile's peak)."""
+    import onnx
+
+    placed = {
+        t.name: {e.key: e.value for e in t.external_data}
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+    for o in func.body.walk():
+        if not (isinstance(o, ConstantOp) and isinstance(o.output.type.element_type, IntType)):
+            continue
+        where = placed.get(names.get(o.output, ""))
+        array = o.array
+        if where is None or array is None or array.dtype != np.float32 or int(where["length"]) != array.nbytes:
+            continue
+        mapped = np.memmap(weights, dtype="<f4", mode="r", offset=int(where["offset"]), shape=array.shape)
+        o.properties["value"] = DenseWeightsAttr(mapped)
+
+
+def _valid_entry(entry: dict | None, ranges: int, weights: int) -> dict | None:
+    """A cached result of the expected shape (anything else is treated as a miss)."""
+    if not isinstance(entry, dict):
+        return None
+    got_ranges, got_scales = entry.get("ranges"), entry.get("weight_scales")
+    if not (isinstance(got_ranges, list) and isinstance(got_scales, list)):
+        return None
+    if len(got_ranges) != ranges or len(got_scales) != weights:
+        return None
+    if not all(isinstance(r, list) and len(r) == 2 for r in got_ranges):
+        return None
+    return entry
 
 
 def _file_digest(path: Path) -> str | None:

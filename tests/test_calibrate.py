@@ -250,3 +250,45 @@ def test_first_samples_keeps_whole_batches():
     assert first_samples(x, 1, 4).tolist() == [0, 1, 2, 3]
     assert first_samples(x, 3, 7).tolist() == list(range(6))
     assert first_samples(x, 4, 2).tolist() == [0, 1, 2, 3]  # at least one batch
+
+
+def test_cache_hit_skips_the_export_and_the_weight_clipping(tmp_path, monkeypatch):
+    """A second calibration of the same module with the same settings reads ranges and per-channel weight
+    scales from the cache: no float export, no MSE clipping search, and bit-identical IR (codes included)."""
+    from quantloop.frontend.fakequant_export import FakeQuantExporter
+
+    cache = str(tmp_path / "cache")
+    options = {"cache_dir": cache, "weight_clip": "mse"}
+    first = print_module(calibrated(tmp_path, **options), elide_weights_over=None)
+    calls = {"export": 0, "weight_scales": 0}
+
+    def counting(name, original):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(FakeQuantExporter, "export", counting("export", FakeQuantExporter.export))
+    monkeypatch.setattr(q, "weight_scales", counting("weight_scales", q.weight_scales))
+    again = print_module(calibrated(tmp_path, **options), elide_weights_over=None)
+    assert again == first
+    assert calls == {"export": 0, "weight_scales": 0}
+    # other weight settings miss the result cache (the ranges still come from the exported model's entry)
+    minmax = print_module(calibrated(tmp_path, cache_dir=cache, weight_clip="minmax"), elide_weights_over=None)
+    assert calls["export"] == 1 and calls["weight_scales"] == 2
+    assert minmax == print_module(calibrated(tmp_path, no_cache=True), elide_weights_over=None)
+
+
+@pytest.mark.parametrize("scheme", ["int", "pot"])
+def test_blockwise_weight_clipping_and_encoding_are_bit_identical(tmp_path, monkeypatch, scheme):
+    """Large weights are clipped and encoded a block of channels at a time (bounded memory): the same
+    scales and codes as in one piece."""
+    whole = print_module(calibrated(tmp_path, weight_clip="mse", scheme=scheme, no_cache=True), elide_weights_over=None)
+    monkeypatch.setattr(q, "CHUNK_BYTES", 4)  # one channel per block
+    blocks = print_module(calibrated(tmp_path, weight_clip="mse", scheme=scheme, no_cache=True), elide_weights_over=None)
+    assert blocks == whole
+    w = np.random.default_rng(0).standard_normal((7, 5, 3, 3)).astype(np.float32)
+    monkeypatch.setattr(q, "CHUNK_BYTES", 1 << 30)
+    one = q.weight_scales(w, 4, "mse", scheme, axis=0)
+    monkeypatch.setattr(q, "CHUNK_BYTES", 50)
+    assert np.array_equal(q.weight_scales(w, 4, "mse", scheme, axis=0), one)

@@ -255,3 +255,32 @@ def test_compile_accepts_an_output_width_for_the_network_outputs(capsys, tmp_pat
     layers = {layer["name"]: layer for layer in json.loads((out_dir / "report.json").read_text())["layers"]}
     assert layers["fc1"]["bits"]["outputs"] == 8
     assert (layers["fc2"]["bits"]["weights"], layers["fc2"]["bits"]["inputs"], layers["fc2"]["bits"]["outputs"]) == (4, 8, 16)
+
+
+def test_a_warm_compile_skips_the_calibration_export_and_writes_identical_artefacts(capsys, tmp_path, monkeypatch):
+    """The second compile with the same settings takes ranges and weight scales from the calibration cache
+    (no float export for calibration) and writes byte-identical artefacts."""
+    from quantloop.frontend.fakequant_export import FakeQuantExporter
+
+    exports: list[str] = []
+    original = FakeQuantExporter.export
+
+    def counting(self, graph_name, *args, **kwargs):
+        exports.append(graph_name)
+        return original(self, graph_name, *args, **kwargs)
+
+    monkeypatch.setattr(FakeQuantExporter, "export", counting)
+    builds = []
+    for run in ("cold", "warm"):
+        out_dir = tmp_path / run
+        argv = ["compile", "zoo:cnn_digits", "--target", "eyeriss", "--data", "zoo:digits-calib", "-o", str(out_dir),
+                "--cache-dir", str(tmp_path / "c"), "--emit", "schedule,weights,onnx"]
+        code, out, err = _run(argv, capsys)
+        assert code == 0, err
+        builds.append({p.name: p.read_bytes() for p in sorted(out_dir.iterdir()) if p.is_file()})
+        if run == "cold":
+            assert "calibration" in exports
+            exports.clear()
+    assert "calibration" not in exports
+    assert "model.quant.onnx" in builds[0] and "weights.bin" in builds[0]
+    assert builds[0] == builds[1]

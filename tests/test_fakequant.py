@@ -194,3 +194,52 @@ def test_uncalibrated_module_is_refused():
     AssignBitsPass(bits="w8a8").apply(ctx, module)
     with pytest.raises(QuantloopError, match="run qnn-calibrate"):
         export_fakequant_onnx(module)
+
+
+def test_weights_written_to_a_side_file_load_back_as_the_in_memory_export(tmp_path):
+    """With `weights_file` the weights of at least EXTERNAL_MIN_BYTES go to that file as ONNX external
+    data (never into the protobuf); loaded back, the model equals the in-memory export."""
+    from quantloop.frontend.fakequant_export import EXTERNAL_MIN_BYTES
+
+    module = import_onnx("zoo:cnn_digits")
+    AssignBitsPass(bits="w8a8").apply(make_context(), module)
+    in_memory = FakeQuantExporter(module, uncalibrated_as_float=True).export("calibration")
+    with open(tmp_path / "w.bin", "wb") as f:
+        model = FakeQuantExporter(module, uncalibrated_as_float=True, weights_file=f, weights_location="w.bin").export("calibration")
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and all(not t.raw_data for t in external)
+    assert {t.name for t in external} == {t.name for t in in_memory.graph.initializer if len(t.raw_data) >= EXTERNAL_MIN_BYTES}
+    onnx.save_model(model, tmp_path / "m.onnx")
+    loaded = onnx.load(str(tmp_path / "m.onnx"))
+    expected = {t.name: onnx.numpy_helper.to_array(t) for t in in_memory.graph.initializer}
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in loaded.graph.initializer}
+    assert expected.keys() == got.keys()
+    for name, array in expected.items():
+        assert got[name].dtype == array.dtype and np.array_equal(got[name], array), name
+
+
+def test_calibration_maps_its_weights_from_the_side_file(tmp_path):
+    """After the calibration export the still-float weights are read-only maps of the side file (no
+    private copy while onnxruntime loads the model), holding the same values."""
+    import mmap
+
+    from quantloop.ir.qnn import ConstantOp, IntType, main_func
+    from quantloop.passes.calibrate import _map_weights_from_file
+
+    module = import_onnx("zoo:cnn_digits")
+    AssignBitsPass(bits="w8a8").apply(make_context(), module)
+    weights = [o for o in module.walk() if isinstance(o, ConstantOp) and isinstance(o.output.type.element_type, IntType)]
+    before = {o: np.array(o.array) for o in weights}
+    with open(tmp_path / "w.bin", "wb") as f:
+        exporter = FakeQuantExporter(module, uncalibrated_as_float=True, weights_file=f, weights_location="w.bin")
+        model = exporter.export("calibration")
+    _map_weights_from_file(main_func(module), exporter.names, model, tmp_path / "w.bin")
+    def file_backed(array) -> bool:
+        while array is not None and not isinstance(array, mmap.mmap):
+            array = getattr(array, "base", None)
+        return array is not None
+
+    mapped = [o for o in weights if file_backed(o.array)]
+    assert mapped
+    for o in weights:
+        assert np.array_equal(o.array, before[o])

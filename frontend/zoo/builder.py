@@ -8,6 +8,7 @@ scaled for the classifier, random-but-sane BatchNorm statistics so BN folding is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -21,7 +22,9 @@ class GraphBuilder:
         self.materialize = materialize
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[tuple[str, np.ndarray]] = []
+        #: (name, array or a function drawing it): weights are drawn in `build`, one at a time, in the
+        #: order they were declared (the same seeded values), so a VGG's are never all held as arrays
+        self.initializers: list[tuple[str, np.ndarray | Callable[[], np.ndarray]]] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.params = 0
         self.macs = 0
@@ -42,7 +45,7 @@ class GraphBuilder:
         if trainable:
             self.params += math.prod(shape)
         if self.materialize:
-            self.initializers.append((name, np.asarray(draw(), dtype=np.float32).reshape(shape)))
+            self.initializers.append((name, lambda: np.asarray(draw(), dtype=np.float32).reshape(shape)))
         return name
 
     def _normal(self, shape: tuple[int, ...], std: float):
@@ -164,13 +167,17 @@ class GraphBuilder:
         initializers, self.initializers = self.initializers, []
         initializers.reverse()
         while initializers:
-            name, array = initializers.pop()
+            name, value = initializers.pop()
+            array = value() if callable(value) else value
+            del value
             tensor = model.graph.initializer.add()
             tensor.name = name
             tensor.data_type = TensorProto.FLOAT
             tensor.dims.extend(array.shape)
-            tensor.raw_data = array.tobytes()
-            del array
+            data = array.tobytes()
+            del array  # only the bytes and then the proto's copy of them are alive at once
+            tensor.raw_data = data
+            del data
         model.ir_version = _IR_VERSION_FOR_OPSET.get(self.opset, 10)
         return model
 
