@@ -236,13 +236,12 @@ def print_search_summary(console, document: dict[str, Any]) -> None:
             f"held-out {test['data']}: chosen {100 * test['chosen_accuracy']:.2f} %, w8a8 {100 * test['w8a8_accuracy']:.2f} %, "
             f"float {100 * test['float_accuracy']:.2f} %"
         )
-    console.print(
-        f"re-mapping bought {100 * ablation['remapping_share_of_saving']:.1f} % of the saving (w8a8 mappings kept at the "
-        f"chosen bits: {ablation['fixed_w8a8_mapping_energy_pj'] / 1e6:,.3f} µJ)"
-    )
-    if document.get("synergy"):
-        from quantloop.passes.search.synergy import summary_lines
+    from quantloop.passes.search.synergy import percent, print_decomposition
 
-        console.print("saving against w8a8, decomposed (re-mapping warm-started from the kept w8a8 mapping):")
-        for line in summary_lines(document["synergy"]):
-            console.print(line, markup=False, highlight=False)
+    if document.get("synergy"):  # the decomposition replaces the one-line ablation
+        print_decomposition(console, document["synergy"])
+    else:
+        console.print(
+            f"re-mapping bought {percent(ablation['remapping_share_of_saving'], 1)} % of the saving (w8a8 mappings kept "
+            f"at the chosen bits: {ablation['fixed_w8a8_mapping_energy_pj'] / 1e6:,.3f} µJ)"
+        )

@@ -189,6 +189,8 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
     result = CompileResult(module=module, qnn_module=qnn_module, target=target_obj,
                            title=plot_title(model, target_obj, options))
     result.layers, result.host_ops = summarize_layers(module, mapper_stats)
+    if options.synergy:
+        result.synergy = _synergy(module, target_obj, options, progress)
     if output_dir is not None:
         from quantloop.backend.artifacts import write_artifacts
 
@@ -201,6 +203,7 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
             force=options.force,
             emit=options.emit,
             title=result.title,
+            extra_reports={"synergy": result.synergy} if result.synergy is not None else None,
         )
     if timeloop_tool is not None:
         from quantloop.backend.timeloop_export import folder_names
@@ -213,6 +216,17 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
                 module, target_obj, timeloop_tool, emitted, folder_names([op.label for op in layers(module)]))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _synergy(module: ModuleOp, target: Any, options: CompileOptions, progress: Progress) -> dict:
+    """The saving against uniform w8a8, decomposed (`--synergy`), with the accel-map pass's seed and cache."""
+    from quantloop.mapper import MapCache
+    from quantloop.passes.accel_map import AccelMapPass
+    from quantloop.passes.search.synergy import decompose_module
+
+    cache = MapCache(options.cache_dir or None) if options.use_cache else None
+    with progress.phase("synergy"):
+        return decompose_module(module, target, options.objective, seed=AccelMapPass.seed, cache=cache)
 
 
 def plot_title(model: Any, target: Any, options: CompileOptions) -> str:

@@ -291,6 +291,15 @@ class CompileOptions:
                  "(QUANTLOOP_TIMELOOP or PATH) and report the differences, flagging any over 1 %%",
         ),
     )
+    synergy: bool = field(
+        default=False,
+        metadata=flag(
+            "--synergy", action="store_true",
+            help="report where the saving against uniform w8a8 comes from (MAC energy, packing, re-mapping, mapper "
+                 "seed noise, DRAM traffic vs the compulsory minimum); costs extra mapper runs per layer",
+        ),
+    )
+    """Add `passes.search.synergy.decompose_module` of the mapped layers to the result and report.json."""
     command_line: str = ""
     """Recorded in the artefacts (the CLI sets it to its own command line)."""
     search: SearchSettings | None = field(default=None, metadata={"cli": Cli(_add_search_flags, _read_search_flags)})

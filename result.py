@@ -77,6 +77,8 @@ class CompileResult:
     """With `verify_timeloop`: one `backend.timeloop_verify.LayerCheck` per mapped layer."""
     phase_cpu: dict[str, float] = field(default_factory=dict)
     """CPU seconds of this process in each phase (mapping workers not included)."""
+    synergy: dict[str, Any] | None = None
+    """With `synergy`: the saving against uniform w8a8, decomposed (`passes.search.synergy.decompose`)."""
     title: str = ""
     """`MODEL on TARGET, BITS (OBJECTIVE)`: what the table and plots are headed with."""
 
@@ -120,6 +122,7 @@ class CompileResult:
             "artifacts": {kind: str(path) for kind, path in self.artifacts.items()},
             "phases_s": dict(self.phases),
             **({"search": self.search} if self.search is not None else {}),
+            **({"synergy": self.synergy} if self.synergy is not None else {}),
             **({"timeloop_check": [c.to_json() for c in self.timeloop_check]}
                if self.timeloop_check is not None else {}),
         }

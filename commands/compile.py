@@ -54,6 +54,10 @@ def print_summary(console, result, args: argparse.Namespace) -> None:
         console.print(f"host ops (not mapped onto the accelerator): {', '.join(result.host_ops)}")
     if result.timeloop_check is not None:
         print_timeloop_check(console, result.timeloop_check)
+    if result.synergy is not None:
+        from quantloop.passes.search.synergy import print_decomposition
+
+        print_decomposition(console, result.synergy)
     for kind, path in result.artifacts.items():
         console.print(f"wrote {kind}: {path}")
     console.print(f"[bold]done[/] in {result.seconds:.2f} s")

@@ -9,15 +9,26 @@ use the sliding-window extents (p−1)·Wstride + (r−1)·Wdilation + 1 (P with
 everything except the spatial loops above l (distinct values through one instance).
 
 Visits. Walking the temporal loops above l (outer levels, outer → inner), every time loop j
-increments (and every loop inside j wraps), the instance receives the part of the new tile
-that is not in the previous tile: visits = tile + Σ_j (f_j − 1) · Π_{i<j} f_i · delta_j.
-delta_j = 0 when no loop from j inwards indexes d (a run of innermost non-indexing loops is
-reuse: the tile stays resident); = the whole tile when a non-sliding dim of d changes, or when
-an indexing loop inside j wraps (Timeloop resets the sliding-window residual when the stride
-changes, so a non-indexing loop outside an indexing loop refetches); otherwise (only the
-sliding P/R/Q/S loop j steps, nothing indexing inside it) = tile − overlap of the shifted window
-(Timeloop master's halo-aware fills). The quantization fork (v3.0.3) refetches whole windows
-instead; for 1×1 layers both agree; we implement master.
+increments (and every loop inside j wraps), the instance receives the part of the new tile that
+Timeloop does not find in the previous tile: visits = tile + Σ_j (f_j − 1) · Π_{i<j} f_i · delta_j.
+delta_j = 0 when no loop from j inwards indexes d (a run of innermost non-indexing loops is reuse:
+the tile stays resident); = the whole tile when a non-sliding dim of d changes.
+
+Sliding windows (Inputs; P/R along the input width, Q/S along its height). timeloop-model keeps
+the last tile and the translation that brought it (nest-analysis `ComputeDeltas`): a step that
+moves the tile by the same translation as the step before charges the new part only, one that
+changes the translation charges the whole tile (it "resets on stride change"), one that leaves the
+tile where it was charges nothing; the new part of two axis-aligned boxes is the whole tile unless
+they differ along one axis. The step before a step of j is always a step of k, the innermost loop
+that indexes Inputs, so delta_j = 0 if t_j = 0, the new part if t_j = t_k, the whole tile otherwise.
+Timeloop's default temporal extrapolation runs only iterations #0 and #1 of each loop and counts
+#1's delta for the f − 1 steps after #0, so the tile a step of j is compared with is the one at
+index 1 of every inner loop: t_j = j's step − Σ (one step of each moving loop inside j). That is
+what this model counts (the recorded reference runs were made with it). With extrapolation off
+(TIMELOOP_DISABLE_TEMPORAL_EXTRAPOLATION=1) Timeloop walks every iteration and the wraps are
+(f_i − 1) steps; the two differ only when an inner sliding loop has f > 2 and its wrap meets an
+overlapping window (tests/test_timeloop_oracle.py shows an example). The quantization fork
+(v3.0.3) refetches whole windows instead; for 1×1 layers all agree; we implement master.
 
 Read-only data spaces (Weights, Inputs): fills(l) = visits(l), 0 at the outermost keeper.
 reads(l) = visits of the next inner keeper c × the fan-out factors between l and c of dims
@@ -61,15 +72,13 @@ from quantloop.targets.registry import load_target
 
 #: bump when evaluate / evaluate_batch change any figure: cached mappings were chosen by the old
 #: figures (the mapper cache key includes it), so they are searched again instead of only re-scored
-COSTMODEL_VERSION = "1"
+COSTMODEL_VERSION = "2"
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _WEIGHTS, _INPUTS, _OUTPUTS = range(3)
 #: dims whose change replaces the whole tile (everything relevant except the sliding-window dims of Inputs)
 _HARD = RELEVANT.copy()
 _HARD[_INPUTS, [_P, _Q, _R, _S]] = False
-_SLIDING = np.zeros_like(RELEVANT)
-_SLIDING[_INPUTS, [_P, _Q, _R, _S]] = True
 
 
 @dataclass
@@ -258,17 +267,53 @@ class _Nest:
         result = vol * incl.take(jstar + 1 + self.row_incl)
         if ds != _INPUTS:
             return result
-        j = np.maximum(jstar, 0)
-        jf = j + self.row_flat
-        dim = self.order.ravel().take(jf)
-        stride = self.stride.ravel().take(jf)
-        sw = stride * self.coef_w[dim]
-        sh = stride * self.coef_h[dim]
-        sliding = (jstar >= 0) & ((sw > 0) | (sh > 0))
-        fj = self.f.ravel().take(jf)
-        before = incl.take(j + self.row_incl)
-        overlap = np.maximum(w - sw, 0) * np.maximum(h - sh, 0) * (vol / (w * h))
-        return result - np.where(sliding, (fj - 1) * before * overlap, 0)
+        return self._input_visits(vol, w, h)
+
+    def _input_visits(self, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """Inputs, counted as timeloop-model counts them (module docstring, "Sliding windows").
+
+        A step of loop j above level l (the loops inside j wrap) translates the tile by t_j: along
+        the input width dw_j = j's step minus the wraps of the sliding loops inside it, likewise dh_j,
+        and into new N/G/C values when j or a loop inside it indexes them. With k the innermost loop
+        above l that indexes Inputs, a step of j charges 0 when t_j = 0, the part of the tile not in
+        the previous one when t_j = t_k (the steady stride), and the whole tile otherwise; the part
+        not in the previous tile is the whole tile unless t moves along one axis only."""
+        B, L = self.B, self.L
+        f = self.f.reshape(B, L * 8)
+        active = f > 1
+        dim = self.order.reshape(B, L * 8)
+        stride = self.stride.reshape(B, L * 8)
+        sw, sh = stride * self.coef_w[dim], stride * self.coef_h[dim]
+        hard = active & _HARD[_INPUTS][dim]
+        moves = active & RELEVANT[_INPUTS][dim]
+
+        def suffix(a: np.ndarray) -> np.ndarray:  # suffix[:, k] = sum of a[:, k:]
+            out = np.zeros((B, L * 8 + 1))
+            out[:, :-1] = np.cumsum(a[:, ::-1], axis=1)[:, ::-1]
+            return out
+
+        # Timeloop's temporal extrapolation runs iterations #0 and #1 of every loop and counts #1's
+        # deltas for the f − 1 steps after #0: a wrapping loop comes back from index 1, one step
+        wrap_w, wrap_h, n_hard = suffix(active * sw), suffix(active * sh), suffix(hard)
+        rows = np.arange(B)
+        positions = np.arange(L * 8)
+        result = vol.copy()
+        for l in range(1, L):
+            end = 8 * l
+            v, ww, hh = vol[:, l:l + 1], w[:, l:l + 1], h[:, l:l + 1]
+            dw = sw[:, :end] - (wrap_w[:, 1:end + 1] - wrap_w[:, end:end + 1])
+            dh = sh[:, :end] - (wrap_h[:, 1:end + 1] - wrap_h[:, end:end + 1])
+            new_nwc = n_hard[:, :end] > n_hard[:, end:end + 1]
+            k = np.where(moves[:, :end], positions[:end], -1).max(axis=1)  # innermost loop moving the tile
+            kk = np.maximum(k, 0)
+            dwk, dhk, hardk = sw[rows, kk][:, None], sh[rows, kk][:, None], hard[rows, kk][:, None]
+            still = ~new_nwc & (dw == 0) & (dh == 0)
+            kept = np.maximum(ww - np.abs(dw), 0) * np.maximum(hh - np.abs(dh), 0) * (v / (ww * hh))
+            minus = np.where(new_nwc | ((dw != 0) & (dh != 0)), v, v - kept)
+            steady = (new_nwc & hardk) | (~new_nwc & ~hardk & (dw == dwk) & (dh == dhk))
+            delta = np.where(still, 0, np.where(steady, minus, v))
+            result[:, l] += ((f[:, :end] - 1) * self.incl[:, :end] * delta).sum(axis=1)
+        return result
 
 
 def _as_arch(target) -> Arch:

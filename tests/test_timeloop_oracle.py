@@ -15,16 +15,10 @@ partial sums at the accumulator width or (the fork's convention) at the Outputs 
 whose bits put differently packed data spaces on one level (not expressible in stock Timeloop) is
 not compared, and the test requires that at least `MIN_COMPARED` mappings were.
 
-Known difference: where consecutive input windows overlap (3×3 at stride 1 or 2), Timeloop's
-default temporal extrapolation (it computes the data moved in the first iterations of a loop and
-extrapolates the rest, without moving the window it compares the next one with) credits halo
-reuse that the loop nest does not have, so Timeloop's Inputs counts, and the energy and cycles
-that follow from them, can differ by a few per cent on random mappings (with extrapolation off,
-TIMELOOP_DISABLE_TEMPORAL_EXTRAPOLATION=1, Timeloop counts as quantloop does in
-`test_extrapolation_is_what_differs`, but not in every nest). For those layers the test compares
-Weights and Outputs per level only; every other layer (1×1, fully connected, 2×2 / 3×3 at a
-stride as large as the kernel) is compared in full. Mapper-chosen mappings of overlapping layers
-are compared in full in test_timeloop_models.py.
+Layers whose input windows overlap (3×3 at stride 1 or 2) are compared in full too: the cost
+model counts sliding-window Inputs as timeloop-model does by default, with its temporal
+extrapolation (costmodel/model.py, "Sliding windows"; `test_extrapolation_shortcut_is_modelled`
+shows the one place where that differs from walking every iteration).
 
 timeloop-model evaluates one mapping per call (about 0.3–0.8 s), so the calls of one example run
 side by side; the whole test takes a minute or two and is in the slow set.
@@ -104,15 +98,23 @@ def test_random_mappings_agree_with_real_timeloop(timeloop):
         for (_, _, mapping, _), (theirs, _) in zip(jobs, evaluate_many(jobs, tool=timeloop)):
             ours = evaluate(arch, problem, mapping, bits)
             where = f"{target} {problem} {bits} seed {seed}"
-            row = {"where": where, "packed": any(b is not None for b in bits.as_tuple()), "full": not overlapping,
+            # overlapping windows spread over a fan-out (spatial P/Q/R/S): not yet modelled as Timeloop does
+            split = overlapping and any(d in "PQRS" and f > 1 for lm in mapping.levels
+                                        for d, f in (*lm.spatial_x, *lm.spatial_y))
+            row = {"where": where, "packed": any(b is not None for b in bits.as_tuple()), "overlapping": overlapping,
+                   "full": not split,
                    "energy": abs(theirs.total_energy_pj - ours.total_energy_pj) / ours.total_energy_pj,
                    "cycles": abs(theirs.cycles - ours.cycles) / ours.cycles, "level": 0.0}
-            if not overlapping:
-                assert theirs.total_energy_pj == pytest.approx(ours.total_energy_pj, rel=0.01), where
-                assert theirs.cycles == pytest.approx(ours.cycles, rel=0.01), where
+            if split:  # compared, not asserted: Weights and Outputs per level only
+                compared.append(row)
+                for s in ours.per_level:
+                    if s.dataspace != "Inputs":
+                        t = theirs.stats(s.level, s.dataspace)
+                        assert t.energy_pj == pytest.approx(s.energy_pj, rel=0.02, abs=0.05), (where, s.level)
+                continue
+            assert theirs.total_energy_pj == pytest.approx(ours.total_energy_pj, rel=0.01), where
+            assert theirs.cycles == pytest.approx(ours.cycles, rel=0.01), where
             for s in ours.per_level:
-                if overlapping and s.dataspace == "Inputs":
-                    continue
                 t = theirs.stats(s.level, s.dataspace)
                 assert t.energy_pj == pytest.approx(s.energy_pj, rel=0.02, abs=0.05), (where, s.level, s.dataspace)
                 if s.energy_pj > 1.0:
@@ -121,24 +123,32 @@ def test_random_mappings_agree_with_real_timeloop(timeloop):
 
     check()
     full = [c for c in compared if c["full"]]
-    packed = sum(c["packed"] for c in compared)
-    print(f"{len(compared)} mappings compared ({len(full)} in full, {packed} at packed bits)")
-    for key, rows in (("energy", full), ("cycles", full), ("level", compared)):
-        worst = max(rows, key=lambda c: c[key])
+    overlap = sum(c["overlapping"] for c in full)
+    packed = sum(c["packed"] for c in full)
+    print(f"{len(compared)} mappings compared, {len(full)} in full ({overlap} with overlapping windows, "
+          f"{packed} at packed bits)")
+    for key in ("energy", "cycles", "level"):
+        worst = max(full, key=lambda c: c[key])
         print(f"worst {key} difference {worst[key]:.3e} ({worst['where']})")
-    overlap = [c for c in compared if not c["full"]]
-    if overlap:
-        worst = max(overlap, key=lambda c: c["energy"])
-        print(f"overlapping windows (not asserted): worst total energy difference {worst['energy']:.3e}, "
-              f"{sum(c['energy'] > 0.01 for c in overlap)}/{len(overlap)} over 1 %")
-    assert len(compared) >= MIN_COMPARED, f"only {len(compared)} mappings compared"
-    assert len(full) >= MIN_COMPARED // 2, f"only {len(full)} mappings compared in full"
-    assert packed >= MIN_COMPARED // 4, f"only {packed} mappings with packed bits compared"
+    split = [c for c in compared if not c["full"]]
+    if split:
+        worst = max(split, key=lambda c: c["energy"])
+        print(f"overlapping windows over a fan-out (not asserted): worst total energy difference "
+              f"{worst['energy']:.3e}, {sum(c['energy'] > 0.01 for c in split)}/{len(split)} over 1 %")
+    assert len(full) >= MIN_COMPARED, f"only {len(full)} mappings compared in full"
+    assert overlap >= MIN_COMPARED // 4, f"only {overlap} mappings with overlapping windows compared in full"
+    assert packed >= MIN_COMPARED // 4, f"only {packed} mappings with packed bits compared in full"
 
 
-def test_extrapolation_is_what_differs(timeloop):
-    """R outside P at DRAM: Timeloop's default extrapolation counts 180 shared_glb Input fills where
-    the loop nest moves 216 (12 windows of 18 values, no halo to reuse); exact Timeloop agrees."""
+def test_extrapolation_shortcut_is_modelled(timeloop):
+    """R (3) outside P (4) at DRAM, 3×3 at stride 1; a shared_glb Input tile is 1 column × 6 rows
+    × 3 channels = 18 values. Walking every iteration, a step of R comes after P's index 3 and
+    moves the window 2 columns back (a new translation): all 12 windows are fetched whole, 216
+    fills, what Timeloop counts with TIMELOOP_DISABLE_TEMPORAL_EXTRAPOLATION=1. By default
+    Timeloop runs P's iterations #0 and #1 only, so a step of R (+1 column) is compared with the
+    window at P's index 1 (+1 column), finds the same window and charges nothing:
+    18 + 3 × 3 × 18 = 180. The cost model counts what default Timeloop counts (the recorded
+    reference runs were made with it)."""
     from quantloop.costmodel.mapping import LevelMapping, Mapping
     from quantloop.costmodel.timeloop_engine import evaluate_timeloop
 
@@ -152,5 +162,5 @@ def test_extrapolation_is_what_differs(timeloop):
     ours = evaluate(arch, problem, mapping).stats("shared_glb", "Inputs").fills_per_instance
     default, _ = evaluate_timeloop(arch, problem, mapping, tool=timeloop)
     exact, _ = evaluate_timeloop(arch, problem, mapping, tool=dataclasses.replace(timeloop, extrapolate=False))
-    assert ours == exact.stats("shared_glb", "Inputs").fills_per_instance == 216
-    assert default.stats("shared_glb", "Inputs").fills_per_instance == 180
+    assert ours == default.stats("shared_glb", "Inputs").fills_per_instance == 180
+    assert exact.stats("shared_glb", "Inputs").fills_per_instance == 216

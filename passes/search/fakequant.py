@@ -19,6 +19,8 @@ them as int32 at the far finer accumulator scale).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -27,6 +29,26 @@ from quantloop.errors import QuantloopError
 from quantloop.ir.quantization import activation_params, qrange, weight_fake_quant, weight_scales
 from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP
 from quantloop.passes.search.space import Config, SearchSpace
+
+
+def rewire_through_quantizers(graph: onnx.GraphProto, renamed: dict[str, str], leading: list[onnx.NodeProto],
+                              after: Callable[[str], list[onnx.NodeProto]]) -> None:
+    """Make every reader of a tensor in `renamed` (and the graph output it is) read its quantized copy
+    `renamed[tensor]` instead: `leading` nodes (quantizers of graph inputs and weights) go first, and
+    `after(name)` (the quantizer that writes `renamed[name]`, or nothing) right after the node producing `name`."""
+    nodes = list(leading)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+        nodes.append(node)
+        for name in node.output:
+            nodes.extend(after(name))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for out in graph.output:
+        if out.name in renamed:
+            out.name = renamed[out.name]
 
 
 def _param_names(tensor: str) -> tuple[str, str, str]:
@@ -86,23 +108,8 @@ def fakequant_graph(space: SearchSpace, observe: bool = False) -> tuple[onnx.Mod
             helper.make_node("Mul", [f"{base}_clip", scale], [renamed[tensor]], name=f"{base}_mul"),
         ]
 
-    nodes: list[onnx.NodeProto] = []
-    for value in graph.input:
-        if value.name in quantized:
-            nodes.extend(chain(value.name))
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in renamed:
-                node.input[i] = renamed[name]
-        nodes.append(node)
-        for name in node.output:
-            if name in quantized:
-                nodes.extend(chain(name))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    for out in graph.output:
-        if out.name in renamed:
-            out.name = renamed[out.name]
+    leading = [n for value in graph.input if value.name in quantized for n in chain(value.name)]
+    rewire_through_quantizers(graph, renamed, leading, lambda name: chain(name) if name in quantized else [])
     for tensor in sorted(quantized):
         for name in _param_names(tensor):
             graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, []))

@@ -237,6 +237,8 @@ def export_qonnx(net: QatNetwork):
     import onnx
     from onnx import helper
 
+    from quantloop.passes.search.fakequant import rewire_through_quantizers
+
     result = net.result(getattr(net, "history", []))
     space = net.space
     model = onnx.ModelProto()
@@ -274,21 +276,14 @@ def export_qonnx(net: QatNetwork):
             nodes.append(quant(q.tensor, renamed[q.tensor], np.float32(result.activation_scales[q.tensor]),
                                bits[q.tensor], q.signed, False))
     signed = {q.tensor: q.signed for q in space.quantizers}
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name in renamed:
-                node.input[k] = renamed[name]
-        nodes.append(node)
-        for name in node.output:
-            if name in signed:
-                nodes.append(quant(name, renamed[name], np.float32(result.activation_scales[name]), bits[name],
-                                   signed[name], False))
-    del graph.node[:]
-    graph.node.extend(nodes)
+
+    def after(name: str) -> list[onnx.NodeProto]:
+        if name not in signed:
+            return []
+        return [quant(name, renamed[name], np.float32(result.activation_scales[name]), bits[name], signed[name], False)]
+
+    rewire_through_quantizers(graph, renamed, nodes, after)
     graph.initializer.extend(extra)
-    for out in graph.output:
-        if out.name in renamed:
-            out.name = renamed[out.name]
     model.opset_import.append(helper.make_opsetid(QONNX_DOMAIN, 1))
     return model
 

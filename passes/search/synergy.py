@@ -118,6 +118,20 @@ def decompose(arch: Arch, layers: Sequence[LayerInput], objective: str, *, seed:
     }
 
 
+def decompose_module(module, arch: Arch, objective: str, *, seed: int = 0, cache=None) -> dict:
+    """The decomposition of a mapped accel module (a compile at non-uniform bits, `--synergy`): each
+    accel layer at its bits against the same layer at w8a8, its w8a8 mapping found by the mapper."""
+    from quantloop.ir.accel import layers as accel_layers
+    from quantloop.mapper import map_layer
+
+    inputs = []
+    for op in accel_layers(module):
+        problem, bits = op.problem.to_costmodel(name=op.label), op.bits.to_costmodel()
+        w8a8 = map_layer(problem, arch, _w8a8_like(bits), objective, cache=cache, seed=seed).mapping
+        inputs.append(LayerInput(op.label, problem, w8a8, bits))
+    return decompose(arch, inputs, objective, seed=seed, cache=cache)
+
+
 def _w8a8_like(bits: Bits) -> Bits:
     return Bits(weights=8, inputs=8, outputs=8, psum=bits.psum)
 
@@ -131,15 +145,21 @@ def _spread(a: dict, b: dict, ref: dict, metric: str) -> float:
     return abs(a[metric] - b[metric]) / ref[metric] if ref[metric] else 0.0
 
 
+def percent(fraction: float, digits: int = 2, width: int = 0) -> str:
+    """`fraction` as a percentage text, never "-0.00" (a rounding-size negative prints as zero)."""
+    value = round(100 * fraction, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{value:{width}.{digits}f}"
+
+
 def summary_lines(decomposition: dict) -> list[str]:
     """Human-readable lines: one per metric, then the levels where traffic is above its minimum."""
     lines = []
     for metric in METRICS:
         p = decomposition["parts"][metric]
         lines.append(
-            f"{metric:9s} saved {100 * p['total']:6.2f} % = MAC energy {100 * p['mac_energy']:6.2f} % + packing "
-            f"{100 * p['packing']:6.2f} % + re-mapping {100 * p['remapping']:6.2f} % (mapper seed noise "
-            f"{100 * p['noise_floor']:.2f} %)"
+            f"{metric:9s} saved {percent(p['total'], width=6)} % = MAC energy {percent(p['mac_energy'], width=6)} % + "
+            f"packing {percent(p['packing'], width=6)} % + re-mapping {percent(p['remapping'], width=6)} % (mapper seed "
+            f"noise {percent(p['noise_floor'])} %)"
         )
     for t in decomposition["traffic"]:
         if t["compulsory_words"]:
@@ -149,3 +169,10 @@ def summary_lines(decomposition: dict) -> list[str]:
                 f"(re-mapped at {t['remapped_words'] / t['compulsory_words']:.2f}x the minimum)"
             )
     return lines
+
+
+def print_decomposition(console, decomposition: dict) -> None:
+    """The summary lines under their heading, on a rich console (the search's and `compile --synergy`'s)."""
+    console.print("saving against w8a8, decomposed (re-mapping warm-started from the kept w8a8 mapping):")
+    for line in summary_lines(decomposition):
+        console.print(line, markup=False, highlight=False)
