@@ -53,7 +53,7 @@ def qnn_passes(options: CompileOptions, *, calibrate: bool) -> list[ModulePass]:
 def accel_passes(options: CompileOptions) -> list[ModulePass]:
     """Lowering onto the target and mapping every layer."""
     return [
-        _make_pass("accel-lower", target=options.target),
+        _make_pass("accel-lower", target=options.target, psum=options.psum_bits),
         _make_pass(
             "accel-map",
             objective=options.objective,

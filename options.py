@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
 
 OBJECTIVES = ("energy", "latency", "edp")
@@ -218,6 +219,15 @@ class CompileOptions:
     bits_table: Mapping[str, Mapping[str, int]] | None = None
     """Per-layer bits in memory, the same shape as a bits file (the search hands its choice over here)."""
     objective: str = field(default="energy", metadata=flag("--objective", choices=list(OBJECTIVES)))
+    psum_bits: str = field(
+        default=PSUM_MODES[0],
+        metadata=flag(
+            "--psum-bits", choices=list(PSUM_MODES),
+            help="width of stored partial sums: the accumulator's (a level's partial_sum_bits, else max(o, w + a); "
+                 "default) or the Outputs width (the quantization fork's convention)",
+        ),
+    )
+    """How every layer stores partial sums (`costmodel.problem.Bits.psum`): mapping, cost, emitted files, cache key."""
     input_shapes: Mapping[str, Sequence[int]] | None = field(
         default=None,
         metadata=flag(

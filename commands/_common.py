@@ -26,13 +26,13 @@ def add_bits_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_psum_argument(parser: argparse.ArgumentParser) -> None:
-    from quantloop.bits import PSUM_MODES
+    """`--psum-bits`, spelt once: as `CompileOptions.psum_bits` (`quantloop compile`'s flag)."""
+    import dataclasses
 
-    parser.add_argument(
-        "--psum-bits", choices=PSUM_MODES, default=PSUM_MODES[0],
-        help="width of stored partial sums: the accumulator's (a level's partial_sum_bits, else max(o, w + a); "
-             "default) or the Outputs width (the quantization fork's convention)",
-    )
+    from quantloop.options import CompileOptions
+
+    psum = next(f for f in dataclasses.fields(CompileOptions) if f.name == "psum_bits")
+    psum.metadata["cli"].add(parser, psum)
 
 
 def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):

@@ -51,7 +51,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.str_enum import StrEnum
 
-from quantloop.bits import legal_text, legal_widths
+from quantloop.bits import PSUM_MODES, legal_text, legal_widths
 from quantloop.costmodel.mapping import LevelMapping, Mapping
 from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, ProblemShape, non_positive_field
 from quantloop.errors import QuantloopError
@@ -90,8 +90,10 @@ def _parse_bool(parser: AttrParser) -> bool:
     return False
 
 
-def _parse_fields(parser: AttrParser, owner: str, parsers: dict[str, Callable[[AttrParser, str], Any]]) -> dict[str, Any]:
-    """Parse `key = value, ...` (inside the angle brackets) where every key of `parsers` appears once."""
+def _parse_fields(parser: AttrParser, owner: str, parsers: dict[str, Callable[[AttrParser, str], Any]],
+                  optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Parse `key = value, ...` (inside the angle brackets) where every key of `parsers` appears once
+    (the keys in `optional` at most once)."""
     values: dict[str, Any] = {}
 
     def one() -> None:
@@ -105,7 +107,7 @@ def _parse_fields(parser: AttrParser, owner: str, parsers: dict[str, Callable[[A
         values[key] = parsers[key](parser, key)
 
     parser.parse_comma_separated_list(parser.Delimiter.NONE, one)
-    missing = [k for k in parsers if k not in values]
+    missing = [k for k in parsers if k not in values and k not in optional]
     if missing:
         parser.raise_error(f"{owner}: missing field(s) {', '.join(missing)}")
     return values
@@ -169,11 +171,13 @@ class OperandBits:
 
 @dataclass(frozen=True)
 class LayerBits:
-    """The payload of `#accel.bits`: Weights, Inputs and Outputs (partial sums share the Outputs width)."""
+    """The payload of `#accel.bits`: Weights, Inputs and Outputs, and how wide partial sums are stored
+    (`psum`, `costmodel.problem.Bits.psum`; printed only when not the default "accumulator")."""
 
     weights: OperandBits
     inputs: OperandBits
     outputs: OperandBits
+    psum: str = PSUM_MODES[0]
 
     def of(self, dataspace: str) -> OperandBits:
         return {"Weights": self.weights, "Inputs": self.inputs, "Outputs": self.outputs}[dataspace]
@@ -186,11 +190,17 @@ def _parse_operand_bits(parser: AttrParser, key: str) -> OperandBits:
     return OperandBits(bits, scheme)
 
 
+def _parse_psum(parser: AttrParser, key: str) -> str:
+    return parser.parse_keyword_in(PSUM_MODES, f" (how partial sums are stored: {', '.join(PSUM_MODES)})")
+
+
 @irdl_attr_definition
 class BitsAttr(Data[LayerBits]):
     name = "accel.bits"
 
     def verify(self) -> None:
+        if self.data.psum not in PSUM_MODES:
+            raise VerifyException(f"#accel.bits: psum must be one of {', '.join(PSUM_MODES)}, got {self.data.psum!r}")
         for ds in DATASPACES:
             operand = self.data.of(ds)
             if operand.scheme not in SCHEMES:
@@ -207,17 +217,23 @@ class BitsAttr(Data[LayerBits]):
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> LayerBits:
         with parser.in_angle_brackets():
-            fields = _parse_fields(parser, "#accel.bits", {"W": _parse_operand_bits, "I": _parse_operand_bits, "O": _parse_operand_bits})
-        return LayerBits(fields["W"], fields["I"], fields["O"])
+            fields = _parse_fields(
+                parser, "#accel.bits",
+                {"W": _parse_operand_bits, "I": _parse_operand_bits, "O": _parse_operand_bits, "psum": _parse_psum},
+                optional=("psum",),
+            )
+        return LayerBits(fields["W"], fields["I"], fields["O"], fields.get("psum", PSUM_MODES[0]))
 
     def print_parameter(self, printer: Printer) -> None:
         b = self.data
-        printer.print_string(f"<W = {b.weights}, I = {b.inputs}, O = {b.outputs}>")
+        psum = "" if b.psum == PSUM_MODES[0] else f", psum = {b.psum}"
+        printer.print_string(f"<W = {b.weights}, I = {b.inputs}, O = {b.outputs}{psum}>")
 
     def to_costmodel(self) -> Bits:
         """`costmodel.Bits`; its scheme is the weights' (the operand that decides the PE's multiplier)."""
         b = self.data
-        return Bits(weights=b.weights.bits, inputs=b.inputs.bits, outputs=b.outputs.bits, scheme=b.weights.costmodel_scheme)
+        return Bits(weights=b.weights.bits, inputs=b.inputs.bits, outputs=b.outputs.bits, scheme=b.weights.costmodel_scheme,
+                    psum=b.psum)
 
     @classmethod
     def from_costmodel(cls, bits: Bits, *, inputs_signed: bool = True, outputs_signed: bool = True) -> BitsAttr:
@@ -231,6 +247,7 @@ class BitsAttr(Data[LayerBits]):
                 OperandBits(bits.weights, bits.scheme),
                 OperandBits(bits.inputs, act(inputs_signed)),
                 OperandBits(bits.outputs, act(outputs_signed)),
+                bits.psum,
             )
         )
 

@@ -12,12 +12,11 @@ Bits come from the element types: weights from the weight operand, Inputs from t
 Outputs from the result (`!qnn.int` / `!qnn.uniform` → `int` or `uint`, `!qnn.pot` → `pot`,
 `!qnn.pot2` → `pot2`); a float operand is an error that says to run qnn-assign-bits first.
 
-Partial sums: the Outputs bit-width is the layer's output activation width and also applies
-to partial sums, as in the quantization fork of Timeloop that Klhufek et al. used (the README of
-the reference runs: Eyeriss's 16-bit psum_spad then holds two 8-bit partial sums per word). We keep
-that model rather than partial sums at accumulator width because the built-in targets are built
-around it: Eyeriss's shared_glb keeps Outputs in 8-bit words, so a 16+-bit accumulator could not be
-mapped at all. It understates partial-sum traffic when the accumulator is wider than the output.
+Partial sums: option `psum` (`quantloop compile --psum-bits`, `CompileOptions.psum_bits`) is recorded
+in every layer's `#accel.bits` (`psum = outputs`, printed only when not the default) and so reaches the
+mapper, the cost, the emitted Timeloop files and the mapper cache key: "accumulator" (default) stores
+them at the accumulator width (`costmodel.problem.Bits.psum`), "outputs" at the Outputs width, as the
+quantization fork of Timeloop that Klhufek et al. used.
 
 A bit-width wider than the word of any storage level is an error naming the layer, the level and
 both widths (the cost model's rule, from the fork: even a level that bypasses the data space). Every other op of the function (pools, add, reshape, concat,
@@ -36,6 +35,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
+from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
 from quantloop.ir.accel import (
     SourceOp,
@@ -130,8 +130,9 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def lower_op(op: Operation, arch, name: str) -> LayerOp:
-    """The accel.layer for one qnn.conv2d / gemm / matmul (not inserted)."""
+def lower_op(op: Operation, arch, name: str, psum: str = PSUM_MODES[0]) -> LayerOp:
+    """The accel.layer for one qnn.conv2d / gemm / matmul (not inserted); `psum`: how its partial sums
+    are stored (`costmodel.problem.Bits.psum`)."""
     if isinstance(op, Conv2dOp):
         kind, shape = _conv_problem(op)
         x, w, bias = op.input, op.weight, op.bias
@@ -144,7 +145,7 @@ def lower_op(op: Operation, arch, name: str) -> LayerOp:
     else:
         raise TypeError(f"lower_op: {op.name} is not a compute op")
     bits = LayerBits(
-        _operand_bits(w, name, "weights"), _operand_bits(x, name, "inputs"), _operand_bits(op.results[0], name, "outputs")
+        _operand_bits(w, name, "weights"), _operand_bits(x, name, "inputs"), _operand_bits(op.results[0], name, "outputs"), psum
     )
     check_bits_fit(arch, name, bits)
     extra = _layer_attrs(op)
@@ -165,10 +166,14 @@ class AccelLowerPass(ModulePass):
     name = "accel-lower"
 
     target: str = "eyeriss"
+    psum: str = PSUM_MODES[0]
+    """How partial sums are stored (`costmodel.problem.Bits.psum`): "accumulator" or "outputs"."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         from quantloop.targets.registry import load_target
 
+        if self.psum not in PSUM_MODES:
+            raise QuantloopError(f"accel-lower: psum must be one of {', '.join(PSUM_MODES)}, got {self.psum!r}")
         arch = load_target(self.target)
         previous = op.attributes.get(TARGET_ATTR)
         if isinstance(previous, TargetAttr) and previous.data.content_hash != arch.content_hash:
@@ -182,7 +187,7 @@ class AccelLowerPass(ModulePass):
                 counter += 1
                 node = inner.properties.get("name")
                 base = node.data if isinstance(node, StringAttr) else f"{inner.name.split('.')[-1]}_{counter}"
-                Rewriter.replace_op(inner, lower_op(inner, arch, _unique(base, taken)))
+                Rewriter.replace_op(inner, lower_op(inner, arch, _unique(base, taken), self.psum))
             elif inner.name.startswith("qnn.") and not isinstance(inner, ConstantOp):
                 inner.attributes[HOST_ATTR] = UnitAttr()
         op.attributes[TARGET_ATTR] = TargetAttr(TargetRef(self.target, arch.content_hash))
