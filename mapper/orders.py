@@ -1,18 +1,25 @@
 """Loop orders of one level that differ in reuse.
 
-The cost model sees a level's order only through, for each data space, the innermost loop
-above every inner level that indexes it (which loops multiply its refetches, and whether that
-loop slides a window). The innermost active loop of a level is non-indexing for at most one
-data space (Weights ignore N, P, Q; Inputs ignore M; Outputs ignore C, R, S), so a level's order
-is characterised by: the stationary data space, its run of non-indexing loops innermost (taking
-all of them is never worse), and which loop is innermost (or, for Inputs, just outside M),
-since only that loop's sliding window matters. Every other permutation is matched or beaten by
-one of these candidates, level by level, so searching them loses no optimum.
+For Weights and Outputs the cost model sees a level's order only through the innermost loop
+above every inner level that indexes them. The innermost active loop of a level is
+non-indexing for at most one data space (Weights ignore N, P, Q; Inputs ignore M; Outputs
+ignore C, R, S), so for them a level's order is characterised by the stationary data space, its
+run of non-indexing loops innermost (taking all of them is never worse), and which loop is
+innermost (or, for Inputs, just outside M).
+
+Inputs are counted as timeloop-model counts sliding windows (`costmodel.model`): a step that
+keeps the steady window shift fetches only the new part, a shift change or a 2-axis move the
+whole tile, with Timeloop's extrapolation from iterations #0/#1. So the relative order of the
+sliding loops P, Q, R, S changes Inputs counts (e.g. R outside P), and every candidate above is
+also taken with its sliding loops permuted among the places they hold (at most 4! = 24 each).
+tests/test_mapper_orders.py pins this against the exhaustive reference on tilings the
+narrower set missed; it is checked empirically, not proven, for every tiling.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import permutations
 
 import numpy as np
 
@@ -44,12 +51,26 @@ def _inner_orders(present: tuple[int, ...]) -> list[tuple[tuple[int, ...], str |
             out += [(tuple(rest) + tuple(d for d in run if d != x) + (x,), ds) for x in run]
     if not out:
         out.append((present, None))
+    out = [(o, ds) for order, ds in out for o in _window_orders(order)]
     seen, unique = set(), []
     for order, ds in out:
         if order not in seen:
             seen.add(order)
             unique.append((order, ds))
     return unique
+
+
+def _window_orders(order: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """`order` with its sliding loops (P, Q, R, S) permuted among the places they hold: their
+    relative order sets the window translations that Inputs are charged by."""
+    places = [i for i, d in enumerate(order) if d in _SLIDING]
+    out = []
+    for perm in permutations([order[i] for i in places]):
+        o = list(order)
+        for i, d in zip(places, perm):
+            o[i] = d
+        out.append(tuple(o))
+    return out
 
 
 @lru_cache(maxsize=4096)

@@ -1,7 +1,7 @@
 """Search for the best mapping of one layer under the exact cost model.
 
 Small mapspaces are searched exhaustively: every legal tiling × every combination of per-level
-loop-order candidates (`quantloop.mapper.orders`, which lose no optimum) × every keep/bypass
+loop-order candidates (`quantloop.mapper.orders`, checked against brute force) × every keep/bypass
 choice is scored by `evaluate_batch`, so the result is proven optimal within the mapspace.
 Larger ones: a seeded sample of legal tilings is scored with data-space-stationary orders, and
 the best few seed a steepest-descent local search whose moves shift one prime factor between
