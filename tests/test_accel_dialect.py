@@ -19,7 +19,7 @@ from quantloop.costmodel.mapping import LevelMapping as CostLevel
 from quantloop.costmodel.mapping import Mapping
 from quantloop.costmodel.problem import Bits, Problem
 from quantloop.errors import QuantloopError
-from quantloop.bits import LEGAL_BITS, legal_widths
+from quantloop.bits import LEGAL_BITS, PSUM_MODES, legal_widths
 from quantloop.ir.accel import (
     ACCEL,
     DATASPACES,
@@ -136,9 +136,18 @@ def test_bits_spelling_and_costmodel():
 
 
 @settings(max_examples=60, deadline=None)
-@given(weight_bits, operand_bits, operand_bits)
-def test_bits_round_trip(w, i, o):
-    _round_trip(BitsAttr(LayerBits(w, i, o)))
+@given(weight_bits, operand_bits, operand_bits, st.sampled_from(PSUM_MODES))
+def test_bits_round_trip(w, i, o, psum):
+    _round_trip(BitsAttr(LayerBits(w, i, o, psum)))
+
+
+def test_bits_psum_mode_is_spelt_and_reaches_the_costmodel():
+    attr = BitsAttr(LayerBits(OperandBits(8, "int"), OperandBits(8, "uint"), OperandBits(8, "int"), "outputs"))
+    assert _text(attr) == "#accel.bits<W = 8 : int, I = 8 : uint, O = 8 : int, psum = outputs>"
+    assert attr.to_costmodel().psum == "outputs"
+    assert BitsAttr.from_costmodel(attr.to_costmodel(), inputs_signed=False) == attr
+    with pytest.raises(ParseError, match="partial sums"):
+        Parser(_context(), "#accel.bits<W = 8 : int, I = 8 : int, O = 8 : int, psum = wide>").parse_attribute()
 
 
 @pytest.mark.parametrize("text", ["W = 1 : pot, I = 8 : int, O = 8 : int", "W = 2 : pot2, I = 8 : int, O = 8 : int",
