@@ -132,6 +132,15 @@ def _bits(tensor: onnx.TensorProto) -> tuple[int, bool]:
             TensorProto.UINT4: (4, False), TensorProto.INT16: (16, True), TensorProto.UINT16: (16, False)}[tensor.data_type]
 
 
+def check_qdq_domain(src: Path, variant: str) -> None:
+    """The quantizer really wrote the Q/DQ domain the variant is about: `com.microsoft` for ORT's int4
+    below opset 21, the standard domain otherwise (else an int4 test could silently test int8)."""
+    model = onnx.load(str(src), load_external_data=False)
+    domains = {n.domain for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    expected = {"com.microsoft"} if variant.endswith("com.microsoft") else {""}
+    assert domains == expected, f"{variant}: Q/DQ domains {domains}, expected {expected}"
+
+
 def check_weights(src: Path, out: Path) -> int:
     """weights.bin holds the model's own codes, scales, zero points and bits; returns the layers checked."""
     graph = _Graph(src)
