@@ -149,26 +149,28 @@ def test_fuzz_target_yaml(work, data):
                      "--mapping", str(SEEDS / "map.yaml"), "--json"], path, valid=_cost_ok)
 
 
+def _fuzz_cost_input(work, data, kind: str, seed_file: str) -> None:
+    """`quantloop cost` on eyeriss with one of its two YAML inputs (`kind`: problem or mapping) mutated
+    from its seed file and the other one the valid seed."""
+    inputs = {"problem": SEEDS / "problem.yaml", "mapping": SEEDS / "map.yaml"}
+    path = _fresh(work, kind) / f"fuzz_{seed_file}"
+    seed = yaml.safe_load((SEEDS / seed_file).read_text())
+    path.write_bytes(data.draw(mutated_text(_dump_yaml(data.draw(mutated_tree(seed))))))
+    inputs[kind] = path
+    check(kind, ["cost", "--target", "eyeriss", "--problem", str(inputs["problem"]), "--mapping",
+                 str(inputs["mapping"]), "--json"], path, valid=_cost_ok)
+
+
 @given(st.data())
 @settings(FUZZ, max_examples=40)
 def test_fuzz_problem_yaml(work, data):
-    seed = yaml.safe_load((SEEDS / "problem.yaml").read_text())
-    folder = _fresh(work, "problem")
-    path = folder / "fuzz_problem.yaml"
-    path.write_bytes(data.draw(mutated_text(_dump_yaml(data.draw(mutated_tree(seed))))))
-    check("problem", ["cost", "--target", "eyeriss", "--problem", str(path), "--mapping", str(SEEDS / "map.yaml"),
-                      "--json"], path, valid=_cost_ok)
+    _fuzz_cost_input(work, data, "problem", "problem.yaml")
 
 
 @given(st.data())
 @settings(FUZZ, max_examples=40)
 def test_fuzz_mapping_yaml(work, data):
-    seed = yaml.safe_load((SEEDS / "map.yaml").read_text())
-    folder = _fresh(work, "mapping")
-    path = folder / "fuzz_map.yaml"
-    path.write_bytes(data.draw(mutated_text(_dump_yaml(data.draw(mutated_tree(seed))))))
-    check("mapping", ["cost", "--target", "eyeriss", "--problem", str(SEEDS / "problem.yaml"), "--mapping", str(path),
-                      "--json"], path, valid=_cost_ok)
+    _fuzz_cost_input(work, data, "mapping", "map.yaml")
 
 
 # ------------------------------------------------------------------------------------------ ONNX models
