@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -258,15 +259,21 @@ def test_fuzz_onnx(work, data):
     check("onnx", _compile(path, out_dir), path, out_dir, valid=_compile_ok(out_dir))
 
 
+def _with_tiny_model(work, kind: str) -> tuple[Path, Path]:
+    """A fresh folder for `kind` holding the tiny model the bits and npz fuzzers compile."""
+    folder = _fresh(work, kind)
+    model = folder / "model.onnx"
+    onnx.save(tiny_model(), model)
+    return folder, model
+
+
 # ------------------------------------------------------------------------------------------ bits JSON
 
 
 @given(st.data())
 @settings(FUZZ, max_examples=15)
 def test_fuzz_bits_json(work, data):
-    folder = _fresh(work, "bits")
-    model = folder / "model.onnx"
-    onnx.save(tiny_model(), model)
+    folder, model = _with_tiny_model(work, "bits")
     seed = {"conv1": {"weights": 4, "activations": 8}, "conv2": {"weights": 8, "activations": 8}}
     tree = data.draw(mutated_tree(seed, hostile=HOSTILE + [2, 3, 4, 5, 6, 7, 8, 16, "int", "pot"]))
     try:
@@ -287,8 +294,6 @@ def _npz_with_header(shape_text: str, descr: str, payload: bytes) -> bytes:
     header += " " * (-(len(header) + 11) % 64) + "\n"
     npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1") + payload
     buf = io.BytesIO()
-    import zipfile
-
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("x.npy", npy)
     return buf.getvalue()
@@ -297,9 +302,7 @@ def _npz_with_header(shape_text: str, descr: str, payload: bytes) -> bytes:
 @given(st.data())
 @settings(FUZZ, max_examples=15)
 def test_fuzz_npz_header(work, data):
-    folder = _fresh(work, "npz")
-    model = folder / "model.onnx"
-    onnx.save(tiny_model(), model)
+    folder, model = _with_tiny_model(work, "npz")
     shape = data.draw(st.sampled_from(["(4, 3, 8, 8)", "(100000, 100000, 3, 3)", "(2**40,)", "(-1, 3, 8, 8)",
                                        "(4, 3, 8)", "()", "(0, 3, 8, 8)", "(4, 3, 8, 8, 1)", "'abc'"]))
     descr = data.draw(st.sampled_from(["<f4", "<f8", "|u1", "<i8", "|O", "V0", "<c8", "xyz"]))
