@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+quantloop\.(\w+)", re.M)
 ROOT_IMPORT = re.compile(r"^\s*from\s+quantloop\s+import\b", re.M)
-LEAVES = {"errors": set(), "version": set(), "bits": {"errors"}, "files": {"errors"}, "options": {"errors", "bits", "backend"}}
+LEAVES = {"errors": set(), "version": set(), "parallel": {"errors"}, "bits": {"errors"}, "files": {"errors"}, "options": {"errors", "bits", "backend"}}
 """Light modules every layer may ask (legal bit-widths, options and their defaults): they import nothing else
 (options reads bits for the --psum-bits choices, and backend.emit, itself light, lazily for the --emit choices)."""
 
