@@ -144,13 +144,13 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
     if searched.qat_model is not None:  # the fine-tuned model carries its own bits and scales
         table = searched.qat_table
         chosen_options = options.replace(bits_file=None, bits_table=None, weight_scheme="int", output_dir=None,
-                                         search=None, data=None)
+                                         search=None, data=None, scheduler=None)
         compiled = compile_model(import_onnx(searched.qat_model), chosen_options, out=out)
     else:
         table = result.bits_file(result.chosen)
         chosen_options = options.replace(
             bits_file=None, bits_table=table, weight_scheme=result.chosen.config.calibration_scheme, output_dir=None, search=None,
-            data=options.data or searched.data.calib_spec,
+            data=options.data or searched.data.calib_spec, scheduler=None,
         )
         compiled = compile_model(searched.module, chosen_options, out=out)
     compiled.search = document

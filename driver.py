@@ -84,6 +84,8 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     holds every phase's wall time.
     """
     options = CompileOptions.build(options, **keywords)
+    if options.scheduler is not None and options.search is None:
+        raise QuantloopError(f"--scheduler {options.scheduler}: only --search runs on a Dask cluster")
     if not options.command_line:
         options = options.replace(command_line=python_call(model, options))
     with reporting(progress or Progress()) as shown:

@@ -265,8 +265,16 @@ class CompileOptions:
         default="int", metadata=flag("--scheme", choices=["int", "pot", "pot2"], help="weight quantization scheme")
     )
     workers: int = field(
-        default=1, metadata=flag("--workers", type=int, convert=_workers, help="map layers in this many processes")
+        default=1, metadata=flag(
+            "--workers", type=int, convert=_workers,
+            help="map layers in this many processes; with --search, evaluate candidates on a Dask LocalCluster of this many workers",
+        ),
     )
+    scheduler: str | None = field(
+        default=None, metadata=flag("--scheduler", metavar="tcp://HOST:PORT",
+                                    help="with --search, evaluate candidates on this existing Dask cluster"),
+    )
+    """Where `--search` runs its evaluations (`quantloop.parallel.open_pool`, as `quantloop explore`)."""
     cache_dir: str | None = field(
         default=None, metadata=flag("--cache-dir", help="mapper cache folder (default: the user cache directory)")
     )

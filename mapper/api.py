@@ -126,10 +126,10 @@ def _map_one(args) -> MapResult:
 
 def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, objective: str = "energy", *,
                workers: int = 1, cache: MapCache | None = None, seed: int = 0,
-               budget: Budget | None = None, progress: Any = None) -> list[MapResult]:
+               budget: Budget | None = None, progress: Any = None, pool: Any = None) -> list[MapResult]:
     """map_layer for every (name, problem, bits), in order. Identical (problem, bits) are mapped
-    once; with workers > 1 distinct layers are mapped in a process pool. The results do not
-    depend on `workers`. `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a
+    once; with workers > 1 distinct layers are mapped in a process pool, or on `pool` when it is a
+    distributed `quantloop.parallel` pool (the search on Dask). The results do not depend on either. `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a
     layer is searched and `advance(name, cache_hit)` after each distinct layer."""
     arch = load_target(target)
     if workers < 1:
@@ -152,7 +152,12 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
                 if done[i] is not None and progress is not None:
                     progress.advance(name, cache_hit=True)
     todo = sorted((i for i, r in enumerate(done) if r is None), key=lambda i: -jobs[i][1].macs)  # big first
-    if workers == 1 or len(todo) <= 1:
+    if pool is not None and pool.distributed and todo:
+        for i, result in zip(todo, pool.map(_map_one, [jobs[i] for i in todo])):
+            done[i] = result
+            if progress is not None:
+                progress.advance(jobs[i][0])
+    elif workers == 1 or len(todo) <= 1:
         for i in todo:
             if progress is not None:
                 progress.start(jobs[i][0])
