@@ -227,7 +227,7 @@ class CompileOptions:
                  "default) or the Outputs width (the quantization fork's convention)",
         ),
     )
-    """How every layer stores partial sums (`costmodel.problem.Bits.psum`): mapping, cost, emitted files, cache key."""
+    """How every layer stores partial sums (`quantloop.problem.Bits.psum`): mapping, cost, emitted files, cache key."""
     input_shapes: Mapping[str, Sequence[int]] | None = field(
         default=None,
         metadata=flag(

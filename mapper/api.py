@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from quantloop.costmodel.checks import check_bits
-from quantloop.costmodel.mapping import Mapping
+from quantloop.mapping import Mapping
 from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.mapper.cache import MapCache, cache_key
 from quantloop.mapper.mapspace import Mapspace

@@ -21,10 +21,10 @@ from typing import Protocol
 
 import numpy as np
 
-from quantloop.costmodel.mapping import Mapping, MappingArrays
+from quantloop.mapping import Mapping, MappingArrays
 from quantloop.options import OBJECTIVES
 from quantloop.costmodel.model import BatchResult, evaluate_batch
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
+from quantloop.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.costmodel.legality import FREE
 from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders

@@ -157,7 +157,7 @@ def test_help_imports_no_heavy_library():
 
 def test_fully_cached_mapping_with_two_workers_starts_no_process_pool(tmp_path, monkeypatch):
     """--workers 2 is never slower than 1 on a cached run: cache hits are answered in the calling process."""
-    from quantloop.costmodel.problem import Bits, Problem
+    from quantloop.problem import Bits, Problem
     from quantloop.mapper import api as mapper_api
     from quantloop.mapper.cache import MapCache
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.mapper import Budget, MapCache, map_layer, map_layers
 from quantloop.mapper.api import layer_key
 from quantloop.mapper.cache import default_cache_dir

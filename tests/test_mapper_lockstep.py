@@ -5,7 +5,7 @@ exactly as descending one start after another and scoring every batch in full wo
 import numpy as np
 import pytest
 
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.search import (
     DATASPACES,

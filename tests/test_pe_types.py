@@ -7,7 +7,7 @@ import json
 import pytest
 
 from quantloop.costmodel.checks import check_bits
-from quantloop.costmodel.problem import Bits
+from quantloop.problem import Bits
 from quantloop.errors import QuantloopError
 from quantloop.targets.area import target_area
 from quantloop.targets.ppa import ppa

@@ -85,7 +85,7 @@ def test_chosen_point_is_the_cheapest_feasible(result):
 
 
 def test_energy_is_the_sum_of_the_mappers_layer_costs(result, cache_dir):
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.mapper import MapCache, map_layers
     from quantloop.passes.search.objectives import layer_problems
     from quantloop.targets.registry import load_target

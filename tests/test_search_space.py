@@ -176,7 +176,7 @@ def test_weight_bytes_packs_into_the_dram_word():
 
 
 def test_packing_class_shares_mappings_only_when_words_agree():
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
 
     eyeriss = EnergyModel([], [], load_target("eyeriss"), "energy")
     # Eyeriss keeps weights and inputs only in 8-bit words (3, 4 -> 2 per word; 5..8 -> 1), outputs also in

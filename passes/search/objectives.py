@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from quantloop.bits import LEGAL_BITS
 from quantloop.costmodel.model import evaluate, packing_tables
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.costmodel.weight_memory import network_weight_bytes, weight_tiles
 from quantloop.errors import QuantloopError
 from quantloop.ir import make_context
