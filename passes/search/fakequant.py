@@ -154,7 +154,8 @@ class FakeQuantEvaluator:
         data_name = self.space.model.graph.input[0].name
         batch = self.space.model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or len(x)
         rng = np.random.default_rng(0)
-        observers = {n: RangeObserver(self.act_range, self.percentile, rng) for n in names}
+        updates = -(-len(x) // batch)
+        observers = {n: RangeObserver(self.act_range, self.percentile, rng, updates) for n in names}
         fetch = [n for n in names if n != data_name]
         for i in range(0, len(x), batch):
             part = x[i : i + batch]
