@@ -20,6 +20,7 @@ from quantloop.backend.artifacts import write_artifacts
 from quantloop.backend.atomic import atomic_output_dir, check_output_dir
 from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.frontend import import_onnx
+from quantloop.frontend.zoo.digits import packaged_data
 from quantloop.ir import make_context
 from quantloop.options import CompileOptions
 from quantloop.passes.canonicalize import CanonicalizePass
@@ -84,7 +85,7 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
     module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(options.input_shapes or {}))
     module = module.clone()
     CanonicalizePass().apply(make_context(), module)
-    data = resolve_data(module, model, options.data, settings)
+    data = resolve_data(module, packaged_data(model), options.data, settings)
     if console is None and settings.progress:
         from rich.console import Console
 

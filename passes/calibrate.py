@@ -268,7 +268,7 @@ class CalibratePass(ModulePass):
             rng = np.random.default_rng(self.seed)
             count = -(-self.samples // batch) * batch
             return [rng.standard_normal((count, *s[1:])).astype(np.float32) for s in shapes]
-        from quantloop.frontend.dataset import check_dataset, load_dataset
+        from quantloop.runtime.dataset import check_dataset, load_dataset
 
         if len(args) != 1:
             raise QuantloopError(
@@ -288,7 +288,7 @@ class CalibratePass(ModulePass):
         import onnx
         import onnxruntime as ort
 
-        from quantloop.frontend.fakequant_export import FakeQuantExporter
+        from quantloop.runtime.fakequant_export import FakeQuantExporter
 
         args = list(func.body.block.args)
         # Values a quantized model carries quantized are fake-quantized (ranges as the model runs);

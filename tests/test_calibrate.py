@@ -255,7 +255,7 @@ def test_first_samples_keeps_whole_batches():
 def test_cache_hit_skips_the_export_and_the_weight_clipping(tmp_path, monkeypatch):
     """A second calibration of the same module with the same settings reads ranges and per-channel weight
     scales from the cache: no float export, no MSE clipping search, and bit-identical IR (codes included)."""
-    from quantloop.frontend.fakequant_export import FakeQuantExporter
+    from quantloop.runtime.fakequant_export import FakeQuantExporter
 
     cache = str(tmp_path / "cache")
     options = {"cache_dir": cache, "weight_clip": "mse"}

@@ -13,7 +13,7 @@ import pytest
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend import import_onnx
-from quantloop.frontend.dataset import load_dataset
+from quantloop.runtime.dataset import load_dataset
 from quantloop.ir import make_context
 from quantloop.ir.accel import layers
 from quantloop.ir.types import IntType, element_type
