@@ -57,7 +57,7 @@ def accel_passes(options: CompileOptions) -> list[ModulePass]:
         _make_pass(
             "accel-map",
             objective=options.objective,
-            workers=options.workers,
+            workers=options.workers or 0,  # 0: the mapper's default
             cache_dir=options.cache_dir or "",
             no_cache=not options.use_cache,
         ),
