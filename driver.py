@@ -57,7 +57,7 @@ def accel_passes(options: CompileOptions) -> list[ModulePass]:
         _make_pass(
             "accel-map",
             objective=options.objective,
-            workers=options.workers,
+            workers=options.workers or 0,  # 0: the mapper's default
             cache_dir=options.cache_dir or "",
             no_cache=not options.use_cache,
         ),
@@ -84,6 +84,8 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     holds every phase's wall time.
     """
     options = CompileOptions.build(options, **keywords)
+    if options.scheduler is not None and options.search is None:
+        raise QuantloopError(f"--scheduler {options.scheduler}: only --search runs on a Dask cluster")
     if not options.command_line:
         options = options.replace(command_line=python_call(model, options))
     with reporting(progress or Progress()) as shown:

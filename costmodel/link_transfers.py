@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantloop.costmodel.problem import RELEVANT
+from quantloop.problem import RELEVANT
 from quantloop.targets.arch import Arch
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)

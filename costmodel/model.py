@@ -66,8 +66,8 @@ import numpy as np
 from quantloop.costmodel.checks import check_bits, check_mapping, check_tiles
 from quantloop.costmodel.legality import tile_bounds, tiles_ok
 from quantloop.costmodel.link_transfers import LinkStage, link_stages, link_transfers
-from quantloop.costmodel.mapping import Mapping, MappingArrays
-from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
+from quantloop.mapping import Mapping, MappingArrays
+from quantloop.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
 from quantloop.targets.registry import load_target
 

@@ -23,7 +23,7 @@ from itertools import permutations
 
 import numpy as np
 
-from quantloop.costmodel.problem import DIM_INDEX
+from quantloop.problem import DIM_INDEX
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _RUNS = {"Weights": (_N, _P, _Q), "Inputs": (_M,), "Outputs": (_C, _R, _S)}

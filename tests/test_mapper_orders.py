@@ -9,9 +9,9 @@ import itertools
 import numpy as np
 import pytest
 
-from quantloop.costmodel.mapping import MappingArrays
+from quantloop.mapping import MappingArrays
 from quantloop.costmodel.model import evaluate_batch
-from quantloop.costmodel.problem import DATASPACES, Bits, Problem
+from quantloop.problem import DATASPACES, Bits, Problem
 from quantloop.mapper.exhaustive import _orders
 from quantloop.mapper.orders import level_candidates, present_masks
 from quantloop.targets.registry import load_target

@@ -13,7 +13,7 @@ import pytest
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend import import_onnx
-from quantloop.frontend.dataset import load_dataset
+from quantloop.runtime.dataset import load_dataset
 from quantloop.ir import make_context
 from quantloop.ir.accel import layers
 from quantloop.ir.types import IntType, element_type
@@ -85,7 +85,7 @@ def test_chosen_point_is_the_cheapest_feasible(result):
 
 
 def test_energy_is_the_sum_of_the_mappers_layer_costs(result, cache_dir):
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.mapper import MapCache, map_layers
     from quantloop.passes.search.objectives import layer_problems
     from quantloop.targets.registry import load_target

@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantloop.costmodel.model import evaluate, evaluate_batch
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.costmodel.random_mappings import random_mappings
 from quantloop.costmodel.timeloop_engine import evaluate_many, layer_inputs
 from quantloop.errors import QuantloopError
@@ -144,7 +144,7 @@ def test_extrapolation_shortcut_is_modelled(timeloop):
     window at P's index 1 (+1 column), finds the same window and charges nothing:
     18 + 3 × 3 × 18 = 180. The cost model counts what default Timeloop counts (the recorded
     reference runs were made with it)."""
-    from quantloop.costmodel.mapping import LevelMapping, Mapping
+    from quantloop.mapping import LevelMapping, Mapping
     from quantloop.costmodel.timeloop_engine import evaluate_timeloop
 
     arch = load_target("eyeriss")
@@ -162,7 +162,7 @@ def test_extrapolation_shortcut_is_modelled(timeloop):
 
 
 def _eyeriss_mapping(dram, glb, x, y):
-    from quantloop.costmodel.mapping import LevelMapping, Mapping
+    from quantloop.mapping import LevelMapping, Mapping
 
     return Mapping((
         LevelMapping(dram, keep={"Weights", "Inputs", "Outputs"}),
