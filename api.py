@@ -2,7 +2,7 @@
 
 Each one takes what a user has at hand (a zoo spec or a path, a target name, bits as `"w4a8"`,
 a problem as a `Problem`, a dict or a Timeloop problem YAML) and hands it to the one function that
-does the job (`frontend.onnx_load.load_model`, `frontend.dataset.load_dataset`,
+does the job (`frontend.onnx_load.load_model`, `runtime.dataset.load_dataset`,
 `targets.registry.load_target`, `mapper.map_layer`, `costmodel.evaluate`).
 
     >>> import quantloop
@@ -36,7 +36,7 @@ def load_model(spec: str | os.PathLike, input_shapes: MappingABC[str, Sequence[i
 def load_dataset(spec: str | os.PathLike):
     """`(x, y)` numpy arrays of a data set: `zoo:digits-calib|val|test` or an `.npz` with `x` (and
     optionally `y`; y is None without labels)."""
-    from quantloop.frontend.dataset import load_dataset as load
+    from quantloop.runtime.dataset import load_dataset as load
 
     return load(spec)
 

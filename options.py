@@ -88,8 +88,8 @@ def _input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | N
     return parse_input_shapes(items) if items else None
 
 
-def _workers(value: int) -> int:
-    if value < 1:
+def _workers(value: int | None) -> int | None:
+    if value is not None and value < 1:
         raise QuantloopError(f"--workers {value}: must be at least 1")
     return value
 
@@ -264,12 +264,15 @@ class CompileOptions:
     weight_scheme: str = field(
         default="int", metadata=flag("--scheme", choices=["int", "pot", "pot2"], help="weight quantization scheme")
     )
-    workers: int = field(
-        default=1, metadata=flag(
+    workers: int | None = field(
+        default=None, metadata=flag(
             "--workers", type=int, convert=_workers,
-            help="map layers in this many processes; with --search, evaluate candidates on a Dask LocalCluster of this many workers",
+            help="map layers in this many processes (default: one per core, up to 4, when 8 or more layers need "
+                 "searching; a cached run starts none); with --search, evaluate candidates on a Dask LocalCluster of "
+                 "this many workers (default 1)",
         ),
     )
+    """None: `quantloop.mapper.api.default_workers` decides for the mapping, and --search runs in one process."""
     scheduler: str | None = field(
         default=None, metadata=flag("--scheduler", metavar="tcp://HOST:PORT",
                                     help="with --search, evaluate candidates on this existing Dask cluster"),

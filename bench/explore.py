@@ -40,9 +40,9 @@ def sweep(workers: int, args, cache: Path) -> tuple[dict, float]:
 
 def test_accuracy(row: dict, cache: Path) -> float:
     import quantloop
-    from quantloop.frontend.accuracy import top1
-    from quantloop.frontend.dataset import load_dataset
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.accuracy import top1
+    from quantloop.runtime.dataset import load_dataset
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
     result = quantloop.compile(MODEL, target=row["target"], bits=row["bits"], weight_scheme=row["scheme"],
                                data="zoo:digits-calib", cache_dir=str(cache))
@@ -58,9 +58,9 @@ def _compile_table(table: dict | None, scheme: str, cache: Path):
 
 
 def _accuracy(result, split: str) -> float:
-    from quantloop.frontend.accuracy import top1
-    from quantloop.frontend.dataset import load_dataset
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.accuracy import top1
+    from quantloop.runtime.dataset import load_dataset
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
     x, y = load_dataset(split)
     return top1(export_fakequant_onnx(result.qnn_module), x, y)

@@ -44,7 +44,7 @@ from quantloop.bits import LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
 from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS, QOPERATOR_CONVERTERS, dynamic_chains
-from quantloop.frontend.quant_types import ONNX_STORAGE, uniform_type
+from quantloop.runtime.onnx_types import ONNX_STORAGE, uniform_type
 from quantloop.ir.types import container
 from quantloop.ir import (
     AddOp,

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_contrib_shapes import original_value_info, standard_twin
-from quantloop.frontend.onnx_fold import MAX_FOLD_ROUNDS, convert_opset, fold_constants
+from quantloop.frontend.onnx_fold import convert_opset, fold_constants, max_fold_rounds
 from quantloop.options import parse_input_shapes  # noqa: F401 - the frontend's public name
 
 InputShapes = Mapping[str, tuple[int, ...]]
@@ -92,7 +92,7 @@ def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputSha
     _check_input_sizes(model, source)
     model = convert_opset(model, source)
     _check_and_infer(model, source)
-    for _ in range(MAX_FOLD_ROUNDS):
+    for _ in range(max_fold_rounds(model)):
         if not fold_constants(model, source):
             break
         _check_and_infer(model, source)

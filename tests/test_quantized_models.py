@@ -613,7 +613,7 @@ def test_qonnx_trunc(scale, exact, tmp_path):
         helper.make_node("Trunc", ["xq", "xs", "z", "b8", "ts", "b5"], ["y"], domain=QONNX, signed=1, rounding_mode="ROUND", name="trunc"),
     ]
     model = _qonnx_model(nodes, {"xs": scale, "z": 0.0, "b8": 8, "ts": 8 * scale, "b5": 5}, [64, 64], [64, 64])
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
     path = tmp_path / "trunc.quant.onnx"
     onnx.save(export_fakequant_onnx(quantloop.compile(model, out=io.StringIO()).module), path)  # no layer to map

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from quantloop.frontend import import_onnx
-from quantloop.frontend.dataset import load_dataset
+from quantloop.runtime.dataset import load_dataset
 from quantloop.ir import make_context
 from quantloop.passes.canonicalize import CanonicalizePass
 from quantloop.passes.search.engine import SearchOptions, search_bits

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from quantloop.frontend import import_onnx
-from quantloop.frontend.accuracy import top1
-from quantloop.frontend.dataset import load_dataset
-from quantloop.frontend.fakequant_export import export_fakequant_onnx
+from quantloop.runtime.accuracy import top1
+from quantloop.runtime.dataset import load_dataset
+from quantloop.runtime.fakequant_export import export_fakequant_onnx
 from quantloop.ir import make_context
 from quantloop.mapper import MapCache
 from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_WEIGHT_CLIP

@@ -26,7 +26,7 @@ import numpy as np
 from quantloop.mapper.cache import MapCache, cache_key, default_cache_dir
 from quantloop.passes.search.space import Config, SearchSpace
 
-VERSION = 2  # 2: percentile ranges subsample 1 M values with replacement
+VERSION = 3  # 3: percentile ranges keep the same seeded share of every batch (2: resampled 1 M values)
 
 
 def array_digest(array: np.ndarray | None) -> str | None:

@@ -17,6 +17,7 @@ from functools import partial
 
 import numpy as np
 
+from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
 from quantloop.mapper import MapCache
 from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
@@ -46,6 +47,7 @@ class SearchOptions:
     percentile: float = DEFAULT_PERCENTILE
     max_calib_samples: int = DEFAULT_MAX_CALIB_SAMPLES
     progress: bool = True
+    psum_bits: str = PSUM_MODES[0]  # how partial sums are stored (CompileOptions.psum_bits)
 
 
 @dataclass(frozen=True)
@@ -213,12 +215,7 @@ def search_bits(
     `val_x`, so the accuracy is the top-1 agreement with the float model.
     """
     started = time.perf_counter()
-    if options.objective not in OBJECTIVES:
-        raise QuantloopError(f"qnn-search-bits: objective '{options.objective}' is not one of {', '.join(OBJECTIVES)}")
-    if options.population < 2 or options.generations < 1:
-        raise QuantloopError("qnn-search-bits: --population must be at least 2 and --generations at least 1")
-    if options.max_accuracy_drop < 0:
-        raise QuantloopError(f"--max-accuracy-drop {options.max_accuracy_drop}: must not be negative")
+    _check_options(options)
     arch = load_target(options.target)
     check_widths(arch, options.widths)
     if 8 not in options.widths:
@@ -227,21 +224,14 @@ def search_bits(
     calib_x, _ = check_inputs(space, calib_x, None, data_names[0], None)
     batch = space.model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
     calib_x = first_samples(calib_x, batch, options.max_calib_samples)
-    num_classes = int(np.prod([d.dim_value for d in space.model.graph.output[0].type.tensor_type.shape.dim[1:]]))
-    val_x, val_y = check_inputs(space, val_x, val_y, data_names[1], num_classes)
-
-    float_out = float_predict(space, val_x).reshape(len(val_x), -1)
-    if val_y is None:
-        metric, val_y = "agreement", np.argmax(float_out, axis=1)
-    else:
-        metric = "top1"
-    float_accuracy = float(np.mean(np.argmax(float_out, axis=1) == val_y))
+    val_x, val_y, metric, float_accuracy = _validation_labels(space, val_x, val_y, data_names[1])
 
     names, problems, _ = layer_problems(module, options.target)
     if names != [layer.name for layer in space.layers]:
         raise QuantloopError("qnn-search-bits: accel-lower names the layers differently from the search space")
     cache = MapCache(options.cache_dir) if options.use_cache else None
-    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed)
+    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed,
+                         psum=options.psum_bits)
     accuracy = CachedAccuracy(
         space, calib_x, val_x, val_y, metric=metric, weight_clip=options.weight_clip, act_range=options.act_range,
         percentile=options.percentile, cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
@@ -252,7 +242,49 @@ def search_bits(
         ),
     )
     candidates = Candidates(space, energy, accuracy, float_accuracy, options)
+    reference, generations_run = _evolve(space, candidates, energy, options, console)
 
+    archive = list(candidates.points.values())
+    chosen = candidates.best_feasible()
+    ablation = synergy_ablation(energy, space, chosen, reference) if chosen is not None else None
+    synergy = decompose_chosen(energy, space, chosen, cache, options.seed) if chosen is not None else None
+    return SearchResult(
+        space=space, options=options, target_name=arch.name, accuracy_metric=metric, float_accuracy=float_accuracy,
+        reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
+        ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
+        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
+        energy_model=energy, cache=cache,
+    )
+
+
+def _check_options(options: SearchOptions) -> None:
+    """The search settings a user can get wrong, each refused in one line."""
+    if options.objective not in OBJECTIVES:
+        raise QuantloopError(f"qnn-search-bits: objective '{options.objective}' is not one of {', '.join(OBJECTIVES)}")
+    if options.population < 2 or options.generations < 1:
+        raise QuantloopError("qnn-search-bits: --population must be at least 2 and --generations at least 1")
+    if options.max_accuracy_drop < 0:
+        raise QuantloopError(f"--max-accuracy-drop {options.max_accuracy_drop}: must not be negative")
+
+
+def _validation_labels(space: SearchSpace, val_x: np.ndarray, val_y: np.ndarray | None,
+                       name: str) -> tuple[np.ndarray, np.ndarray, str, float]:
+    """(val_x, labels, metric, float accuracy): given labels score top-1; without them the float model's own
+    top-1 stands in (metric "agreement", the fidelity proxy)."""
+    num_classes = int(np.prod([d.dim_value for d in space.model.graph.output[0].type.tensor_type.shape.dim[1:]]))
+    val_x, val_y = check_inputs(space, val_x, val_y, name, num_classes)
+    float_out = float_predict(space, val_x).reshape(len(val_x), -1)
+    if val_y is None:
+        metric, val_y = "agreement", np.argmax(float_out, axis=1)
+    else:
+        metric = "top1"
+    return val_x, val_y, metric, float(np.mean(np.argmax(float_out, axis=1) == val_y))
+
+
+def _evolve(space: SearchSpace, candidates: Candidates, energy: EnergyModel, options: SearchOptions,
+            console) -> tuple[Point, int]:
+    """Score the uniform w8a8 reference, then run NSGA-II (on the Dask pool when there is one); returns the
+    reference point and the generations run."""
     from quantloop.parallel import open_pool
     from quantloop.passes.search.nsga import run_nsga2
 
@@ -280,18 +312,7 @@ def search_bits(
         finally:
             candidates.pool = energy.pool = None
             energy.workers = options.workers
-
-    archive = list(candidates.points.values())
-    chosen = candidates.best_feasible()
-    ablation = synergy_ablation(energy, space, chosen, reference) if chosen is not None else None
-    synergy = decompose_chosen(energy, space, chosen, cache, options.seed) if chosen is not None else None
-    return SearchResult(
-        space=space, options=options, target_name=arch.name, accuracy_metric=metric, float_accuracy=float_accuracy,
-        reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
-        ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
-        accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
-        energy_model=energy, cache=cache,
-    )
+    return reference, generations_run
 
 
 def decompose_chosen(energy: EnergyModel, space: SearchSpace, chosen: Point, cache, seed: int) -> dict:

@@ -37,7 +37,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.quant_types import STORAGE_ONNX
+from quantloop.runtime.onnx_types import STORAGE_ONNX
 from quantloop.ir.types import quant_params
 from quantloop.ir import (
     AddOp,
