@@ -80,7 +80,7 @@ def kalali(args, tmp: Path) -> None:
     import numpy as np
 
     from quantloop.frontend import import_onnx
-    from quantloop.frontend.dataset import load_dataset
+    from quantloop.runtime.dataset import load_dataset
     from quantloop.ir import make_context
     from quantloop.passes.canonicalize import CanonicalizePass
     from quantloop.passes.search.engine import SearchOptions, search_bits
@@ -114,8 +114,8 @@ def kalali(args, tmp: Path) -> None:
           f"{100 * (1 - chosen.total_energy_pj / base.total_energy_pj):.1f} % lower")
 
     def top1(result_, x, y) -> float:
-        from quantloop.frontend.accuracy import top1 as run
-        from quantloop.frontend.fakequant_export import export_fakequant_onnx
+        from quantloop.runtime.accuracy import top1 as run
+        from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
         return run(export_fakequant_onnx(result_.qnn_module), x, y)
 
