@@ -260,43 +260,41 @@ def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
 
 def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: np.ndarray,
                 free: list[list[tuple[int, int]]], perms: list[tuple[str, ...]]):
-    """All one-move neighbours of one mapping: (factors [n, L, 3, 8], order [n, L, 8], keep [n, L, 3])."""
-    F, O, K = [], [], []
+    """All one-move neighbours of one mapping: (factors [n, L, 3, 8], order [n, L, 8], keep [n, L, 3]), in
+    a fixed order: prime-factor shifts (by dim, source slot, prime, target slot), then loop orders (by
+    level and candidate), then keep toggles."""
+    shifts = []  # (dim, source level, source kind, prime, target level, target kind)
     for d in range(8):
         slots = free[d]
         for a in slots:
-            fa = factors[a[0], a[1], d]
+            fa = int(factors[a[0], a[1], d])
             if fa == 1:
                 continue
-            for p in sorted(set(prime_factors(int(fa)))):
-                for b in slots:
-                    if b == a:
-                        continue
-                    f = factors.copy()
-                    f[a[0], a[1], d] //= p
-                    f[b[0], b[1], d] *= p
-                    F.append(f)
-                    O.append(order)
-                    K.append(keep)
+            for p in sorted(set(prime_factors(fa))):
+                shifts += [(d, a[0], a[1], p, b[0], b[1]) for b in slots if b != a]
     masks = present_masks(factors[:, 0])
+    reorders = []  # (level, candidate order)
     for l in range(space.L):
-        for cand in level_candidates(int(masks[l]), perms[l])[0]:
-            if not np.array_equal(cand, order[l]):
-                o = order.copy()
-                o[l] = cand
-                F.append(factors)
-                O.append(o)
-                K.append(keep)
-    for l in range(space.L):
-        for k in range(3):
-            if space.may_keep[l, k] and not space.must_keep[l, k]:
-                kk = keep.copy()
-                kk[l, k] = not kk[l, k]
-                F.append(factors)
-                O.append(order)
-                K.append(kk)
-    F, O, K = np.array(F), np.array(O), np.array(K)
-    if len(F) == 0:
+        cands = level_candidates(int(masks[l]), perms[l])[0]
+        reorders += [(l, c) for c in cands[~np.all(cands == order[l], axis=1)]]
+    toggles = [(l, k) for l in range(space.L) for k in range(3) if space.may_keep[l, k] and not space.must_keep[l, k]]
+    n = len(shifts) + len(reorders) + len(toggles)
+    F = np.repeat(factors[None], n, axis=0)
+    O = np.repeat(order[None], n, axis=0)
+    K = np.repeat(keep[None], n, axis=0)
+    if shifts:
+        d, al, ak, p, bl, bk = np.array(shifts, dtype=np.int64).T
+        rows = np.arange(len(shifts))
+        F[rows, al, ak, d] //= p
+        F[rows, bl, bk, d] *= p
+    if reorders:
+        rows = len(shifts) + np.arange(len(reorders))
+        O[rows, [l for l, _ in reorders]] = np.array([c for _, c in reorders])
+    if toggles:
+        rows = len(shifts) + len(reorders) + np.arange(len(toggles))
+        ls, ks = np.array(toggles, dtype=np.int64).T
+        K[rows, ls, ks] = ~K[rows, ls, ks]
+    if n == 0:
         return F, O, K
     ok = np.all(F[:, :, 1].prod(axis=-1) <= space.fanout[:, 0], axis=1)
     ok &= np.all(F[:, :, 2].prod(axis=-1) <= space.fanout[:, 1], axis=1)

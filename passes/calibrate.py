@@ -325,6 +325,10 @@ class CalibratePass(ModulePass):
             options = ort.SessionOptions()
             options.log_severity_level = 3
             options.enable_cpu_mem_arena = False  # calibration runs once: no arena kept at its high-water mark
+            # one run per batch of the model's (static, usually 1) batch size is too little work to spread
+            # over threads: a second one, spinning while it waits, took 2-3x the CPU on a 2-core machine
+            options.intra_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             rng = np.random.default_rng(self.seed)
             updates = len(inputs[0]) // batch if inputs else 1
             observers = {v: RangeObserver(self.act_range, self.percentile, rng, updates) for v in values}
