@@ -101,10 +101,6 @@ def link_transfers(nest, stages: tuple[LinkStage, ...], keep_inputs: np.ndarray,
     link = np.zeros((B, L))
     saved = np.zeros((B, L))
     n_children = np.ones((B, L))
-    f_all = nest.f.reshape(B, L * 8)
-    dim_all = nest.order.reshape(B, L * 8)
-    stride_all = nest.stride.reshape(B, L * 8)
-    rel_in = RELEVANT[_INPUTS]
     for st in stages:
         l, c = st.level, st.level + 1
         sx = nest.spatial_x[:, l] if st.use_x else np.ones((B, 8))
@@ -115,105 +111,130 @@ def link_transfers(nest, stages: tuple[LinkStage, ...], keep_inputs: np.ndarray,
         rows = np.flatnonzero(sliding & keep_inputs[:, c])
         if rows.size == 0:
             continue
-        E = 8 * (l + 1)
-        f = f_all[rows, :E]
-        dim = dim_all[rows, :E]
-        active = f > 1
-        sw = stride_all[rows, :E] * nest.coef_w[dim] * active
-        sh = stride_all[rows, :E] * nest.coef_h[dim] * active
-        hard = active & np.isin(dim, _HARD_DIMS)
-        moves = active & rel_in[dim]
-        incl = nest.incl[rows, :E]
-        R = rows.size
-        pos = np.arange(E)
-
-        def suffix(a):  # suffix(a)[:, j] = sum of a[:, j + 1:]
-            out = np.zeros_like(a, dtype=np.float64)
-            out[:, :-1] = np.cumsum(a[:, :0:-1], axis=1)[:, ::-1]
-            return out
-
-        dw = sw - suffix(sw)
-        dh = sh - suffix(sh)
-        new_hard = hard | (suffix(hard.astype(np.float64)) > 0)
-        k = np.where(moves, pos, -1).max(axis=1)
-        a = np.where(active, pos, -1).max(axis=1)
-        ok_rows = k >= 0
-        kk, aa = np.maximum(k, 0), np.maximum(a, 0)
-        ar = np.arange(R)
-        dwk, dhk, hardk = dw[ar, kk][:, None], dh[ar, kk][:, None], hard[ar, kk][:, None]
-        ww, hh, v = w[rows, c][:, None], h[rows, c][:, None], vol[rows, c][:, None]
-        still = ~new_hard & (dw == 0) & (dh == 0)
-        steady = (new_hard & hardk) | (~new_hard & ~hardk & (dw == dwk) & (dh == dhk))
-        slab_w = steady & ~new_hard & (dh == 0) & (np.abs(dw) < ww) & (dw != 0)
-        slab_h = steady & ~new_hard & (dw == 0) & (np.abs(dh) < hh) & (dh != 0)
-        # the delta box of a step of each loop, relative to the tile's low corner: extent and offset
-        ew = np.where(slab_w, np.abs(dw), ww) * ~still
-        eh = np.where(slab_h, np.abs(dh), hh) * ~still
-        xw = np.where(slab_w & (dw > 0), ww - dw, 0)
-        xh = np.where(slab_h & (dh > 0), hh - dh, 0)
-        size = ew * eh * (v / (ww * hh))
-
-        # (t, t − 1) pairs: [R, T] translation of the delta box, extents equal, weight, |delta|
-        is_a = pos[None, :] == a[:, None]
-        # (i) a step of j ≠ a follows a step of a
-        ewa, eha = ew[ar, aa][:, None], eh[ar, aa][:, None]
-        xwa, xha = xw[ar, aa][:, None], xh[ar, aa][:, None]
-        ok_i = active & ~is_a & ~new_hard & ~still & (ew == ewa) & (eh == eha)
-        tw_i, th_i = dw + xw - xwa, dh + xh - xha
-        wt_i = (f - 1) * incl * ok_i
-        # (ii) a step of a follows a step of an outer loop j', or the first tile
-        swa, sha = sw[ar, aa][:, None], sh[ar, aa][:, None]
-        a_ok = (~new_hard[ar, aa] & ~still[ar, aa] & ok_rows)[:, None]
-        fa = f[ar, aa][:, None]
-        outer = active & (pos[None, :] < a[:, None])
-        ok_ii = outer & a_ok & (ew == ewa) & (eh == eha)
-        tw_ii, th_ii = swa + xwa - xw, sha + xha - xh
-        wt_ii = (f - 1) * incl * (fa - 1) * ok_ii
-        first_ok = a_ok & (ewa == ww) & (eha == hh)
-        tw_f, th_f = swa + xwa, sha + xha
-        wt_f = (fa - 1) * first_ok
-        size_a = size[ar, aa][:, None]
-        TW = np.concatenate([tw_i, tw_ii, tw_f], axis=1)
-        TH = np.concatenate([th_i, th_ii, th_f], axis=1)
-        WT = np.concatenate([wt_i * size, wt_ii * size_a, wt_f * size_a], axis=1)
-        WT *= ok_rows[:, None]
-
-        n_max = int(n_s[rows].max())
-        stride = nest.inner[rows, c]
-        ow, oh, ohard, n_r = _children(sx[rows], sy[rows], stride, nest.coef_w, nest.coef_h, n_max)
-        child = np.arange(n_max)
-        exists = child[None, :] < n_r[:, None]
-        mx, my = st.mesh_x, st.mesh_y
-        hid, vid = child % mx, child // mx
-        cand = []  # (neighbour index, valid) for Timeloop's four link directions
-        if my > 1:
-            cand += [(child - mx, vid >= 1), (child + mx, vid < my - 1)]
-        if mx > 1:
-            cand += [(child - 1, hid >= 1), (child + 1, hid < mx - 1)]
-        matched = np.zeros((R, TW.shape[1], n_max), dtype=bool)
-        for nb, valid in cand:
-            nbc = np.clip(nb, 0, n_max - 1)
-            ok = exists & valid[None, :] & (nb[None, :] < n_r[:, None]) & (nb[None, :] >= 0)
-            for hd in ohard:
-                ok &= hd[:, nbc] == hd
-            dwn = ow[:, nbc] - ow
-            dhn = oh[:, nbc] - oh
-            matched |= ok[:, None, :] & (dwn[:, None, :] == TW[:, :, None]) & (dhn[:, None, :] == TH[:, :, None])
-        # multicast groups: children with the same Inputs-relevant offsets; a group is removed
-        # when all its members are served over links (all groups are single children unless a
-        # dim that does not index Inputs, e.g. M, is spread over the stage)
+        TW, TH, WT = _previous_deltas(nest, rows, l, c, w[rows, c][:, None], h[rows, c][:, None], vol[rows, c][:, None])
+        ow, oh, ohard, n_r = _children(sx[rows], sy[rows], nest.inner[rows, c], nest.coef_w, nest.coef_h,
+                                       int(n_s[rows].max()))
+        exists = np.arange(ow.shape[1])[None, :] < n_r[:, None]
+        matched = _neighbour_matches(st, ow, oh, ohard, n_r, exists, TW, TH)
         count = matched.sum(axis=2)
         removed = count
-        if ((sx[rows] > 1) | (sy[rows] > 1))[:, ~rel_in].any():
-            key_same = (ow[:, :, None] == ow[:, None, :]) & (oh[:, :, None] == oh[:, None, :])
-            for hd in ohard:
-                key_same &= hd[:, :, None] == hd[:, None, :]
-            key_same &= exists[:, :, None] & exists[:, None, :]
-            leader = exists & ~np.tril(key_same, -1).any(axis=2)  # the first child of its group
-            unmatched = np.einsum("rij,rtj->rti", key_same.astype(np.float64),
-                                  (~matched & exists[:, None, :]).astype(np.float64))
-            removed = ((unmatched == 0) & leader[:, None, :]).sum(axis=2)
+        if ((sx[rows] > 1) | (sy[rows] > 1))[:, ~RELEVANT[_INPUTS]].any():
+            removed = _groups_removed(ow, oh, ohard, exists, matched)
         used = removed > 0
         link[rows, c] = (WT * count * used).sum(axis=1)
         saved[rows, c] = (WT * removed).sum(axis=1)
     return link, saved, n_children
+
+
+def _suffix(a: np.ndarray) -> np.ndarray:
+    """suffix(a)[:, j] = sum of a[:, j + 1:]."""
+    out = np.zeros_like(a, dtype=np.float64)
+    out[:, :-1] = np.cumsum(a[:, :0:-1], axis=1)[:, ::-1]
+    return out
+
+
+def _previous_deltas(nest, rows: np.ndarray, l: int, c: int, ww: np.ndarray, hh: np.ndarray,
+                     v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the loops at and above level l of the mappings `rows`, the (t, t − 1) invocation pairs of the stage:
+    [R, T] translations (w, h) of a child's delta box against the box it received at t − 1, and the weight of
+    each pair (epochs × |delta|; zero where the boxes differ in extent). `ww`, `hh`, `v`: level c's Inputs
+    tile width, height and values, [R, 1]."""
+    E = 8 * (l + 1)
+    B = nest.B
+    f = nest.f.reshape(B, -1)[rows, :E]
+    dim = nest.order.reshape(B, -1)[rows, :E]
+    stride = nest.stride.reshape(B, -1)[rows, :E]
+    active = f > 1
+    sw = stride * nest.coef_w[dim] * active
+    sh = stride * nest.coef_h[dim] * active
+    hard = active & np.isin(dim, _HARD_DIMS)
+    moves = active & RELEVANT[_INPUTS][dim]
+    incl = nest.incl[rows, :E]
+    R = rows.size
+    pos = np.arange(E)
+
+    dw = sw - _suffix(sw)
+    dh = sh - _suffix(sh)
+    new_hard = hard | (_suffix(hard.astype(np.float64)) > 0)
+    k = np.where(moves, pos, -1).max(axis=1)
+    a = np.where(active, pos, -1).max(axis=1)
+    ok_rows = k >= 0
+    kk, aa = np.maximum(k, 0), np.maximum(a, 0)
+    ar = np.arange(R)
+    dwk, dhk, hardk = dw[ar, kk][:, None], dh[ar, kk][:, None], hard[ar, kk][:, None]
+    still = ~new_hard & (dw == 0) & (dh == 0)
+    steady = (new_hard & hardk) | (~new_hard & ~hardk & (dw == dwk) & (dh == dhk))
+    slab_w = steady & ~new_hard & (dh == 0) & (np.abs(dw) < ww) & (dw != 0)
+    slab_h = steady & ~new_hard & (dw == 0) & (np.abs(dh) < hh) & (dh != 0)
+    # the delta box of a step of each loop, relative to the tile's low corner: extent and offset
+    ew = np.where(slab_w, np.abs(dw), ww) * ~still
+    eh = np.where(slab_h, np.abs(dh), hh) * ~still
+    xw = np.where(slab_w & (dw > 0), ww - dw, 0)
+    xh = np.where(slab_h & (dh > 0), hh - dh, 0)
+    size = ew * eh * (v / (ww * hh))
+
+    # (t, t − 1) pairs: [R, T] translation of the delta box, extents equal, weight, |delta|
+    is_a = pos[None, :] == a[:, None]
+    # (i) a step of j ≠ a follows a step of a
+    ewa, eha = ew[ar, aa][:, None], eh[ar, aa][:, None]
+    xwa, xha = xw[ar, aa][:, None], xh[ar, aa][:, None]
+    ok_i = active & ~is_a & ~new_hard & ~still & (ew == ewa) & (eh == eha)
+    tw_i, th_i = dw + xw - xwa, dh + xh - xha
+    wt_i = (f - 1) * incl * ok_i
+    # (ii) a step of a follows a step of an outer loop j', or the first tile
+    swa, sha = sw[ar, aa][:, None], sh[ar, aa][:, None]
+    a_ok = (~new_hard[ar, aa] & ~still[ar, aa] & ok_rows)[:, None]
+    fa = f[ar, aa][:, None]
+    outer = active & (pos[None, :] < a[:, None])
+    ok_ii = outer & a_ok & (ew == ewa) & (eh == eha)
+    tw_ii, th_ii = swa + xwa - xw, sha + xha - xh
+    wt_ii = (f - 1) * incl * (fa - 1) * ok_ii
+    first_ok = a_ok & (ewa == ww) & (eha == hh)
+    tw_f, th_f = swa + xwa, sha + xha
+    wt_f = (fa - 1) * first_ok
+    size_a = size[ar, aa][:, None]
+    TW = np.concatenate([tw_i, tw_ii, tw_f], axis=1)
+    TH = np.concatenate([th_i, th_ii, th_f], axis=1)
+    WT = np.concatenate([wt_i * size, wt_ii * size_a, wt_f * size_a], axis=1)
+    WT *= ok_rows[:, None]
+    return TW, TH, WT
+
+
+def _neighbour_matches(st: LinkStage, ow: np.ndarray, oh: np.ndarray, ohard: list[np.ndarray], n_r: np.ndarray,
+                       exists: np.ndarray, TW: np.ndarray, TH: np.ndarray) -> np.ndarray:
+    """bool [R, T, children]: the child's delta of pair t is what one of its four mesh neighbours (Timeloop's
+    link directions) received at t − 1."""
+    R, n_max = ow.shape
+    child = np.arange(n_max)
+    mx, my = st.mesh_x, st.mesh_y
+    hid, vid = child % mx, child // mx
+    cand = []  # (neighbour index, valid) for Timeloop's four link directions
+    if my > 1:
+        cand += [(child - mx, vid >= 1), (child + mx, vid < my - 1)]
+    if mx > 1:
+        cand += [(child - 1, hid >= 1), (child + 1, hid < mx - 1)]
+    matched = np.zeros((R, TW.shape[1], n_max), dtype=bool)
+    for nb, valid in cand:
+        nbc = np.clip(nb, 0, n_max - 1)
+        ok = exists & valid[None, :] & (nb[None, :] < n_r[:, None]) & (nb[None, :] >= 0)
+        for hd in ohard:
+            ok &= hd[:, nbc] == hd
+        dwn = ow[:, nbc] - ow
+        dhn = oh[:, nbc] - oh
+        matched |= ok[:, None, :] & (dwn[:, None, :] == TW[:, :, None]) & (dhn[:, None, :] == TH[:, :, None])
+    return matched
+
+
+def _groups_removed(ow: np.ndarray, oh: np.ndarray, ohard: list[np.ndarray], exists: np.ndarray,
+                    matched: np.ndarray) -> np.ndarray:
+    """[R, T] multicast groups removed: children with the same Inputs-relevant offsets form a group (more than
+    one child only when a dim that does not index Inputs, e.g. M, is spread over the stage), and a group is
+    removed when all its members are served over links."""
+    key_same = (ow[:, :, None] == ow[:, None, :]) & (oh[:, :, None] == oh[:, None, :])
+    for hd in ohard:
+        key_same &= hd[:, :, None] == hd[:, None, :]
+    key_same &= exists[:, :, None] & exists[:, None, :]
+    leader = exists & ~np.tril(key_same, -1).any(axis=2)  # the first child of its group
+    unmatched = np.einsum("rij,rtj->rti", key_same.astype(np.float64),
+                          (~matched & exists[:, None, :]).astype(np.float64))
+    return ((unmatched == 0) & leader[:, None, :]).sum(axis=2)

@@ -21,7 +21,7 @@ from quantloop.targets.arch import Arch
 from quantloop.targets.registry import load_target
 
 #: bump when the search changes its results, so stale cache entries are not reused
-MAPPER_VERSION = "2"
+MAPPER_VERSION = "3"
 
 
 @dataclass(frozen=True)

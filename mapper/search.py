@@ -3,8 +3,9 @@
 Small mapspaces are searched exhaustively: every legal tiling × every combination of per-level
 loop-order candidates (`quantloop.mapper.orders`, checked against brute force) × every keep/bypass
 choice is scored by `evaluate_batch`, so the result is proven optimal within the mapspace.
-Larger ones: a seeded sample of legal tilings is scored with data-space-stationary orders, and
-the best few seed a steepest-descent local search whose moves shift one prime factor between
+Larger ones: a seeded sample of legal tilings is scored with data-space-stationary orders, the
+best few also try their levels' P/Q/R/S order variants (`orders.window_variants`), and they seed a
+steepest-descent local search whose moves shift one prime factor between
 two slots of a dim, change one level's loop order or toggle one optional keep; every neighbour
 is scored exactly (the descents run in lockstep, one batch per step for all of them, with the
 result of running them one after another). Both paths are deterministic for a given seed.
@@ -27,7 +28,7 @@ from quantloop.costmodel.model import BatchResult, evaluate_batch
 from quantloop.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.costmodel.legality import FREE
 from quantloop.mapper.mapspace import Mapspace
-from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
+from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders, window_variants
 from quantloop.targets.arch import Arch
 
 _EVAL_CHUNK = 50_000
@@ -451,9 +452,44 @@ class SampledLocalSearch:
             best_order[better] = order[better]
         ranked = np.lexsort((np.arange(len(samples)), best_sec, best_per_tiling))
         ranked = ranked[np.isfinite(best_per_tiling[ranked])][: budget.starts]
+        _try_window_orders(space, scorer, samples[ranked], best_order[ranked], must[ranked],
+                           best_per_tiling, best_sec, best_order, ranked)
         _local_searches(space, _arrays(samples[ranked], best_order[ranked], must[ranked]), scorer, budget,
                         (best_per_tiling[ranked], best_sec[ranked]))
         return job.outcome(optimal=False)
+
+
+def _try_window_orders(space: Mapspace, scorer: _Scorer, samples: np.ndarray, order: np.ndarray, must: np.ndarray,
+                       best: np.ndarray, best_sec: np.ndarray, best_order: np.ndarray, rows: np.ndarray) -> None:
+    """For each tiling, every level's P/Q/R/S order variants (`orders.window_variants`, one level at a
+    time, the other levels kept) are scored in one batch; a variant that beats the tiling's key
+    replaces its order (in `best`, `best_sec`, `best_order` at `rows`). The stationary orders fix the
+    place of the non-sliding loops but not the sliding loops' relative order, which sets the window
+    translations Inputs are charged by (e.g. R outside P)."""
+    perms = _permutations(space.arch)
+    masks = present_masks(samples[:, :, 0])
+    owner, orders = [], []
+    for i in range(len(samples)):
+        for l in range(space.L):
+            for variant in window_variants(order[i, l], int(masks[i, l]), perms[l]):
+                if np.array_equal(variant, order[i, l]):
+                    continue
+                o = order[i].copy()
+                o[l] = variant
+                owner.append(i)
+                orders.append(o)
+    if not orders:
+        return
+    owner = np.array(owner)
+    primary, secondary = scorer.score(_arrays(samples[owner], np.array(orders), must[owner]))
+    for i in range(len(samples)):
+        pick = np.flatnonzero(owner == i)
+        if len(pick) == 0:
+            continue
+        j = pick[_best(primary[pick], secondary[pick])]
+        r = rows[i]
+        if (primary[j], secondary[j]) < (best[r], best_sec[r]):
+            best[r], best_sec[r], best_order[r] = primary[j], secondary[j], orders[j]
 
 
 def _keys_reusing(scorer: _Scorer, samples: np.ndarray, order: np.ndarray, must: np.ndarray,

@@ -28,6 +28,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.ir import make_context
 from quantloop.passes.assign_bits import AssignBitsTablePass
@@ -150,7 +151,7 @@ def search_options(options: CompileOptions) -> SearchOptions:
         generations=settings.generations, seed=settings.seed, workers=options.workers or 1, scheduler=options.scheduler,
         cache_dir=options.cache_dir or None, use_cache=options.use_cache, weight_clip=options.weight_clip,
         act_range=options.act_range, percentile=options.percentile, max_calib_samples=options.max_calib_samples,
-        progress=settings.progress,
+        progress=settings.progress, psum_bits=options.psum_bits,
     )
 
 
@@ -200,6 +201,7 @@ class SearchBitsPass(ModulePass):
     percentile: float = DEFAULT_PERCENTILE
     output: str = ""
     progress: bool = False
+    psum: str = PSUM_MODES[0]
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         settings = SearchSettings(self.max_accuracy_drop, self.val_data or None, None, self.generations,
@@ -208,7 +210,7 @@ class SearchBitsPass(ModulePass):
         options = CompileOptions(
             target=self.target, objective=self.objective, workers=self.workers, cache_dir=self.cache_dir or None,
             use_cache=not self.no_cache, weight_clip=self.weight_clip, act_range=self.act_range,
-            percentile=self.percentile, search=settings,
+            percentile=self.percentile, search=settings, psum_bits=self.psum,
         )
         with onnxruntime_failures(self.name):
             result = search_bits(op, search_options(options), data.calib_x, data.val_x, data.val_y,

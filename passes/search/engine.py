@@ -17,6 +17,7 @@ from functools import partial
 
 import numpy as np
 
+from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
 from quantloop.mapper import MapCache
 from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
@@ -46,6 +47,7 @@ class SearchOptions:
     percentile: float = DEFAULT_PERCENTILE
     max_calib_samples: int = DEFAULT_MAX_CALIB_SAMPLES
     progress: bool = True
+    psum_bits: str = PSUM_MODES[0]  # how partial sums are stored (CompileOptions.psum_bits)
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,8 @@ def search_bits(
     if names != [layer.name for layer in space.layers]:
         raise QuantloopError("qnn-search-bits: accel-lower names the layers differently from the search space")
     cache = MapCache(options.cache_dir) if options.use_cache else None
-    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed)
+    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed,
+                         psum=options.psum_bits)
     accuracy = CachedAccuracy(
         space, calib_x, val_x, val_y, metric=metric, weight_clip=options.weight_clip, act_range=options.act_range,
         percentile=options.percentile, cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
