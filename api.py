@@ -2,7 +2,7 @@
 
 Each one takes what a user has at hand (a zoo spec or a path, a target name, bits as `"w4a8"`,
 a problem as a `Problem`, a dict or a Timeloop problem YAML) and hands it to the one function that
-does the job (`frontend.onnx_load.load_model`, `frontend.dataset.load_dataset`,
+does the job (`frontend.onnx_load.load_model`, `runtime.dataset.load_dataset`,
 `targets.registry.load_target`, `mapper.map_layer`, `costmodel.evaluate`).
 
     >>> import quantloop
@@ -36,7 +36,7 @@ def load_model(spec: str | os.PathLike, input_shapes: MappingABC[str, Sequence[i
 def load_dataset(spec: str | os.PathLike):
     """`(x, y)` numpy arrays of a data set: `zoo:digits-calib|val|test` or an `.npz` with `x` (and
     optionally `y`; y is None without labels)."""
-    from quantloop.frontend.dataset import load_dataset as load
+    from quantloop.runtime.dataset import load_dataset as load
 
     return load(spec)
 
@@ -50,7 +50,7 @@ def load_target(spec: Any):
 
 
 def _problem(problem: Any):
-    from quantloop.costmodel.problem import Problem
+    from quantloop.problem import Problem
 
     if isinstance(problem, Problem):
         return problem, None
@@ -64,7 +64,7 @@ def _problem(problem: Any):
 
 
 def _bits(bits: Any, scheme: str, from_problem):
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
 
     if isinstance(bits, Bits):
         return bits
@@ -75,7 +75,7 @@ def _bits(bits: Any, scheme: str, from_problem):
 
 @dataclass(frozen=True)
 class LayerMapping:
-    """`map_layer`'s answer: the problem and bits it mapped, the best mapping (`costmodel.mapping.Mapping`),
+    """`map_layer`'s answer: the problem and bits it mapped, the best mapping (`quantloop.mapping.Mapping`),
     its cost (`costmodel.model.CostResult`), whether the search was exhaustive (`optimal`), how many
     legal mappings were scored, and whether it came from the cache."""
 
@@ -95,7 +95,7 @@ def map_layer(
 ) -> LayerMapping:
     """The best mapping of one layer on `target` for `objective` (energy | latency | edp).
 
-    `problem`: a `costmodel.problem.Problem`, a dict of its dims (`{"M": 64, "C": 32, "P": 8, ...}`) or
+    `problem`: a `quantloop.problem.Problem`, a dict of its dims (`{"M": 64, "C": 32, "P": 8, ...}`) or
     a Timeloop problem YAML path (whose `instance.bitwidths` give the bits unless `bits` is given);
     `bits`: `"w4a8"`, `"w4a8o16"` or a `Bits` (None: one value per memory word, as stock Timeloop).
     Results go through the same on-disk cache as `quantloop compile` unless `use_cache=False`.
@@ -113,7 +113,7 @@ def map_layer(
 def cost(problem: Any, mapping: Any, target: Any, bits: Any = None, *, scheme: str = "int"):
     """The cost (`costmodel.model.CostResult`: energy per level × data space, cycles, utilization,
     MACs, ...) of one mapping, checked for legality (an illegal one raises `QuantloopError` naming
-    the broken rule). `mapping`: a `costmodel.mapping.Mapping`, a `LayerMapping` or a Timeloop
+    the broken rule). `mapping`: a `quantloop.mapping.Mapping`, a `LayerMapping` or a Timeloop
     `map.yaml` path; `problem` and `bits` as for `map_layer`."""
     from quantloop.costmodel.model import evaluate
 

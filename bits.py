@@ -21,7 +21,7 @@ POT2_BITS: tuple[int, ...] = tuple(range(3, 9))
 SCHEMES: tuple[str, ...] = ("int", "pot", "pot2")
 """Weight quantization schemes."""
 PSUM_MODES: tuple[str, ...] = ("accumulator", "outputs")
-"""Width of stored partial sums: the accumulator's, or the Outputs width (`costmodel.problem.Bits.psum`)."""
+"""Width of stored partial sums: the accumulator's, or the Outputs width (`quantloop.problem.Bits.psum`)."""
 
 _SYNTAX = re.compile(r"^w(\d+)a(\d+)(?:o(\d+))?$")
 

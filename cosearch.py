@@ -20,6 +20,7 @@ from quantloop.backend.artifacts import write_artifacts
 from quantloop.backend.atomic import atomic_output_dir, check_output_dir
 from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.frontend import import_onnx
+from quantloop.frontend.zoo.digits import packaged_data
 from quantloop.ir import make_context
 from quantloop.options import CompileOptions
 from quantloop.passes.canonicalize import CanonicalizePass
@@ -64,6 +65,7 @@ class Searched:
     document: dict[str, Any]
     qat_model: Any = None  # --accuracy qat: the chosen point's fine-tuned QONNX model (compiled instead)
     qat_table: dict | None = None
+    source: Any = None  # the model as given (path, zoo spec, ModelProto, module): names the compiled result
 
 
 def search_model(model: Any, options: CompileOptions, *, console=None) -> Searched:
@@ -83,7 +85,7 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
     module = model if isinstance(model, ModuleOp) else import_onnx(model, input_shapes=dict(options.input_shapes or {}))
     module = module.clone()
     CanonicalizePass().apply(make_context(), module)
-    data = resolve_data(module, model, options.data, settings)
+    data = resolve_data(module, packaged_data(model), options.data, settings)
     if console is None and settings.progress:
         from rich.console import Console
 
@@ -103,13 +105,13 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
         qat_model, qat_table, extra["qat"] = qat_loop_choice(result, data, settings, extra.get("test"))
     document = build_pareto(result, model=model_name, extra=extra)
     if qat_model is not None:
-        return Searched(module, data, result, document, qat_model, qat_table)
+        return Searched(module, data, result, document, qat_model, qat_table, source=model)
     if result.chosen is None:
         if options.output_dir is not None:
             with atomic_output_dir(Path(options.output_dir), options.force) as tmp:
                 write_pareto(tmp, document, result)
         raise no_feasible_error(result)
-    return Searched(module, data, result, document)
+    return Searched(module, data, result, document, source=model)
 
 
 def qat_loop_choice(result, data: SearchData, settings: SearchSettings,
@@ -173,21 +175,26 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
     handed over in memory), artefacts with pareto.json, pareto.png and bits.json in the same atomic
     output folder."""
     from quantloop.driver import compile as compile_model
+    from quantloop.driver import plot_title
 
     result, document, output_dir = searched.result, searched.document, options.output_dir
     if searched.qat_model is not None:  # the fine-tuned model carries its own bits and scales
         table = searched.qat_table
         chosen_options = options.replace(bits_file=None, bits_table=None, weight_scheme="int", output_dir=None,
-                                         search=None, data=None)
+                                         search=None, data=None, scheduler=None, synergy=False)
         compiled = compile_model(import_onnx(searched.qat_model), chosen_options, out=out)
     else:
         table = result.bits_file(result.chosen)
         chosen_options = options.replace(
             bits_file=None, bits_table=table, weight_scheme=result.chosen.config.calibration_scheme, output_dir=None, search=None,
-            data=options.data or searched.data.calib_spec,
+            data=options.data or searched.data.calib_spec, scheduler=None, synergy=False,
         )
         compiled = compile_model(searched.module, chosen_options, out=out)
     compiled.search = document
+    # named after the model the user gave (the driver sees only the searched module), at the searched bits
+    compiled.title = plot_title(searched.source, compiled.target, options.replace(bits_table=table))
+    if options.synergy:  # the search decomposed the chosen point already: not computed a second time
+        compiled.synergy = search_decomposition(document)
     if output_dir is not None:
         def write_search_files(folder: Path) -> dict[str, Path]:
             written = write_pareto(folder, document, result)
@@ -202,10 +209,18 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
 
         compiled.artifacts = write_artifacts(
             Path(output_dir), qnn_module=compiled.qnn_module, accel_module=compiled.module, target=compiled.target,
-            command_line=options.command_line, force=options.force, emit=options.emit,
+            command_line=options.command_line, force=options.force, emit=options.emit, title=compiled.title,
             extra_reports={"search": report_summary(document)}, extra_writers=[write_search_files],
         )
     return compiled
+
+
+def search_decomposition(document: dict[str, Any]) -> dict | None:
+    """The synergy decomposition of the compiled point: QAT's chosen model's, else the search's chosen point's."""
+    qat = document.get("qat")
+    if qat and qat.get("chosen") is not None:
+        return qat.get("synergy")
+    return document.get("synergy")
 
 
 def report_summary(document: dict[str, Any]) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def accel_passes(options: CompileOptions) -> list[ModulePass]:
         _make_pass(
             "accel-map",
             objective=options.objective,
-            workers=options.workers,
+            workers=options.workers or 0,  # 0: the mapper's default
             cache_dir=options.cache_dir or "",
             no_cache=not options.use_cache,
         ),
@@ -84,6 +84,8 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
     holds every phase's wall time.
     """
     options = CompileOptions.build(options, **keywords)
+    if options.scheduler is not None and options.search is None:
+        raise QuantloopError(f"--scheduler {options.scheduler}: only --search runs on a Dask cluster")
     if not options.command_line:
         options = options.replace(command_line=python_call(model, options))
     with reporting(progress or Progress()) as shown:
@@ -135,23 +137,7 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
     started = time.perf_counter()
     out = sys.stderr if out is None else out  # IR dumps, as mlir-opt prints them
     target, output_dir = options.target, options.output_dir
-    if output_dir is not None:
-        if target is None:
-            raise QuantloopError("compile: -o/--output needs --target (schedules and packed weights are per target)")
-        from quantloop.backend.atomic import check_output_dir
-        from quantloop.backend.emit import parse_emit
-
-        parse_emit(options.emit)
-        check_output_dir(Path(output_dir), force=options.force)
-
-    timeloop_tool = None
-    if options.verify_timeloop:
-        if target is None:
-            raise QuantloopError("compile: --verify-timeloop needs --target (it checks the mapped layers)")
-        from quantloop.costmodel.timeloop_engine import find_timeloop
-
-        timeloop_tool = find_timeloop()  # before any work: a missing Timeloop is a one-line error
-
+    timeloop_tool = _check_before_work(options)
     target_obj = None
     if target is not None:
         from quantloop.targets.registry import load_target
@@ -206,16 +192,43 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
             extra_reports={"synergy": result.synergy} if result.synergy is not None else None,
         )
     if timeloop_tool is not None:
-        from quantloop.backend.timeloop_export import folder_names
-        from quantloop.backend.timeloop_verify import verify_module
-        from quantloop.ir.accel import layers
-
-        emitted = result.artifacts.get("timeloop")
         with progress.phase("verify in Timeloop"):
-            result.timeloop_check = verify_module(
-                module, target_obj, timeloop_tool, emitted, folder_names([op.label for op in layers(module)]))
+            result.timeloop_check = _verify_in_timeloop(result, timeloop_tool)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _check_before_work(options: CompileOptions) -> Any:
+    """Refuse, before any work, what would fail at the end: an output folder without a target, a bad --emit, an
+    output folder in the way, --verify-timeloop without a target or a Timeloop. Returns the Timeloop to verify
+    with (None without --verify-timeloop)."""
+    if options.output_dir is not None:
+        if options.target is None:
+            raise QuantloopError("compile: -o/--output needs --target (schedules and packed weights are per target)")
+        from quantloop.backend.atomic import check_output_dir
+        from quantloop.backend.emit import parse_emit
+
+        parse_emit(options.emit)
+        check_output_dir(Path(options.output_dir), force=options.force)
+    if not options.verify_timeloop:
+        return None
+    if options.target is None:
+        raise QuantloopError("compile: --verify-timeloop needs --target (it checks the mapped layers)")
+    from quantloop.costmodel.timeloop_engine import find_timeloop
+
+    return find_timeloop()  # a missing Timeloop is a one-line error
+
+
+def _verify_in_timeloop(result: CompileResult, timeloop_tool: Any) -> Any:
+    """`--verify-timeloop`: every mapped layer evaluated in real Timeloop against quantloop's cost (the emitted
+    Timeloop folders when `-o` wrote them)."""
+    from quantloop.backend.timeloop_export import folder_names
+    from quantloop.backend.timeloop_verify import verify_module
+    from quantloop.ir.accel import layers
+
+    module = result.module
+    return verify_module(module, result.target, timeloop_tool, result.artifacts.get("timeloop"),
+                         folder_names([op.label for op in layers(module)]))
 
 
 def _synergy(module: ModuleOp, target: Any, options: CompileOptions, progress: Progress) -> dict:

@@ -88,8 +88,8 @@ def _input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | N
     return parse_input_shapes(items) if items else None
 
 
-def _workers(value: int) -> int:
-    if value < 1:
+def _workers(value: int | None) -> int | None:
+    if value is not None and value < 1:
         raise QuantloopError(f"--workers {value}: must be at least 1")
     return value
 
@@ -229,7 +229,7 @@ class CompileOptions:
                  "default) or the Outputs width (the quantization fork's convention)",
         ),
     )
-    """How every layer stores partial sums (`costmodel.problem.Bits.psum`): mapping, cost, emitted files, cache key."""
+    """How every layer stores partial sums (`quantloop.problem.Bits.psum`): mapping, cost, emitted files, cache key."""
     input_shapes: Mapping[str, Sequence[int]] | None = field(
         default=None,
         metadata=flag(
@@ -266,9 +266,20 @@ class CompileOptions:
     weight_scheme: str = field(
         default="int", metadata=flag("--scheme", choices=["int", "pot", "pot2"], help="weight quantization scheme")
     )
-    workers: int = field(
-        default=1, metadata=flag("--workers", type=int, convert=_workers, help="map layers in this many processes")
+    workers: int | None = field(
+        default=None, metadata=flag(
+            "--workers", type=int, convert=_workers,
+            help="map layers in this many processes (default: one per core, up to 4, when 8 or more layers need "
+                 "searching; a cached run starts none); with --search, evaluate candidates on a Dask LocalCluster of "
+                 "this many workers (default 1)",
+        ),
     )
+    """None: `quantloop.mapper.api.default_workers` decides for the mapping, and --search runs in one process."""
+    scheduler: str | None = field(
+        default=None, metadata=flag("--scheduler", metavar="tcp://HOST:PORT",
+                                    help="with --search, evaluate candidates on this existing Dask cluster"),
+    )
+    """Where `--search` runs its evaluations (`quantloop.parallel.open_pool`, as `quantloop explore`)."""
     cache_dir: str | None = field(
         default=None, metadata=flag("--cache-dir", help="mapper cache folder (default: the user cache directory)")
     )

@@ -17,17 +17,7 @@ from typing import Any
 
 from xdsl.dialects.builtin import ModuleOp
 
-
-@dataclass(frozen=True)
-class LevelLoops:
-    """One storage level of a mapping: temporal loops outer to inner, the spatial fan-out below it in X
-    and Y, and the data spaces it keeps (the others bypass it)."""
-
-    level: str
-    temporal: tuple[tuple[str, int], ...]
-    spatial_x: tuple[tuple[str, int], ...]
-    spatial_y: tuple[tuple[str, int], ...]
-    keep: tuple[str, ...]
+from quantloop.mapping import LevelMapping
 
 
 @dataclass
@@ -35,8 +25,8 @@ class LayerSummary:
     """One accel layer of a finished compile.
 
     `problem`: the canonical dims N G C M P Q R S and the strides/dilations; `operand_bits`: per data
-    space (Weights, Inputs, Outputs) `{"bits", "scheme", "signed"}`; `mapping`: one `LevelLoops`
-    per storage level, outermost (DRAM) first; `energy_pj_by_level`: pJ per level and data space
+    space (Weights, Inputs, Outputs) `{"bits", "scheme", "signed"}`; `mapping`: one named
+    `quantloop.mapping.LevelMapping` per storage level, outermost (DRAM) first; `energy_pj_by_level`: pJ per level and data space
     (the MACs under level "MAC", data space "compute"); `optimal`: the mapper searched the whole
     mapspace. `shape` and `bits` are the short texts of the summary table."""
 
@@ -53,7 +43,7 @@ class LayerSummary:
     macs: int = 0
     problem: dict[str, int] = field(default_factory=dict)
     operand_bits: dict[str, dict[str, Any]] = field(default_factory=dict)
-    mapping: list[LevelLoops] = field(default_factory=list)
+    mapping: list[LevelMapping] = field(default_factory=list)
     energy_pj_by_level: dict[str, dict[str, float]] = field(default_factory=dict)
     leakage_pj: float = 0.0
     mappings_considered: int = 0
@@ -117,7 +107,8 @@ class CompileResult:
             "total": {"energy_pj": self.total_energy_pj, "cycles": self.total_cycles,
                       "macs": sum(layer.macs for layer in self.layers), "seconds": self.seconds,
                       **({"ppa": self.ppa.to_json()} if self.ppa is not None else {})},
-            "layers": [_jsonable(asdict(layer)) for layer in self.layers],
+            "layers": [_jsonable({**asdict(layer), "mapping": [lvl.to_json() for lvl in layer.mapping]})
+                       for layer in self.layers],
             "host_ops": list(self.host_ops),
             "artifacts": {kind: str(path) for kind, path in self.artifacts.items()},
             "phases_s": dict(self.phases),
@@ -220,10 +211,7 @@ def summarize_layers(module: ModuleOp, mapper_stats: Mapping[str, Any] | None = 
                 operand_bits={
                     ds: {"bits": b.of(ds).bits, "scheme": b.of(ds).scheme, "signed": b.of(ds).signed} for ds in DATASPACES
                 },
-                mapping=[
-                    LevelLoops(lvl.level, lvl.temporal, lvl.spatial_x, lvl.spatial_y, lvl.keep)
-                    for lvl in (op.mapping.data if op.mapping is not None else ())
-                ],
+                mapping=list(op.mapping.levels if op.mapping is not None else ()),
                 energy_pj_by_level=by_level,
                 leakage_pj=cost.leakage_pj if cost else 0.0,
                 mappings_considered=cost.mappings_considered if cost else 0,

@@ -95,7 +95,7 @@ def write_onnx(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
         return {}
     import onnx
 
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
     path = tmp / "model.quant.onnx"
     onnx.save(export_fakequant_onnx(ctx.qnn_module), path)

@@ -16,9 +16,9 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
 from quantloop.backend.weights import QuantizedWeights, WeightLayer, quantize_bias, uniform_codes
-from quantloop.costmodel.mapping import Mapping
+from quantloop.mapping import Mapping
 from quantloop.costmodel.model import CostResult, evaluate
-from quantloop.costmodel.problem import DATASPACE_DIMS, DATASPACES, DIMS, Bits, Problem
+from quantloop.problem import DATASPACE_DIMS, DATASPACES, DIMS, Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.ir import accel
 from quantloop.ir import quantization as q

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from quantloop.bits import LEGAL_BITS
-from quantloop.costmodel.problem import values_per_word as _values_per_word
+from quantloop.problem import values_per_word as _values_per_word
 
 
 def _check(bits: int, word_bits: int) -> int:
@@ -31,7 +31,7 @@ def _check(bits: int, word_bits: int) -> int:
 
 
 def values_per_word(*, bits: int, word_bits: int) -> int:
-    """The cost model's values per word (`costmodel.problem.values_per_word`), for a packable pair."""
+    """The cost model's values per word (`quantloop.problem.values_per_word`), for a packable pair."""
     return _check(bits, word_bits)
 
 

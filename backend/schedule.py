@@ -16,7 +16,7 @@ from pathlib import Path
 
 from quantloop.version import __version__
 from quantloop.backend.layers import LayerRecord, tile_sizes
-from quantloop.costmodel.problem import DATASPACES, DIMS, STRIDES
+from quantloop.problem import DATASPACES, DIMS, STRIDES
 from quantloop.costmodel.timeloop_yaml import format_map_txt
 from quantloop.targets.arch import Arch
 

@@ -19,9 +19,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from quantloop.costmodel.mapping import MappingArrays  # noqa: E402
+from quantloop.mapping import MappingArrays  # noqa: E402
 from quantloop.costmodel.model import evaluate_batch  # noqa: E402
-from quantloop.costmodel.problem import Bits, Problem  # noqa: E402
+from quantloop.problem import Bits, Problem  # noqa: E402
 from quantloop.costmodel.random_mappings import random_mappings  # noqa: E402
 from quantloop.targets.registry import load_target  # noqa: E402
 

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--bits", default="w8a8,w4a4")
     args = parser.parse_args()
 
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.frontend.zoo import load_zoo_model
     from quantloop.mapper import MapCache, map_layers
     from quantloop.mapper.layers_from_onnx import problems_from_onnx

@@ -34,7 +34,7 @@ def deep_target(levels: int = 12) -> str:
 
 
 def run_case(name: str, target: str) -> None:
-    from quantloop.costmodel.problem import Bits, Problem
+    from quantloop.problem import Bits, Problem
     from quantloop.errors import QuantloopError
     from quantloop.mapper.api import map_layer
 

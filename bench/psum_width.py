@@ -24,8 +24,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from quantloop.costmodel.model import evaluate, evaluate_batch
-    from quantloop.costmodel.mapping import MappingArrays
-    from quantloop.costmodel.problem import Bits
+    from quantloop.mapping import MappingArrays
+    from quantloop.problem import Bits
     from quantloop.costmodel.timeloop_engine import evaluate_timeloop, find_timeloop
     from quantloop.errors import QuantloopError
     from quantloop.frontend.zoo import load_zoo_model

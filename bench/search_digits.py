@@ -93,6 +93,7 @@ def report_digits(target: str, doc: dict, args) -> None:
 
 def imagenet(args) -> None:
     from quantloop.frontend import import_onnx
+    from quantloop.frontend.zoo.digits import packaged_data
     from quantloop.ir import make_context
     from quantloop.passes.canonicalize import CanonicalizePass
     from quantloop.passes.search.engine import SearchOptions, search_bits
@@ -103,7 +104,7 @@ def imagenet(args) -> None:
     module = import_onnx(model)
     CanonicalizePass().apply(make_context(), module)
     settings = SearchSettings(proxy_samples=args.proxy_samples)
-    data = resolve_data(module, model, None, settings)
+    data = resolve_data(module, packaged_data(model), None, settings)
     print(f"\n== {model} (224×224, seeded weights) on {args.imagenet_target}, {data.val_name}; "
           f"population {args.imagenet_population}, generations {args.imagenet_generations}, bits {args.imagenet_bits}")
     with tempfile.TemporaryDirectory(prefix="quantloop-bench-") as tmp:

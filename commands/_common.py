@@ -39,7 +39,7 @@ def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
     """Bits from --bits and the per-data-space overrides; `default` (a Bits or None) fills the rest.
 
     Returns None when nothing was given and there is no default (stock one-value-per-word)."""
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
 
     base = Bits.parse(args.bits, scheme=scheme) if getattr(args, "bits", None) else default
     overrides = {

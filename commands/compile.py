@@ -54,7 +54,7 @@ def print_summary(console, result, args: argparse.Namespace) -> None:
         console.print(f"host ops (not mapped onto the accelerator): {', '.join(result.host_ops)}")
     if result.timeloop_check is not None:
         print_timeloop_check(console, result.timeloop_check)
-    if result.synergy is not None:
+    if result.synergy is not None and result.search is None:  # under --search, the search summary prints it
         from quantloop.passes.search.synergy import print_decomposition
 
         print_decomposition(console, result.synergy)

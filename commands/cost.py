@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from quantloop.costmodel.model import evaluate
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
     from quantloop.targets.area import format_mm2, target_area
     from quantloop.targets.registry import load_target

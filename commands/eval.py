@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from quantloop.frontend.accuracy import input_signature, make_session, top1_session
+    from quantloop.runtime.accuracy import input_signature, make_session, top1_session
     from quantloop.errors import QuantloopError
-    from quantloop.frontend.dataset import check_dataset, load_dataset
+    from quantloop.runtime.dataset import check_dataset, load_dataset
 
     if args.batch_size < 1 or args.threads < 1:
         raise QuantloopError("--batch-size and --threads must be at least 1")

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.costmodel.timeloop_yaml import format_map_txt, mapping_to_list, read_problem
     from quantloop.errors import QuantloopError
     from quantloop.mapper import MapCache, map_layer

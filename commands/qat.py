@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     from quantloop.errors import QuantloopError
     from quantloop.frontend import import_onnx
-    from quantloop.frontend.dataset import load_dataset
-    from quantloop.frontend.zoo.digits import DIGITS_MODELS
+    from quantloop.runtime.dataset import load_dataset
+    from quantloop.frontend.zoo.digits import packaged_data
     from quantloop.ir import make_context
     from quantloop.passes.assign_bits import load_bits_file
     from quantloop.passes.canonicalize import CanonicalizePass
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     train_x, train_y = load_dataset(args.data)
     if train_y is None:
         raise QuantloopError(f"{args.data}: training data needs labels (array y)")
-    digits = str(args.model).startswith("zoo:") and str(args.model)[4:].partition("?")[0] in DIGITS_MODELS
-    calib = args.calib_data or ("zoo:digits-calib" if digits else args.data)
+    calib = args.calib_data or (packaged_data(args.model) or {}).get("calib", args.data)
     calib_x = check_inputs(space, load_dataset(calib)[0], None, calib, None)[0]
     train_x, train_y = check_inputs(space, train_x, train_y, args.data, None)
     evaluator = FakeQuantEvaluator(space, calib_x)

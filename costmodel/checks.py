@@ -11,8 +11,8 @@ import numpy as np
 from quantloop.costmodel.legality import (
     FREE, SPATIAL_X, SPATIAL_Y, TEMPORAL, bound_usage, fanout_table, slot_table, tile_bounds,
 )
-from quantloop.costmodel.mapping import Mapping
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, values_per_word
+from quantloop.mapping import Mapping
+from quantloop.problem import DATASPACES, DIMS, Bits, Problem, values_per_word
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantloop.costmodel.problem import DATASPACES, DIMS
+from quantloop.problem import DATASPACES, DIMS
 from quantloop.targets.arch import Arch
 
 TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2

@@ -65,14 +65,15 @@ import numpy as np
 
 from quantloop.costmodel.checks import check_bits, check_mapping, check_tiles
 from quantloop.costmodel.legality import tile_bounds, tiles_ok
-from quantloop.costmodel.mapping import Mapping, MappingArrays
-from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
+from quantloop.costmodel.link_transfers import LinkStage, link_stages, link_transfers
+from quantloop.mapping import Mapping, MappingArrays
+from quantloop.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
 from quantloop.targets.registry import load_target
 
 #: bump when evaluate / evaluate_batch change any figure: cached mappings were chosen by the old
 #: figures (the mapper cache key includes it), so they are searched again instead of only re-scored
-COSTMODEL_VERSION = "2"
+COSTMODEL_VERSION = "3"
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _WEIGHTS, _INPUTS, _OUTPUTS = range(3)
@@ -212,6 +213,8 @@ class _Nest:
         B, L, _ = T.shape
         self.B, self.L = B, L
         self.SP = SP
+        self.spatial_x = arrays.spatial_x.astype(np.float64)
+        self.spatial_y = arrays.spatial_y.astype(np.float64)
         per_level = T * SP
         inner = np.ones((B, L + 1, 8))  # inner[:, l]: tile extents of level l
         inner[:, :L] = np.cumprod(per_level[:, ::-1], axis=1)[:, ::-1]
@@ -355,7 +358,8 @@ def holds_partial_sums(arrays: MappingArrays) -> np.ndarray:
     return out
 
 
-def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, ...]:
+def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray,
+              stages: tuple[LinkStage, ...] = ()) -> tuple[np.ndarray, ...]:
     """Per (candidate, level, data space) [B, L, 3]: reads, fills, updates (in words), utilized capacity
     (words), tile values and partition size (values) — Timeloop's buffer access counts of each kept tile."""
     B, L = nest.B, nest.L
@@ -394,12 +398,30 @@ def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray) 
         ucap[:, :, ds] = words(vol) * kept
         tiles[:, :, ds] = vol * kept
         part[:, :, ds] = pvol * kept
+        extra_reads = None
+        if ds == _INPUTS and stages:
+            # link transfers (costmodel/link_transfers.py): neighbours send part of the children's deltas
+            link, saved, n_stage = link_transfers(nest, stages, kept, vol, w, h)
+            if link.any():
+                # Timeloop: peer reads and fills = link / instances (float); reads are rounded,
+                # fills (parent share + peer fills) truncated when reported
+                peer = link / _prod_dims(nest.spatial_above[:, :L], range(8))
+                rel_stage = np.ones((B, L + 1))
+                for st in stages:
+                    sx = nest.spatial_x[:, st.level] if st.use_x else np.ones((B, 8))
+                    sy = nest.spatial_y[:, st.level] if st.use_y else np.ones((B, 8))
+                    rel_stage[:, st.level + 1] = _prod_dims(sx * sy, _DS_DIMS[ds])
+                saved_at = np.zeros((B, L + 1))
+                saved_at[:, :L] = saved * rel_above[:, :L] / rel_stage[:, :L]
+                flow = flow - saved_at[rows, nxt] / rel_above[:, :L]
+                vis[:, :L] = np.floor(vis[:, :L] - link / n_stage + peer + 1e-9)
+                extra_reads = peer
         if ds == _OUTPUTS:
             rd = np.maximum(flow - pvol, 0)
             fl = np.maximum(vis[:, :L] - pvol, 0) * has_outer
             updates[:, :, ds] = words(flow) * kept
         else:
-            rd = flow
+            rd = flow if extra_reads is None else np.floor(flow + extra_reads + 0.5)
             fl = vis[:, :L] * has_outer
         reads[:, :, ds] = words(rd) * kept
         fills[:, :, ds] = words(fl) * kept
@@ -426,7 +448,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     opw[:, :, _OUTPUTS] = np.where(holds_partial_sums(arrays), psum_opw[None, :], opw_table[None, :, _OUTPUTS])
     dims = problem.dim_array.astype(np.float64)
     uinst = _prod_dims(nest.spatial_above[:, :L], range(8))  # [B, L]
-    reads, fills, updates, ucap, tiles, part = _accesses(nest, keep, opw, dims)
+    reads, fills, updates, ucap, tiles, part = _accesses(nest, keep, opw, dims, link_stages(arch))
 
     block = np.array([lvl.block_size for lvl in arch.levels], dtype=np.float64)[None, :, None]
     e_read = np.array([lvl.read_energy for lvl in arch.levels])[None, :, None]

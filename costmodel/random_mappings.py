@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantloop.costmodel.mapping import MappingArrays
-from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, DIMS, Problem, prime_factors
+from quantloop.mapping import MappingArrays
+from quantloop.problem import DATASPACES, DIM_INDEX, DIMS, Problem, prime_factors
 from quantloop.targets.arch import Arch
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantloop.costmodel.problem import DATASPACES
+from quantloop.problem import DATASPACES
 from quantloop.targets.arch import Arch, StorageLevel
 
 TOP = "system_top_level"

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from quantloop.costmodel.mapping import Mapping
+from quantloop.mapping import Mapping
 from quantloop.costmodel.model import CostResult, LevelStats, evaluate_batch
-from quantloop.costmodel.problem import DATASPACES, Bits, Problem
+from quantloop.problem import DATASPACES, Bits, Problem
 from quantloop.costmodel.timeloop_arch import (
     EMPTY_CONSTRAINTS,
     Emulation,

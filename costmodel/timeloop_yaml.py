@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from quantloop.costmodel.mapping import LevelMapping, Mapping
-from quantloop.costmodel.problem import DATASPACES, DIMS, MAX_DIM, SHAPE_KEYS, STRIDES, Bits, Problem, prime_factors
+from quantloop.mapping import LevelMapping, Mapping
+from quantloop.problem import DATASPACES, DIMS, MAX_DIM, SHAPE_KEYS, STRIDES, Bits, Problem, prime_factors
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 

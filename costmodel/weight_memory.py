@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from math import prod
 
-from quantloop.costmodel.mapping import Mapping
-from quantloop.costmodel.problem import DATASPACE_DIMS, values_per_word
+from quantloop.mapping import Mapping
+from quantloop.problem import DATASPACE_DIMS, values_per_word
 
 BIAS_BITS = 32
 

@@ -36,9 +36,9 @@ _ACCURACY: dict[tuple[EvalSettings, str, str], float] = {}
 
 
 def _accuracy(settings: EvalSettings, point: DesignPoint, qnn_module) -> float:
-    from quantloop.frontend.accuracy import top1
-    from quantloop.frontend.dataset import load_dataset
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.accuracy import top1
+    from quantloop.runtime.dataset import load_dataset
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
     key = (settings, point.bits, point.scheme)
     if key not in _ACCURACY:

@@ -81,7 +81,7 @@ def design_points(base: str, configs: Sequence[Mapping[str, str]], bits: Sequenc
                   scheme: str | None = None) -> tuple[list[DesignPoint], list[dict]]:
     """(points to evaluate, skipped combinations with the reason) for target `base` at each config."""
     from quantloop.costmodel.checks import check_bits
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.targets.registry import load_target
 
     name, fixed = split_spec(base)

@@ -10,6 +10,7 @@ from quantloop.explore.engine import Progress, run_points
 from quantloop.explore.evaluate import EvalSettings
 from quantloop.explore.pareto import objectives_of, pareto_front
 from quantloop.explore.space import design_points, hardware_configs
+from quantloop.parallel import open_pool
 
 EXPLORE_VERSION = 1
 
@@ -28,13 +29,14 @@ def run_sweep(settings: EvalSettings, target: str, axes: Mapping[str, Sequence[s
 
     `sampling`: "grid", "random" (`samples` of the grid, `seed`), or "nsga2" (`population` ×
     `generations`, `seed`; every design NSGA-II evaluated is a point)."""
-    if sampling == "nsga2":
-        points, skipped, rows = _nsga2(settings, target, axes, bits, scheme, population, generations, seed,
-                                       workers, scheduler, progress)
-    else:
-        configs = hardware_configs(axes, sampling, samples, seed)
-        points, skipped = design_points(target, configs, bits, scheme)
-        rows = run_points(points, settings, workers=workers, scheduler=scheduler, progress=progress)
+    with open_pool(workers, scheduler) as pool:  # one cluster for every batch of the sweep
+        if sampling == "nsga2":
+            points, skipped, rows = _nsga2(settings, target, axes, bits, scheme, population, generations, seed,
+                                           pool, progress)
+        else:
+            configs = hardware_configs(axes, sampling, samples, seed)
+            points, skipped = design_points(target, configs, bits, scheme)
+            rows = run_points(points, settings, pool=pool, progress=progress)
     front = pareto_front(rows)
     return {
         "version": EXPLORE_VERSION,
@@ -52,7 +54,7 @@ def run_sweep(settings: EvalSettings, target: str, axes: Mapping[str, Sequence[s
     }
 
 
-def _nsga2(settings, target, axes, bits, scheme, population, generations, seed, workers, scheduler, progress):
+def _nsga2(settings, target, axes, bits, scheme, population, generations, seed, pool, progress):
     """NSGA-II over the hardware axes (one design per config: the PE type's native bits, or `bits[0]`)."""
     from quantloop.errors import QuantloopError
     from quantloop.explore.nsga import nsga2_configs
@@ -66,7 +68,7 @@ def _nsga2(settings, target, axes, bits, scheme, population, generations, seed, 
         if new_skipped:
             raise QuantloopError(f"--sampling nsga2: {new_skipped[0]['target']} cannot run {new_skipped[0]['bits']}: "
                                  f"{new_skipped[0]['reason']}")
-        new_rows = run_points(new_points, settings, workers=workers, scheduler=scheduler)
+        new_rows = run_points(new_points, settings, pool=pool)
         points.extend(new_points)
         rows.extend(new_rows)
         if progress:

@@ -80,14 +80,28 @@ def _shape_value(node: onnx.NodeProto, shape: tuple[int, ...]) -> np.ndarray:
     return np.array(shape[slice(start, end)], np.int64)
 
 
-#: Folding rounds at most (each may make more shapes static or inline an If whose branch folds further).
-MAX_FOLD_ROUNDS = 8
+def max_fold_rounds(model: onnx.ModelProto) -> int:
+    """The most folding rounds `model` can take: each round that changes the graph removes at least one node
+    (a folded node, a Shape/Size, or an If whose branch it inlines), counted with the nodes of subgraphs.
+    Rounds are needed one after another where a shape becomes static only once the previous one folded:
+    ShuffleNetV2 exported with a dynamic batch has one `Shape → Gather → Div → Concat → Reshape` chain
+    per block, each reading the previous block's Reshape (ONNX's data propagation stops at Div)."""
+    return _count_nodes(model.graph) + 1
+
+
+def _count_nodes(graph: onnx.GraphProto) -> int:
+    count = len(graph.node)
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                count += _count_nodes(sub)
+    return count
 
 
 def fold_constants(model: onnx.ModelProto, source: str) -> bool:
     """One round: replace constant-valued nodes of the shape-inferred `model` by initializers, in place.
 
-    True if the graph changed; the caller re-infers shapes and folds again (`MAX_FOLD_ROUNDS`).
+    True if the graph changed; the caller re-infers shapes and folds again (at most `max_fold_rounds`).
     """
     graph = model.graph
     shapes = _static_shapes(graph)

@@ -44,7 +44,7 @@ from quantloop.bits import LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 from quantloop.frontend.onnx_load import InputShapes, graph_inputs, load_model
 from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS, QOPERATOR_CONVERTERS, dynamic_chains
-from quantloop.frontend.quant_types import ONNX_STORAGE, uniform_type
+from quantloop.runtime.onnx_types import ONNX_STORAGE, uniform_type
 from quantloop.ir.types import container
 from quantloop.ir import (
     AddOp,
@@ -446,7 +446,8 @@ class _Importer:
         if shape is None:
             raise self.fail(f"the shape of output '{output}' is not known after ONNX shape inference")
         onnx_type = self.elem_types.get(output, onnx.TensorProto.FLOAT)
-        if onnx_type == onnx.TensorProto.FLOAT:
+        moves_codes = like is not None and isinstance(like.type.element_type, UniformType) and onnx_type in ONNX_STORAGE
+        if onnx_type == onnx.TensorProto.FLOAT or moves_codes:  # a Transpose of uint8 codes (QOperator) keeps their type
             return self.result_type(output, like)
         elem = _ELEMENT_TYPES.get(helper.tensor_dtype_to_np_dtype(onnx_type))
         if elem is None:

@@ -21,7 +21,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.onnx_fold import MAX_FOLD_ROUNDS, convert_opset, fold_constants
+from quantloop.frontend.onnx_contrib_shapes import original_value_info, standard_twin
+from quantloop.frontend.onnx_fold import convert_opset, fold_constants, max_fold_rounds
 from quantloop.options import parse_input_shapes  # noqa: F401 - the frontend's public name
 
 InputShapes = Mapping[str, tuple[int, ...]]
@@ -91,7 +92,7 @@ def load_model(spec: str | os.PathLike | onnx.ModelProto, input_shapes: InputSha
     _check_input_sizes(model, source)
     model = convert_opset(model, source)
     _check_and_infer(model, source)
-    for _ in range(MAX_FOLD_ROUNDS):
+    for _ in range(max_fold_rounds(model)):
         if not fold_constants(model, source):
             break
         _check_and_infer(model, source)
@@ -272,8 +273,11 @@ def _set_input_shapes(model: onnx.ModelProto, shapes: InputShapes, source: str) 
 
 
 def infer_shapes(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
-    """ONNX shape inference, strict and with data propagation (Reshape shapes computed from Shape ops)."""
+    """ONNX shape inference, strict and with data propagation (Reshape shapes computed from Shape ops);
+    onnxruntime's `com.microsoft` quantized ops are inferred through standard stand-ins (`onnx_contrib_shapes`)."""
+    twin = standard_twin(model)
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(twin or model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as err:
         raise QuantloopError(f"{source}: ONNX shape inference fails: {_first_line(err)}") from None
+    return inferred if twin is None else original_value_info(inferred, model)

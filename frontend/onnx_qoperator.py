@@ -33,7 +33,7 @@ from onnx import helper
 from xdsl.dialects.builtin import TensorType, f32
 from xdsl.ir import Attribute, Operation, SSAValue
 
-from quantloop.frontend.quant_types import ONNX_STORAGE, uniform_type
+from quantloop.runtime.onnx_types import ONNX_STORAGE, uniform_type
 from quantloop.ir.types import container
 from quantloop.ir import AddOp, ConcatOp, ConstantOp, Conv2dOp, GemmOp, GlobalAvgPoolOp, MatMulOp
 from quantloop.ir.ops import HostOp, broadcast_shapes

@@ -3,13 +3,13 @@
 Attributes (each prints and parses back to identical text):
 
 - `#accel.problem<N = 1, G = 1, C = 32, M = 64, P = 56, Q = 56, R = 1, S = 1, Hstride = 1, Wstride = 1,
-  Hdilation = 1, Wdilation = 1>` — Timeloop's conv problem (`costmodel.Problem`). As in the Timeloop
+  Hdilation = 1, Wdilation = 1>` — Timeloop's conv problem (`quantloop.problem.Problem`). As in the Timeloop
   exercises, P pairs with R, Wstride and Wdilation, Q pairs with S, Hstride and Hdilation.
 - `#accel.bits<W = 4 : int, I = 8 : uint, O = 8 : uint>` — bits, scheme and signedness per data space
-  (`int` signed, `uint` unsigned, `pot` sign + exponent, `pot2` sign + two exponents); `costmodel.Bits`.
+  (`int` signed, `uint` unsigned, `pot` sign + exponent, `pot2` sign + two exponents); `quantloop.problem.Bits`.
 - `#accel.mapping<DRAM: t[M4 C2 P14] keep[W I O], shared_glb: t[Q8 P4] x[Q7 M2] y[M8] keep[I O], ...>` —
   per storage level (outer to inner) the temporal loops outer to inner, the spatial fan-out to the next
-  inner level on X and Y, and the kept data spaces; `costmodel.Mapping`. Loops of factor 1 are not printed.
+  inner level on X and Y, and the kept data spaces; `quantloop.mapping.Mapping`. Loops of factor 1 are not printed.
 - `#accel.cost<...>` — the mapper's result: energy, cycles, utilization, MAC energy, leakage, energy and
   memory use per (level, data space), whether the mapping is proven optimal, mappings considered.
 - `#accel.target<"eyeriss", "<sha256>">` — the module's target (name and content hash).
@@ -52,8 +52,8 @@ from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.str_enum import StrEnum
 
 from quantloop.bits import PSUM_MODES, legal_text, legal_widths
-from quantloop.costmodel.mapping import LevelMapping, Mapping
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, ProblemShape, non_positive_field
+from quantloop.mapping import LevelMapping, Mapping
+from quantloop.problem import DATASPACES, DIMS, Bits, Problem, ProblemShape, non_positive_field
 from quantloop.errors import QuantloopError
 from quantloop.ir.ops import Activation, ActivationAttr
 from quantloop.ir.syntax import CustomSyntaxOp, print_wrapped
@@ -172,7 +172,7 @@ class OperandBits:
 @dataclass(frozen=True)
 class LayerBits:
     """The payload of `#accel.bits`: Weights, Inputs and Outputs, and how wide partial sums are stored
-    (`psum`, `costmodel.problem.Bits.psum`; printed only when not the default "accumulator")."""
+    (`psum`, `quantloop.problem.Bits.psum`; printed only when not the default "accumulator")."""
 
     weights: OperandBits
     inputs: OperandBits
@@ -230,14 +230,14 @@ class BitsAttr(Data[LayerBits]):
         printer.print_string(f"<W = {b.weights}, I = {b.inputs}, O = {b.outputs}{psum}>")
 
     def to_costmodel(self) -> Bits:
-        """`costmodel.Bits`; its scheme is the weights' (the operand that decides the PE's multiplier)."""
+        """`quantloop.problem.Bits`; its scheme is the weights' (the operand that decides the PE's multiplier)."""
         b = self.data
         return Bits(weights=b.weights.bits, inputs=b.inputs.bits, outputs=b.outputs.bits, scheme=b.weights.costmodel_scheme,
                     psum=b.psum)
 
     @classmethod
     def from_costmodel(cls, bits: Bits, *, inputs_signed: bool = True, outputs_signed: bool = True) -> BitsAttr:
-        """From `costmodel.Bits` (which has no signedness and one scheme, the weights')."""
+        """From `quantloop.problem.Bits` (which has no signedness and one scheme, the weights')."""
         for ds in DATASPACES:
             if bits.of(ds) is None:
                 raise ValueError(f"#accel.bits needs a bit-width for every data space; {ds} has none in {bits}")
@@ -255,20 +255,6 @@ class BitsAttr(Data[LayerBits]):
 # --------------------------------------------------------------------------------------------- mapping
 
 _FACTOR_RE = re.compile(r"^([NGCMPQRS])([0-9]+)$")
-
-
-@dataclass(frozen=True)
-class LevelEntry:
-    """One storage level: temporal loops outer to inner, spatial fan-out below it, kept data spaces.
-
-    Loops are (dim, factor) pairs with factor > 1; `keep` lists data spaces in `DATASPACES` order.
-    """
-
-    level: str
-    temporal: tuple[tuple[str, int], ...] = ()
-    spatial_x: tuple[tuple[str, int], ...] = ()
-    spatial_y: tuple[tuple[str, int], ...] = ()
-    keep: tuple[str, ...] = ()
 
 
 def _loops_text(loops: Sequence[tuple[str, int]]) -> str:
@@ -300,7 +286,8 @@ def _parse_keep(parser: AttrParser) -> tuple[str, ...]:
     return tuple(ds for ds in DATASPACES if ds in kept)
 
 
-def _parse_level(parser: AttrParser) -> LevelEntry:
+def _parse_level(parser: AttrParser) -> LevelMapping:
+    pos = parser.pos
     level = parser.parse_identifier_or_str_literal(" (a storage level name)")
     parser.parse_punctuation(":")
     parts: dict[str, Any] = {}
@@ -311,58 +298,58 @@ def _parse_level(parser: AttrParser) -> LevelEntry:
             parts[field] = parse(parser)
         elif parser.parse_optional_keyword(key) is not None:
             parts[field] = parse(parser)
-    return LevelEntry(level, **parts)
+    try:  # the mapping's own rules of a level's loops (known dims, factors ≥ 1, a dim once)
+        return LevelMapping(**parts, level=level)
+    except QuantloopError as error:
+        parser.raise_error(f"#accel.mapping: level {level}: {error}", pos, parser.pos)
 
 
 @irdl_attr_definition
-class MappingAttr(Data[tuple[LevelEntry, ...]]):
+class MappingAttr(Data[Mapping]):
+    """`#accel.mapping<...>`: a `quantloop.mapping.Mapping` whose levels carry the target's level names."""
+
     name = "accel.mapping"
 
     def verify(self) -> None:
-        names = [lvl.level for lvl in self.data]
+        names = [lvl.level for lvl in self.data.levels]
         if len(set(names)) != len(names):
             raise VerifyException(f"#accel.mapping: level names repeat: {', '.join(names)}")
-        for lvl in self.data:  # the cost model's rules of a level's loops (known dims, factors ≥ 1, a dim once)
-            try:
-                LevelMapping(lvl.temporal, lvl.spatial_x, lvl.spatial_y, frozenset(lvl.keep))
-            except QuantloopError as error:
-                raise VerifyException(f"#accel.mapping: level {lvl.level}: {error}") from None
 
     @classmethod
-    def parse_parameter(cls, parser: AttrParser) -> tuple[LevelEntry, ...]:
+    def parse_parameter(cls, parser: AttrParser) -> Mapping:
         with parser.in_angle_brackets():
             levels = parser.parse_comma_separated_list(parser.Delimiter.NONE, lambda: _parse_level(parser))
-        return tuple(levels)
+        return Mapping(tuple(levels))
 
     def print_parameter(self, printer: Printer) -> None:
         parts = []
-        for lvl in self.data:
+        for lvl in self.data.levels:
             text = [_level_name_text(lvl.level) + ":"]
             for key, loops in (("t", lvl.temporal), ("x", lvl.spatial_x), ("y", lvl.spatial_y)):
                 if loops:
                     text.append(f"{key}[{_loops_text(loops)}]")
-            text.append(f"keep[{' '.join(SHORT_DATASPACE[ds] for ds in lvl.keep)}]")
+            text.append(f"keep[{' '.join(SHORT_DATASPACE[ds] for ds in lvl.kept)}]")
             parts.append(" ".join(text))
         printer.print_string("<")
         print_wrapped(printer, parts)
         printer.print_string(">")
 
     @property
-    def levels(self) -> tuple[LevelEntry, ...]:
-        return self.data
+    def levels(self) -> tuple[LevelMapping, ...]:
+        """The named levels, outer to inner."""
+        return self.data.levels
 
     def to_costmodel(self) -> Mapping:
-        """`costmodel.Mapping` (levels by position; the level names stay in the attribute)."""
-        return Mapping(tuple(LevelMapping(lvl.temporal, lvl.spatial_x, lvl.spatial_y, frozenset(lvl.keep)) for lvl in self.data))
+        """The mapping by position, as the mapper makes it and the cost model reads it (level names dropped)."""
+        return self.data.positional
 
     @classmethod
     def from_costmodel(cls, mapping: Mapping, level_names: Sequence[str]) -> MappingAttr:
-        """From `costmodel.Mapping`, naming its levels (outer to inner) with the target's level names."""
-        if len(level_names) != len(mapping.levels):
-            raise ValueError(f"#accel.mapping: {len(mapping.levels)} mapping levels but {len(level_names)} level names")
-        # LevelMapping has already dropped unit loops and made factors ints
-        return cls(tuple(LevelEntry(name, lvl.temporal, lvl.spatial_x, lvl.spatial_y, lvl.kept)
-                         for name, lvl in zip(level_names, mapping.levels)))
+        """From a mapper's `Mapping`, naming its levels (outer to inner) with the target's level names."""
+        try:
+            return cls(mapping.named(level_names))
+        except ValueError as error:
+            raise ValueError(f"#accel.mapping: {error}") from None
 
 
 _BARE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")

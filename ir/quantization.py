@@ -359,6 +359,47 @@ def tensor_range(
         raise ValueError(f"activation range: unknown method {method!r} (expected minmax or percentile)")
     if not 50.0 < percentile <= 100.0:
         raise ValueError(f"activation range: percentile {percentile} is not in (50, 100]")
+    return _percentile_pair(x, percentile)
+
+
+#: `_percentile_pair` selects from the tails when each holds at most this share of the values
+_TAIL_SHARE = 0.02
+
+
+def _percentile_pair(x: np.ndarray, percentile: float) -> tuple[float, float]:
+    """`np.percentile(x, [100 - p, p])` (linear interpolation), equal to the last bit, without partitioning
+    all of `x`: for high p each percentile lies between two order statistics in a thin tail, so a strided
+    sample's quantiles give cuts, only the values beyond a cut are partitioned (values equal to it, e.g. the
+    zeros after a ReLU, are counted, not sorted), and numpy interpolates between the two neighbours with
+    the same weight. Falls back to `np.percentile` when a tail is not thin or a cut missed."""
+    n = x.size
+    index = np.array([100.0 - percentile, percentile]) / 100.0 * (n - 1)  # numpy's virtual indexes
+    below = np.floor(index).astype(np.int64)
+    need = int(below[0]) + 2  # the lower tail must hold order statistics 0 .. below + 1
+    if n < 50_000 or need > _TAIL_SHARE * n or below[1] + 1 >= n:
+        return _np_percentile_pair(x, percentile)
+    sample = np.sort(x[:: max(1, n // 20_000)])
+    reach = int(2 * need / n * len(sample)) + 1  # twice the needed share, measured on the sample
+    lo_cut, hi_cut = sample[min(len(sample) - 1, reach)], sample[max(0, len(sample) - 1 - reach)]
+    pairs = []
+    for cut, k, upper in ((lo_cut, int(below[0]), False), (hi_cut, int(below[1]), True)):
+        beyond = x[x > cut] if upper else x[x < cut]
+        at = int(np.count_nonzero(x == cut))
+        # the tail in ascending order: [values below cut], cut × at  |  cut × at, [values above cut]
+        first = n - beyond.size - at if upper else 0  # rank of the tail's first value
+        ranks = [k - first, k + 1 - first]
+        if ranks[0] < 0 or ranks[1] >= beyond.size + at:
+            return _np_percentile_pair(x, percentile)
+        strict = [r - at if upper else r for r in ranks]  # rank within `beyond`, negative/too big: the cut
+        inside = [r for r in strict if 0 <= r < beyond.size]
+        part = np.partition(beyond, inside) if inside else beyond
+        pairs.append(tuple(part[r] if 0 <= r < beyond.size else cut for r in strict))
+    gamma = index - below
+    out = [np.quantile(np.array(pair, dtype=x.dtype), np.array([g]))[0] for pair, g in zip(pairs, gamma)]
+    return float(out[0]), float(out[1])
+
+
+def _np_percentile_pair(x: np.ndarray, percentile: float) -> tuple[float, float]:
     lo, hi = np.percentile(x, [100.0 - percentile, percentile])
     return float(lo), float(hi)
 

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from quantloop.costmodel.checks import check_bits
-from quantloop.costmodel.mapping import Mapping
+from quantloop.mapping import Mapping
 from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.mapper.cache import MapCache, cache_key
 from quantloop.mapper.mapspace import Mapspace
@@ -21,7 +21,7 @@ from quantloop.targets.arch import Arch
 from quantloop.targets.registry import load_target
 
 #: bump when the search changes its results, so stale cache entries are not reused
-MAPPER_VERSION = "2"
+MAPPER_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -124,15 +124,33 @@ def _map_one(args) -> MapResult:
     return map_layer(problem, arch, bits, objective, cache=cache, seed=seed, name=name, budget=budget)
 
 
+#: `default_workers`: a process pool pays for its start-up once this many distinct layers need searching
+POOL_MIN_LAYERS = 8
+#: ... and uses at most this many processes (one per core below that)
+POOL_MAX_WORKERS = 4
+
+
+def default_workers(todo: int) -> int:
+    """Processes `map_layers` uses when the caller names none, for `todo` layers still to search: one
+    per core available to this process (at most `POOL_MAX_WORKERS`) once there are `POOL_MIN_LAYERS`,
+    else 1 (a handful of small searches finish before a pool has started)."""
+    if todo < POOL_MIN_LAYERS:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, POOL_MAX_WORKERS, todo))
+
+
 def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, objective: str = "energy", *,
-               workers: int = 1, cache: MapCache | None = None, seed: int = 0,
-               budget: Budget | None = None, progress: Any = None) -> list[MapResult]:
+               workers: int | None = 1, cache: MapCache | None = None, seed: int = 0,
+               budget: Budget | None = None, progress: Any = None, pool: Any = None) -> list[MapResult]:
     """map_layer for every (name, problem, bits), in order. Identical (problem, bits) are mapped
-    once; with workers > 1 distinct layers are mapped in a process pool. The results do not
-    depend on `workers`. `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a
-    layer is searched and `advance(name, cache_hit)` after each distinct layer."""
+    once; with workers > 1 distinct layers are mapped in a process pool (None: `default_workers` for
+    the layers the cache does not answer, so a cached run starts none), or on `pool` when it is a
+    distributed `quantloop.parallel` pool (the search on Dask). The results do not depend on either.
+    `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a layer is searched and
+    `advance(name, cache_hit)` after each distinct layer."""
     arch = load_target(target)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise QuantloopError(f"workers must be at least 1, got {workers}")
     cache_root = None if cache is None else cache.root.parent
     first: dict[tuple, int] = {}
@@ -152,7 +170,14 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
                 if done[i] is not None and progress is not None:
                     progress.advance(name, cache_hit=True)
     todo = sorted((i for i, r in enumerate(done) if r is None), key=lambda i: -jobs[i][1].macs)  # big first
-    if workers == 1 or len(todo) <= 1:
+    if workers is None:
+        workers = default_workers(len(todo))
+    if pool is not None and pool.distributed and todo:
+        for i, result in zip(todo, pool.map(_map_one, [jobs[i] for i in todo])):
+            done[i] = result
+            if progress is not None:
+                progress.advance(jobs[i][0])
+    elif workers == 1 or len(todo) <= 1:
         for i in todo:
             if progress is not None:
                 progress.start(jobs[i][0])
@@ -160,6 +185,8 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
             if progress is not None:
                 progress.advance(jobs[i][0])
     else:
+        import quantloop.mapper.cpsat  # noqa: F401  (imported once here: forked workers inherit ortools)
+
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
             futures = {pool.submit(_map_one, jobs[i]): i for i in todo}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
-from quantloop.costmodel.problem import DATASPACES, DIMS
+from quantloop.problem import DATASPACES, DIMS
 from quantloop.costmodel.legality import FREE, SPATIAL_X, TEMPORAL
 from quantloop.mapper.mapspace import KIND_NAMES, Mapspace, divisors
 

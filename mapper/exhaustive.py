@@ -9,9 +9,9 @@ import itertools
 import numpy as np
 
 from quantloop.costmodel.legality import FREE, fanout_table, slot_table, slots_ok
-from quantloop.costmodel.mapping import MappingArrays
+from quantloop.mapping import MappingArrays
 from quantloop.costmodel.model import evaluate_batch
-from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, DIMS, Bits, Problem
+from quantloop.problem import DATASPACES, DIM_INDEX, DIMS, Bits, Problem
 from quantloop.targets.arch import Arch
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import onnx
 
-from quantloop.costmodel.problem import Problem
+from quantloop.problem import Problem
 from quantloop.errors import QuantloopError
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from quantloop.costmodel.legality import FREE, SPATIAL_X, SPATIAL_Y, TEMPORAL, fanout_table, slot_table, tile_bounds, tiles_ok
 from quantloop.costmodel.model import packing_tables
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
+from quantloop.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.targets.arch import Arch
 
 KIND_NAMES = ("temporal", "spatial X", "spatial Y")

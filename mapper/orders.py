@@ -23,7 +23,7 @@ from itertools import permutations
 
 import numpy as np
 
-from quantloop.costmodel.problem import DIM_INDEX
+from quantloop.problem import DIM_INDEX
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _RUNS = {"Weights": (_N, _P, _Q), "Inputs": (_M,), "Outputs": (_C, _R, _S)}
@@ -88,6 +88,19 @@ def level_candidates(present_mask: int, permutation: tuple[str, ...]) -> tuple[n
         orders.append(idle + list(inner) + listed)
         stationary.append(ds)
     return np.array(orders, dtype=np.int64), tuple(stationary)
+
+
+def window_variants(order: np.ndarray, present_mask: int, permutation: tuple[str, ...]) -> np.ndarray:
+    """The candidate orders [n, 8] of a level (`level_candidates`) that differ from `order` only in
+    where its sliding loops (P, Q, R, S with factor > 1) sit among themselves: the orders that
+    change Inputs' window translations and nothing else (`order` itself included when it is one)."""
+    cands = level_candidates(present_mask, permutation)[0]
+    sliding = [d for d in _SLIDING if present_mask >> d & 1]
+    if len(sliding) < 2:
+        return cands[np.all(cands == order, axis=1)]
+    fixed = ~np.isin(order, sliding)
+    same = np.all((cands == order) | ~fixed, axis=1)  # the other dims stay where they are
+    return cands[same]
 
 
 def present_masks(temporal: np.ndarray) -> np.ndarray:

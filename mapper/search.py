@@ -3,10 +3,12 @@
 Small mapspaces are searched exhaustively: every legal tiling × every combination of per-level
 loop-order candidates (`quantloop.mapper.orders`, checked against brute force) × every keep/bypass
 choice is scored by `evaluate_batch`, so the result is proven optimal within the mapspace.
-Larger ones: a seeded sample of legal tilings is scored with data-space-stationary orders, and
-the best few seed a steepest-descent local search whose moves shift one prime factor between
+Larger ones: a seeded sample of legal tilings is scored with data-space-stationary orders, the
+best few also try their levels' P/Q/R/S order variants (`orders.window_variants`), and they seed a
+steepest-descent local search whose moves shift one prime factor between
 two slots of a dim, change one level's loop order or toggle one optional keep; every neighbour
-is scored exactly. Both paths are deterministic for a given seed.
+is scored exactly (the descents run in lockstep, one batch per step for all of them, with the
+result of running them one after another). Both paths are deterministic for a given seed.
 
 Each path is a `Strategy` (`Exhaustive`, `SampledLocalSearch`; Timeloop's `SearchAlgorithm` plays
 the same part) run in `STRATEGIES` order until one decides.
@@ -20,13 +22,13 @@ from typing import Protocol
 
 import numpy as np
 
-from quantloop.costmodel.mapping import Mapping, MappingArrays
+from quantloop.mapping import Mapping, MappingArrays
 from quantloop.options import OBJECTIVES
 from quantloop.costmodel.model import BatchResult, evaluate_batch
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
+from quantloop.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.costmodel.legality import FREE
 from quantloop.mapper.mapspace import Mapspace
-from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders
+from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders, window_variants
 from quantloop.targets.arch import Arch
 
 _EVAL_CHUNK = 50_000
@@ -78,14 +80,21 @@ class _Scorer:
         self.best: MappingArrays | None = None
         self.best_key = (np.inf, np.inf)
 
-    def score(self, arrays: MappingArrays) -> tuple[np.ndarray, np.ndarray]:
+    def keys(self, arrays: MappingArrays) -> tuple[np.ndarray, np.ndarray]:
+        """The (primary, secondary) keys of every candidate, recording nothing."""
         prim, sec = [], []
         for start in range(0, arrays.batch, _EVAL_CHUNK):
             part = arrays[start:start + _EVAL_CHUNK]
             p, s = _keys(evaluate_batch(self.arch, self.problem, part, self.bits), self.objective)
             prim.append(p)
             sec.append(s)
-        primary, secondary = np.concatenate(prim), np.concatenate(sec)
+        if not prim:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(prim), np.concatenate(sec)
+
+    def record(self, arrays: MappingArrays, primary: np.ndarray, secondary: np.ndarray) -> None:
+        """Count one scored batch and keep its best candidate if it beats every earlier one (ties: the
+        earliest seen wins)."""
         self.evaluations += arrays.batch
         self.legal += int(np.isfinite(primary).sum())
         if arrays.batch:
@@ -93,6 +102,10 @@ class _Scorer:
             if (primary[i], secondary[i]) < self.best_key:
                 self.best_key = (float(primary[i]), float(secondary[i]))
                 self.best = arrays[i]
+
+    def score(self, arrays: MappingArrays) -> tuple[np.ndarray, np.ndarray]:
+        primary, secondary = self.keys(arrays)
+        self.record(arrays, primary, secondary)
         return primary, secondary
 
 
@@ -185,6 +198,7 @@ def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
 
     weights = np.ones(len(options))
     flat = options.reshape(len(options), -1)
+    flat = flat[:, flat.max(axis=0, initial=1) > 1]  # slots at 1 in every option add no exponent
     for p in sorted(set(prime_factors(size))):
         exps = np.zeros_like(flat)
         rest = flat.copy()
@@ -218,7 +232,8 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
         for d in range(8):
             spatial *= opts[d][idx[:, d], :, 1:]
             cum[:, :, d] = opt_cum[d][idx[:, d]]
-        ok = np.all(spatial <= space.fanout, axis=(1, 2)) & space.fits(cum, space.must_keep)
+        ok = np.all(spatial <= space.fanout, axis=(1, 2))
+        ok[ok] = space.fits(cum[ok], space.must_keep)  # capacities only where the fan-outs hold
         if ok.any():
             found.append(idx[ok])
             have += int(ok.sum())
@@ -226,10 +241,20 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
             break
     if not found:
         return np.zeros((0, space.L, 3, 8), dtype=np.int64)
-    idx = np.unique(np.concatenate(found), axis=0)
+    idx = _unique_rows(np.concatenate(found), [len(o) for o in opts])
     if len(idx) > count:
         idx = idx[np.sort(rng.choice(len(idx), size=count, replace=False))]
     return np.stack([opts[d][idx[:, d]] for d in range(8)], axis=-1)
+
+
+def _unique_rows(idx: np.ndarray, radix: list[int]) -> np.ndarray:
+    """`np.unique(idx, axis=0)` (sorted distinct rows) for rows of option indices below `radix`, through
+    one mixed-radix int64 code per row (a 1-D unique: several times faster than a row-wise one)."""
+    if float(np.prod(radix, dtype=np.float64)) >= 2.0**62:
+        return np.unique(idx, axis=0)
+    weights = np.cumprod([1] + radix[:0:-1])[::-1].astype(np.int64)  # first column most significant
+    codes = np.unique(idx @ weights)
+    return np.stack([codes // w % r for w, r in zip(weights, radix)], axis=1)
 
 
 def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
@@ -238,43 +263,41 @@ def _free_slots(space: Mapspace, dim: int) -> list[tuple[int, int]]:
 
 def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: np.ndarray,
                 free: list[list[tuple[int, int]]], perms: list[tuple[str, ...]]):
-    """All one-move neighbours of one mapping: (factors [n, L, 3, 8], order [n, L, 8], keep [n, L, 3])."""
-    F, O, K = [], [], []
+    """All one-move neighbours of one mapping: (factors [n, L, 3, 8], order [n, L, 8], keep [n, L, 3]), in
+    a fixed order: prime-factor shifts (by dim, source slot, prime, target slot), then loop orders (by
+    level and candidate), then keep toggles."""
+    shifts = []  # (dim, source level, source kind, prime, target level, target kind)
     for d in range(8):
         slots = free[d]
         for a in slots:
-            fa = factors[a[0], a[1], d]
+            fa = int(factors[a[0], a[1], d])
             if fa == 1:
                 continue
-            for p in sorted(set(prime_factors(int(fa)))):
-                for b in slots:
-                    if b == a:
-                        continue
-                    f = factors.copy()
-                    f[a[0], a[1], d] //= p
-                    f[b[0], b[1], d] *= p
-                    F.append(f)
-                    O.append(order)
-                    K.append(keep)
+            for p in sorted(set(prime_factors(fa))):
+                shifts += [(d, a[0], a[1], p, b[0], b[1]) for b in slots if b != a]
     masks = present_masks(factors[:, 0])
+    reorders = []  # (level, candidate order)
     for l in range(space.L):
-        for cand in level_candidates(int(masks[l]), perms[l])[0]:
-            if not np.array_equal(cand, order[l]):
-                o = order.copy()
-                o[l] = cand
-                F.append(factors)
-                O.append(o)
-                K.append(keep)
-    for l in range(space.L):
-        for k in range(3):
-            if space.may_keep[l, k] and not space.must_keep[l, k]:
-                kk = keep.copy()
-                kk[l, k] = not kk[l, k]
-                F.append(factors)
-                O.append(order)
-                K.append(kk)
-    F, O, K = np.array(F), np.array(O), np.array(K)
-    if len(F) == 0:
+        cands = level_candidates(int(masks[l]), perms[l])[0]
+        reorders += [(l, c) for c in cands[~np.all(cands == order[l], axis=1)]]
+    toggles = [(l, k) for l in range(space.L) for k in range(3) if space.may_keep[l, k] and not space.must_keep[l, k]]
+    n = len(shifts) + len(reorders) + len(toggles)
+    F = np.repeat(factors[None], n, axis=0)
+    O = np.repeat(order[None], n, axis=0)
+    K = np.repeat(keep[None], n, axis=0)
+    if shifts:
+        d, al, ak, p, bl, bk = np.array(shifts, dtype=np.int64).T
+        rows = np.arange(len(shifts))
+        F[rows, al, ak, d] //= p
+        F[rows, bl, bk, d] *= p
+    if reorders:
+        rows = len(shifts) + np.arange(len(reorders))
+        O[rows, [l for l, _ in reorders]] = np.array([c for _, c in reorders])
+    if toggles:
+        rows = len(shifts) + len(reorders) + np.arange(len(toggles))
+        ls, ks = np.array(toggles, dtype=np.int64).T
+        K[rows, ls, ks] = ~K[rows, ls, ks]
+    if n == 0:
         return F, O, K
     ok = np.all(F[:, :, 1].prod(axis=-1) <= space.fanout[:, 0], axis=1)
     ok &= np.all(F[:, :, 2].prod(axis=-1) <= space.fanout[:, 1], axis=1)
@@ -282,24 +305,65 @@ def _neighbours(space: Mapspace, factors: np.ndarray, order: np.ndarray, keep: n
 
 
 def _local_search(space: Mapspace, start: MappingArrays, scorer: _Scorer, budget: Budget) -> None:
+    """Steepest descent from one mapping (see `_local_searches`)."""
+    _local_searches(space, start, scorer, budget)
+
+
+def _local_searches(space: Mapspace, starts: MappingArrays, scorer: _Scorer, budget: Budget,
+                    start_keys: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Steepest descent from each start: move to the best one-move neighbour while it improves the key.
+
+    The descents are independent, so they run in lockstep (one cost-model batch per step for every
+    descent still improving: a handful of batches instead of one per step of each descent). The scorer
+    then hears each descent's batches as if the descents had run one after another in `starts` order,
+    each stopping once `budget.evaluations` is reached: the best mapping, its tie-breaks and the counts
+    are exactly those of running them one by one. `start_keys`: the starts' keys when already scored
+    (they are counted again, not re-evaluated)."""
     perms = _permutations(space.arch)
     free = [_free_slots(space, d) for d in range(8)]
-    factors = np.stack([start.temporal[0], start.spatial_x[0], start.spatial_y[0]], axis=1)
-    order, keep = start.order[0], start.keep[0]
-    current = scorer.score(start)
-    key = (float(current[0][0]), float(current[1][0]))
+    n = starts.batch
+    if start_keys is None:
+        start_keys = scorer.keys(starts)
+    logs: list[list[tuple[MappingArrays, np.ndarray, np.ndarray]]] = [
+        [(starts[t], start_keys[0][t:t + 1], start_keys[1][t:t + 1])] for t in range(n)]
+    logged = [1] * n
+    state = [(np.stack([starts.temporal[t], starts.spatial_x[t], starts.spatial_y[t]], axis=1), starts.order[t],
+              starts.keep[t], (float(start_keys[0][t]), float(start_keys[1][t]))) for t in range(n)]
+    active = list(range(n))
     for _ in range(budget.max_steps):
-        if scorer.evaluations >= budget.evaluations:
+        # a descent whose earlier peers and own steps already reach the budget would never take another step
+        spent, still = scorer.evaluations, []
+        for t in range(n):
+            spent += logged[t]
+            if t in active and spent < budget.evaluations:
+                still.append(t)
+        moves = []
+        for t in still:
+            factors, order, keep, _key = state[t]
+            F, O, K = _neighbours(space, factors, order, keep, free, perms)
+            if len(F):
+                moves.append((t, F, O, K))
+        if not moves:
             break
-        F, O, K = _neighbours(space, factors, order, keep, free, perms)
-        if len(F) == 0:
-            break
-        primary, secondary = scorer.score(_arrays(F, O, K))
-        i = _best(primary, secondary)
-        if not (float(primary[i]), float(secondary[i])) < key:
-            break
-        key = (float(primary[i]), float(secondary[i]))
-        factors, order, keep = F[i], O[i], K[i]
+        primary, secondary = scorer.keys(_arrays(np.concatenate([m[1] for m in moves]),
+                                                 np.concatenate([m[2] for m in moves]),
+                                                 np.concatenate([m[3] for m in moves])))
+        active, at = [], 0
+        for t, F, O, K in moves:
+            p, s = primary[at:at + len(F)], secondary[at:at + len(F)]
+            at += len(F)
+            logs[t].append((_arrays(F, O, K), p, s))
+            logged[t] += len(F)
+            i = _best(p, s)
+            if (float(p[i]), float(s[i])) < state[t][3]:
+                state[t] = (F[i], O[i], K[i], (float(p[i]), float(s[i])))
+                active.append(t)
+    for log in logs:
+        scorer.record(*log[0])
+        for batch in log[1:]:
+            if scorer.evaluations >= budget.evaluations:
+                break
+            scorer.record(*batch)
 
 
 @dataclass
@@ -377,18 +441,71 @@ class SampledLocalSearch:
         best_per_tiling = np.full(len(samples), np.inf)
         best_sec = np.full(len(samples), np.inf)
         best_order = np.zeros((len(samples), space.L, 8), dtype=np.int64)
+        earlier: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for ds in DATASPACES:
             order = stationary_orders(samples[:, :, 0], perms, ds)
-            primary, secondary = scorer.score(_arrays(samples, order, must))
+            primary, secondary = _keys_reusing(scorer, samples, order, must, earlier)
+            earlier.append((order, primary, secondary))
             better = (primary < best_per_tiling) | ((primary == best_per_tiling) & (secondary < best_sec))
             best_per_tiling = np.where(better, primary, best_per_tiling)
             best_sec = np.where(better, secondary, best_sec)
             best_order[better] = order[better]
         ranked = np.lexsort((np.arange(len(samples)), best_sec, best_per_tiling))
-        ranked = [i for i in ranked if np.isfinite(best_per_tiling[i])][: budget.starts]
-        for i in ranked:
-            _local_search(space, _arrays(samples[i:i + 1], best_order[i:i + 1], must[i:i + 1]), scorer, budget)
+        ranked = ranked[np.isfinite(best_per_tiling[ranked])][: budget.starts]
+        _try_window_orders(space, scorer, samples[ranked], best_order[ranked], must[ranked],
+                           best_per_tiling, best_sec, best_order, ranked)
+        _local_searches(space, _arrays(samples[ranked], best_order[ranked], must[ranked]), scorer, budget,
+                        (best_per_tiling[ranked], best_sec[ranked]))
         return job.outcome(optimal=False)
+
+
+def _try_window_orders(space: Mapspace, scorer: _Scorer, samples: np.ndarray, order: np.ndarray, must: np.ndarray,
+                       best: np.ndarray, best_sec: np.ndarray, best_order: np.ndarray, rows: np.ndarray) -> None:
+    """For each tiling, every level's P/Q/R/S order variants (`orders.window_variants`, one level at a
+    time, the other levels kept) are scored in one batch; a variant that beats the tiling's key
+    replaces its order (in `best`, `best_sec`, `best_order` at `rows`). The stationary orders fix the
+    place of the non-sliding loops but not the sliding loops' relative order, which sets the window
+    translations Inputs are charged by (e.g. R outside P)."""
+    perms = _permutations(space.arch)
+    masks = present_masks(samples[:, :, 0])
+    owner, orders = [], []
+    for i in range(len(samples)):
+        for l in range(space.L):
+            for variant in window_variants(order[i, l], int(masks[i, l]), perms[l]):
+                if np.array_equal(variant, order[i, l]):
+                    continue
+                o = order[i].copy()
+                o[l] = variant
+                owner.append(i)
+                orders.append(o)
+    if not orders:
+        return
+    owner = np.array(owner)
+    primary, secondary = scorer.score(_arrays(samples[owner], np.array(orders), must[owner]))
+    for i in range(len(samples)):
+        pick = np.flatnonzero(owner == i)
+        if len(pick) == 0:
+            continue
+        j = pick[_best(primary[pick], secondary[pick])]
+        r = rows[i]
+        if (primary[j], secondary[j]) < (best[r], best_sec[r]):
+            best[r], best_sec[r], best_order[r] = primary[j], secondary[j], orders[j]
+
+
+def _keys_reusing(scorer: _Scorer, samples: np.ndarray, order: np.ndarray, must: np.ndarray,
+                  earlier: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Score the tilings `samples` with `order` and record them; a tiling whose order equals the one it
+    had in an `earlier` (order, primary, secondary) batch reuses that batch's keys instead of being
+    evaluated again (the stationary orders of different data spaces often coincide)."""
+    primary, secondary = np.empty(len(samples)), np.empty(len(samples))
+    new = np.ones(len(samples), dtype=bool)
+    for old_order, old_primary, old_secondary in earlier:
+        same = new & np.all(order == old_order, axis=(1, 2))
+        primary[same], secondary[same] = old_primary[same], old_secondary[same]
+        new &= ~same
+    primary[new], secondary[new] = scorer.keys(_arrays(samples[new], order[new], must[new]))
+    scorer.record(_arrays(samples, order, must), primary, secondary)
+    return primary, secondary
 
 
 STRATEGIES: tuple[Strategy, ...] = (Exhaustive(), SampledLocalSearch())

@@ -15,7 +15,7 @@ Outputs from the result (`!qnn.int` / `!qnn.uniform` → `int` or `uint`, `!qnn.
 Partial sums: option `psum` (`quantloop compile --psum-bits`, `CompileOptions.psum_bits`) is recorded
 in every layer's `#accel.bits` (`psum = outputs`, printed only when not the default) and so reaches the
 mapper, the cost, the emitted Timeloop files and the mapper cache key: "accumulator" (default) stores
-them at the accumulator width (`costmodel.problem.Bits.psum`), "outputs" at the Outputs width, as the
+them at the accumulator width (`quantloop.problem.Bits.psum`), "outputs" at the Outputs width, as the
 quantization fork of Timeloop that Klhufek et al. used.
 
 A bit-width wider than the word of any storage level is an error naming the layer, the level and
@@ -132,7 +132,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def lower_op(op: Operation, arch, name: str, psum: str = PSUM_MODES[0]) -> LayerOp:
     """The accel.layer for one qnn.conv2d / gemm / matmul (not inserted); `psum`: how its partial sums
-    are stored (`costmodel.problem.Bits.psum`)."""
+    are stored (`quantloop.problem.Bits.psum`)."""
     if isinstance(op, Conv2dOp):
         kind, shape = _conv_problem(op)
         x, w, bias = op.input, op.weight, op.bias
@@ -167,7 +167,7 @@ class AccelLowerPass(ModulePass):
 
     target: str = "eyeriss"
     psum: str = PSUM_MODES[0]
-    """How partial sums are stored (`costmodel.problem.Bits.psum`): "accumulator" or "outputs"."""
+    """How partial sums are stored (`quantloop.problem.Bits.psum`): "accumulator" or "outputs"."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         from quantloop.targets.registry import load_target

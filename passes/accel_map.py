@@ -1,9 +1,10 @@
-"""`accel-map{objective=energy workers=1 cache_dir="" no_cache=false seed=0}`: map every accel.layer.
+"""`accel-map{objective=energy workers=0 cache_dir="" no_cache=false seed=0}`: map every accel.layer.
 
 Runs the CP-SAT mapper on the target the module was lowered for (its `accel.target` attribute; a
 target whose content changed since accel-lower is an error) and attaches `#accel.mapping` and
 `#accel.cost` to every `accel.layer`. Layers with the same problem and bits are mapped once; the
-distinct ones go to `map_layers` (a process pool with `workers` > 1) through the on-disk cache
+distinct ones go to `map_layers` (a process pool with `workers` > 1; 0 lets
+`quantloop.mapper.api.default_workers` choose) through the on-disk cache
 (`cache_dir`, default the user cache dir or `QUANTLOOP_CACHE_DIR`; `no_cache` turns it off).
 The attached cost is the cost model's evaluation of the attached mapping, so re-evaluating the
 mapping with `costmodel.evaluate` gives the same numbers.
@@ -86,7 +87,7 @@ class AccelMapPass(ModulePass):
     name = "accel-map"
 
     objective: str = "energy"
-    workers: int = 1
+    workers: int = 0
     cache_dir: str = ""
     no_cache: bool = False
     seed: int = 0
@@ -94,8 +95,8 @@ class AccelMapPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.objective not in OBJECTIVES:
             raise QuantloopError(f"accel-map: objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
-        if self.workers < 1:
-            raise QuantloopError(f"accel-map: workers must be at least 1, got {self.workers}")
+        if self.workers < 0:
+            raise QuantloopError(f"accel-map: workers must be 0 (the mapper's default) or more, got {self.workers}")
         arch = load_module_target(op, self.name)
         todo = layers(op)
         if not todo:
@@ -111,7 +112,8 @@ class AccelMapPass(ModulePass):
         cache = None if self.no_cache else mapper.MapCache(self.cache_dir or None)
         with current().phase("mapping", total=len(requests)) as progress:
             results = mapper.map_layers(
-                requests, arch, self.objective, workers=self.workers, cache=cache, seed=self.seed, progress=progress
+                requests, arch, self.objective, workers=self.workers or None, cache=cache, seed=self.seed,
+                progress=progress,
             )
         level_names = [level.name for level in arch.levels]
         stats = _STATS.get()

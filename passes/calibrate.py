@@ -23,7 +23,7 @@ Options: `data` = an `.npz` with `x` (samples along axis 0) or `zoo:digits-calib
 `weight_clip=mse|minmax`, `act_range=percentile|minmax`, `percentile=99.9` (defaults from
 `quantloop.options`; two-sided: the
 (100 − p)-th and p-th percentiles; tensors with more than 1 M observed values are subsampled at random,
-seeded), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`, `max_samples=2048` (calibration
+seeded, the same share of every batch: `RangeObserver`), `scheme=int|pot|pot2`, `samples=32`, `seed=0`, `cache_dir=""`, `no_cache=false`, `max_samples=2048` (calibration
 data beyond this many samples is not run: ranges settle long before, and time stays bounded;
 `first_samples` is that rule, the search applies it too; `--max-calib-samples` sets it).
 
@@ -75,7 +75,7 @@ from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFA
 
 PERCENTILE_SAMPLE_CAP = 1 << 20  # values kept per activation (4 MiB): every observer holds up to this many
 #: bump whenever the observed ranges change for the same model, data and settings
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 if TYPE_CHECKING:
     import onnx
@@ -98,14 +98,19 @@ def weight_axis(op: Operation) -> int:
 
 
 class RangeObserver:
-    """Running range of one activation: extremes, or (for percentiles) the observed values."""
+    """Running range of one activation: extremes, or (for percentiles) a uniform sample of its values.
 
-    def __init__(self, method: str, percentile: float, rng: np.random.Generator) -> None:
+    `updates`: how many batches it will see. Percentiles come from at most `PERCENTILE_SAMPLE_CAP`
+    values: while everything fits, every value is kept (exact); beyond that each batch keeps the same
+    seeded random share of its values (drawn with replacement), so every batch weighs the same and no
+    batch's values are resampled again later."""
+
+    def __init__(self, method: str, percentile: float, rng: np.random.Generator, updates: int = 1) -> None:
         self.method, self.percentile, self.rng = method, percentile, rng
+        self.updates = max(1, updates)
         self.lo, self.hi = np.inf, -np.inf
         self.samples: list[np.ndarray] = []
-        self.seen = 0
-        self.kept = 0
+        self.share: float | None = None  # fraction of each batch's values kept, set by the first batch
 
     def update(self, values: np.ndarray) -> None:
         flat = np.asarray(values, np.float32).ravel()
@@ -115,16 +120,13 @@ class RangeObserver:
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise QuantloopError("qnn-calibrate: the model produced NaN or infinite activations on the calibration data")
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
-        if self.method == "percentile":
-            self.seen += flat.size
-            self.samples.append(flat)
-            self.kept += flat.size
-            if self.kept > PERCENTILE_SAMPLE_CAP:
-                # seeded subsample (with replacement: drawing without replacement permuted every
-                # observed value and dominated calibration time)
-                merged = np.concatenate(self.samples)
-                self.samples = [merged[self.rng.integers(0, merged.size, PERCENTILE_SAMPLE_CAP // 2)]]
-                self.kept = PERCENTILE_SAMPLE_CAP // 2
+        if self.method != "percentile":
+            return
+        if self.share is None:
+            self.share = min(1.0, PERCENTILE_SAMPLE_CAP / (flat.size * self.updates))
+        if self.share < 1.0:
+            flat = flat[self.rng.integers(0, flat.size, max(1, int(np.ceil(flat.size * self.share))))]
+        self.samples.append(flat)
 
     def range(self) -> tuple[float, float]:
         if self.method == "minmax" or not self.samples:
@@ -266,7 +268,7 @@ class CalibratePass(ModulePass):
             rng = np.random.default_rng(self.seed)
             count = -(-self.samples // batch) * batch
             return [rng.standard_normal((count, *s[1:])).astype(np.float32) for s in shapes]
-        from quantloop.frontend.dataset import check_dataset, load_dataset
+        from quantloop.runtime.dataset import check_dataset, load_dataset
 
         if len(args) != 1:
             raise QuantloopError(
@@ -286,7 +288,7 @@ class CalibratePass(ModulePass):
         import onnx
         import onnxruntime as ort
 
-        from quantloop.frontend.fakequant_export import FakeQuantExporter
+        from quantloop.runtime.fakequant_export import FakeQuantExporter
 
         args = list(func.body.block.args)
         # Values a quantized model carries quantized are fake-quantized (ranges as the model runs);
@@ -323,8 +325,13 @@ class CalibratePass(ModulePass):
             options = ort.SessionOptions()
             options.log_severity_level = 3
             options.enable_cpu_mem_arena = False  # calibration runs once: no arena kept at its high-water mark
+            # one run per batch of the model's (static, usually 1) batch size is too little work to spread
+            # over threads: a second one, spinning while it waits, took 2-3x the CPU on a 2-core machine
+            options.intra_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             rng = np.random.default_rng(self.seed)
-            observers = {v: RangeObserver(self.act_range, self.percentile, rng) for v in values}
+            updates = len(inputs[0]) // batch if inputs else 1
+            observers = {v: RangeObserver(self.act_range, self.percentile, rng, updates) for v in values}
             fetch = list(names.values())
             with onnxruntime_failures("qnn-calibrate"):
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -20,7 +20,6 @@ which searches, writes `pareto.json` + `pareto.png`, and compiles the chosen poi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +28,13 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError, onnxruntime_failures
 from quantloop.ir import make_context
 from quantloop.passes.assign_bits import AssignBitsTablePass
 from quantloop.passes.search.engine import SearchOptions, search_bits
 from quantloop.passes.search.space import parse_bits_range
+from quantloop.runtime.dataset import load_dataset
 from quantloop.options import (  # noqa: F401 - SearchSettings and its flags re-exported
     DEFAULT_ACT_RANGE,
     DEFAULT_PERCENTILE,
@@ -52,12 +53,6 @@ NO_FEASIBLE_EXIT = 3
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def _zoo_name(model: Any) -> str | None:
-    if isinstance(model, (str, os.PathLike)) and str(model).startswith("zoo:"):
-        return str(model)[4:].partition("?")[0]
-    return None
 
 
 def _input_shape(module: ModuleOp) -> tuple[int, ...]:
@@ -91,8 +86,6 @@ class SearchData:
 
 
 def _labelled(spec: str, what: str) -> tuple[np.ndarray, np.ndarray]:
-    from quantloop.frontend.dataset import load_dataset
-
     x, y = load_dataset(spec)
     if y is None:
         raise QuantloopError(f"{spec}: {what} data needs labels (array y)")
@@ -105,28 +98,29 @@ def _fidelity_proxy(module: ModuleOp, samples: int, seed: int) -> tuple[np.ndarr
     return _random_inputs(module, samples, seed), None, name
 
 
-def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: SearchSettings) -> SearchData:
-    """Calibration, validation and test data for the search (see the module docstring)."""
-    from quantloop.frontend.dataset import load_dataset
-    from quantloop.frontend.zoo.digits import DIGITS_MODELS
+def resolve_data(module: ModuleOp, packaged: dict[str, str] | None, data: str | None,
+                 settings: SearchSettings) -> SearchData:
+    """Calibration, validation and test data for the search (see the module docstring).
 
-    zoo = _zoo_name(model)
-    digits = zoo in DIGITS_MODELS
-    imagenet_zoo = zoo is not None and not digits
+    `packaged`: the data set packaged with a zoo model by split (`frontend.zoo.packaged_data`: split → data
+    spec), `{}` for a zoo model without one (the fidelity proxy stands in), None for a model from outside the zoo.
+    """
+    defaults = packaged or {}
+    imagenet_zoo = packaged == {}
     if data:
         calib_x, calib_name = load_dataset(data)[0], data
-    elif digits:
-        calib_x, calib_name = load_dataset("zoo:digits-calib")[0], "zoo:digits-calib"
+    elif "calib" in defaults:
+        calib_x, calib_name = load_dataset(defaults["calib"])[0], defaults["calib"]
     else:
         calib_x, calib_name = _random_inputs(module, CALIB_RANDOM_SAMPLES, 0), "random N(0,1) inputs (seed 0)"
-    val_spec = settings.val_data or ("zoo:digits-val" if digits else None)
+    val_spec = settings.val_data or defaults.get("val")
     if val_spec:
         (val_x, val_y), val_name = _labelled(val_spec, "validation"), val_spec
     elif imagenet_zoo:
         val_x, val_y, val_name = _fidelity_proxy(module, settings.proxy_samples, 1)
     else:
         raise QuantloopError("--search: --val-data is required (a labelled .npz with x and y) for this model")
-    test_spec = settings.test_data or ("zoo:digits-test" if digits else None)
+    test_spec = settings.test_data or defaults.get("test")
     if test_spec:
         (test_x, test_y), test_name = _labelled(test_spec, "test"), test_spec
     elif imagenet_zoo and not settings.val_data:
@@ -136,7 +130,7 @@ def resolve_data(module: ModuleOp, model: Any, data: str | None, settings: Searc
     calib_spec = None if calib_name.startswith("random") else calib_name
     found = SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name, calib_spec)
     if settings.accuracy != "ptq":
-        train_spec = settings.train_data or ("zoo:digits-train" if digits else None)
+        train_spec = settings.train_data or defaults.get("train")
         if not train_spec:
             raise QuantloopError("--accuracy qat: --train-data is required (a labelled .npz with x and y) for this model")
         if val_y is None:
@@ -154,10 +148,10 @@ def search_options(options: CompileOptions) -> SearchOptions:
     return SearchOptions(
         target=options.target, objective=options.objective, max_accuracy_drop=settings.max_accuracy_drop,
         widths=parse_bits_range(settings.bits_range), population=settings.population,
-        generations=settings.generations, seed=settings.seed, workers=options.workers,
+        generations=settings.generations, seed=settings.seed, workers=options.workers or 1, scheduler=options.scheduler,
         cache_dir=options.cache_dir or None, use_cache=options.use_cache, weight_clip=options.weight_clip,
         act_range=options.act_range, percentile=options.percentile, max_calib_samples=options.max_calib_samples,
-        progress=settings.progress, accuracy="qat" if settings.accuracy == "qat" else "ptq",
+        progress=settings.progress, psum_bits=options.psum_bits, accuracy="qat" if settings.accuracy == "qat" else "ptq",
         qat_epochs=settings.qat_epochs,
     )
 
@@ -208,6 +202,7 @@ class SearchBitsPass(ModulePass):
     percentile: float = DEFAULT_PERCENTILE
     output: str = ""
     progress: bool = False
+    psum: str = PSUM_MODES[0]
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         settings = SearchSettings(self.max_accuracy_drop, self.val_data or None, None, self.generations,
@@ -216,7 +211,7 @@ class SearchBitsPass(ModulePass):
         options = CompileOptions(
             target=self.target, objective=self.objective, workers=self.workers, cache_dir=self.cache_dir or None,
             use_cache=not self.no_cache, weight_clip=self.weight_clip, act_range=self.act_range,
-            percentile=self.percentile, search=settings,
+            percentile=self.percentile, search=settings, psum_bits=self.psum,
         )
         with onnxruntime_failures(self.name):
             result = search_bits(op, search_options(options), data.calib_x, data.val_x, data.val_y,

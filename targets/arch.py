@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping as TMapping
 
-from quantloop.costmodel.problem import DATASPACES, DIMS
+from quantloop.problem import DATASPACES, DIMS
 
 
 class _FanOut:
@@ -45,7 +45,7 @@ class StorageLevel(_FanOut):
     (None = unbounded, DRAM).
 
     `psum_bits`: the width this level stores partial sums at, when the target declares it
-    (else the MAC's accumulator width; see `costmodel.problem.Bits.psum`).
+    (else the MAC's accumulator width; see `quantloop.problem.Bits.psum`).
 
     Data-space rules: `must_keep` ⊆ `may_keep`; the mapper chooses the rest of `may_keep`.
     A data space not in `may_keep` is always bypassed.

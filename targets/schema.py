@@ -44,7 +44,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from quantloop.costmodel.problem import DATASPACES, DIMS
+from quantloop.problem import DATASPACES, DIMS
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch, ComputeLevel, SpatialStage, StorageLevel
 

@@ -15,9 +15,8 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
-from quantloop.costmodel.mapping import LevelMapping as CostLevel
-from quantloop.costmodel.mapping import Mapping
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.mapping import LevelMapping, Mapping
+from quantloop.problem import Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.bits import LEGAL_BITS, PSUM_MODES, legal_widths
 from quantloop.ir.accel import (
@@ -30,7 +29,6 @@ from quantloop.ir.accel import (
     LayerCost,
     LayerOp,
     LevelCost,
-    LevelEntry,
     MappingAttr,
     OperandBits,
     ProblemAttr,
@@ -66,6 +64,10 @@ def _round_trip(attr):
     return parsed
 
 
+def _level(name: str, temporal=(), spatial_x=(), spatial_y=(), keep=()) -> LevelMapping:
+    return LevelMapping(temporal, spatial_x, spatial_y, frozenset(keep), name)
+
+
 # ------------------------------------------------------------------------------------------ strategies
 
 positive = st.integers(min_value=1, max_value=4096)
@@ -81,8 +83,8 @@ level_names = st.one_of(
     st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), min_size=1, max_size=10),
 )
 keeps = st.sets(st.sampled_from(DATASPACES)).map(lambda s: tuple(ds for ds in DATASPACES if ds in s))
-levels = st.builds(LevelEntry, level_names, loops, loops, loops, keeps)
-mappings = st.lists(levels, min_size=1, max_size=6, unique_by=lambda lvl: lvl.level).map(tuple)
+levels = st.builds(LevelMapping, loops, loops, loops, keeps, level_names)
+mappings = st.lists(levels, min_size=1, max_size=6, unique_by=lambda lvl: lvl.level).map(lambda lvls: Mapping(tuple(lvls)))
 finite = st.floats(min_value=0.0, max_value=1e18, allow_nan=False, allow_infinity=False)
 costs = st.builds(
     LayerCost, finite, st.integers(0, 10**12), st.floats(0, 1), st.integers(0, 10**12), finite, finite, st.booleans(),
@@ -167,11 +169,11 @@ def test_bits_rejects_unknown_scheme():
 
 def test_mapping_spelling():
     attr = MappingAttr(
-        (
-            LevelEntry("DRAM", (("M", 4), ("C", 2), ("P", 14)), (), (), DATASPACES),
-            LevelEntry("shared_glb", (("Q", 8), ("P", 4)), (("Q", 7), ("M", 2)), (("M", 8),), ("Inputs", "Outputs")),
-            LevelEntry("psum_spad", (), (), (), ("Outputs",)),
-        )
+        Mapping((
+            _level("DRAM", (("M", 4), ("C", 2), ("P", 14)), (), (), DATASPACES),
+            _level("shared_glb", (("Q", 8), ("P", 4)), (("Q", 7), ("M", 2)), (("M", 8),), ("Inputs", "Outputs")),
+            _level("psum_spad", (), (), (), ("Outputs",)),
+        ))
     )
     assert _text(attr) == (
         "#accel.mapping<DRAM: t[M4 C2 P14] keep[W I O], shared_glb: t[Q8 P4] x[Q7 M2] y[M8] keep[I O], "
@@ -187,13 +189,13 @@ def test_mapping_round_trips_text_and_costmodel(levels):
     attr = _round_trip(MappingAttr(levels))
     mapping = attr.to_costmodel()
     assert isinstance(mapping, Mapping)
-    names = [lvl.level for lvl in levels]
+    names = [lvl.level for lvl in levels.levels]
     assert MappingAttr.from_costmodel(mapping, names) == attr
     assert MappingAttr.from_costmodel(mapping, names).to_costmodel() == mapping
 
 
 def test_mapping_from_costmodel_drops_unit_loops_and_keeps_order():
-    mapping = Mapping((CostLevel((("P", 2), ("C", 1), ("M", 3)), (("M", 1),), (), frozenset({"Outputs", "Weights"})),))
+    mapping = Mapping((LevelMapping((("P", 2), ("C", 1), ("M", 3)), (("M", 1),), (), frozenset({"Outputs", "Weights"})),))
     attr = MappingAttr.from_costmodel(mapping, ["L0"])
     assert _text(attr) == "#accel.mapping<L0: t[P2 M3] keep[W O]>"
     assert attr.to_costmodel() == mapping
@@ -206,12 +208,16 @@ def test_mapping_json_is_a_view_of_the_costmodel_mapping(levels):
     mapping = MappingAttr(levels).to_costmodel()
     data = json.loads(json.dumps(mapping.to_json()))
     assert Mapping.from_json(data) == mapping
-    assert [lvl["keep"] for lvl in data] == [list(lvl.keep) for lvl in levels]
+    assert [lvl["keep"] for lvl in data] == [list(lvl.kept) for lvl in levels.levels]
 
 
-def test_mapping_verifier_asks_the_costmodel_rules():
-    with pytest.raises(VerifyException, match="level DRAM: mapping: a dim appears twice"):
-        MappingAttr((LevelEntry("DRAM", (("M", 2), ("M", 3)), (), (), ("Weights",)),))
+def test_mapping_levels_follow_the_one_mapping_rules():
+    """The IR holds `quantloop.mapping.LevelMapping` itself: its rules (known dims, factors ≥ 1, a dim once per
+    level) hold when a level is built, in Python or from text."""
+    with pytest.raises(QuantloopError, match="mapping: a dim appears twice"):
+        _level("DRAM", (("M", 2), ("M", 3)), (), (), ("Weights",))
+    with pytest.raises(ParseError, match="level DRAM: mapping: a dim appears twice"):
+        Parser(_context(), "#accel.mapping<DRAM: t[M2 M3] keep[W]>").parse_attribute()
 
 
 @pytest.mark.parametrize(
@@ -230,7 +236,7 @@ def test_mapping_parse_errors(text, message):
 
 def test_mapping_rejects_repeated_levels():
     with pytest.raises(VerifyException, match="repeat"):
-        MappingAttr((LevelEntry("A"), LevelEntry("A")))
+        MappingAttr(Mapping((_level("A"), _level("A"))))
 
 
 # ---------------------------------------------------------------------------------------------- cost
@@ -285,7 +291,7 @@ def _layer_module(kind="conv", with_bias=True, mapping=None, cost=None) -> Modul
 @pytest.mark.parametrize("kind", ["conv", "depthwise"])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_layer_op_round_trip(kind, with_bias):
-    mapping = MappingAttr((LevelEntry("DRAM", (("M", 8),), (), (), DATASPACES),))
+    mapping = MappingAttr(Mapping((_level("DRAM", (("M", 8),), (), (), DATASPACES),)))
     cost = CostAttr(LayerCost(1.5, 10, 0.25, 100, 1.0, 0.0, False, 3, ()))
     for module in (_layer_module(kind, with_bias), _layer_module(kind, with_bias, mapping, cost)):
         module.verify()
@@ -341,7 +347,7 @@ def test_reference_mapping_round_trips_through_text_and_evaluates_the_same(arch_
 
 def test_problem_has_one_data_model():
     """The IR payload is the cost model's shape: one field list, one positivity rule, one conversion each way."""
-    from quantloop.costmodel import problem as cm
+    import quantloop.problem as cm
 
     assert ProblemShape is cm.ProblemShape and issubclass(Problem, ProblemShape)
     problem = Problem(C=3, M=8, P=5, Q=7, R=3, S=3, Wstride=2, Hdilation=2, name="conv")

@@ -157,7 +157,7 @@ def test_help_imports_no_heavy_library():
 
 def test_fully_cached_mapping_with_two_workers_starts_no_process_pool(tmp_path, monkeypatch):
     """--workers 2 is never slower than 1 on a cached run: cache hits are answered in the calling process."""
-    from quantloop.costmodel.problem import Bits, Problem
+    from quantloop.problem import Bits, Problem
     from quantloop.mapper import api as mapper_api
     from quantloop.mapper.cache import MapCache
 
@@ -194,11 +194,12 @@ def test_search_progress_is_plain_lines_when_piped():
     from quantloop.progress import is_progress_line
 
     stream = io.StringIO()
-    options = SimpleNamespace(progress=True, objective="energy", generations=2)
+    options = SimpleNamespace(progress=True, objective="energy", generations=2, population=24)
     with _progress(Console(file=stream), options) as update:
         update(1, None, 0.0, 24)
-        update(2, SimpleNamespace(energy_pj=1.5e6), 0.5, 40)
+        update(1, None, 0.0, 30)  # evaluations completing within a generation: no extra line when piped
+        update(2, SimpleNamespace(energy_pj=1.5e6), 0.5, 48)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and all(is_progress_line(line) for line in lines), lines
     assert lines[0].startswith("quantloop: search generation 1 of 2 ") and "best feasible — µJ" in lines[0]
-    assert "best feasible 1.5000 µJ, cache hits 50%, 40 configs" in lines[1]
+    assert "best feasible 1.5000 µJ, cache hits 50%, 48/48 evaluations" in lines[1]

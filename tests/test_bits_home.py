@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quantloop import bits
-from quantloop.costmodel.problem import DIMS, Bits, Problem, values_per_word, window_extent
+from quantloop.problem import DIMS, Bits, Problem, values_per_word, window_extent
 from quantloop.errors import QuantloopError
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.mapper import Budget, MapCache, map_layer, map_layers
 from quantloop.mapper.api import layer_key
 from quantloop.mapper.cache import default_cache_dir
@@ -119,3 +119,35 @@ def test_key_covers_partial_sum_mode_and_both_versions(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(api, "MAPPER_VERSION", api.MAPPER_VERSION + "+changed")
     assert base != layer_key(LAYER, eyeriss, Bits(8, 8, 8), "energy", 0)
+
+
+def test_default_workers_one_per_core_only_when_enough_layers_need_searching(monkeypatch):
+    import os
+
+    from quantloop.mapper import api
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert api.default_workers(0) == api.default_workers(api.POOL_MIN_LAYERS - 1) == 1
+    assert api.default_workers(api.POOL_MIN_LAYERS) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert api.default_workers(100) == api.POOL_MAX_WORKERS
+    assert api.default_workers(api.POOL_MIN_LAYERS) == min(api.POOL_MAX_WORKERS, api.POOL_MIN_LAYERS)
+
+
+def test_unnamed_workers_map_in_a_pool_when_cold_and_in_process_when_cached(tmp_path, monkeypatch):
+    """The default (workers=None) searches on every core when enough layers miss the cache; a cached
+    run answers in the calling process (never slower than one worker)."""
+    import os
+
+    from quantloop.mapper import api
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    requests = [(f"l{i}", Problem(M=4 * (i + 1), C=4, P=2, Q=2), Bits(8, 8, 8)) for i in range(api.POOL_MIN_LAYERS)]
+    pools = []
+    real_pool = api.ProcessPoolExecutor
+    monkeypatch.setattr(api, "ProcessPoolExecutor", lambda **kw: pools.append(kw["max_workers"]) or real_pool(**kw))
+    cold = map_layers(requests, "eyeriss", workers=None, cache=MapCache(tmp_path), budget=SMALL)
+    assert pools == [2]
+    warm = map_layers(requests, "eyeriss", workers=None, cache=MapCache(tmp_path), budget=SMALL)
+    assert pools == [2] and all(r.cache_hit for r in warm)
+    assert [r.mapping for r in warm] == [r.mapping for r in cold]

@@ -255,7 +255,7 @@ def test_first_samples_keeps_whole_batches():
 def test_cache_hit_skips_the_export_and_the_weight_clipping(tmp_path, monkeypatch):
     """A second calibration of the same module with the same settings reads ranges and per-channel weight
     scales from the cache: no float export, no MSE clipping search, and bit-identical IR (codes included)."""
-    from quantloop.frontend.fakequant_export import FakeQuantExporter
+    from quantloop.runtime.fakequant_export import FakeQuantExporter
 
     cache = str(tmp_path / "cache")
     options = {"cache_dir": cache, "weight_clip": "mse"}
@@ -292,3 +292,32 @@ def test_blockwise_weight_clipping_and_encoding_are_bit_identical(tmp_path, monk
     one = q.weight_scales(w, 4, "mse", scheme, axis=0)
     monkeypatch.setattr(q, "CHUNK_BYTES", 50)
     assert np.array_equal(q.weight_scales(w, 4, "mse", scheme, axis=0), one)
+
+
+def test_percentile_observer_is_exact_while_everything_fits():
+    from quantloop.passes.calibrate import RangeObserver
+
+    batches = [np.random.default_rng(i).standard_normal((2, 50)).astype(np.float32) for i in range(4)]
+    observer = RangeObserver("percentile", 99.0, np.random.default_rng(0), updates=len(batches))
+    for b in batches:
+        observer.update(b)
+    assert observer.range() == pytest.approx(tuple(np.percentile(np.concatenate(batches), [1.0, 99.0])), rel=1e-6)
+
+
+def test_percentile_observer_weighs_every_batch_alike_beyond_the_cap(monkeypatch):
+    """Beyond the cap each batch keeps the same share, so a range that grows batch by batch is estimated
+    from all of them alike (a scheme that favours late batches would put the median near the last ones)."""
+    import quantloop.passes.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "PERCENTILE_SAMPLE_CAP", 4_000)
+    rng = np.random.default_rng(1)
+    batches = [rng.uniform(0, i + 1, 1_000).astype(np.float32) for i in range(20)]  # 20 000 values, 5x the cap
+    observer = calibrate.RangeObserver("percentile", 60.0, np.random.default_rng(0), updates=len(batches))
+    for b in batches:
+        observer.update(b)
+    kept = sum(s.size for s in observer.samples)
+    assert kept <= 4_000 + len(batches)
+    assert {s.size for s in observer.samples} == {200}
+    exact = np.percentile(np.concatenate(batches), [40.0, 60.0])
+    assert observer.range() == pytest.approx(tuple(exact), rel=0.05)
+    assert (observer.lo, observer.hi) == (min(b.min() for b in batches), max(b.max() for b in batches))

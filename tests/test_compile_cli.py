@@ -260,7 +260,7 @@ def test_compile_accepts_an_output_width_for_the_network_outputs(capsys, tmp_pat
 def test_a_warm_compile_skips_the_calibration_export_and_writes_identical_artefacts(capsys, tmp_path, monkeypatch):
     """The second compile with the same settings takes ranges and weight scales from the calibration cache
     (no float export for calibration) and writes byte-identical artefacts."""
-    from quantloop.frontend.fakequant_export import FakeQuantExporter
+    from quantloop.runtime.fakequant_export import FakeQuantExporter
 
     exports: list[str] = []
     original = FakeQuantExporter.export

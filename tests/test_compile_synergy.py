@@ -69,3 +69,22 @@ def test_search_summary_never_prints_minus_zero_and_the_decomposition_replaces_t
     synergy = {"parts": {m: parts for m in METRICS}, "traffic": []}
     text = printed({**document, "synergy": synergy})
     assert "bought" not in text and "re-mapping   0.00 %" in text and "-0.00" not in text
+
+
+@pytest.mark.slow
+def test_search_names_the_model_and_decomposes_the_chosen_point_once(tmp_path, capsys, monkeypatch):
+    """`compile --search --synergy`: the result (table and plots) is titled after the model, not
+    "model", and the chosen point's decomposition is computed (and printed) once, by the search."""
+    from quantloop.passes.search import synergy
+
+    calls = []
+    original = synergy.decompose
+    monkeypatch.setattr(synergy, "decompose", lambda *a, **k: calls.append(1) or original(*a, **k))
+    out = tmp_path / "out"
+    assert main(["compile", "zoo:cnn_digits", "--target", "eyeriss", "--search", "--population", "4",
+                 "--generations", "1", "--bits-range", "4,8", "--synergy", "-o", str(out), "--emit", "report",
+                 "--cache-dir", str(tmp_path / "cache"), "-q"]) == 0
+    stdout = capsys.readouterr().out
+    assert len(calls) == 1
+    assert stdout.count("saving against w8a8, decomposed") == 1
+    assert "zoo:cnn_digits on eyeriss, searched bits (energy)" in stdout and "model on eyeriss" not in stdout

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantloop.costmodel.checks import check_mapping
-from quantloop.costmodel.mapping import LevelMapping, Mapping, MappingArrays
+from quantloop.mapping import LevelMapping, Mapping, MappingArrays
 from quantloop.costmodel.model import evaluate, evaluate_batch
-from quantloop.costmodel.problem import DATASPACE_DIMS, DIMS, Bits, Problem
+from quantloop.problem import DATASPACE_DIMS, DIMS, Bits, Problem
 from quantloop.costmodel.random_mappings import random_mappings
 from quantloop.errors import QuantloopError
 from quantloop.targets.registry import load_target

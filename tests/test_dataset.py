@@ -1,4 +1,4 @@
-"""`quantloop.frontend.dataset`: loading .npz / zoo data and checking it against a model input."""
+"""`quantloop.runtime.dataset`: loading .npz / zoo data and checking it against a model input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.dataset import check_dataset, load_dataset
+from quantloop.runtime.dataset import check_dataset, load_dataset
 
 SHAPE = (1, 1, 32, 32)
 

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from quantloop.frontend.accuracy import top1
+from quantloop.runtime.accuracy import top1
 from quantloop.errors import QuantloopError
-from quantloop.frontend.zoo import digits
+from quantloop.frontend.zoo.digits import DIGITS_MODELS, digits_model_path
+from quantloop.runtime import digits
 from quantloop.frontend.zoo.train_digits import ALLOWED_OPS
 
 SPLITS = list(digits.SPLIT_SIZES)
@@ -93,9 +94,9 @@ def test_upsample_stays_within_the_input_range_and_keeps_constants(images, resol
     np.testing.assert_allclose(digits.upsample(flat, resolution), 7 / 16, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", list(digits.DIGITS_MODELS))
+@pytest.mark.parametrize("name", list(DIGITS_MODELS))
 def test_shipped_model_graph(name):
-    path = digits.digits_model_path(name)
+    path = digits_model_path(name)
     assert path.stat().st_size < 1_000_000
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
@@ -108,7 +109,7 @@ def test_shipped_model_graph(name):
 
 
 def test_mobilenet_v2_digits_has_the_mobilenet_v2_structure():
-    model = onnx.load(str(digits.digits_model_path("mobilenet_v2_digits")))
+    model = onnx.load(str(digits_model_path("mobilenet_v2_digits")))
     ops = [node.op_type for node in model.graph.node]
     convs = [node for node in model.graph.node if node.op_type == "Conv"]
     groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
@@ -118,7 +119,7 @@ def test_mobilenet_v2_digits_has_the_mobilenet_v2_structure():
 
 
 def test_mobilenet_v1_digits_has_the_mobilenet_v1_structure():
-    model = onnx.load(str(digits.digits_model_path("mobilenet_v1_digits")))
+    model = onnx.load(str(digits_model_path("mobilenet_v1_digits")))
     ops = [node.op_type for node in model.graph.node]
     convs = [node for node in model.graph.node if node.op_type == "Conv"]
     groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
@@ -126,15 +127,15 @@ def test_mobilenet_v1_digits_has_the_mobilenet_v1_structure():
     assert "Add" not in ops and "Clip" in ops and ops[-1] == "Gemm"
 
 
-@pytest.mark.parametrize("name", list(digits.DIGITS_MODELS))
+@pytest.mark.parametrize("name", list(DIGITS_MODELS))
 def test_shipped_model_reaches_97_percent_on_test_split(name):
     x, y = digits.load_digits_split("test")
-    assert top1(digits.digits_model_path(name), x, y) >= 0.97
+    assert top1(digits_model_path(name), x, y) >= 0.97
 
 
 def test_unknown_digits_model_is_a_user_error():
     with pytest.raises(QuantloopError, match="not a digits model"):
-        digits.digits_model_path("resnet_digits")
+        digits_model_path("resnet_digits")
 
 
 @pytest.mark.slow
@@ -144,7 +145,7 @@ def test_short_training_runs_exports_and_is_deterministic(tmp_path):
 
     threads = torch.get_num_threads()
     try:
-        for name in digits.DIGITS_MODELS:
+        for name in DIGITS_MODELS:
             first = train_digits.train(name, epochs=1, limit=128)
             second = train_digits.train(name, epochs=1, limit=128)
             for (key, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
@@ -156,6 +157,6 @@ def test_short_training_runs_exports_and_is_deterministic(tmp_path):
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)
-    for name in digits.DIGITS_MODELS:
+    for name in DIGITS_MODELS:
         model = onnx.load(str(tmp_path / f"{name}.onnx"))
         assert {node.op_type for node in model.graph.node} <= ALLOWED_OPS

@@ -1,4 +1,4 @@
-"""`quantloop.frontend.accuracy` and the `quantloop eval` command."""
+"""`quantloop.runtime.accuracy` and the `quantloop eval` command."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from quantloop.frontend.accuracy import make_session, predict, top1
+from quantloop.runtime.accuracy import make_session, predict, top1
 from quantloop.cli import main
 from quantloop.errors import QuantloopError
 

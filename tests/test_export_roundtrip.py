@@ -17,6 +17,7 @@ from quantloop.frontend.zoo import load_zoo_model
 from quantloop.ir import (
     BatchNormOp,
     ConstantOp,
+    Conv2dOp,
     DropoutOp,
     IdentityOp,
     IntType,
@@ -289,3 +290,27 @@ def _range(onnx_type):
             onnx.TensorProto.UINT16: 16, onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}[onnx_type]
     signed = onnx_type in (onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT4)
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+# ---------------------------------------------------------------------- folded (qnn-fold-quant) modules
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
+def test_folded_qdq_module_exports_valid_onnx_with_the_models_outputs(tmp_path, per_channel):
+    """After qnn-fold-quant a conv reads quantized operands and writes a quantized result: the export
+    dequantizes the operands, runs the float op and quantizes the result (the IR's meaning), so the model
+    is valid ONNX (no Conv on integers) and gives the QDQ model's outputs bit for bit."""
+    from quantloop.passes.fold_quant import FoldQuantPass
+
+    qdq = quantize(load_zoo_model(SMALL["resnet18"]), tmp_path, per_channel)
+    module = canonical(qdq)
+    FoldQuantPass().apply(make_context(), module)
+    module.verify()
+    folded = [op for op in module.walk() if isinstance(op, Conv2dOp)]
+    assert folded and all(isinstance(op.input.type.element_type, UniformType) for op in folded)
+    exported = export_onnx(module)
+    onnx.checker.check_model(exported, full_check=True)
+    for x in random_inputs(qdq):
+        expected = run(qdq, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        assert np.array_equal(run(exported, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL), expected)
+        assert np.abs(expected).max() > 0.1  # the bar is meaningful: outputs are not tiny

@@ -11,7 +11,7 @@ import pytest
 from xdsl.dialects.builtin import TensorType, f32
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.fakequant_export import FakeQuantExporter, export_fakequant_onnx
+from quantloop.runtime.fakequant_export import FakeQuantExporter, export_fakequant_onnx
 from quantloop.frontend.onnx_import import import_onnx
 from quantloop.ir.types import quant_params
 from quantloop.frontend.zoo.registry import load_zoo_model
@@ -171,7 +171,7 @@ def test_w8a8_zoo_model_agrees_with_float_on_random_inputs():
 
 @pytest.mark.parametrize("bits,scheme,max_drop", [("w8a8", "int", 0.01), ("w4a8", "int", 0.03), ("w4a8", "pot", 0.05)])
 def test_trained_digits_model_keeps_its_accuracy(bits, scheme, max_drop):
-    from quantloop.frontend.dataset import load_dataset
+    from quantloop.runtime.dataset import load_dataset
 
     x, y = load_dataset("zoo:digits-test")
     float_model = load_zoo_model("zoo:cnn_digits")
@@ -199,7 +199,7 @@ def test_uncalibrated_module_is_refused():
 def test_weights_written_to_a_side_file_load_back_as_the_in_memory_export(tmp_path):
     """With `weights_file` the weights of at least EXTERNAL_MIN_BYTES go to that file as ONNX external
     data (never into the protobuf); loaded back, the model equals the in-memory export."""
-    from quantloop.frontend.fakequant_export import EXTERNAL_MIN_BYTES
+    from quantloop.runtime.fakequant_export import EXTERNAL_MIN_BYTES
 
     module = import_onnx("zoo:cnn_digits")
     AssignBitsPass(bits="w8a8").apply(make_context(), module)

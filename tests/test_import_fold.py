@@ -72,6 +72,28 @@ def test_constant_subgraphs_fold_with_the_reference_evaluator():
     assert [op.shape for op in module.walk() if isinstance(op, ReshapeOp)] == [(1, -1)]
 
 
+def test_shape_chains_that_fold_one_after_another_all_fold():
+    """ShuffleNetV2 exported with a dynamic batch: each block's Reshape target comes from the previous
+    block's Reshape output through Shape, Gather and Div (where ONNX's data propagation stops), so each
+    chain folds only in the round after the one before it; twelve of them all fold."""
+    nodes, value = [], "x"
+    for i in range(12):
+        nodes += [helper.make_node("Shape", [value], [f"s{i}"]),
+                  helper.make_node("Gather", [f"s{i}", "one"], [f"c{i}"], axis=0),
+                  helper.make_node("Div", [f"c{i}", "one"], [f"d{i}"]),
+                  helper.make_node("Unsqueeze", [f"d{i}", "axes"], [f"u{i}"]),
+                  helper.make_node("Concat", ["batch", f"u{i}", "rest"], [f"t{i}"], axis=0),
+                  helper.make_node("Reshape", [value, f"t{i}"], [f"r{i}"]),
+                  helper.make_node("Relu", [f"r{i}"], [f"y{i}"])]
+        value = f"y{i}"
+    inits = [init("one", np.array(1, np.int64)), init("axes", np.array([0], np.int64)),
+             init("batch", np.array([1], np.int64)), init("rest", np.array([-1], np.int64))]
+    model = make(nodes, [f32("x", ["N", 3, 8, 8])], [f32(value, ["N", 3, 64])], inits)
+    loaded = load_model(model, {"x": (1, 3, 8, 8)})
+    assert not [n.op_type for n in loaded.graph.node if n.op_type in ("Shape", "Gather", "Div")]
+    assert [n.op_type for n in loaded.graph.node] == ["Reshape", "Relu"] * 12
+
+
 def test_an_if_on_a_constant_condition_becomes_its_branch():
     then_graph = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [], [f32("t", [1, 3, 8, 8])])
     else_graph = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [f32("e", [1, 3, 8, 8])])

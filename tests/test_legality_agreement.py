@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quantloop.costmodel.mapping import MappingArrays
+from quantloop.mapping import MappingArrays
 from quantloop.costmodel.model import evaluate, evaluate_batch
-from quantloop.costmodel.problem import DIMS, Bits, Problem
+from quantloop.problem import DIMS, Bits, Problem
 from quantloop.errors import QuantloopError
 from quantloop.mapper.cpsat import verify
 from quantloop.mapper.exhaustive import legal_tilings

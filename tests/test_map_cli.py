@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from quantloop.cli import main
-from quantloop.costmodel.problem import Problem
+from quantloop.problem import Problem
 from quantloop.costmodel.timeloop_yaml import write_problem
 from quantloop.targets.registry import BUILTIN_DIR
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantloop.costmodel.model import evaluate
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
 from quantloop.errors import QuantloopError
 from quantloop.mapper import Budget, map_layer

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from quantloop.costmodel.problem import Problem
+from quantloop.problem import Problem
 from quantloop.errors import QuantloopError
 from quantloop.frontend.zoo import load_zoo_model
 from quantloop.mapper.layers_from_onnx import problems_from_onnx

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quantloop.costmodel.problem import MAX_DIM, Bits, Problem, prime_factors
+from quantloop.problem import MAX_DIM, Bits, Problem, prime_factors
 from quantloop.errors import QuantloopError
 from quantloop.mapper import Budget, map_layer, mapspace, search as search_module
 from quantloop.mapper.mapspace import Mapspace, factorization_count, ordered_factorizations, sampled_factorizations

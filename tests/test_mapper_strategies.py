@@ -1,6 +1,6 @@
 """The mapper's search strategies sit behind one interface (`mapper.search.Strategy`)."""
 
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.mapper.search import PASS, STRATEGIES, Exhaustive, Job, search
 from quantloop.targets.registry import load_target
 

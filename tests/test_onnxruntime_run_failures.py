@@ -10,7 +10,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
 from quantloop.cosearch import run_search
 from quantloop.errors import QuantloopError
-from quantloop.frontend.accuracy import top1
+from quantloop.runtime.accuracy import top1
 from quantloop.passes.search import engine
 from quantloop.passes.search_bits import SearchSettings
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from quantloop.costmodel.checks import check_bits
-from quantloop.costmodel.problem import Bits
+from quantloop.problem import Bits
 from quantloop.errors import QuantloopError
 from quantloop.targets.area import target_area
 from quantloop.targets.ppa import ppa
@@ -130,7 +130,7 @@ def test_bits_file_chooses_the_weight_scheme_per_layer(tmp_path):
 
     from quantloop import compile as compile_model
     from quantloop.backend.weights import unpack
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
     bits = tmp_path / "bits.json"
     bits.write_text(json.dumps({"/0/Conv": {"weights": 4, "scheme": "pot"}, "/4/Conv": {"scheme": "pot2"}}))

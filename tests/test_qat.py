@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("torch")
 
 from quantloop.frontend import import_onnx
-from quantloop.frontend.dataset import load_dataset
-from quantloop.frontend.zoo import digits
+from quantloop.runtime.dataset import load_dataset
+from quantloop.runtime import digits
 from quantloop.ir import make_context
 from quantloop.passes.canonicalize import CanonicalizePass
 from quantloop.passes.search.fakequant import FakeQuantEvaluator
@@ -115,10 +115,10 @@ def test_search_with_qat_needs_training_data(tmp_path, capsys):
     import shutil
 
     from quantloop.cli import main
-    from quantloop.frontend.zoo import digits as zoo_digits
+    from quantloop.frontend.zoo.digits import digits_model_path
 
     model = tmp_path / "cnn.onnx"
-    shutil.copy(zoo_digits.SPLITS_FILE.with_name("cnn_digits.onnx"), model)
+    shutil.copy(digits_model_path("cnn_digits"), model)
     args = ["compile", str(model), "--target", "eyeriss", "--search", "--accuracy", "qat", "--val-data", "zoo:digits-val",
             "-o", str(tmp_path / "out")]
     assert main(args) == 2

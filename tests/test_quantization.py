@@ -79,6 +79,18 @@ def test_tensor_range():
         q.tensor_range(x, "percentile", 20)
 
 
+@pytest.mark.parametrize("kind", ["normal", "relu", "relu6", "few values"])
+@pytest.mark.parametrize("percentile", [99.99, 99.9, 99.0, 90.0, 100.0])
+def test_percentile_range_equals_numpy_to_the_last_bit(kind, percentile):
+    """Large tensors take the tail-selection path (`_percentile_pair`); it must give np.percentile's floats."""
+    rng = np.random.default_rng(len(kind) * 100 + int(percentile))
+    x = 3 * rng.standard_normal(300_001)
+    x = {"normal": x, "relu": np.maximum(x, 0), "relu6": np.clip(x, 0, 6), "few values": np.round(x)}[kind]
+    x = x.astype(np.float32)
+    expected = tuple(float(v) for v in np.percentile(x, [100.0 - percentile, percentile]))
+    assert q.tensor_range(x, "percentile", percentile) == expected
+
+
 def test_pot_codes_by_hand():
     x = np.array([0.9, 0.74, 0.76, -0.3, 0.01, 0.0078125, 1.5, -7.0, 0.0], np.float32)
     codes = q.pot_encode(x, 1.0, "pot", 4)

@@ -253,6 +253,32 @@ def test_qdq_small_cnn(variant, tmp_path, cache):
     compile_and_check(src, tmp_path, cache, FAST_TARGETS[variant])
 
 
+def test_qdq_reduce_mean_without_keepdims_is_quantized_once(tmp_path, cache):
+    """ReduceMean(keepdims=0) imports as global_avgpool + reshape and the model quantizes after the reshape:
+    qnn-fold-quant gives the pool that quantization too, so calibration does not quantize the pooled values a
+    second time at a scale of their own (which made QDQ ShuffleNetV2 differ by 1 LSB)."""
+    from quantloop.frontend import import_onnx
+    from quantloop.ir import GlobalAvgPoolOp, ReshapeOp, make_context
+    from quantloop.passes.canonicalize import CanonicalizePass
+    from quantloop.passes.fold_quant import FoldQuantPass
+
+    b = GraphBuilder("reduce_mean_cnn", seed=4)
+    x = b.input("input", (1, 3, 8, 8))
+    y = b.relu(b.conv(x, 8, 3, bias=True))
+    b.nodes.append(helper.make_node("ReduceMean", [y], ["mean"], axes=[2, 3], keepdims=0, name="mean"))
+    b.shapes["mean"] = (1, 8)
+    src = quantize(b.build(b.gemm("mean", 4)), tmp_path, "qdq-mean")
+    module = import_onnx(str(src))
+    CanonicalizePass().apply(make_context(), module)
+    FoldQuantPass().apply(make_context(), module)
+    (pool,) = [op for op in module.walk() if isinstance(op, GlobalAvgPoolOp)]
+    (squeeze,) = [op for op in module.walk() if isinstance(op, ReshapeOp)]
+    assert squeeze.input is pool.results[0]
+    assert pool.results[0].type.element_type == squeeze.results[0].type.element_type
+    assert hasattr(pool.results[0].type.element_type, "scale")
+    compile_and_check(src, tmp_path, cache, ("simba",))
+
+
 def test_qdq_int4_opset21_uses_the_standard_domain(tmp_path, cache):
     src = quantize(small_cnn(opset=21), tmp_path, "int4-opset21", weights=QuantType.QInt4)
     domains = {n.domain for n in onnx.load(src).graph.node if n.op_type == "DequantizeLinear"}
@@ -281,6 +307,29 @@ def test_qoperator_elementwise_and_concat(tmp_path, cache):
     src = quantize(b.build(y), tmp_path, "qop-silu", fmt=QuantFormat.QOperator)
     ops = {n.op_type for n in onnx.load(src).graph.node}
     assert {"QLinearSigmoid", "QLinearMul", "QLinearConcat"} <= ops
+    compile_and_check(src, tmp_path, cache, ("simba",), integer_kernels=True)
+
+
+def test_qoperator_channel_shuffle_after_qlinear_concat(tmp_path, cache):
+    """ShuffleNet's channel shuffle in QOperator form: Reshape / Transpose of uint8 codes after a
+    com.microsoft QLinearConcat, whose output ONNX shape inference alone does not see."""
+    b = GraphBuilder("shuffle_cnn", seed=6)
+    x = b.input("input", (1, 3, 8, 8))
+    left, right = b.relu(b.conv(x, 4, 3, bias=True)), b.relu(b.conv(x, 4, 1, bias=True))
+    b.nodes.append(helper.make_node("Concat", [left, right], ["cat"], axis=1, name="concat"))
+    b.nodes += [helper.make_node("Reshape", ["cat", "split_shape"], ["groups"], name="reshape"),
+                helper.make_node("Transpose", ["groups"], ["shuffled"], perm=[0, 2, 1, 3, 4], name="transpose"),
+                helper.make_node("Reshape", ["shuffled", "flat_shape"], ["mixed"], name="reshape_back")]
+    b.shapes.update(cat=(1, 8, 8, 8), groups=(1, 2, 4, 8, 8), shuffled=(1, 4, 2, 8, 8), mixed=(1, 8, 8, 8))
+    y = b.gemm(b.flatten(b.global_avgpool(b.conv("mixed", 8, 3, bias=True))), 4)
+    model = b.build(y)  # the builder's initializers are float: the int64 shapes go in afterwards
+    model.graph.initializer.extend([numpy_helper.from_array(np.array([1, 2, 4, 8, 8], np.int64), "split_shape"),
+                                    numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "flat_shape")])
+    src = quantize(model, tmp_path, "qop-shuffle", fmt=QuantFormat.QOperator)
+    graph = onnx.load(src).graph
+    assert ("com.microsoft", "QLinearConcat") in {(n.domain, n.op_type) for n in graph.node}
+    transpose = next(n for n in graph.node if n.op_type == "Transpose")
+    assert transpose.input[0].endswith("_quantized"), "the Transpose must move uint8 codes, as in QOperator ShuffleNetV2"
     compile_and_check(src, tmp_path, cache, ("simba",), integer_kernels=True)
 
 
@@ -590,7 +639,7 @@ def test_qonnx_trunc(scale, exact, tmp_path):
         helper.make_node("Trunc", ["xq", "xs", "z", "b8", "ts", "b5"], ["y"], domain=QONNX, signed=1, rounding_mode="ROUND", name="trunc"),
     ]
     model = _qonnx_model(nodes, {"xs": scale, "z": 0.0, "b8": 8, "ts": 8 * scale, "b5": 5}, [64, 64], [64, 64])
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
 
     path = tmp_path / "trunc.quant.onnx"
     onnx.save(export_fakequant_onnx(quantloop.compile(model, out=io.StringIO()).module), path)  # no layer to map
@@ -658,9 +707,10 @@ def test_qdq_torch_cnns_with_host_ops(name, tmp_path, cache):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "squeezenet1_1"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2"])
 def test_qoperator_torch_cnns(name, tmp_path, cache):
-    """QOperator with onnxruntime's QLinearMul (squeeze-excitation) and QLinearConcat (fire modules)."""
+    """QOperator with onnxruntime's QLinearMul (squeeze-excitation), QLinearConcat (fire modules) and the
+    channel shuffle on uint8 codes after a QLinearConcat (ShuffleNetV2)."""
     import torch
 
     from quantloop.frontend.zoo.torch_cnns import build

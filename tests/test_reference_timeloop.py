@@ -77,7 +77,7 @@ def test_fork_access_ratios_between_bitwidths(capsys, pair):
 def test_partition_sizes_of_non_sliding_dataspaces(capsys):
     """partition_size matters for Outputs (reads = updates − partition); check it via the API."""
     from quantloop.costmodel.model import evaluate
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
     from quantloop.targets.registry import load_target
 

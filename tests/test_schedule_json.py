@@ -14,9 +14,9 @@ from quantloop.backend.report import build_report, layer_weight_bytes
 from quantloop.backend.schedule import build_schedule, format_schedule_txt, load_schema
 from quantloop.backend.timeloop_export import folder_names, write_timeloop
 from quantloop.cli import main
-from quantloop.costmodel.mapping import LevelMapping, Mapping
+from quantloop.mapping import LevelMapping, Mapping
 from quantloop.costmodel.model import evaluate
-from quantloop.costmodel.problem import DATASPACES, DIMS, Bits, Problem
+from quantloop.problem import DATASPACES, DIMS, Bits, Problem
 from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
 from quantloop.targets.registry import load_target
 

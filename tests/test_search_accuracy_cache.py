@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from quantloop.frontend import import_onnx
-from quantloop.frontend.dataset import load_dataset
+from quantloop.runtime.dataset import load_dataset
 from quantloop.ir import make_context
 from quantloop.passes.canonicalize import CanonicalizePass
 from quantloop.passes.search import engine

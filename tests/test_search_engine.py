@@ -13,7 +13,7 @@ import pytest
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend import import_onnx
-from quantloop.frontend.dataset import load_dataset
+from quantloop.runtime.dataset import load_dataset
 from quantloop.ir import make_context
 from quantloop.ir.accel import layers
 from quantloop.ir.types import IntType, element_type
@@ -85,7 +85,7 @@ def test_chosen_point_is_the_cheapest_feasible(result):
 
 
 def test_energy_is_the_sum_of_the_mappers_layer_costs(result, cache_dir):
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
     from quantloop.mapper import MapCache, map_layers
     from quantloop.passes.search.objectives import layer_problems
     from quantloop.targets.registry import load_target
@@ -179,3 +179,29 @@ def test_pareto_and_report_agree_on_weight_bytes_for_every_point(cache_dir, data
                       data="zoo:digits-calib", cache_dir=cache_dir, output_dir=out, emit="weights,report")
         report = json.loads((out / "report.json").read_text())
         assert report["total"]["weight_bytes"] == point.weight_bytes == (out / "weights.bin").stat().st_size, point.config
+
+
+def test_search_costs_partial_sums_as_the_compile_stores_them(cache_dir, data):
+    """`--psum-bits outputs` (the fork's convention) reaches the search: every candidate is mapped and
+    costed with partial sums at the Outputs width, as the compile of the chosen point does. On eyeriss
+    w8a8 that packs 2 partial sums per 16-bit psum_spad word instead of 1, so the two differ."""
+    from quantloop.mapper import MapCache, map_layers
+    from quantloop.options import CompileOptions
+    from quantloop.passes.search.objectives import layer_problems
+    from quantloop.passes.search_bits import search_options
+    from quantloop.problem import Bits
+    from quantloop.targets.registry import load_target
+
+    options = CompileOptions(target="eyeriss", psum_bits="outputs", search=SearchSettings())
+    assert search_options(options).psum_bits == "outputs"
+    result = search_bits(canonical(), small(cache_dir, psum_bits="outputs", generations=1), *data)
+    _, problems, _ = layer_problems(canonical(), "eyeriss")
+    layer_bits = result.space.layer_bits(result.reference.config)
+
+    def total(psum):
+        requests = [(p.name, p, Bits(w, i, o, psum=psum)) for p, (w, i, o) in zip(problems, layer_bits)]
+        return sum(r.cost.total_energy_pj for r in map_layers(requests, load_target("eyeriss"), "energy",
+                                                               cache=MapCache(cache_dir)))
+
+    assert result.reference.energy_pj == pytest.approx(total("outputs"), rel=1e-9)
+    assert total("outputs") != pytest.approx(total("accumulator"), rel=1e-6)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from quantloop.frontend import import_onnx
-from quantloop.frontend.accuracy import top1
-from quantloop.frontend.dataset import load_dataset
-from quantloop.frontend.fakequant_export import export_fakequant_onnx
+from quantloop.runtime.accuracy import top1
+from quantloop.runtime.dataset import load_dataset
+from quantloop.runtime.fakequant_export import export_fakequant_onnx
 from quantloop.ir import make_context
 from quantloop.mapper import MapCache
 from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_WEIGHT_CLIP
@@ -105,3 +105,23 @@ def test_decoded_pot_layer_evaluates_as_its_compile(module, tmp_path):
     # the pot layer really is pot: different from the all-int candidate
     all_int = Config(config.weights, config.activations, "int")
     assert energy.totals(space.layer_bits(all_int), "int")[0] != energy_pj
+
+
+def test_small_population_starts_with_every_scheme_on_a_hybrid_target(module):
+    """Presets come in each of the target's schemes, interleaved: four candidates already include
+    power-of-two ones (a small search reaches pot layers); a single-scheme target keeps its int presets."""
+    from quantloop.passes.search.nsga import initial_population
+
+    hybrid = space_for(module, "eyeriss_hybrid")
+    n = len(hybrid.layers)
+    start = [hybrid.decode(g) for g in initial_population(hybrid, 4, seed=0)]
+    assert [c.scheme for c in start] == ["int", "pot", "int", "pot"]
+    assert [c.label() for c in start] == ["w8a8", "w8a8:pot", "w4a8", "w4a8:pot"]
+    presets = [hybrid.decode(g) for g in initial_population(hybrid, 10, seed=0)]  # 3 uniform + 2 edge, x 2 schemes
+    assert presets[-2].scheme == "int" and presets[-1].scheme == ("int",) + ("pot",) * (n - 2) + ("int",)
+    assert presets[-1].weights == (8,) + (4,) * (n - 2) + (8,)
+
+    plain = space_for(module, "eyeriss")
+    start = [plain.decode(g) for g in initial_population(plain, 5, seed=0)]
+    assert [c.label() for c in start] == ["w8a8", "w4a8", "w4a4", "mixed", "mixed"]
+    assert [c.activations[1] for c in start[3:]] == [8, 4] and all(c.scheme == "int" for c in start)

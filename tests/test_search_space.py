@@ -16,7 +16,7 @@ import pytest
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend import import_onnx
-from quantloop.frontend.dataset import load_dataset
+from quantloop.runtime.dataset import load_dataset
 from quantloop.ir import make_context
 from quantloop.ir.accel import layers
 from quantloop.ir.quantization import activation_params, fake_quant
@@ -125,7 +125,7 @@ def _reference_session(model):
 @pytest.mark.parametrize("seed, clip, act_range", [(0, "minmax", "minmax"), (1, "minmax", "minmax"), (2, "mse", "percentile")])
 def test_evaluator_equals_the_fakequant_export_bit_for_bit(space, mnv2, evaluator, seed, clip, act_range):
     """One session fed with a candidate's scales and weights = assign-bits + calibrate + export_fakequant_onnx."""
-    from quantloop.frontend.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.fakequant_export import export_fakequant_onnx
     from quantloop.passes.calibrate import CalibratePass
 
     if (clip, act_range) != ("minmax", "minmax"):
@@ -176,7 +176,7 @@ def test_weight_bytes_packs_into_the_dram_word():
 
 
 def test_packing_class_shares_mappings_only_when_words_agree():
-    from quantloop.costmodel.problem import Bits
+    from quantloop.problem import Bits
 
     eyeriss = EnergyModel([], [], load_target("eyeriss"), "energy")
     # Eyeriss keeps weights and inputs only in 8-bit words (3, 4 -> 2 per word; 5..8 -> 1), outputs also in

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from quantloop.costmodel.model import evaluate
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.mapper import map_layer
 from quantloop.mapper.search import Budget
 from quantloop.passes.search.synergy import METRICS, PARTS, LayerInput, decompose

@@ -222,3 +222,24 @@ def test_paper_targets_buffer_sizes():
     simba = load_target("simba_paper")
     assert simba.levels[simba.level_index("GlobalBuffer")].capacity_words * 2 == 64 * 1024
     assert simba.levels[simba.level_index("PEInputBuffer")].instances == 16
+
+
+@pytest.mark.parametrize("paper, reference, node", [
+    ("eyeriss_paper", "eyeriss", 535.875 / 803.812),  # 65 -> 45 nm: the intmac's ART area at 45 nm / at 65 nm
+    ("simba_paper", "simba", 1.0),  # both 45 nm
+])
+def test_paper_targets_declare_area_per_bit_of_their_reference_and_a_clock(paper, reference, node):
+    """The paper configurations' areas are the reference designs' ART areas per bit (scaled to 45 nm) at
+    their own sizes, so they have a total area, a clock and performance per area (issue 15)."""
+    from quantloop.targets.area import target_area
+
+    arch, ref = load_target(paper), load_target(reference)
+    assert arch.compute.clock_mhz == 288 and target_area(arch).total_mm2 is not None
+    assert arch.compute.area_um2 == pytest.approx(ref.compute.area_um2 * node, rel=1e-5)
+
+    def per_bit(level):
+        return level.area_um2 / (level.capacity_words * level.word_bits * level.cluster_size)
+
+    ref_levels = {lvl.name: lvl for lvl in ref.levels}
+    for lvl in arch.levels[1:]:  # DRAM has no area
+        assert per_bit(lvl) == pytest.approx(per_bit(ref_levels[lvl.name]) * node, rel=1e-4), lvl.name

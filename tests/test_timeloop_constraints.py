@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from quantloop.costmodel.model import evaluate
-from quantloop.costmodel.problem import Bits
+from quantloop.problem import Bits
 from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
 from quantloop.mapper.api import map_layer
 from quantloop.targets.registry import load_target

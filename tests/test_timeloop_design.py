@@ -243,7 +243,7 @@ def test_fixed_factor_lands_on_its_axis(tmp_path):
 
 
 def test_constrained_mapping_obeys_c_on_x_m_on_y(tmp_path):
-    from quantloop.costmodel.problem import Bits, Problem
+    from quantloop.problem import Bits, Problem
     from quantloop.mapper.api import map_layer
 
     folder = _two_d_design(tmp_path, "{permutation: [C, M], split: 1, factors: [N=1, G=1, P=1, Q=1, R=1, S=1]}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from quantloop.costmodel.model import evaluate
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.costmodel.timeloop_engine import evaluate_timeloop, find_timeloop, layer_inputs
 from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
 from quantloop.errors import QuantloopError

@@ -20,7 +20,7 @@ import pytest
 
 import quantloop
 from quantloop.costmodel.model import evaluate
-from quantloop.costmodel.problem import Bits
+from quantloop.problem import Bits
 from quantloop.costmodel.timeloop_engine import evaluate_folder
 from quantloop.ir.accel import layers
 from quantloop.targets.registry import load_target

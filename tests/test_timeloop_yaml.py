@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from quantloop.costmodel.model import evaluate
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.costmodel.random_mappings import random_mappings
 from quantloop.costmodel.timeloop_yaml import (
     format_map_txt,

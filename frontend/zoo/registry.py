@@ -23,6 +23,7 @@ import onnx
 
 from quantloop.errors import QuantloopError
 from quantloop.frontend.zoo import models
+from quantloop.runtime.digits import SPLIT_SIZES, SPLITS_FILE
 
 ZOO_DIR = Path(__file__).resolve().parent
 PREFIX = "zoo:"
@@ -42,7 +43,7 @@ class ZooEntry:
     description: str
     kind: str = "model"  # "model" or "data"
     architecture: str | None = None  # generated: a key of models.BUILDERS
-    filename: str | None = None  # file-backed: a file in this folder
+    filename: str | None = None  # file-backed: a file in this folder (or an absolute path: packaged data sets)
 
     @property
     def path(self) -> Path | None:
@@ -68,8 +69,8 @@ register_file("mobilenet_v2_digits", "mobilenet_v2_digits.onnx", "MobileNetV2 (r
 register_file("cnn_digits", "cnn_digits.onnx", "plain CNN (3 conv+relu+maxpool, gemm) trained on sklearn digits, input 1x1x32x32")
 register_file("mobilenet_v1_digits", "mobilenet_v1_digits.onnx",
               "MobileNetV1 (reduced: 6 depthwise-separable blocks, ReLU6) trained on sklearn digits, input 1x1x32x32")
-for _split in ("train", "calib", "val", "test"):  # read with quantloop.frontend.dataset.load_dataset("zoo:digits-<split>")
-    register_file(f"digits-{_split}", "digits_splits.npz", f"sklearn digits, {_split} split, 1x32x32", kind="data")
+for _split in SPLIT_SIZES:  # read with quantloop.runtime.dataset.load_dataset("zoo:digits-<split>")
+    register_file(f"digits-{_split}", str(SPLITS_FILE), f"sklearn digits, {_split} split, 1x32x32", kind="data")
 
 
 def known_names(kind: str = "model") -> list[str]:

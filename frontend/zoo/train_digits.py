@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from quantloop.frontend.zoo import digits
+from quantloop.runtime import digits as digits_data
 
 OPSET = 17
 ALLOWED_OPS = frozenset(
@@ -74,7 +75,7 @@ def build_model(name: str):
                 layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
                 cin = cout
         layers += conv_bn(cin, 128, 1)
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, digits.NUM_CLASSES)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, digits_data.NUM_CLASSES)]
         return nn.Sequential(*layers)
     if name == "mobilenet_v1_digits":
         # MobileNetV1's depthwise-separable stack, widths and depth scaled down: (out channels, stride)
@@ -83,7 +84,7 @@ def build_model(name: str):
         for cout, stride in [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2)]:
             layers += conv_bn(cin, cin, 3, stride, groups=cin) + conv_bn(cin, cout, 1)
             cin = cout
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, digits.NUM_CLASSES)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, digits_data.NUM_CLASSES)]
         return nn.Sequential(*layers)
     if name == "cnn_digits":
         layers = []
@@ -91,7 +92,7 @@ def build_model(name: str):
         for cout in (16, 32, 64):
             layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
             cin = cout
-        layers += [nn.Flatten(), nn.Linear(64 * 4 * 4, digits.NUM_CLASSES)]
+        layers += [nn.Flatten(), nn.Linear(64 * 4 * 4, digits_data.NUM_CLASSES)]
         return nn.Sequential(*layers)
     raise ValueError(f"unknown digits model {name!r}; known: {', '.join(digits.DIGITS_MODELS)}")
 
@@ -120,7 +121,7 @@ def train(name: str, epochs: int | None = None, limit: int | None = None, seed: 
     """Train model `name` on the train split (its first `limit` images if given); returns the eval-mode module."""
     torch = _torch()
     _seed_everything(seed)
-    x, y = digits.load_digits_split("train")
+    x, y = digits_data.load_digits_split("train")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
@@ -156,7 +157,7 @@ def export(model, path: Path) -> None:
     import onnx
 
     torch = _torch()
-    example = torch.zeros(1, 1, digits.RESOLUTION, digits.RESOLUTION)
+    example = torch.zeros(1, 1, digits_data.RESOLUTION, digits_data.RESOLUTION)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's own notices
         torch.onnx.export(
@@ -187,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-splits", action="store_true", help="(re)write the packaged digits_splits.npz first")
     parser.add_argument("--splits-only", action="store_true", help="write digits_splits.npz and stop")
     args = parser.parse_args(argv)
-    if args.write_splits or args.splits_only or not digits.SPLITS_FILE.is_file():
-        digits.write_splits()
-        digits._packaged_splits.cache_clear()
-        print(f"wrote {digits.SPLITS_FILE}")
+    if args.write_splits or args.splits_only or not digits_data.SPLITS_FILE.is_file():
+        digits_data.write_splits()
+        digits_data._packaged_splits.cache_clear()
+        print(f"wrote {digits_data.SPLITS_FILE}")
     if args.splits_only:
         return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)

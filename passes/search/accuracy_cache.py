@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import numpy as np
 from quantloop.mapper.cache import MapCache, cache_key, default_cache_dir
 from quantloop.passes.search.space import Config, SearchSpace
 
-VERSION = 2  # 2: percentile ranges subsample 1 M values with replacement
+VERSION = 3  # 3: percentile ranges keep the same seeded share of every batch (2: resampled 1 M values)
 
 
 def array_digest(array: np.ndarray | None) -> str | None:
@@ -88,6 +89,7 @@ class CachedAccuracy:
         self.make_evaluator = make_evaluator
         self.evaluator = None
         self.stats = AccuracyStats()
+        self.token = uuid.uuid4().hex  # names this search's evaluator on Dask workers
         self.base = (
             {
                 "version": VERSION,
@@ -110,22 +112,65 @@ class CachedAccuracy:
             {**self.base, "weights": list(config.weights), "activations": list(config.activations), "scheme": config.scheme}
         )
 
+    def _cached(self, config: Config) -> tuple[str | None, float | None]:
+        """(cache key, cached accuracy or None); counts the lookup."""
+        self.stats.lookups += 1
+        key = self.key(config) if self.cache is not None else None
+        if key is not None:
+            entry = self.cache.get(key)
+            if entry is not None and isinstance(entry.get("accuracy"), float):
+                self.stats.cache_hits += 1
+                return key, entry["accuracy"]
+        return key, None
+
+    def _store(self, key: str | None, accuracy: float) -> float:
+        self.stats.evaluated += 1
+        if key is not None:
+            self.cache.put(key, {"accuracy": accuracy})
+        return accuracy
+
     def top1(self, config: Config) -> float:
         started = time.perf_counter()
         try:
-            self.stats.lookups += 1
-            key = self.key(config) if self.cache is not None else None
-            if key is not None:
-                entry = self.cache.get(key)
-                if entry is not None and isinstance(entry.get("accuracy"), float):
-                    self.stats.cache_hits += 1
-                    return entry["accuracy"]
+            key, cached = self._cached(config)
+            if cached is not None:
+                return cached
             if self.evaluator is None:
                 self.evaluator = self.make_evaluator()
-            accuracy = float(self.evaluator.top1(config, self.x, self.y))
-            self.stats.evaluated += 1
-            if key is not None:
-                self.cache.put(key, {"accuracy": accuracy})
-            return accuracy
+            return self._store(key, float(self.evaluator.top1(config, self.x, self.y)))
         finally:
             self.stats.seconds += time.perf_counter() - started
+
+    def top1_many(self, configs: Sequence[Config], pool=None, progress=None) -> list[float]:
+        """`top1` of every config; the cache misses on `pool`'s workers when it is distributed (each
+        worker builds `make_evaluator()` once, which must then be picklable), the cache read and written
+        here. The numbers do not depend on where they are computed."""
+        if pool is None or not pool.distributed:
+            values = []
+            for config in configs:
+                values.append(self.top1(config))
+                if progress:
+                    progress(len(values), len(configs))
+            return values
+        started = time.perf_counter()
+        looked = [self._cached(c) for c in configs]
+        misses = [i for i, (_, cached) in enumerate(looked) if cached is None]
+        computed = pool.map(remote_top1, [configs[i] for i in misses], progress=progress,
+                            make_evaluator=self.make_evaluator, x=self.x, y=self.y, token=self.token)
+        values = [cached for _, cached in looked]
+        for i, accuracy in zip(misses, computed):
+            values[i] = self._store(looked[i][0], float(accuracy))
+        self.stats.seconds += time.perf_counter() - started
+        return values  # type: ignore[return-value]
+
+
+_WORKER_EVALUATOR: dict[str, object] = {}
+"""On a worker process: the evaluator of the search it last served (built once per search, by token)."""
+
+
+def remote_top1(config: Config, *, make_evaluator: Callable[[], object], x: np.ndarray, y: np.ndarray, token: str) -> float:
+    """A Dask task: `config`'s accuracy with this worker's evaluator for the search `token`."""
+    if token not in _WORKER_EVALUATOR:
+        _WORKER_EVALUATOR.clear()
+        _WORKER_EVALUATOR[token] = make_evaluator()
+    return float(_WORKER_EVALUATOR[token].top1(config, x, y))

@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
+from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
 from quantloop.mapper import MapCache
 from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
@@ -37,6 +39,7 @@ class SearchOptions:
     generations: int = DEFAULT_GENERATIONS
     seed: int = 0
     workers: int = 1
+    scheduler: str | None = None
     cache_dir: str | None = None
     use_cache: bool = True
     weight_clip: str = DEFAULT_WEIGHT_CLIP
@@ -44,8 +47,9 @@ class SearchOptions:
     percentile: float = DEFAULT_PERCENTILE
     max_calib_samples: int = DEFAULT_MAX_CALIB_SAMPLES
     progress: bool = True
+    psum_bits: str = PSUM_MODES[0]  # how partial sums are stored (CompileOptions.psum_bits)
     accuracy: str = "ptq"  # "qat": candidates PTQ leaves infeasible are judged after QAT (passes.search.qat)
-    qat_epochs: int = 2
+    qat_epochs: int = 6
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class Candidates:
         self.space = space
         self.energy = energy
         self.accuracy = accuracy
-        self.qat = qat  # passes.search.qat.QatAccuracy: QAT in the loop, or None
+        self.qat = qat  # passes.search.qat.QatAccuracy: QAT in the loop (run here, in order), or None
         self.best_cost = float("inf")  # of the cheapest feasible point so far
         self.float_accuracy = float_accuracy
         self.options = options
@@ -149,6 +153,9 @@ class Candidates:
         self.bias_counts = [p.G * p.M if layer.bias is not None else 0 for layer, p in zip(space.layers, energy.problems)]
         self.points: dict[Config, Point] = {}
         self.energy_seconds = 0.0
+        self.pool = None  # where the evaluations run (`quantloop.parallel`); None: here
+        self.requested = 0  # candidates NSGA-II asked for (evaluated or memoised)
+        self.on_progress = None  # called with (completed, total) evaluations
 
     def evaluate(self, configs: Sequence[Config]) -> list[Point]:
         new = [c for c in dict.fromkeys(configs) if c not in self.points]
@@ -156,9 +163,9 @@ class Candidates:
         self.energy.ensure([(self.space.layer_bits(c), c.scheme) for c in new])
         totals = {c: self.energy.totals(self.space.layer_bits(c), c.scheme) for c in new}
         self.energy_seconds += time.perf_counter() - started
-        for config in new:
+        accuracies = self.accuracy.top1_many(new, self.pool, progress=self._batch_progress(len(configs)))
+        for config, acc in zip(new, accuracies):
             energy, cycles = totals[config]
-            acc = self.accuracy.top1(config)
             feasible = within_drop(self.float_accuracy, acc, self.options.max_accuracy_drop)
             tiles = self.energy.weight_tiles(self.space.layer_bits(config), config.scheme)
             stored = weight_bytes(self.counts, config.weights, self.word_bits, tiles, self.bias_counts)
@@ -182,8 +189,16 @@ class Candidates:
                 and point.cost(self.options.objective) < self.best_cost
                 and (self.float_accuracy - point.accuracy) * 100.0 <= LOOP_MARGIN_PP)
 
+    def _batch_progress(self, batch: int):
+        """Progress of one batch's new evaluations, as completed / total of the whole search."""
+        if self.on_progress is None:
+            return None
+        base, total = self.requested, self.options.population * self.options.generations
+        return lambda done, new: self.on_progress(min(total, base + round(done * batch / max(new, 1))), total)
+
     def objectives(self, genes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         points = self.evaluate([self.space.decode(g) for g in genes])
+        self.requested += len(genes)
         f = np.array([[p.cost(self.options.objective), p.weight_bytes, -p.accuracy] for p in points], dtype=float)
         g = np.array([[(self.float_accuracy - p.accuracy) * 100.0 - self.options.max_accuracy_drop] for p in points])
         return f, g
@@ -229,12 +244,7 @@ def search_bits(
     training data, needed by `options.accuracy == "qat"` (QAT in the loop).
     """
     started = time.perf_counter()
-    if options.objective not in OBJECTIVES:
-        raise QuantloopError(f"qnn-search-bits: objective '{options.objective}' is not one of {', '.join(OBJECTIVES)}")
-    if options.population < 2 or options.generations < 1:
-        raise QuantloopError("qnn-search-bits: --population must be at least 2 and --generations at least 1")
-    if options.max_accuracy_drop < 0:
-        raise QuantloopError(f"--max-accuracy-drop {options.max_accuracy_drop}: must not be negative")
+    _check_options(options)
     arch = load_target(options.target)
     check_widths(arch, options.widths)
     if 8 not in options.widths:
@@ -243,61 +253,26 @@ def search_bits(
     calib_x, _ = check_inputs(space, calib_x, None, data_names[0], None)
     batch = space.model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
     calib_x = first_samples(calib_x, batch, options.max_calib_samples)
-    num_classes = int(np.prod([d.dim_value for d in space.model.graph.output[0].type.tensor_type.shape.dim[1:]]))
-    val_x, val_y = check_inputs(space, val_x, val_y, data_names[1], num_classes)
-
-    float_out = float_predict(space, val_x).reshape(len(val_x), -1)
-    if val_y is None:
-        metric, val_y = "agreement", np.argmax(float_out, axis=1)
-    else:
-        metric = "top1"
-    float_accuracy = float(np.mean(np.argmax(float_out, axis=1) == val_y))
+    val_x, val_y, metric, float_accuracy = _validation_labels(space, val_x, val_y, data_names[1])
 
     names, problems, _ = layer_problems(module, options.target)
     if names != [layer.name for layer in space.layers]:
         raise QuantloopError("qnn-search-bits: accel-lower names the layers differently from the search space")
     cache = MapCache(options.cache_dir) if options.use_cache else None
-    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed)
+    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed,
+                         psum=options.psum_bits)
     accuracy = CachedAccuracy(
         space, calib_x, val_x, val_y, metric=metric, weight_clip=options.weight_clip, act_range=options.act_range,
         percentile=options.percentile, cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
-        make_evaluator=lambda: FakeQuantEvaluator(
-            space, calib_x, weight_clip=options.weight_clip, act_range=options.act_range, percentile=options.percentile
+        # a partial, not a lambda: Dask workers receive it (pickled) and build their own evaluator
+        make_evaluator=partial(
+            FakeQuantEvaluator, space, calib_x, weight_clip=options.weight_clip, act_range=options.act_range,
+            percentile=options.percentile,
         ),
     )
-    qat = None
-    if options.accuracy == "qat":
-        from quantloop.passes.search.qat import QatAccuracy
-
-        if train is None or metric != "top1":
-            raise QuantloopError("--accuracy qat: needs labelled training and validation data")
-        def shared_evaluator():  # one calibration for PTQ and QAT
-            if accuracy.evaluator is None:
-                accuracy.evaluator = accuracy.make_evaluator()
-            return accuracy.evaluator
-
-        qat = QatAccuracy(
-            space, shared_evaluator, calib_x, train[0], train[1], val_x, val_y, epochs=options.qat_epochs,
-            seed=options.seed, cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
-            settings={"weight_clip": options.weight_clip, "act_range": options.act_range, "percentile": options.percentile},
-        )
+    qat = _qat_accuracy(space, accuracy, calib_x, val_x, val_y, metric, train, options)
     candidates = Candidates(space, energy, accuracy, float_accuracy, options, qat)
-    reference = candidates.evaluate([space.decode(space.uniform(8, 8))])[0]
-
-    from quantloop.passes.search.nsga import run_nsga2
-
-    generations_run = 0
-    with _progress(console, options) as update:
-        def on_generation(gen: int) -> None:
-            nonlocal generations_run
-            generations_run = gen
-            best = candidates.best_feasible()
-            update(gen, best, energy.stats.hit_rate, len(candidates.points))
-
-        run_nsga2(
-            space, candidates.objectives, population=options.population, generations=options.generations,
-            seed=options.seed, on_generation=on_generation,
-        )
+    reference, generations_run = _evolve(space, candidates, energy, options, console)
 
     archive = list(candidates.points.values())
     chosen = candidates.best_feasible()
@@ -310,6 +285,85 @@ def search_bits(
         accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
         energy_model=energy, cache=cache, qat=qat,
     )
+
+
+def _qat_accuracy(space, accuracy: CachedAccuracy, calib_x, val_x, val_y, metric: str, train, options: SearchOptions):
+    """QAT in the loop's judge (`passes.search.qat.QatAccuracy`), sharing the PTQ evaluator's calibration; None under PTQ."""
+    if options.accuracy != "qat":
+        return None
+    from quantloop.passes.search.qat import QatAccuracy
+
+    if train is None or metric != "top1":
+        raise QuantloopError("--accuracy qat: needs labelled training and validation data")
+
+    def shared_evaluator():
+        if accuracy.evaluator is None:
+            accuracy.evaluator = accuracy.make_evaluator()
+        return accuracy.evaluator
+
+    return QatAccuracy(
+        space, shared_evaluator, calib_x, train[0], train[1], val_x, val_y, epochs=options.qat_epochs, seed=options.seed,
+        cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
+        settings={"weight_clip": options.weight_clip, "act_range": options.act_range, "percentile": options.percentile},
+    )
+
+
+def _check_options(options: SearchOptions) -> None:
+    """The search settings a user can get wrong, each refused in one line."""
+    if options.objective not in OBJECTIVES:
+        raise QuantloopError(f"qnn-search-bits: objective '{options.objective}' is not one of {', '.join(OBJECTIVES)}")
+    if options.population < 2 or options.generations < 1:
+        raise QuantloopError("qnn-search-bits: --population must be at least 2 and --generations at least 1")
+    if options.max_accuracy_drop < 0:
+        raise QuantloopError(f"--max-accuracy-drop {options.max_accuracy_drop}: must not be negative")
+
+
+def _validation_labels(space: SearchSpace, val_x: np.ndarray, val_y: np.ndarray | None,
+                       name: str) -> tuple[np.ndarray, np.ndarray, str, float]:
+    """(val_x, labels, metric, float accuracy): given labels score top-1; without them the float model's own
+    top-1 stands in (metric "agreement", the fidelity proxy)."""
+    num_classes = int(np.prod([d.dim_value for d in space.model.graph.output[0].type.tensor_type.shape.dim[1:]]))
+    val_x, val_y = check_inputs(space, val_x, val_y, name, num_classes)
+    float_out = float_predict(space, val_x).reshape(len(val_x), -1)
+    if val_y is None:
+        metric, val_y = "agreement", np.argmax(float_out, axis=1)
+    else:
+        metric = "top1"
+    return val_x, val_y, metric, float(np.mean(np.argmax(float_out, axis=1) == val_y))
+
+
+def _evolve(space: SearchSpace, candidates: Candidates, energy: EnergyModel, options: SearchOptions,
+            console) -> tuple[Point, int]:
+    """Score the uniform w8a8 reference, then run NSGA-II (on the Dask pool when there is one); returns the
+    reference point and the generations run."""
+    from quantloop.parallel import open_pool
+    from quantloop.passes.search.nsga import run_nsga2
+
+    generations_run = 0
+    with open_pool(options.workers, options.scheduler) as pool, _progress(console, options) as update:
+        # on Dask, every generation's new mappings and accuracies are its tasks (the mapper's own
+        # process pool is not used then); in one process, the mapper keeps its `workers` pool
+        if pool.distributed:
+            candidates.pool = energy.pool = pool
+            energy.workers = 1
+        reference = candidates.evaluate([space.decode(space.uniform(8, 8))])[0]
+        candidates.on_progress = lambda done, total: update(generations_run, candidates.best_feasible(),
+                                                            energy.stats.hit_rate, done)
+
+        def on_generation(gen: int) -> None:
+            nonlocal generations_run
+            generations_run = gen
+            update(gen, candidates.best_feasible(), energy.stats.hit_rate, candidates.requested)
+
+        try:
+            run_nsga2(
+                space, candidates.objectives, population=options.population, generations=options.generations,
+                seed=options.seed, on_generation=on_generation,
+            )
+        finally:
+            candidates.pool = energy.pool = None
+            energy.workers = options.workers
+    return reference, generations_run
 
 
 def decompose_chosen(energy: EnergyModel, space: SearchSpace, chosen: Point, cache, seed: int) -> dict:
@@ -359,6 +413,7 @@ class _progress:
         objective = self.options.objective
         unit = {"edp": "pJ·cycles", "latency": "cycles"}.get(objective, "µJ")
         total = self.options.generations
+        evaluations = self.options.population * total
 
         def best_text(best) -> str:
             value = "—" if best is None else (
@@ -374,8 +429,13 @@ class _progress:
             stream = sys.stderr if self.console is None else self.console.file
             started = time.perf_counter()
 
-            def plain(gen, best, hit_rate, seen):
-                summary = f" ({best_text(best)}, cache hits {hit_rate:.0%}, {seen} configs)"
+            shown = [0]
+
+            def plain(gen, best, hit_rate, done):
+                if gen == shown[0]:  # one line per generation, not per evaluation
+                    return
+                shown[0] = gen
+                summary = f" ({best_text(best)}, cache hits {hit_rate:.0%}, {done}/{evaluations} evaluations)"
                 print(plain_line(f"search generation {gen} of {total}", time.perf_counter() - started, summary),
                       file=stream, flush=True)
 
@@ -385,14 +445,14 @@ class _progress:
         self.bar = Progress(
             TextColumn("[bold]search[/] gen"), MofNCompleteColumn(), BarColumn(),
             TextColumn("{task.fields[best]}"), TextColumn("cache hits {task.fields[hits]}"),
-            TextColumn("{task.fields[seen]} configs"), TimeElapsedColumn(),
+            TextColumn("{task.fields[done]} evaluations"), TimeElapsedColumn(),
             console=self.console, transient=False,
         )
         self.bar.__enter__()
-        task = self.bar.add_task("search", total=total, best="best —", hits="0%", seen=0)
+        task = self.bar.add_task("search", total=total, best="best —", hits="0%", done=f"0/{evaluations}")
 
-        def update(gen, best, hit_rate, seen):
-            self.bar.update(task, completed=gen, best=best_text(best), hits=f"{hit_rate:.0%}", seen=seen)
+        def update(gen, best, hit_rate, done):
+            self.bar.update(task, completed=gen, best=best_text(best), hits=f"{hit_rate:.0%}", done=f"{done}/{evaluations}")
 
         return update
 

@@ -6,7 +6,7 @@ round half to even, float32 throughout, bit for bit what numpy computes), and it
 biases become graph inputs. Scales, code ranges, fake-quantized weights and biases are fed at run
 time, so a candidate costs no model building and no session creation: only the scales its bits
 change (from the activation ranges measured once on calibration data) and the weights at its
-bits (memoised per layer and width). The network equals `frontend.fakequant_export`'s model of the
+bits (memoised per layer and width). The network equals `runtime.fakequant_export`'s model of the
 same bits after qnn-assign-bits (the candidate's bits file) and qnn-calibrate on the same data.
 
 Numerics (the qnn-calibrate conventions of `ir/quantization.py`): weights symmetric, signed,
@@ -129,7 +129,7 @@ class FakeQuantEvaluator:
         percentile: float = DEFAULT_PERCENTILE,
         threads: int = 1,
     ) -> None:
-        from quantloop.frontend.accuracy import make_session
+        from quantloop.runtime.accuracy import make_session
 
         self.space = space
         self.weight_clip = weight_clip
@@ -154,7 +154,8 @@ class FakeQuantEvaluator:
         data_name = self.space.model.graph.input[0].name
         batch = self.space.model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or len(x)
         rng = np.random.default_rng(0)
-        observers = {n: RangeObserver(self.act_range, self.percentile, rng) for n in names}
+        updates = -(-len(x) // batch)
+        observers = {n: RangeObserver(self.act_range, self.percentile, rng, updates) for n in names}
         fetch = [n for n in names if n != data_name]
         for i in range(0, len(x), batch):
             part = x[i : i + batch]
@@ -214,7 +215,7 @@ class FakeQuantEvaluator:
 
 def float_predict(space: SearchSpace, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """The float model's outputs on `x` (batched when the model allows it)."""
-    from quantloop.frontend.accuracy import make_session, predict
+    from quantloop.runtime.accuracy import make_session, predict
 
     model = onnx.ModelProto()
     model.CopyFrom(space.model)
@@ -225,8 +226,8 @@ def float_predict(space: SearchSpace, x: np.ndarray, threads: int = 1) -> np.nda
 
 
 def check_inputs(space: SearchSpace, x: np.ndarray, y: np.ndarray | None, source: str, num_classes: int | None):
-    """Data checked against the model input (shape, dtype, labels): `frontend.dataset.check_dataset`."""
-    from quantloop.frontend.dataset import check_dataset
+    """Data checked against the model input (shape, dtype, labels): `runtime.dataset.check_dataset`."""
+    from quantloop.runtime.dataset import check_dataset
 
     info = space.model.graph.input[0]
     dims = info.type.tensor_type.shape.dim

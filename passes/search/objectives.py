@@ -3,7 +3,7 @@
 Energy is Σ over layers of the mapper's best cost at the layer's (weight, input, output) bits.
 Every distinct (problem, packing class) is mapped once per search (memoised here, and through
 the on-disk mapper cache across searches); the keys a generation needs are mapped together, in
-parallel with `workers`.
+parallel with `workers`, or on the search's Dask pool while one is set (`pool`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from quantloop.bits import LEGAL_BITS
+from quantloop.bits import LEGAL_BITS, PSUM_MODES
 from quantloop.costmodel.model import evaluate, packing_tables
-from quantloop.costmodel.problem import Bits, Problem
+from quantloop.problem import Bits, Problem
 from quantloop.costmodel.weight_memory import network_weight_bytes, weight_tiles
 from quantloop.errors import QuantloopError
 from quantloop.ir import make_context
@@ -59,6 +59,7 @@ class EnergyModel:
         workers: int = 1,
         cache=None,
         seed: int = 0,
+        psum: str = PSUM_MODES[0],
     ) -> None:
         self.problems = [p.with_dims(name="") for p in problems]
         self.names = list(names)
@@ -67,6 +68,8 @@ class EnergyModel:
         self.workers = workers
         self.cache = cache
         self.seed = seed
+        self.psum = psum  # how partial sums are stored (`Bits.psum`, `--psum-bits`): the compile's, so candidates cost as compiled
+        self.pool = None  # a distributed `quantloop.parallel` pool while the search runs on one
         self.mapped: dict[LayerKey, object] = {}
         self.costs: dict[LayerKey, object] = {}
         self.stats = MapperStats()
@@ -79,7 +82,7 @@ class EnergyModel:
         """(problem, bits) per layer; `scheme` is one weight scheme for all layers or one per layer."""
         schemes = [scheme] * len(self.problems) if isinstance(scheme, str) else list(scheme)
         return [
-            (problem, Bits(weights=w, inputs=i, outputs=o, scheme=s))
+            (problem, Bits(weights=w, inputs=i, outputs=o, scheme=s, psum=self.psum))
             for problem, (w, i, o), s in zip(self.problems, layer_bits, schemes)
         ]
 
@@ -122,7 +125,8 @@ class EnergyModel:
         if todo:
             requests = [(name, problem.with_dims(name=name), bits) for (problem, bits), name in todo.items()]
             results = map_layers(
-                requests, self.arch, self.objective, workers=self.workers, cache=self.cache, seed=self.seed
+                requests, self.arch, self.objective, workers=self.workers, cache=self.cache, seed=self.seed,
+                pool=self.pool,
             )
             for key, result in zip(todo, results):
                 self.mapped[key] = result

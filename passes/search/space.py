@@ -281,7 +281,7 @@ def _main(module: ModuleOp) -> func.FuncOp:
 def build_space(module: ModuleOp, widths: tuple[int, ...], schemes: tuple[str, ...] = ("int",)) -> SearchSpace:
     """The space of a canonicalized float qnn module (not modified: a clone is assigned w8a8 to learn
     which tensors are signed, and exported to float ONNX with every tensor named)."""
-    from quantloop.frontend.onnx_export import OnnxExporter
+    from quantloop.runtime.onnx_export import OnnxExporter
     from quantloop.ir import make_context
     from quantloop.passes.assign_bits import AssignBitsPass
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from quantloop.costmodel.mapping import Mapping
+from quantloop.mapping import Mapping
 from quantloop.costmodel.model import CostResult, evaluate
-from quantloop.costmodel.problem import DATASPACES, Bits, Problem, values_per_word
+from quantloop.problem import DATASPACES, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
 
 METRICS = ("energy_pj", "cycles", "edp")

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantloop.costmodel.problem import DATASPACES, DIMS
+from quantloop.problem import DATASPACES, DIMS
 from quantloop.errors import QuantloopError
 from quantloop.targets.timeloop_design.tables import bare_name, read_art, read_ert
 from quantloop.targets.timeloop_design.tags import TaggedNode, load_yaml

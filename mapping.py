@@ -1,6 +1,9 @@
 """A mapping of one layer onto a target: per storage level temporal loops, spatial fan-out and
 which data spaces the level keeps; and its dense batch encoding for the vectorised cost model.
 
+The one data model of a mapping: the cost model, the mapper, the IR's `#accel.mapping` (which names
+its levels), `schedule.json`, the mapper cache and the compile result all hold these classes.
+
 Object form (`Mapping`): one `LevelMapping` per storage level of the `Arch`, outer → inner.
 Each level holds its temporal loops OUTER → INNER as (dim, factor) pairs, and the spatial
 factors of its fan-out to the next inner storage level (or to the MACs) along X and Y.
@@ -20,11 +23,12 @@ Array form (`MappingArrays`), for B candidates and L storage levels, dims in `DI
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from quantloop.costmodel.problem import DATASPACES, DIM_INDEX, DIMS
+from quantloop.problem import DATASPACES, DIM_INDEX, DIMS
 from quantloop.errors import QuantloopError
 
 Loop = tuple[str, int]
@@ -52,12 +56,15 @@ class LevelMapping:
     temporal: (dim, factor) pairs OUTER → INNER (a dim may appear at most once per level).
     spatial_x / spatial_y: (dim, factor) pairs of the fan-out below this level.
     keep: data spaces this level stores (the others bypass it).
+    level: the storage level's name where the mapping is shown (the IR, the compile result); the mapper and
+    the cost model go by position and leave it empty.
     """
 
     temporal: tuple[Loop, ...] = ()
     spatial_x: tuple[Loop, ...] = ()
     spatial_y: tuple[Loop, ...] = ()
     keep: frozenset[str] = frozenset()
+    level: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temporal", _loops(self.temporal))
@@ -81,14 +88,16 @@ class LevelMapping:
         return tuple(ds for ds in DATASPACES if ds in self.keep)
 
     def to_json(self) -> dict:
-        """The JSON view of a level (cache entries, schedule.json): loops as [dim, factor] lists."""
-        return {"temporal": [[d, f] for d, f in self.temporal], "spatial_x": [[d, f] for d, f in self.spatial_x],
+        """The JSON view of a level (cache entries, schedule.json, the compile result): loops as [dim, factor]
+        lists, `level` first where the level is named."""
+        return {**({"level": self.level} if self.level else {}),
+                "temporal": [[d, f] for d, f in self.temporal], "spatial_x": [[d, f] for d, f in self.spatial_x],
                 "spatial_y": [[d, f] for d, f in self.spatial_y], "keep": list(self.kept)}
 
     @classmethod
     def from_json(cls, data: dict) -> "LevelMapping":
         return cls(*(tuple(tuple(x) for x in data[k]) for k in ("temporal", "spatial_x", "spatial_y")),
-                   frozenset(data["keep"]))
+                   frozenset(data["keep"]), data.get("level", ""))
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,17 @@ class Mapping:
                 for d, f in kind:
                     prod[d] *= f
         return prod
+
+    def named(self, names: Sequence[str]) -> "Mapping":
+        """The same mapping with its levels named (outer to inner), as the IR and the compile result show it."""
+        if len(names) != len(self.levels):
+            raise ValueError(f"{len(self.levels)} mapping levels but {len(names)} level names")
+        return Mapping(tuple(replace(lvl, level=name) for lvl, name in zip(self.levels, names)))
+
+    @property
+    def positional(self) -> "Mapping":
+        """The same mapping with the level names dropped: the form the mapper makes and the cost model reads."""
+        return Mapping(tuple(replace(lvl, level="") for lvl in self.levels))
 
     def to_json(self) -> list[dict]:
         return [lvl.to_json() for lvl in self.levels]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from quantloop.errors import QuantloopError
+from quantloop.runtime.digits import DIGITS_DATA_SPECS, load_digits_split
 
 ZOO_PREFIX = "zoo:"
 
@@ -27,8 +28,6 @@ def load_dataset(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _load_zoo(spec: str) -> tuple[np.ndarray, np.ndarray]:
-    from quantloop.frontend.zoo.digits import DIGITS_DATA_SPECS, load_digits_split
-
     if spec not in DIGITS_DATA_SPECS:
         raise QuantloopError(f"{spec}: unknown data set; known: {', '.join(DIGITS_DATA_SPECS)}")
     return load_digits_split(DIGITS_DATA_SPECS[spec])

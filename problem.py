@@ -9,7 +9,8 @@ Q pairs with S and Hstride/Hdilation, so an input tile of p × r spans
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,8 @@ DATASPACE_DIMS: dict[str, frozenset[str]] = {
 
 #: bool[3, 8]: RELEVANT[ds, dim] is True when `dim` indexes data space `ds`.
 RELEVANT = np.array([[d in DATASPACE_DIMS[ds] for d in DIMS] for ds in DATASPACES], dtype=bool)
-
-
+#: The dims that index a data space only through the sliding window (a tile's extent is not their product).
+_WINDOWED: dict[str, frozenset[str]] = {"Weights": frozenset(), "Inputs": frozenset("PQRS"), "Outputs": frozenset()}
 
 
 def window_extent(outputs, taps, stride, dilation):
@@ -60,26 +61,24 @@ def non_positive_field(shape: "ProblemShape") -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+def _shape_fields(cls: type) -> type:
+    """Declare one int field per `SHAPE_KEYS` entry (default 1) ahead of `cls`'s own fields, and make `cls` a
+    frozen dataclass: the list of a problem's fields is written once, in `SHAPE_KEYS`."""
+    own = dict(cls.__dict__.get("__annotations__", {}))
+    cls.__annotations__ = {**{key: "int" for key in SHAPE_KEYS}, **own}
+    for key in SHAPE_KEYS:
+        setattr(cls, key, 1)
+    return dataclass(frozen=True)(cls)
+
+
+@_shape_fields
 class ProblemShape:
     """The 8 dims and the strides / dilations of a conv / depthwise conv / matmul layer, unchecked.
 
-    The one data model of a problem: the IR's `#accel.problem` holds a `ProblemShape` (it checks
-    positivity in its verifier and prints any size); `Problem` adds a name and the cost model's bounds.
+    One int field per `SHAPE_KEYS` entry (N, G, C, M, P, Q, R, S, Wstride, Hstride, Wdilation, Hdilation),
+    each 1 by default. The one data model of a problem: the IR's `#accel.problem` holds a `ProblemShape`
+    (it checks positivity in its verifier and prints any size); `Problem` adds a name and the cost model's bounds.
     """
-
-    N: int = 1
-    G: int = 1
-    C: int = 1
-    M: int = 1
-    P: int = 1
-    Q: int = 1
-    R: int = 1
-    S: int = 1
-    Wstride: int = 1
-    Hstride: int = 1
-    Wdilation: int = 1
-    Hdilation: int = 1
 
     @property
     def shape_fields(self) -> dict[str, int]:
@@ -112,16 +111,19 @@ class ProblemShape:
         (P with R, Wstride, Wdilation; Q with S, Hstride, Hdilation) is written."""
         return window_extent(p, r, self.Wstride, self.Wdilation), window_extent(q, s, self.Hstride, self.Hdilation)
 
+    def dataspace_values(self, ext: dict[str, Any]) -> dict[str, Any]:
+        """Values of each data space in a tile of per-dim extents `ext` (ints or numpy arrays by dim name):
+        the product of the dims that index it (`DATASPACE_DIMS`), Inputs' P, Q, R, S through the sliding window."""
+        w, h = self.input_window(ext["P"], ext["Q"], ext["R"], ext["S"])
+        window = {"Weights": 1, "Inputs": w * h, "Outputs": 1}
+        return {ds: math.prod((ext[d] for d in DIMS if d in DATASPACE_DIMS[ds] - _WINDOWED[ds]), start=window[ds])
+                for ds in DATASPACES}
+
     def tile_values(self, ext: np.ndarray) -> np.ndarray:
         """Values of [Weights, Inputs, Outputs] in a tile of per-dim extents `ext[..., 8]` (`DIMS` order)."""
         ext = np.asarray(ext)
-        w, h = self.input_window(ext[..., DIM_INDEX["P"]], ext[..., DIM_INDEX["Q"]], ext[..., DIM_INDEX["R"]],
-                                 ext[..., DIM_INDEX["S"]])
-        dims = {ds: [DIM_INDEX[d] for d in DIMS if d in DATASPACE_DIMS[ds]] for ds in DATASPACES}
-        weights = np.prod(ext[..., dims["Weights"]], axis=-1)
-        inputs = np.prod(ext[..., [DIM_INDEX[d] for d in "NGC"]], axis=-1) * w * h
-        outputs = np.prod(ext[..., dims["Outputs"]], axis=-1)
-        return np.stack([weights, inputs, outputs], axis=-1)
+        values = self.dataspace_values({d: ext[..., DIM_INDEX[d]] for d in DIMS})
+        return np.stack([values[ds] for ds in DATASPACES], axis=-1)
 
     @property
     def input_width(self) -> int:
@@ -135,12 +137,8 @@ class ProblemShape:
 
     @property
     def tensor_sizes(self) -> dict[str, int]:
-        """Number of values (not words) of each data space."""
-        return {
-            "Weights": self.G * self.C * self.M * self.R * self.S,
-            "Inputs": self.N * self.G * self.C * self.input_width * self.input_height,
-            "Outputs": self.N * self.G * self.M * self.P * self.Q,
-        }
+        """Number of values (not words) of each data space (exact Python integers)."""
+        return self.dataspace_values(self.dims)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@
   fake-quant export and are refused here.
 - Values typed `!qnn.int`, `!qnn.pot` or `!qnn.pot2` (bit-width chosen, not yet calibrated) carry no
   scale: they export as float32, their data unchanged.
+- An op that reads or writes quantized values (as `qnn-fold-quant` leaves a conv: quantized input, weights
+  and result) means: dequantize the operands, the float op, quantize the result. It exports as exactly that
+  (DequantizeLinear, the float op, QuantizeLinear), since ONNX's Conv, Gemm, Add, ... take no integer codes.
+  Only ops that move codes unchanged and take every storage type (`CODE_MOVES`) run on the codes.
 
 The per-op emitters live in `EMITTERS` (op class -> function); the fake-quant export extends the
 exporter by overriding `graph_input` / `emit_op` (and the type hooks) rather than rewriting the walk.
@@ -28,11 +32,12 @@ from xdsl.dialects.builtin import (
     IntegerType,
     ModuleOp,
     StringAttr,
+    TensorType,
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.quant_types import STORAGE_ONNX
+from quantloop.runtime.onnx_types import STORAGE_ONNX
 from quantloop.ir.types import quant_params
 from quantloop.ir import (
     AddOp,
@@ -93,6 +98,7 @@ class OnnxExporter:
         self.names: dict[SSAValue, str] = {}
         self._used: set[str] = set()
         self._shared: dict[tuple, str] = {}
+        self._dequantized: dict[SSAValue, str] = {}  # float tensors of quantized values (`emit_in_float`)
 
     # ------------------------------------------------------------------ naming
 
@@ -168,7 +174,38 @@ class OnnxExporter:
         emitter = EMITTERS.get(type(op))
         if emitter is None:
             raise QuantloopError(f"export: {op_label(op)} has no ONNX export")
-        emitter(self, op)
+        if isinstance(op, (ConstantOp, QuantizeOp, DequantizeOp)) or _moves_codes(op):
+            emitter(self, op)
+            return
+        self.emit_in_float(op, emitter)
+
+    def holds_codes(self, value: SSAValue) -> bool:
+        """Whether the exported tensor of `value` holds integer codes (not the float values they stand for)."""
+        elem = value.type.element_type if isinstance(value.type, TensorType) else None
+        return isinstance(elem, (UniformType, UniformPerAxisType)) and self.onnx_type(value) != TensorProto.FLOAT
+
+    def emit_in_float(self, op: Operation, emitter: Callable[[OnnxExporter, Operation], None]) -> None:
+        """`op` on the float values of its quantized operands (DequantizeLinear, once per value), its
+        quantized results written by QuantizeLinear: what an op with quantized types means."""
+        coded = {v: self.name(v) for v in op.operands if self.holds_codes(v)}
+        for value in coded:
+            if value not in self._dequantized:
+                name = self.fresh(f"{coded[value]}_dequantized")
+                qinputs, attrs = self.quant_inputs(value.type.element_type, coded[value])
+                self.node("DequantizeLinear", [coded[value], *qinputs], [name], **attrs)
+                self._dequantized[value] = name
+            self.names[value] = self._dequantized[value]
+        results = {r: self.name(r) for r in op.results if self.holds_codes(r)}
+        for result, name in results.items():
+            self.names[result] = self.fresh(f"{name}_float")
+        try:
+            emitter(self, op)
+        finally:
+            self.names.update(coded)
+        for result, name in results.items():
+            qinputs, attrs = self.quant_inputs(result.type.element_type, name)
+            self.node("QuantizeLinear", [self.names[result], *qinputs], [name], **attrs)
+            self.names[result] = name
 
     def export(self, graph_name: str) -> onnx.ModelProto:
         block = self.function.body.block
@@ -314,6 +351,20 @@ def _host(ex: OnnxExporter, op: HostOp) -> None:
         names.insert(position, "")
     attrs = {key: onnx_attr(value) for key, value in op.onnx_attrs.data.items()}
     ex.node(op.op_type, names, [ex.name(r) for r in op.results], op, **attrs)
+
+
+#: Ops that move codes unchanged and whose ONNX op takes every storage type (int4/uint4 included, opset 21):
+#: on a value of one per-tensor quantization they run on the codes. Others (MaxPool: 8 bits only; Dropout:
+#: floats only) run on dequantized values (`OnnxExporter.emit_in_float`), which moves the same values.
+CODE_MOVES = (ReshapeOp, FlattenOp, IdentityOp)
+CODE_MOVING_HOST_OPS = frozenset({"Transpose"})
+
+
+def _moves_codes(op: Operation) -> bool:
+    if not (isinstance(op, CODE_MOVES) or isinstance(op, HostOp) and op.op_type in CODE_MOVING_HOST_OPS):
+        return False
+    source = op.operands[0].type.element_type if op.operands else None
+    return isinstance(source, UniformType) and all(r.type.element_type == source for r in op.results)
 
 
 EMITTERS: dict[type[Operation], Callable[[OnnxExporter, Operation], None]] = {

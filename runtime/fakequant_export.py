@@ -34,8 +34,8 @@ from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from quantloop.errors import QuantloopError
-from quantloop.frontend.onnx_export import EMITTERS, OnnxExporter
-from quantloop.frontend.quant_types import STORAGE_ONNX
+from quantloop.runtime.onnx_export import EMITTERS, OnnxExporter
+from quantloop.runtime.onnx_types import STORAGE_ONNX
 from quantloop.ir.types import quant_params
 from quantloop.ir import (
     ConstantOp,

@@ -1,0 +1,89 @@
+"""Where independent evaluations run: in this process, or on Dask (`dask.distributed`).
+
+`open_pool(workers, scheduler)` is the one place that starts or joins a cluster, for `quantloop explore`
+and `quantloop compile --search` alike: `workers == 1` without a scheduler runs everything here;
+`workers > 1` starts a `LocalCluster` of that many single-threaded worker processes; `scheduler`
+(`tcp://host:port`) uses an existing cluster. `pool.map(fn, items, **shared)` returns the results in the
+items' order whatever order the workers finish in, so a distributed run returns exactly what one process
+returns (the functions it runs are deterministic); `shared` values go to the workers once per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from quantloop.errors import QuantloopError
+
+Progress = Callable[[int, int], None]
+"""Called with (completed, total) after every evaluation of a `map`."""
+
+
+class LocalPool:
+    """Runs every evaluation in this process, in order."""
+
+    distributed = False
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, progress: Progress | None = None, **shared: Any) -> list:
+        results = []
+        for item in items:
+            results.append(fn(item, **shared))
+            if progress:
+                progress(len(results), len(items))
+        return results
+
+
+class DaskPool:
+    """Runs evaluations as Dask tasks on `client`'s cluster."""
+
+    distributed = True
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, progress: Progress | None = None, **shared: Any) -> list:
+        from dask.distributed import as_completed
+
+        if not items:
+            return []
+        # large shared values (a model, data sets) travel once to every worker instead of once per task
+        scattered = {k: self.client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()}
+        futures = self.client.map(fn, list(items), pure=False, **scattered)
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(items)
+        for done, future in enumerate(as_completed(futures), 1):
+            results[index[future.key]] = future.result()
+            if progress:
+                progress(done, len(items))
+        return results
+
+
+def check_workers(workers: int) -> int:
+    if workers < 1:
+        raise QuantloopError(f"--workers {workers}: must be at least 1")
+    return workers
+
+
+@contextmanager
+def open_pool(workers: int = 1, scheduler: str | None = None) -> Iterator[LocalPool | DaskPool]:
+    """A pool for the duration of the block (a started `LocalCluster` is closed at its end)."""
+    check_workers(workers)
+    if workers == 1 and scheduler is None:
+        yield LocalPool()
+        return
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:  # pragma: no cover - a dependency; the message says what to install
+        raise QuantloopError("evaluating on several workers needs dask.distributed (pip install 'dask[distributed]')") from None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as err:
+            raise QuantloopError(f"--scheduler {scheduler}: cannot connect ({err})") from None
+        with client:
+            yield DaskPool(client)
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield DaskPool(client)
