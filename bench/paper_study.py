@@ -50,7 +50,7 @@ def validation_file(kind: str, folder: Path) -> str:
     """The selection data: zoo:digits-val, or val and calib together written to an .npz in `folder`."""
     if kind == "val":
         return "zoo:digits-val"
-    from quantloop.frontend.dataset import load_dataset
+    from quantloop.runtime.dataset import load_dataset
 
     parts = [load_dataset(f"zoo:digits-{name}") for name in ("val", "calib")]
     path = folder / "digits-val+calib.npz"

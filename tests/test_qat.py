@@ -171,6 +171,9 @@ class _Accuracy:
         self.calls.append(config)
         return self.table.get((config.weights[0], config.activations[0]), self.default)
 
+    def top1_many(self, configs, pool=None, progress=None):
+        return [self.top1(c) for c in configs]
+
 
 def test_qat_in_the_loop_fine_tunes_only_candidates_that_could_become_the_choice(cnn):
     """Candidates PTQ keeps feasible, candidates dearer than the cheapest feasible so far, and candidates
@@ -200,8 +203,6 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
     import json
 
     from quantloop.cli import main
-
-    from quantloop.frontend.dataset import load_dataset
 
     x, y = load_dataset("zoo:digits-train")
     np.savez(tmp_path / "train.npz", x=x[:256], y=y[:256])
