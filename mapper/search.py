@@ -198,6 +198,7 @@ def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
 
     weights = np.ones(len(options))
     flat = options.reshape(len(options), -1)
+    flat = flat[:, flat.max(axis=0, initial=1) > 1]  # slots at 1 in every option add no exponent
     for p in sorted(set(prime_factors(size))):
         exps = np.zeros_like(flat)
         rest = flat.copy()
@@ -231,7 +232,8 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
         for d in range(8):
             spatial *= opts[d][idx[:, d], :, 1:]
             cum[:, :, d] = opt_cum[d][idx[:, d]]
-        ok = np.all(spatial <= space.fanout, axis=(1, 2)) & space.fits(cum, space.must_keep)
+        ok = np.all(spatial <= space.fanout, axis=(1, 2))
+        ok[ok] = space.fits(cum[ok], space.must_keep)  # capacities only where the fan-outs hold
         if ok.any():
             found.append(idx[ok])
             have += int(ok.sum())

@@ -14,6 +14,11 @@ quantization of its real result, so both ends fold into the op's types without c
   as its result type, and the quantize ops disappear.
 - An op that only moves values (maxpool, reshape, flatten, identity, dropout) of a per-tensor quantized
   input keeps that type on its result (no requantization happens).
+- Backwards too: when such an op's result is quantized (per tensor) and its float input is read by it
+  alone, the op writing that input takes the type (quantizing before or after moving values is the same,
+  as quantization is monotone), so the value is quantized once, as the model does (ReduceMean with
+  keepdims=0 imports as global_avgpool + reshape, and the model's QuantizeLinear follows the reshape);
+  left float, calibration would quantize it a second time at a scale of its own.
 
 What stays: quantize ops of the model's float inputs (and requantizations), and dequantize ops that
 feed the return. Tensors the model leaves in float stay f32, for `qnn-assign-bits` and calibration.
@@ -106,6 +111,20 @@ def _keep_moved_type(op: Operation) -> None:
         new.name_hint = name
 
 
+def _quantize_before_move(op: Operation) -> None:
+    """See the module docstring: the writer of a moved value takes the moved result's per-tensor type."""
+    if not isinstance(op, MOVES_VALUES) or not isinstance(op.results[0].type.element_type, UniformType):
+        return
+    source = op.operands[0]
+    writer = source.owner
+    if (not _is_float(source) or not source.has_one_use() or not isinstance(writer, Operation)
+            or isinstance(writer, (QuantizeOp, DequantizeOp, ConstantOp)) or len(writer.results) != 1):
+        return
+    name = source.name_hint
+    new = Rewriter.replace_value_with_new_type(source, TensorType(op.results[0].type.element_type, source.type.get_shape()))
+    new.name_hint = name
+
+
 @dataclass(frozen=True)
 class FoldQuantPass(ModulePass):
     """Fold a QDQ / QOperator / QONNX model's quantize-dequantize into its layers' types (keeps its own bits)."""
@@ -121,5 +140,7 @@ class FoldQuantPass(ModulePass):
             for inner in list(function.body.block.ops):
                 if not isinstance(inner, (QuantizeOp, DequantizeOp, ConstantOp, ReturnOp)):
                     _fold_quantize(inner) or _keep_moved_type(inner)
+            for inner in reversed(list(function.body.block.ops)):  # last first: a chain of moves passes the type back
+                _quantize_before_move(inner)
             region_dce(function.body)
             function.update_function_type()

@@ -253,6 +253,32 @@ def test_qdq_small_cnn(variant, tmp_path, cache):
     compile_and_check(src, tmp_path, cache, FAST_TARGETS[variant])
 
 
+def test_qdq_reduce_mean_without_keepdims_is_quantized_once(tmp_path, cache):
+    """ReduceMean(keepdims=0) imports as global_avgpool + reshape and the model quantizes after the reshape:
+    qnn-fold-quant gives the pool that quantization too, so calibration does not quantize the pooled values a
+    second time at a scale of their own (which made QDQ ShuffleNetV2 differ by 1 LSB)."""
+    from quantloop.frontend import import_onnx
+    from quantloop.ir import GlobalAvgPoolOp, ReshapeOp, make_context
+    from quantloop.passes.canonicalize import CanonicalizePass
+    from quantloop.passes.fold_quant import FoldQuantPass
+
+    b = GraphBuilder("reduce_mean_cnn", seed=4)
+    x = b.input("input", (1, 3, 8, 8))
+    y = b.relu(b.conv(x, 8, 3, bias=True))
+    b.nodes.append(helper.make_node("ReduceMean", [y], ["mean"], axes=[2, 3], keepdims=0, name="mean"))
+    b.shapes["mean"] = (1, 8)
+    src = quantize(b.build(b.gemm("mean", 4)), tmp_path, "qdq-mean")
+    module = import_onnx(str(src))
+    CanonicalizePass().apply(make_context(), module)
+    FoldQuantPass().apply(make_context(), module)
+    (pool,) = [op for op in module.walk() if isinstance(op, GlobalAvgPoolOp)]
+    (squeeze,) = [op for op in module.walk() if isinstance(op, ReshapeOp)]
+    assert squeeze.input is pool.results[0]
+    assert pool.results[0].type.element_type == squeeze.results[0].type.element_type
+    assert hasattr(pool.results[0].type.element_type, "scale")
+    compile_and_check(src, tmp_path, cache, ("simba",))
+
+
 def test_qdq_int4_opset21_uses_the_standard_domain(tmp_path, cache):
     src = quantize(small_cnn(opset=21), tmp_path, "int4-opset21", weights=QuantType.QInt4)
     domains = {n.domain for n in onnx.load(src).graph.node if n.op_type == "DequantizeLinear"}
@@ -394,8 +420,9 @@ def test_int16_activations_keep_their_bits_and_a_target_too_narrow_says_so(tmp_p
     convs = [op for op in module.walk() if op.name == "qnn.conv2d"]
     assert convs and all(isinstance(op.results[0].type.element_type, UniformType) for op in convs)
     assert {(op.results[0].type.element_type.bits, op.results[0].type.element_type.signed) for op in convs} == {(16, True)}
-    with pytest.raises(QuantloopError, match=r"layer 'conv_1'.*16 bits, wider than the 8-bit word"):
+    with pytest.raises(QuantloopError, match=r"layer 'conv_1'.*16 bits, wider than the 8-bit word") as err:
         quantloop.compile(str(src), target="simba", out=io.StringIO())
+    assert str(err.value).startswith(f"{src}: ")  # names the model, though the message names the target "simba"
 
 
 def test_tensors_the_model_leaves_float_get_bits_from_the_options(tmp_path, cache):
