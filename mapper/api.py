@@ -188,13 +188,23 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
         import quantloop.mapper.cpsat  # noqa: F401  (imported once here: forked workers inherit ortools)
 
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+        workers = min(workers, len(todo))
+        pending = list(todo)  # the pool takes them in this order: the first `workers` are being searched
+
+        def show_searching() -> None:
+            if progress is not None and pending:
+                progress.start(", ".join(jobs[i][0] for i in pending[:workers]))
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(_map_one, jobs[i]): i for i in todo}
+            show_searching()
             for future in as_completed(futures):
                 i = futures[future]
                 done[i] = future.result()
+                pending.remove(i)
                 if progress is not None:
                     progress.advance(jobs[i][0])
+                show_searching()
     results = []
     for name, problem, bits in requests:
         r = done[first[(tuple(_problem_key(problem).items()), bits)]]

@@ -151,3 +151,20 @@ def test_unnamed_workers_map_in_a_pool_when_cold_and_in_process_when_cached(tmp_
     warm = map_layers(requests, "eyeriss", workers=None, cache=MapCache(tmp_path), budget=SMALL)
     assert pools == [2] and all(r.cache_hit for r in warm)
     assert [r.mapping for r in warm] == [r.mapping for r in cold]
+
+
+def test_pool_progress_names_the_layers_being_searched():
+    heard = []
+
+    class Listener:
+        def start(self, name):
+            heard.append(("start", name))
+
+        def advance(self, name="", cache_hit=False):
+            heard.append(("done", name))
+
+    requests = [(f"l{i}", Problem(M=4 * (i + 1), C=4, P=2, Q=2), Bits(8, 8, 8)) for i in range(3)]
+    map_layers(requests, "eyeriss", workers=2, cache=None, budget=SMALL, progress=Listener())
+    assert heard[0][0] == "start" and len(heard[0][1].split(", ")) == 2
+    assert sorted(name for kind, name in heard if kind == "done") == ["l0", "l1", "l2"]
+    assert heard[-1][0] == "done"  # nothing left to search once the last layer is done
