@@ -92,14 +92,17 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
         console = Console(stderr=True)
     model_name = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
     with onnxruntime_failures(model_name):  # the search's own model runs: one line naming the model
+        train = (data.train_x, data.train_y) if data.train_x is not None else None
         result = search_bits(module, search_options(options), data.calib_x, data.val_x, data.val_y, console=console,
-                             data_names=(data.calib_name, data.val_name))
+                             data_names=(data.calib_name, data.val_name), train=train)
         extra: dict[str, Any] = {"data": {"calibration": data.calib_name, "validation": data.val_name, "test": data.test_name}}
         if result.chosen is not None and data.test_x is not None:
             extra["test"] = held_out_accuracies(result, data)
     qat_model = qat_table = None
-    if settings.accuracy == "qat":
+    if settings.accuracy == "qat-front":
         qat_model, qat_table, extra["qat"] = qat_choice(result, data, settings)
+    elif settings.accuracy == "qat":
+        qat_model, qat_table, extra["qat"] = qat_loop_choice(result, data, settings, extra.get("test"))
     document = build_pareto(result, model=model_name, extra=extra)
     if qat_model is not None:
         return Searched(module, data, result, document, qat_model, qat_table, source=model)
@@ -111,6 +114,37 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
     return Searched(module, data, result, document, source=model)
 
 
+def qat_loop_choice(result, data: SearchData, settings: SearchSettings,
+                    test: dict | None) -> tuple[Any, dict | None, dict[str, Any]]:
+    """`--accuracy qat` (QAT in the loop): the search already judged candidates after QAT; when its choice
+    is a QAT'd point, train it again (deterministic: the same network) for its QONNX model and its test
+    accuracy (which replaces the PTQ one in `test`)."""
+    from quantloop.passes.search.qat import export_qonnx
+
+    stats = result.qat.stats
+    summary: dict[str, Any] = {
+        "mode": "loop", "train_data": data.train_name, "epochs": settings.qat_epochs, "chosen": None,
+        "fine_tuned": stats.evaluated, "lookups": stats.lookups, "cache_hits": stats.cache_hits, "seconds": stats.seconds,
+        "qat_points": sum(p.qat for p in result.archive),
+    }
+    point = result.chosen
+    if point is None or not point.qat:
+        return None, None, summary
+    network = result.qat.train(point.config)
+    ref = result.reference
+    summary["chosen"] = {
+        "label": point.config.label(), "energy_pj": point.energy_pj, "cycles": point.cycles, "edp": point.edp,
+        "weight_bytes": point.weight_bytes, "validation_accuracy": point.accuracy, "ptq_validation_accuracy": point.ptq_accuracy,
+        "saving_vs_w8a8": {"energy": 1 - point.energy_pj / ref.energy_pj, "edp": 1 - point.edp / ref.edp},
+    }
+    if data.test_x is not None and data.test_y is not None:
+        summary["chosen"]["test_accuracy"] = network.top1(data.test_x, data.test_y)
+        if test is not None:
+            test["ptq_chosen_accuracy"] = test["chosen_accuracy"]
+            test["chosen_accuracy"] = summary["chosen"]["test_accuracy"]
+    return export_qonnx(network), result.bits_file(point), summary
+
+
 def qat_choice(result, data: SearchData, settings: SearchSettings) -> tuple[Any, dict | None, dict[str, Any]]:
     """`--accuracy qat`: fine-tune the front in cost order (`passes.search.qat.qat_front`); the chosen
     point's QONNX model, its bits table and the summary for pareto.json (with its decomposition)."""
@@ -119,8 +153,8 @@ def qat_choice(result, data: SearchData, settings: SearchSettings) -> tuple[Any,
 
     choice = qat_front(result, data.calib_x, data.val_x, data.val_y, data.train_x, data.train_y,
                        epochs=settings.qat_epochs, seed=settings.seed)
-    summary: dict[str, Any] = {"train_data": data.train_name, "epochs": settings.qat_epochs, "tried": choice.tried,
-                               "chosen": None}
+    summary: dict[str, Any] = {"mode": "front", "train_data": data.train_name, "epochs": settings.qat_epochs,
+                               "tried": choice.tried, "chosen": None}
     if choice.chosen is None:
         return None, None, summary
     point, ref = choice.chosen, result.reference
@@ -210,7 +244,13 @@ def report_summary(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_qat_summary(console, qat: dict[str, Any]) -> None:
-    for t in qat["tried"]:
+    if qat.get("mode") == "loop":
+        console.print(f"QAT in the loop: {qat['fine_tuned']} candidates fine-tuned ({qat['cache_hits']} cached) in "
+                      f"{qat['seconds']:.1f} s", markup=False, highlight=False)
+        if qat["chosen"] is None:
+            console.print("QAT: the chosen point needs no fine-tuning (PTQ keeps its accuracy)")
+            return
+    for t in qat.get("tried", []):
         console.print(f"QAT {t['label']} at {t['energy_pj'] / 1e6:,.3f} µJ: validation top-1 PTQ {100 * t['ptq_accuracy']:.2f} % "
                       f"-> QAT {100 * t['qat_accuracy']:.2f} %", markup=False, highlight=False)
     chosen = qat["chosen"]
@@ -222,7 +262,7 @@ def print_qat_summary(console, qat: dict[str, Any]) -> None:
                   f"{100 * chosen['saving_vs_w8a8']['edp']:.1f} % below w8a8{test}", markup=False, highlight=False)
     from quantloop.passes.search.synergy import summary_lines
 
-    for line in summary_lines(qat["synergy"]):
+    for line in summary_lines(qat["synergy"]) if "synergy" in qat else []:  # loop mode: the search's own decomposition
         console.print(line, markup=False, highlight=False)
 
 

@@ -105,7 +105,9 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
 def _naming_an_input(message: str, model: Any, options: CompileOptions) -> str:
     """Every compile error names a file: one that names none of the inputs (a layer's calibration, an
     onnxruntime refusal) is about the model, so it is prefixed with the model's path."""
-    inputs = [model, options.target, options.output_dir, options.bits_file, options.data, options.dump_ir,
+    target = options.target if isinstance(options.target, Path) or Path(str(options.target or "")).suffix \
+        or "/" in str(options.target or "") else None  # a built-in target's name ("simba") is no file
+    inputs = [model, target, options.output_dir, options.bits_file, options.data, options.dump_ir,
               options.cache_dir]
     if options.search is not None:
         inputs += [options.search.val_data, options.search.test_data]

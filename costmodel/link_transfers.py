@@ -118,7 +118,9 @@ def link_transfers(nest, stages: tuple[LinkStage, ...], keep_inputs: np.ndarray,
         matched = _neighbour_matches(st, ow, oh, ohard, n_r, exists, TW, TH)
         count = matched.sum(axis=2)
         removed = count
-        if ((sx[rows] > 1) | (sy[rows] > 1))[:, ~RELEVANT[_INPUTS]].any():
+        spread = (sx[rows] > 1) | (sy[rows] > 1)
+        coinciding = (spread[:, _P] & spread[:, _R]) | (spread[:, _Q] & spread[:, _S])
+        if spread[:, ~RELEVANT[_INPUTS]].any() or coinciding.any():
             removed = _groups_removed(ow, oh, ohard, exists, matched)
         used = removed > 0
         link[rows, c] = (WT * count * used).sum(axis=1)
@@ -238,3 +240,34 @@ def _groups_removed(ow: np.ndarray, oh: np.ndarray, ohard: list[np.ndarray], exi
     unmatched = np.einsum("rij,rtj->rti", key_same.astype(np.float64),
                           (~matched & exists[:, None, :]).astype(np.float64))
     return ((unmatched == 0) & leader[:, None, :]).sum(axis=2)
+
+
+def coinciding_windows(nest, stages: tuple[LinkStage, ...]) -> np.ndarray:
+    """[B, L + 1]: for the level c a stage feeds, the share of the stage's Inputs-distinct children
+    (product of its Inputs-relevant factors) whose windows are distinct. Two sliding dims of one image
+    axis spread over one stage (P and R, or Q and S) can give two children the same window, e.g. P2 and
+    R2 at stride 1: (p 1, r 0) and (p 0, r 1). Their deltas are equal, so Timeloop multicasts them: the
+    parent reads once for both. 1 where every child's window is its own."""
+    B, L = nest.B, nest.L
+    pr = nest.problem
+    ratio = np.ones((B, L + 1))
+    for st in stages:
+        l, c = st.level, st.level + 1
+        sx = nest.spatial_x[:, l] if st.use_x else np.ones((B, 8))
+        sy = nest.spatial_y[:, l] if st.use_y else np.ones((B, 8))
+        f = sx * sy
+        rows = np.flatnonzero(((f[:, _P] > 1) & (f[:, _R] > 1)) | ((f[:, _Q] > 1) & (f[:, _S] > 1)))
+        if rows.size == 0:
+            continue
+        n_max = int(f[rows].prod(axis=1).max())
+        stride = nest.inner[rows, c]
+        ow, oh, ohard, n_r = _children(sx[rows], sy[rows], stride, nest.coef_w, nest.coef_h, n_max)
+        width = (pr.P - 1) * pr.Wstride + (pr.R - 1) * pr.Wdilation + 1
+        height = (pr.Q - 1) * pr.Hstride + (pr.S - 1) * pr.Hdilation + 1
+        key = ((ohard[0] * pr.G + ohard[1]) * pr.C + ohard[2]) * (width * height) + oh * width + ow
+        exists = np.arange(n_max)[None, :] < n_r[:, None]
+        key = np.sort(np.where(exists, key, -1), axis=1)
+        distinct = ((key[:, 1:] != key[:, :-1]) & (key[:, 1:] >= 0)).sum(axis=1) + (key[:, 0] >= 0)
+        relevant = f[rows][:, RELEVANT[_INPUTS]].prod(axis=1)
+        ratio[rows, c] = distinct / relevant
+    return ratio

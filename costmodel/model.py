@@ -65,7 +65,7 @@ import numpy as np
 
 from quantloop.costmodel.checks import check_bits, check_mapping, check_tiles
 from quantloop.costmodel.legality import tile_bounds, tiles_ok
-from quantloop.costmodel.link_transfers import LinkStage, link_stages, link_transfers
+from quantloop.costmodel.link_transfers import LinkStage, coinciding_windows, link_stages, link_transfers
 from quantloop.mapping import Mapping, MappingArrays
 from quantloop.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
@@ -73,7 +73,7 @@ from quantloop.targets.registry import load_target
 
 #: bump when evaluate / evaluate_batch change any figure: cached mappings were chosen by the old
 #: figures (the mapper cache key includes it), so they are searched again instead of only re-scored
-COSTMODEL_VERSION = "3"
+COSTMODEL_VERSION = "4"
 
 _N, _G, _C, _M, _P, _Q, _R, _S = range(8)
 _WEIGHTS, _INPUTS, _OUTPUTS = range(3)
@@ -400,6 +400,11 @@ def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray,
         part[:, :, ds] = pvol * kept
         extra_reads = None
         if ds == _INPUTS and stages:
+            # children of a stage with the same window are multicast (costmodel/link_transfers.py)
+            ratio = coinciding_windows(nest, stages)
+            if (ratio != 1).any():
+                cum = np.cumprod(ratio, axis=1)
+                flow = flow * (cum[rows, nxt] / cum[:, :L])
             # link transfers (costmodel/link_transfers.py): neighbours send part of the children's deltas
             link, saved, n_stage = link_transfers(nest, stages, kept, vol, w, h)
             if link.any():

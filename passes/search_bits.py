@@ -129,7 +129,7 @@ def resolve_data(module: ModuleOp, packaged: dict[str, str] | None, data: str | 
         test_x = test_y = test_name = None
     calib_spec = None if calib_name.startswith("random") else calib_name
     found = SearchData(calib_x, calib_name, val_x, val_y, val_name, test_x, test_y, test_name, calib_spec)
-    if settings.accuracy == "qat":
+    if settings.accuracy != "ptq":
         train_spec = settings.train_data or defaults.get("train")
         if not train_spec:
             raise QuantloopError("--accuracy qat: --train-data is required (a labelled .npz with x and y) for this model")
@@ -151,7 +151,8 @@ def search_options(options: CompileOptions) -> SearchOptions:
         generations=settings.generations, seed=settings.seed, workers=options.workers or 1, scheduler=options.scheduler,
         cache_dir=options.cache_dir or None, use_cache=options.use_cache, weight_clip=options.weight_clip,
         act_range=options.act_range, percentile=options.percentile, max_calib_samples=options.max_calib_samples,
-        progress=settings.progress, psum_bits=options.psum_bits,
+        progress=settings.progress, psum_bits=options.psum_bits, accuracy="qat" if settings.accuracy == "qat" else "ptq",
+        qat_epochs=settings.qat_epochs,
     )
 
 

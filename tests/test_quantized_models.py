@@ -420,8 +420,9 @@ def test_int16_activations_keep_their_bits_and_a_target_too_narrow_says_so(tmp_p
     convs = [op for op in module.walk() if op.name == "qnn.conv2d"]
     assert convs and all(isinstance(op.results[0].type.element_type, UniformType) for op in convs)
     assert {(op.results[0].type.element_type.bits, op.results[0].type.element_type.signed) for op in convs} == {(16, True)}
-    with pytest.raises(QuantloopError, match=r"layer 'conv_1'.*16 bits, wider than the 8-bit word"):
+    with pytest.raises(QuantloopError, match=r"layer 'conv_1'.*16 bits, wider than the 8-bit word") as err:
         quantloop.compile(str(src), target="simba", out=io.StringIO())
+    assert str(err.value).startswith(f"{src}: ")  # names the model, though the message names the target "simba"
 
 
 def test_tensors_the_model_leaves_float_get_bits_from_the_options(tmp_path, cache):

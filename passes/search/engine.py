@@ -48,6 +48,8 @@ class SearchOptions:
     max_calib_samples: int = DEFAULT_MAX_CALIB_SAMPLES
     progress: bool = True
     psum_bits: str = PSUM_MODES[0]  # how partial sums are stored (CompileOptions.psum_bits)
+    accuracy: str = "ptq"  # "qat": candidates PTQ leaves infeasible are judged after QAT (passes.search.qat)
+    qat_epochs: int = 6
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class Point:
     weight_bytes: int
     accuracy: float
     feasible: bool
+    ptq_accuracy: float | None = None  # set when `accuracy` is the QAT model's (QAT in the loop)
+
+    @property
+    def qat(self) -> bool:
+        return self.ptq_accuracy is not None
 
     @property
     def edp(self) -> float:
@@ -91,6 +98,7 @@ class SearchResult:
     accuracy_stats: AccuracyStats = field(default_factory=AccuracyStats)
     energy_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    qat: object = None  # passes.search.qat.QatAccuracy under QAT in the loop (its stats; retrains the chosen)
 
     @property
     def best_accuracy(self) -> Point:
@@ -132,10 +140,12 @@ def check_widths(arch, widths: Sequence[int]) -> None:
 class Candidates:
     """Evaluates genes into archived `Point`s (memoised by configuration)."""
 
-    def __init__(self, space, energy: EnergyModel, accuracy: CachedAccuracy, float_accuracy, options):
+    def __init__(self, space, energy: EnergyModel, accuracy: CachedAccuracy, float_accuracy, options, qat=None):
         self.space = space
         self.energy = energy
         self.accuracy = accuracy
+        self.qat = qat  # passes.search.qat.QatAccuracy: QAT in the loop (run here, in order), or None
+        self.best_cost = float("inf")  # of the cheapest feasible point so far
         self.float_accuracy = float_accuracy
         self.options = options
         self.word_bits = energy.arch.levels[0].word_bits
@@ -159,8 +169,25 @@ class Candidates:
             feasible = within_drop(self.float_accuracy, acc, self.options.max_accuracy_drop)
             tiles = self.energy.weight_tiles(self.space.layer_bits(config), config.scheme)
             stored = weight_bytes(self.counts, config.weights, self.word_bits, tiles, self.bias_counts)
-            self.points[config] = Point(config, energy, cycles, stored, acc, feasible)
+            point = Point(config, energy, cycles, stored, acc, feasible)
+            if not feasible and self._worth_qat(point):
+                qat_acc = self.qat.top1(config)
+                point = Point(config, energy, cycles, stored, qat_acc,
+                              within_drop(self.float_accuracy, qat_acc, self.options.max_accuracy_drop), ptq_accuracy=acc)
+            if point.feasible:
+                self.best_cost = min(self.best_cost, point.cost(self.options.objective))
+            self.points[config] = point
         return [self.points[c] for c in configs]
+
+    def _worth_qat(self, point: Point) -> bool:
+        """QAT in the loop fine-tunes a candidate PTQ leaves infeasible only if it could become the choice
+        (it costs less than the cheapest feasible point so far) and its PTQ accuracy is within
+        `qat.LOOP_MARGIN_PP` of the float model's (further down a short fine-tune rarely recovers)."""
+        from quantloop.passes.search.qat import LOOP_MARGIN_PP
+
+        return (self.qat is not None and point.config.scheme == "int"
+                and point.cost(self.options.objective) < self.best_cost
+                and (self.float_accuracy - point.accuracy) * 100.0 <= LOOP_MARGIN_PP)
 
     def _batch_progress(self, batch: int):
         """Progress of one batch's new evaluations, as completed / total of the whole search."""
@@ -208,11 +235,13 @@ def search_bits(
     *,
     console=None,
     data_names: tuple[str, str] = ("calibration data", "validation data"),
+    train: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SearchResult:
     """Run the co-search on a canonicalized float module (left unchanged).
 
     `val_y` None selects the fidelity proxy: the labels are the float model's own top-1 on
-    `val_x`, so the accuracy is the top-1 agreement with the float model.
+    `val_x`, so the accuracy is the top-1 agreement with the float model. `train` (x, y) is the QAT
+    training data, needed by `options.accuracy == "qat"` (QAT in the loop).
     """
     started = time.perf_counter()
     _check_options(options)
@@ -241,7 +270,8 @@ def search_bits(
             percentile=options.percentile,
         ),
     )
-    candidates = Candidates(space, energy, accuracy, float_accuracy, options)
+    qat = _qat_accuracy(space, accuracy, calib_x, val_x, val_y, metric, train, options)
+    candidates = Candidates(space, energy, accuracy, float_accuracy, options, qat)
     reference, generations_run = _evolve(space, candidates, energy, options, console)
 
     archive = list(candidates.points.values())
@@ -253,7 +283,28 @@ def search_bits(
         reference=reference, archive=archive, front=pareto_front(archive, options.objective), chosen=chosen,
         ablation=ablation, mapper=energy.stats, seconds=time.perf_counter() - started, generations_run=generations_run,
         accuracy_stats=accuracy.stats, energy_seconds=candidates.energy_seconds, synergy=synergy,
-        energy_model=energy, cache=cache,
+        energy_model=energy, cache=cache, qat=qat,
+    )
+
+
+def _qat_accuracy(space, accuracy: CachedAccuracy, calib_x, val_x, val_y, metric: str, train, options: SearchOptions):
+    """QAT in the loop's judge (`passes.search.qat.QatAccuracy`), sharing the PTQ evaluator's calibration; None under PTQ."""
+    if options.accuracy != "qat":
+        return None
+    from quantloop.passes.search.qat import QatAccuracy
+
+    if train is None or metric != "top1":
+        raise QuantloopError("--accuracy qat: needs labelled training and validation data")
+
+    def shared_evaluator():
+        if accuracy.evaluator is None:
+            accuracy.evaluator = accuracy.make_evaluator()
+        return accuracy.evaluator
+
+    return QatAccuracy(
+        space, shared_evaluator, calib_x, train[0], train[1], val_x, val_y, epochs=options.qat_epochs, seed=options.seed,
+        cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
+        settings={"weight_clip": options.weight_clip, "act_range": options.act_range, "percentile": options.percentile},
     )
 
 

@@ -29,6 +29,12 @@ from quantloop.passes.search.space import Config, SearchSpace
 DEFAULT_EPOCHS = 3
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-4
+#: `--accuracy qat` (QAT in the loop) fine-tunes a candidate only when its PTQ accuracy is at most this many
+#: percentage points below the float model's: further down a short fine-tune rarely brings it back within the
+#: drop, and skipping such candidates keeps the search's QAT count, its cost, in check (see README).
+LOOP_MARGIN_PP = 30.0
+#: Bump when the training numerics change (cached QAT accuracies carry it).
+QAT_VERSION = 1
 SUPPORTED_OPS = frozenset("Conv Gemm Relu Clip MaxPool Add GlobalAveragePool Flatten Constant Identity".split())
 
 
@@ -320,3 +326,57 @@ def qat_front(result, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
         if within_drop(result.float_accuracy, accuracy, options.max_accuracy_drop):
             return QatChoice(tried, point, net)
     return QatChoice(tried, None, None)
+
+
+class QatAccuracy:
+    """QAT in the loop: the validation top-1 of a candidate after `epochs` of `train_qat`, cached on disk
+    (beside the PTQ accuracies, `accuracy/`) by the model, the candidate, the calibration, training and
+    validation data, the epochs, seed, learning rate, batch size, calibration settings, torch version and
+    `QAT_VERSION`. Retraining the same key gives the same network (training is deterministic), which is
+    how the chosen point's model is rebuilt for export without storing weights."""
+
+    def __init__(self, space: SearchSpace, evaluator_factory, calib_x: np.ndarray, train_x: np.ndarray,
+                 train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *, epochs: int, seed: int, cache,
+                 settings: dict) -> None:
+        from quantloop.passes.search.accuracy_cache import AccuracyStats, array_digest, space_digest
+
+        self.space, self.make_evaluator, self.evaluator = space, evaluator_factory, None
+        self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
+        self.epochs, self.seed, self.cache = epochs, seed, cache
+        self.stats = AccuracyStats()
+        self.base = {
+            "qat_version": QAT_VERSION, "torch": _torch().__version__, "model": space_digest(space),
+            "calibration": array_digest(calib_x), "train_x": array_digest(train_x), "train_y": array_digest(train_y),
+            "x": array_digest(val_x), "y": array_digest(val_y), "epochs": epochs, "seed": seed, "lr": LEARNING_RATE,
+            "batch": BATCH_SIZE, **settings,
+        } if cache is not None else {}
+
+    def train(self, config: Config) -> QatNetwork:
+        """The fine-tuned network of `config` (deterministic: the one whose accuracy `top1` reports)."""
+        if self.evaluator is None:
+            self.evaluator = self.make_evaluator()
+        return train_qat(self.space, config, self.evaluator, self.train_x, self.train_y, epochs=self.epochs, seed=self.seed)
+
+    def top1(self, config: Config) -> float:
+        import time
+
+        from quantloop.mapper.cache import cache_key
+
+        started = time.perf_counter()
+        try:
+            self.stats.lookups += 1
+            key = None
+            if self.cache is not None:
+                key = cache_key({**self.base, "weights": list(config.weights), "activations": list(config.activations),
+                                 "scheme": config.scheme})
+                entry = self.cache.get(key)
+                if entry is not None and isinstance(entry.get("accuracy"), float):
+                    self.stats.cache_hits += 1
+                    return entry["accuracy"]
+            accuracy = self.train(config).top1(self.val_x, self.val_y)
+            self.stats.evaluated += 1
+            if key is not None:
+                self.cache.put(key, {"accuracy": accuracy})
+            return accuracy
+        finally:
+            self.stats.seconds += time.perf_counter() - started
