@@ -3,7 +3,8 @@
 `open_pool(workers, scheduler)` is the one place that starts or joins a cluster, for `quantloop explore`
 and `quantloop compile --search` alike: `workers == 1` without a scheduler runs everything here;
 `workers > 1` starts a `LocalCluster` of that many single-threaded worker processes; `scheduler`
-(`tcp://host:port`) uses an existing cluster. `pool.map(fn, items, **shared)` returns the results in the
+(`tcp://host:port`) uses an existing cluster (whose workers keep the settings they were started with: see
+`local_worker_config` for the two that matter). `pool.map(fn, items, **shared)` returns the results in the
 items' order whatever order the workers finish in, so a distributed run returns exactly what one process
 returns (the functions it runs are deterministic); `shared` values go to the workers once per call.
 """
@@ -59,6 +60,24 @@ class DaskPool:
         return results
 
 
+def local_worker_config() -> dict[str, Any]:
+    """The Dask settings the workers of our `LocalCluster` start with: Dask's defaults but for two that cost
+    CPU in every evaluation and buy nothing here (measured with bench/dask_worker_cpu.py).
+
+    - `MALLOC_TRIM_THRESHOLD_` (the nanny sets 65536 by default, to hand freed memory back to the OS): setting it
+      also turns off glibc's adaptive mmap threshold, so every numpy temporary over 128 KiB of the mapper's batch
+      cost model is a fresh mmap, faulted in page by page and unmapped again: for 8 MobileNetV2-digits
+      mappings ~680k page faults instead of ~1k, and 2.4x the CPU of the same mappings in-process (1.05x without). The thread limits of the same setting (OMP/MKL/OpenBLAS = 1) stay.
+    - the statistical profiler (samples every task thread's stack every 10 ms for a dashboard we do not open).
+    """
+    import dask.config
+    import distributed  # noqa: F401  (puts Dask's distributed defaults into dask.config)
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return {"distributed.nanny.pre-spawn-environ": environ, "distributed.worker.profile.enabled": False}
+
+
 def check_workers(workers: int) -> int:
     if workers < 1:
         raise QuantloopError(f"--workers {workers}: must be at least 1")
@@ -84,6 +103,9 @@ def open_pool(workers: int = 1, scheduler: str | None = None) -> Iterator[LocalP
         with client:
             yield DaskPool(client)
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    import dask.config
+
+    with dask.config.set(local_worker_config()), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield DaskPool(client)
