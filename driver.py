@@ -38,17 +38,17 @@ def check_float_options(options: CompileOptions, target_name: str) -> None:
 
     given = [
         (options.bits not in (DEFAULT_BITS, FLOAT_BITS_TEXT) and not is_float_bits(parse_bits(options.bits)),
-         f"--bits {options.bits}"),
-        (options.bits_file is not None, f"--bits-file {options.bits_file}"),
-        (options.bits_table is not None, "a per-layer bits table"),
-        (options.weight_scheme not in ("int", FLOAT_SCHEME), f"--scheme {options.weight_scheme}"),
-        (options.data is not None, f"--data {options.data} (there is nothing to calibrate)"),
-        (options.search is not None, "--search (there are no bit-widths to search)"),
+         f"--bits {options.bits}", ""),
+        (options.bits_file is not None, f"--bits-file {options.bits_file}", ""),
+        (options.bits_table is not None, "a per-layer bits table", ""),
+        (options.weight_scheme not in ("int", FLOAT_SCHEME), f"--scheme {options.weight_scheme}", ""),
+        (options.data is not None, f"--data {options.data}", ": there is nothing to calibrate"),
+        (options.search is not None, "--search", ": there are no bit-widths to search"),
     ]
-    for conflict, what in given:
+    for conflict, what, why in given:
         if conflict:
             raise QuantloopError(f"target {target_name}: its PEs execute float32 layers ({FLOAT_BITS_TEXT}); "
-                                 f"{what} does not apply")
+                                 f"{what} does not apply{why}")
 
 
 def qnn_passes(options: CompileOptions, *, calibrate: bool, float_layers: bool = False) -> list[ModulePass]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from quantloop.bits import FLOAT_ACCUMULATOR_BITS, FLOAT_SCHEME, PSUM_MODES, VALUE_SCHEMES, parse_bits
+from quantloop.bits import FLOAT_ACCUMULATOR_BITS, FLOAT_SCHEME, PSUM_MODES, VALUE_SCHEMES, is_float_bits, parse_bits
 from quantloop.errors import QuantloopError
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
@@ -213,9 +213,14 @@ class Bits:
 
         Without `o`, outputs take the activation width: the next layer reads them as its inputs,
         which is how the core paper's fork was run (its partial sums share the output width).
+        `w32a32` is float32 (scheme "float", `quantloop.bits.is_float_bits`).
         """
         spec = parse_bits(text)
         outputs = spec.activations if spec.outputs is None else spec.outputs
+        if is_float_bits(spec):  # 32-bit values are float32 (there are no 32-bit integer widths)
+            if scheme not in ("int", FLOAT_SCHEME):
+                raise QuantloopError(f"bits {text!r}: 32-bit values are float32; scheme {scheme} does not apply")
+            scheme = FLOAT_SCHEME
         return cls(weights=spec.weights, inputs=spec.activations, outputs=outputs, scheme=scheme)
 
     @property

@@ -49,6 +49,9 @@ def test_float_is_a_scheme_of_32_bits_with_a_32_bit_accumulator():
     assert not bits.is_float_bits(bits.parse_bits("w32a8")) and not bits.is_float_bits(bits.parse_bits("w8a8"))
     assert Bits.parse("w32a32", scheme="float").accumulator_bits == 32  # not max(o, w + a) = 64
     assert Bits.parse("w8a8").accumulator_bits == 16
+    assert Bits.parse("w32a32") == Bits.parse("w32a32", scheme="float") == Bits(32, 32, 32, scheme="float")
+    with pytest.raises(QuantloopError, match="32-bit values are float32; scheme pot does not apply"):
+        Bits.parse("w32a32", scheme="pot")
     assert "float" not in bits.SCHEMES  # weight quantization schemes: --scheme and bits files stay int/pot/pot2
     with pytest.raises(QuantloopError, match="32 bits is not a legal bit-width"):
         bits.check_width(32, "x")  # no 32-bit integers
@@ -163,7 +166,8 @@ def test_compile_on_fp32_maps_float_layers_and_writes_float32_weights_that_repro
 @pytest.mark.parametrize("flags, what", [
     (["--bits", "w4a8"], "--bits w4a8 does not apply"),
     (["--scheme", "pot"], "--scheme pot does not apply"),
-    (["--data", "zoo:digits-calib"], "nothing to calibrate"),
+    (["--data", "zoo:digits-calib"], "--data zoo:digits-calib does not apply: there is nothing to calibrate"),
+    (["--search", "--max-accuracy-drop", "1", "--val-data", "zoo:digits-val"], "--search does not apply"),
 ])
 def test_quantization_options_on_float_pes_are_one_line_errors(tmp_path, capsys, flags, what):
     from quantloop.cli import main
@@ -225,3 +229,17 @@ def test_cnn_digits_on_eyeriss_fp32_keeps_the_float_models_accuracy_and_agrees_w
     assert len(result.timeloop_check) == 4 and not [c.name for c in result.timeloop_check if c.flagged]
     x, y = load_dataset("zoo:digits-test")
     assert top1(onnx.load(out / "model.quant.onnx"), x, y) == top1(load_zoo_model("zoo:cnn_digits"), x, y)
+
+
+def test_map_cli_costs_a_layer_on_fp32_pes(tmp_path, capsys):
+    from quantloop.cli import main
+
+    problem = Path(__file__).parent / "data" / "timeloop" / "eyeriss_like" / "default_problem" / "problem.yaml"
+    args = ["map", "--target", "eyeriss_fp32", "--problem", str(problem), "--cache-dir", str(tmp_path)]
+    assert main([*args, "--bits", "w32a32", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mac_energy_pj"] == pytest.approx(doc["macs"] * FP32_MAC_PJ)
+    assert main([*args, "--bits", "w8a8"]) == 2
+    assert "the fp32 PEs execute float weights, not int" in capsys.readouterr().err
+    assert main(["map", "--target", "eyeriss", "--problem", str(problem), "--bits", "w32a32", "--no-cache"]) == 2
+    assert "the int8 PEs execute int/pot/pot2 weights, not float" in capsys.readouterr().err
