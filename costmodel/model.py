@@ -255,11 +255,14 @@ class _Nest:
         vol = _prod_dims(ext, _DS_DIMS[ds])
         return vol, vol, vol
 
-    def visits(self, ds: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """Values received by one instance of each level (arrays [B, L]) over the whole run,
-        with halo-aware deltas (see the module docstring). Closed form: with j* the innermost
-        loop above the level that indexes ds, visits = tile · Π_{i≤j*} f_i, minus the window
-        overlap of every step of j* when j* is a sliding-window loop of Inputs."""
+    def visits(self, ds: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Values received by one instance of each level in `levels` (bool [L]; 0 at the other
+        levels) over the whole run, [B, L], with halo-aware deltas (see the module docstring).
+        Closed form: with j* the innermost loop above the level that indexes ds, visits =
+        tile · Π_{i≤j*} f_i, minus the window overlap of every step of j* when j* is a
+        sliding-window loop of Inputs."""
+        if ds == _INPUTS:
+            return self._input_visits(vol, w, h, levels)
         B, L = self.B, self.L
         last = np.where(self.relevant[ds], self.active_positions, -1).max(axis=2)  # innermost indexing loop per level
         jstar = np.empty((B, L), dtype=np.int64)
@@ -267,12 +270,9 @@ class _Nest:
         if L > 1:
             np.maximum.accumulate(last[:, :-1], axis=1, out=jstar[:, 1:])
         incl = self.incl.ravel()
-        result = vol * incl.take(jstar + 1 + self.row_incl)
-        if ds != _INPUTS:
-            return result
-        return self._input_visits(vol, w, h)
+        return vol * incl.take(jstar + 1 + self.row_incl) * levels
 
-    def _input_visits(self, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    def _input_visits(self, vol: np.ndarray, w: np.ndarray, h: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """Inputs, counted as timeloop-model counts them (module docstring, "Sliding windows").
 
         A step of loop j above level l (the loops inside j wrap) translates the tile by t_j: along
@@ -280,42 +280,66 @@ class _Nest:
         and into new N/G/C values when j or a loop inside it indexes them. With k the innermost loop
         above l that indexes Inputs, a step of j charges 0 when t_j = 0, the part of the tile not in
         the previous one when t_j = t_k (the steady stride), and the whole tile otherwise; the part
-        not in the previous tile is the whole tile unless t moves along one axis only."""
+        not in the previous tile is the whole tile unless t moves along one axis only.
+
+        All `levels` at once: loops with factor 1 charge nothing and wrap nothing, so only the
+        active loops above the innermost level asked for are kept ([B, K], nest order). The loops
+        above level l are then the first n_l of them, and every "inside j, above l" sum is a
+        difference of prefix sums. All counts are integers below 2**52: exact in any order."""
         B, L = self.B, self.L
-        f = self.f.reshape(B, L * 8)
+        result = np.zeros((B, L))
+        result[:, 0] = vol[:, 0] * levels[0]  # nothing above the outermost level
+        lv = np.flatnonzero(levels[1:]) + 1
+        if lv.size == 0:
+            return result
+        E = 8 * int(lv[-1])  # the loops above the innermost level asked for
+        f = self.f.reshape(B, L * 8)[:, :E]
         active = f > 1
-        dim = self.order.reshape(B, L * 8)
-        stride = self.stride.reshape(B, L * 8)
+        K = int(active.sum(axis=1).max(initial=0))
+        if K == 0:
+            result[:, lv] = vol[:, lv]
+            return result
+        # active loops first, in nest order (a stable sort of the inactive flags)
+        pick = np.argsort(~active, axis=1, kind="stable")[:, :K]
+        f = np.take_along_axis(f, pick, axis=1)
+        on = f > 1  # [B, K]; False on padding
+        dim = np.take_along_axis(self.order.reshape(B, L * 8), pick, axis=1)
+        stride = np.take_along_axis(self.stride.reshape(B, L * 8), pick, axis=1)
+        weight = (f - 1) * np.take_along_axis(self.incl, pick, axis=1)  # steps × epochs
+        level = np.where(on, pick // 8, L)
         sw, sh = stride * self.coef_w[dim], stride * self.coef_h[dim]
-        hard = active & _HARD[_INPUTS][dim]
-        moves = active & RELEVANT[_INPUTS][dim]
-
-        def suffix(a: np.ndarray) -> np.ndarray:  # suffix[:, k] = sum of a[:, k:]
-            out = np.zeros((B, L * 8 + 1))
-            out[:, :-1] = np.cumsum(a[:, ::-1], axis=1)[:, ::-1]
-            return out
-
+        hard = on & _HARD[_INPUTS][dim]
+        moves = on & RELEVANT[_INPUTS][dim]
+        # n[:, i]: active loops above level lv[i] (levels are in nest order, so they come first)
+        n = (level[:, None, :] < lv[None, :, None]).sum(axis=2)  # [B, len(lv)]
+        last = n - 1  # the innermost loop above the level; -1 where none
+        lastc = np.maximum(last, 0)
+        cw, ch = np.cumsum(sw, axis=1), np.cumsum(sh, axis=1)
         # Timeloop's temporal extrapolation runs iterations #0 and #1 of every loop and counts #1's
-        # deltas for the f − 1 steps after #0: a wrapping loop comes back from index 1, one step
-        wrap_w, wrap_h, n_hard = suffix(active * sw), suffix(active * sh), suffix(hard)
-        rows = np.arange(B)
-        positions = np.arange(L * 8)
-        result = vol.copy()
-        for l in range(1, L):
-            end = 8 * l
-            v, ww, hh = vol[:, l:l + 1], w[:, l:l + 1], h[:, l:l + 1]
-            dw = sw[:, :end] - (wrap_w[:, 1:end + 1] - wrap_w[:, end:end + 1])
-            dh = sh[:, :end] - (wrap_h[:, 1:end + 1] - wrap_h[:, end:end + 1])
-            new_nwc = n_hard[:, :end] > n_hard[:, end:end + 1]
-            k = np.where(moves[:, :end], positions[:end], -1).max(axis=1)  # innermost loop moving the tile
-            kk = np.maximum(k, 0)
-            dwk, dhk, hardk = sw[rows, kk][:, None], sh[rows, kk][:, None], hard[rows, kk][:, None]
-            still = ~new_nwc & (dw == 0) & (dh == 0)
-            kept = np.maximum(ww - np.abs(dw), 0) * np.maximum(hh - np.abs(dh), 0) * (v / (ww * hh))
-            minus = np.where(new_nwc | ((dw != 0) & (dh != 0)), v, v - kept)
-            steady = (new_nwc & hardk) | (~new_nwc & ~hardk & (dw == dwk) & (dh == dhk))
-            delta = np.where(still, 0, np.where(steady, minus, v))
-            result[:, l] += ((f[:, :end] - 1) * self.incl[:, :end] * delta).sum(axis=1)
+        # deltas for the f − 1 steps after #0: a wrapping loop comes back from index 1, one step.
+        # dw[l, j] = sw_j − Σ sw_i over loops i inside j and above l
+        tot_w = np.where(last >= 0, np.take_along_axis(cw, lastc, axis=1), 0)
+        tot_h = np.where(last >= 0, np.take_along_axis(ch, lastc, axis=1), 0)
+        dw = (sw + cw)[:, None, :] - tot_w[:, :, None]  # [B, len(lv), K]
+        dh = (sh + ch)[:, None, :] - tot_h[:, :, None]
+        j = np.arange(K)
+        # new N/G/C values: a hard loop at j or inside it, above the level
+        last_hard = np.maximum.accumulate(np.where(hard, j, -1), axis=1)
+        new_nwc = np.take_along_axis(last_hard, lastc, axis=1)[:, :, None] >= j
+        # k: the innermost loop above the level that moves the tile
+        k = np.take_along_axis(np.maximum.accumulate(np.where(moves, j, -1), axis=1), lastc, axis=1)
+        kk = np.maximum(k, 0)
+        dwk = np.take_along_axis(sw, kk, axis=1)[:, :, None]
+        dhk = np.take_along_axis(sh, kk, axis=1)[:, :, None]
+        hardk = np.take_along_axis(hard, kk, axis=1)[:, :, None]
+        v, ww, hh = vol[:, lv, None], w[:, lv, None], h[:, lv, None]
+        still = ~new_nwc & (dw == 0) & (dh == 0)
+        kept = np.maximum(ww - np.abs(dw), 0) * np.maximum(hh - np.abs(dh), 0) * (v / (ww * hh))
+        minus = np.where(new_nwc | ((dw != 0) & (dh != 0)), v, v - kept)
+        steady = (new_nwc & hardk) | (~new_nwc & ~hardk & (dw == dwk) & (dh == dhk))
+        delta = np.where(still, 0, np.where(steady, minus, v))
+        above = j[None, None, :] < n[:, :, None]
+        result[:, lv] = vol[:, lv] + (np.where(above, delta, 0) * weight[:, None, :]).sum(axis=2)
         return result
 
 
@@ -384,7 +408,7 @@ def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray,
         vol, w, h = nest.footprint(ds, nest.inner[:, :L])
         pvol = nest.footprint(ds, dims / nest.spatial_above[:, :L])[0]
         vis = np.empty((B, L + 1))
-        vis[:, :L] = nest.visits(ds, vol, w, h)
+        vis[:, :L] = nest.visits(ds, vol, w, h, kept.any(axis=0))  # only where some candidate keeps ds
         vis[:, L] = nest.total_steps  # the MACs take one operand per step
         # fan-out factors of dims that index ds (multicast over the others)
         rel_above = _prod_dims(nest.spatial_above, _DS_DIMS[ds])  # [B, L + 1]
