@@ -44,6 +44,7 @@ def check_float_options(options: CompileOptions, target_name: str) -> None:
         (options.weight_scheme not in ("int", FLOAT_SCHEME), f"--scheme {options.weight_scheme}", ""),
         (options.data is not None, f"--data {options.data}", ": there is nothing to calibrate"),
         (options.search is not None, "--search", ": there are no bit-widths to search"),
+        (options.synergy, "--synergy", ": it measures the saving against uniform w8a8, which float PEs do not run"),
     ]
     for conflict, what, why in given:
         if conflict:

@@ -143,6 +143,12 @@ def test_compile_on_fp32_maps_float_layers_and_writes_float32_weights_that_repro
     for layer in result.layers:  # every layer costs float MACs
         assert {ds: b["scheme"] for ds, b in layer.operand_bits.items()} == dict.fromkeys(("Weights", "Inputs", "Outputs"), "float")
         assert layer.energy_pj_by_level["MAC"]["compute"] == pytest.approx(layer.macs * FP32_MAC_PJ)
+    import jsonschema
+
+    from quantloop.backend.schedule import load_schema
+
+    schedule = json.loads((out / "schedule.json").read_text())
+    jsonschema.Draft202012Validator(load_schema()).validate(schedule)  # "float" is a scheme of the schema
     report = json.loads((out / "report.json").read_text())
     assert report["total"]["energy_by_level_pj"]["MAC"] == pytest.approx(report["total"]["macs"] * FP32_MAC_PJ)
     assert report["target"]["pe_type"] == "fp32"
@@ -168,6 +174,7 @@ def test_compile_on_fp32_maps_float_layers_and_writes_float32_weights_that_repro
     (["--scheme", "pot"], "--scheme pot does not apply"),
     (["--data", "zoo:digits-calib"], "--data zoo:digits-calib does not apply: there is nothing to calibrate"),
     (["--search", "--max-accuracy-drop", "1", "--val-data", "zoo:digits-val"], "--search does not apply"),
+    (["--synergy"], "--synergy does not apply"),
 ])
 def test_quantization_options_on_float_pes_are_one_line_errors(tmp_path, capsys, flags, what):
     from quantloop.cli import main
