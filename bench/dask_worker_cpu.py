@@ -5,10 +5,12 @@ each after one warm-up mapping of another layer (imports, ortools, first-call co
 in this process; on a worker of `quantloop.parallel.open_pool` (quantloop's LocalCluster settings); on a
 worker of a LocalCluster with Dask's default settings. Prints CPU seconds (user + sys of the process that
 mapped, so the worker's own threads count; and of the mapping thread alone), minor page faults, the ratio
-to in-process, and what a worker costs before its first evaluation (start-up, warm-up). CPU, not wall: the
+to in-process, and what a worker costs before its first evaluation (start-up, warm-up). Then what each
+2-worker cluster costs while idle (scheduler + client + nannies + workers, CPU-s per second): it is paid for
+every second a search spends in the client (calibration, fake-quant models, the front). CPU, not wall: the
 figures hold on a shared machine.
 
-    python bench/dask_worker_cpu.py [--layers 8] [--repeat 2]
+    python bench/dask_worker_cpu.py [--layers 8] [--repeat 2] [--idle 15]
 """
 
 from __future__ import annotations
@@ -59,10 +61,26 @@ def on_worker(client, warm: list, jobs: list, repeat: int) -> list:
     return [started, warmed] + [run(jobs) for _ in range(repeat)]
 
 
+def idle_cpu(seconds: float) -> float:
+    """CPU-s per second this process and its children (the cluster) take over `seconds` of doing nothing."""
+    import psutil
+
+    me = psutil.Process()
+    processes = [me, *me.children(recursive=True)]
+
+    def total() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    before = total()
+    time.sleep(seconds)
+    return (total() - before) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--idle", type=float, default=15.0, help="seconds to measure each idle cluster")
     args = parser.parse_args()
 
     from dask.distributed import Client, LocalCluster
@@ -73,11 +91,14 @@ def main() -> None:
     n = len(jobs)
     _, warmed, _ = map_jobs(warm)
     runs = {"in-process": [None, warmed] + [map_jobs(jobs) for _ in range(args.repeat)]}
+    idle = {}
     with open_pool(2) as pool:
         runs["Dask worker, quantloop settings"] = on_worker(pool.client, warm, jobs, args.repeat)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        idle["quantloop settings"] = idle_cpu(args.idle)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         runs["Dask worker, Dask defaults"] = on_worker(client, warm, jobs, args.repeat)
+        idle["Dask defaults"] = idle_cpu(args.idle)
 
     base = min(d["cpu"] for _, d, _ in runs["in-process"][2:])
     energies = {name: [sum(e) for _, _, e in r[2:]] for name, r in runs.items()}
@@ -91,6 +112,8 @@ def main() -> None:
               f"{best['faults']:8.0f} {best['cpu'] / base:12.2f}x {start:>14s} {warmed['cpu']:13.2f}")
     same = len({round(e, 6) for es in energies.values() for e in es}) == 1
     print(f"identical energies everywhere: {same}")
+    for name, value in idle.items():
+        print(f"idle 2-worker cluster, {name}: {value:.3f} CPU-s per second")
 
 
 if __name__ == "__main__":

@@ -7,15 +7,16 @@ import os
 
 import pytest
 
-from quantloop.parallel import LocalPool, local_worker_config, open_pool
+from quantloop.parallel import LocalPool, local_cluster_config, open_pool
 
 
-def test_local_worker_config_drops_the_malloc_trim_setting_keeps_thread_limits_and_turns_the_profiler_off():
-    config = local_worker_config()
+def test_local_cluster_config_drops_the_malloc_trim_setting_keeps_thread_limits_and_quiets_the_pollers():
+    config = local_cluster_config()
     environ = config["distributed.nanny.pre-spawn-environ"]
     assert "MALLOC_TRIM_THRESHOLD_" not in environ
     assert {environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")} == {1}
     assert config["distributed.worker.profile.enabled"] is False
+    assert config["distributed.admin.tick.interval"] == "1s"
 
 
 def _square(x: int, offset: int = 0) -> int:
@@ -32,12 +33,12 @@ def _worker_state() -> tuple:
     import dask.config
 
     return (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"),
-            dask.config.get("distributed.worker.profile.enabled"))
+            dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.tick.interval"))
 
 
 @pytest.mark.slow
 def test_local_cluster_workers_start_with_those_settings_and_return_results_in_order():
     with open_pool(2) as pool:
         states = pool.client.run(_worker_state)
-        assert len(states) == 2 and set(states.values()) == {(None, "1", False)}
+        assert len(states) == 2 and set(states.values()) == {(None, "1", False, "1s")}
         assert pool.map(_square, list(range(10)), offset=1) == [x * x + 1 for x in range(10)]
