@@ -317,8 +317,9 @@ class _Nest:
         if K == 0:
             result[:, lv] = vol[:, lv]
             return result
-        # active loops first, in nest order (a stable sort of the inactive flags)
-        pick = np.argsort(~active, axis=1, kind="stable")[:, :K]
+        # active loops first, then the inactive ones, each in nest order (sorting unique keys is
+        # several times faster than a stable argsort)
+        pick = np.sort(np.where(active, np.arange(E), np.arange(E) + E), axis=1)[:, :K] % E
         f = np.take_along_axis(f, pick, axis=1)
         on = f > 1  # [B, K]; False on padding
         dim = np.take_along_axis(self.order.reshape(B, L * 8), pick, axis=1)
