@@ -128,8 +128,10 @@ def _map_one(args) -> MapResult:
 def default_workers(todo: int) -> int:
     """Processes `map_layers` uses when the caller names none, for `todo` layers still to search: one
     per core available to this process (at most `POOL_MAX_WORKERS`) once there are `POOL_MIN_LAYERS`,
-    else 1 (a handful of small searches finish before a pool has started)."""
-    if todo < POOL_MIN_LAYERS:
+    else 1 (a handful of small searches finish before a pool has started). Always 1 in a daemonic process
+    (a Dask worker evaluating an `explore` point): it may not start processes, and its cluster already
+    runs one evaluation per core."""
+    if todo < POOL_MIN_LAYERS or multiprocessing.current_process().daemon:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, POOL_MAX_WORKERS, todo))
