@@ -3,6 +3,9 @@
 Every layer asks here: the IR types (`!qnn.int` / `!qnn.pot` / `!qnn.pot2`), quantization, the
 weight packer, the ONNX importer (QONNX bit-widths), `qnn-assign-bits`, the cost model's `Bits`
 and the command-line `--bits` flags. Light on purpose (standard library only).
+
+Float values (layers left in f32 for float PEs, e.g. the `fp32` PE type) are the scheme `float` at
+`FLOAT_BITS` = 32 bits (`w32a32` in the bits syntax), accumulated at `FLOAT_ACCUMULATOR_BITS`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ POT2_BITS: tuple[int, ...] = tuple(range(3, 9))
 """Widths of sum-of-two-powers weights."""
 SCHEMES: tuple[str, ...] = ("int", "pot", "pot2")
 """Weight quantization schemes."""
+FLOAT_SCHEME = "float"
+"""IEEE float32 values, unquantized: what float PEs (the `fp32` PE type) execute."""
+FLOAT_BITS: tuple[int, ...] = (32,)
+"""The width of float values (float32)."""
+FLOAT_ACCUMULATOR_BITS = 32
+"""Float PEs accumulate in float32 (not max(o, w + a) as an integer accumulator)."""
+VALUE_SCHEMES: tuple[str, ...] = SCHEMES + (FLOAT_SCHEME,)
+"""Every scheme a layer's weights may be executed in: the quantization schemes and float."""
+FLOAT_BITS_TEXT = "w32a32"
+"""The bits syntax of float layers."""
 PSUM_MODES: tuple[str, ...] = ("accumulator", "outputs")
 """Width of stored partial sums: the accumulator's, or the Outputs width (`quantloop.problem.Bits.psum`)."""
 
@@ -47,8 +60,13 @@ def parse_bits(text: str) -> BitsSpec:
 
 
 def legal_widths(scheme: str) -> tuple[int, ...]:
-    """The legal widths of a value stored with `scheme`: uniform (int / uint), pot or pot2."""
-    return {"pot": POT_BITS, "pot2": POT2_BITS}.get(scheme, LEGAL_BITS)
+    """The legal widths of a value stored with `scheme`: uniform (int / uint), pot, pot2 or float."""
+    return {"pot": POT_BITS, "pot2": POT2_BITS, FLOAT_SCHEME: FLOAT_BITS}.get(scheme, LEGAL_BITS)
+
+
+def is_float_bits(spec: BitsSpec) -> bool:
+    """`w32a32` (outputs 32 or left out): the bits of float layers."""
+    return (spec.weights, spec.activations, spec.outputs or spec.activations) == (FLOAT_BITS[0],) * 3
 
 
 def legal_text(legal: tuple[int, ...] = LEGAL_BITS) -> str:

@@ -216,10 +216,11 @@ def compile_chosen(searched: Searched, options: CompileOptions, *, out: TextIO |
 
 
 def search_decomposition(document: dict[str, Any]) -> dict | None:
-    """The synergy decomposition of the compiled point: QAT's chosen model's, else the search's chosen point's."""
-    qat = document.get("qat")
-    if qat and qat.get("chosen") is not None:
-        return qat.get("synergy")
+    """The synergy decomposition of the compiled point: the one `--accuracy qat-front` made of the point it
+    fine-tuned and chose, else the search's of its chosen point (QAT in the loop chooses that very point)."""
+    qat = document.get("qat") or {}
+    if qat.get("chosen") is not None and "synergy" in qat:
+        return qat["synergy"]
     return document.get("synergy")
 
 

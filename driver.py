@@ -30,9 +30,36 @@ def _make_pass(name: str, **options: Any) -> ModulePass:
     return load_pass(name)(**options)
 
 
-def qnn_passes(options: CompileOptions, *, calibrate: bool) -> list[ModulePass]:
-    """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration."""
+def check_float_options(options: CompileOptions, target_name: str) -> None:
+    """On float PEs every layer stays float32 (`w32a32`): quantization options cannot apply and are refused
+    rather than ignored (the default bits, w8a8, and scheme, int, are accepted: nothing was asked)."""
+    from quantloop.bits import FLOAT_BITS_TEXT, FLOAT_SCHEME, is_float_bits, parse_bits
+    from quantloop.options import DEFAULT_BITS
+
+    given = [
+        (options.bits not in (DEFAULT_BITS, FLOAT_BITS_TEXT) and not is_float_bits(parse_bits(options.bits)),
+         f"--bits {options.bits}", ""),
+        (options.bits_file is not None, f"--bits-file {options.bits_file}", ""),
+        (options.bits_table is not None, "a per-layer bits table", ""),
+        (options.weight_scheme not in ("int", FLOAT_SCHEME), f"--scheme {options.weight_scheme}", ""),
+        (options.data is not None, f"--data {options.data}", ": there is nothing to calibrate"),
+        (options.search is not None, "--search", ": there are no bit-widths to search"),
+        (options.synergy, "--synergy", ": it measures the saving against uniform w8a8, which float PEs do not run"),
+    ]
+    for conflict, what, why in given:
+        if conflict:
+            raise QuantloopError(f"target {target_name}: its PEs execute float32 layers ({FLOAT_BITS_TEXT}); "
+                                 f"{what} does not apply{why}")
+
+
+def qnn_passes(options: CompileOptions, *, calibrate: bool, float_layers: bool = False) -> list[ModulePass]:
+    """The graph-level passes: canonicalize, bit-widths, and (for artefacts or a target) calibration.
+
+    `float_layers` (a target whose PEs execute float only, `targets.arch.ComputeLevel.float_only`): the layers
+    stay float32, so neither bit-widths nor calibration run."""
     passes = [_make_pass("qnn-canonicalize"), _make_pass("qnn-fold-quant")]
+    if float_layers:
+        return passes
     if options.bits_table is not None:
         from quantloop.passes.assign_bits import AssignBitsTablePass
 
@@ -92,6 +119,10 @@ def compile(  # noqa: A001 - the public API is quantloop.compile
         try:
             if options.search is not None:
                 from quantloop.cosearch import run_search
+                from quantloop.targets.registry import load_target
+
+                if options.target is not None and load_target(options.target).compute.float_only:
+                    check_float_options(options, load_target(options.target).name)
 
                 result = run_search(model, options, out=out)
             else:
@@ -156,7 +187,10 @@ def _compile(model: Any, options: CompileOptions, out: TextIO | None, progress: 
         out=out,
         elide_weights_over=options.elide_weights_over,
     )
-    passes = qnn_passes(options, calibrate=target is not None or output_dir is not None)
+    float_layers = target_obj is not None and target_obj.compute.float_only
+    if float_layers:
+        check_float_options(options, target_obj.name)
+    passes = qnn_passes(options, calibrate=target is not None or output_dir is not None, float_layers=float_layers)
     dump_dir = Path(options.dump_ir) if options.dump_ir is not None else None
     run_pipeline(module, passes, ctx, dump_dir=dump_dir, **dump_kwargs)
     if target_obj is None:
@@ -248,4 +282,8 @@ def plot_title(model: Any, target: Any, options: CompileOptions) -> str:
     """`zoo:mobilenet_v2 on eyeriss, w4a8 (energy)`: what the plots are of."""
     name = str(model) if isinstance(model, (str, Path)) else "model"
     bits = "searched bits" if options.bits_table is not None else (options.bits_file or options.bits)
+    if target.compute.float_only:
+        from quantloop.bits import FLOAT_BITS_TEXT
+
+        bits = f"float32 ({FLOAT_BITS_TEXT})"
     return f"{name} on {target.name}, {bits} ({options.objective})"

@@ -3,7 +3,8 @@
 `open_pool(workers, scheduler)` is the one place that starts or joins a cluster, for `quantloop explore`
 and `quantloop compile --search` alike: `workers == 1` without a scheduler runs everything here;
 `workers > 1` starts a `LocalCluster` of that many single-threaded worker processes; `scheduler`
-(`tcp://host:port`) uses an existing cluster. `pool.map(fn, items, **shared)` returns the results in the
+(`tcp://host:port`) uses an existing cluster (whose workers keep the settings they were started with: see
+`local_cluster_config` for those that matter). `pool.map(fn, items, **shared)` returns the results in the
 items' order whatever order the workers finish in, so a distributed run returns exactly what one process
 returns (the functions it runs are deterministic); `shared` values go to the workers once per call.
 """
@@ -15,6 +16,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from quantloop.errors import QuantloopError
+
+#: `quantloop.mapper.api.default_workers`: a process pool pays for its start-up once this many distinct layers
+#: need searching
+POOL_MIN_LAYERS = 8
+#: ... and uses at most this many processes (one per core below that)
+POOL_MAX_WORKERS = 4
 
 Progress = Callable[[int, int], None]
 """Called with (completed, total) after every evaluation of a `map`."""
@@ -59,10 +66,57 @@ class DaskPool:
         return results
 
 
+def local_cluster_config() -> dict[str, Any]:
+    """The Dask settings our `LocalCluster` (scheduler, nannies, workers) starts with: Dask's defaults but for
+    the few that cost CPU in every evaluation or every idle second and buy nothing here (measured with
+    bench/dask_worker_cpu.py; figures from a 2-core machine).
+
+    - `MALLOC_TRIM_THRESHOLD_` (the nanny sets 65536 by default, to hand freed memory back to the OS): setting it
+      also turns off glibc's adaptive mmap threshold, so every numpy temporary over 128 KiB of the mapper's batch
+      cost model is a fresh mmap, faulted in page by page and unmapped again: for 8 MobileNetV2-digits
+      mappings ~680k page faults instead of ~1k, and 2.4x the CPU of the same mappings in-process (1.05x without).
+      The thread limits of the same setting (OMP/MKL/OpenBLAS = 1) stay.
+    - the statistical profiler (samples every task thread's stack every 10 ms for a dashboard we do not open);
+    - the event-loop tick (every 20 ms, to warn of a blocked loop), the system monitor (every 500 ms, for the
+      dashboard) and the memory monitor (every 100 ms): polled less often, an idle 2-worker cluster costs
+      0.015 CPU-s per second instead of 0.10 (0.6 s instead of 4 s over a 40 s search). The nanny still
+      enforces the memory limit, checking it every second.
+    """
+    import dask.config
+    import distributed  # noqa: F401  (puts Dask's distributed defaults into dask.config)
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return {
+        "distributed.nanny.pre-spawn-environ": environ,
+        "distributed.worker.profile.enabled": False,
+        "distributed.admin.tick.interval": "1s",
+        "distributed.admin.system-monitor.interval": "5s",
+        "distributed.worker.memory.monitor-interval": "1s",
+    }
+
+
 def check_workers(workers: int) -> int:
+    """The one rule on a worker count (every `--workers` and `workers=` asks it)."""
     if workers < 1:
         raise QuantloopError(f"--workers {workers}: must be at least 1")
     return workers
+
+
+def check_scheduler(address: str) -> str:
+    """`address` when Dask can connect to it (`SCHEME://LOCATION` with one of Dask's comm schemes: tcp, tls,
+    inproc, ucx, ws, wss), else a one-line user error: checked before any work, not as a traceback on connect."""
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import backends
+
+    try:
+        scheme, location = parse_address(address, strict=True)
+    except (ValueError, TypeError):
+        scheme, location = "", ""
+    if scheme not in backends or not location:
+        raise QuantloopError(f"--scheduler {address}: expected SCHEME://HOST:PORT with SCHEME one of "
+                             f"{', '.join(sorted(backends))}, e.g. tcp://127.0.0.1:8786")
+    return address
 
 
 @contextmanager
@@ -77,13 +131,17 @@ def open_pool(workers: int = 1, scheduler: str | None = None) -> Iterator[LocalP
     except ImportError:  # pragma: no cover - a dependency; the message says what to install
         raise QuantloopError("evaluating on several workers needs dask.distributed (pip install 'dask[distributed]')") from None
     if scheduler is not None:
+        check_scheduler(scheduler)
         try:
             client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:
             raise QuantloopError(f"--scheduler {scheduler}: cannot connect ({err})") from None
         with client:
             yield DaskPool(client)
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    import dask.config
+
+    with dask.config.set(local_cluster_config()), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield DaskPool(client)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from quantloop.bits import PSUM_MODES, SCHEMES, parse_bits
+from quantloop.bits import FLOAT_ACCUMULATOR_BITS, FLOAT_SCHEME, PSUM_MODES, VALUE_SCHEMES, is_float_bits, parse_bits
 from quantloop.errors import QuantloopError
 
 DIMS: tuple[str, ...] = ("N", "G", "C", "M", "P", "Q", "R", "S")
@@ -183,7 +183,7 @@ class Bits:
     (whatever the word width). An integer b packs ⌊W / b⌋ values into a W-bit word at every
     storage level (quantization fork semantics; a value never straddles two words).
     `scheme` is the weight quantization: "int" (uniform), "pot" (sign + power of two), "pot2"
-    (sum of two powers of two).
+    (sum of two powers of two), "float" (IEEE float32 at 32 bits, for float PEs).
 
     `psum` is how wide partial sums (Outputs below the last reduction) are stored: "accumulator"
     (default, as real accumulators hold them: a level's declared `partial_sum_bits`, else
@@ -202,8 +202,8 @@ class Bits:
             b = getattr(self, ds)
             if b is not None and (not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1):
                 raise QuantloopError(f"bits: {ds} must be a positive integer or None, got {b!r}")
-        if self.scheme not in SCHEMES:
-            raise QuantloopError(f"bits: scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.scheme not in VALUE_SCHEMES:
+            raise QuantloopError(f"bits: scheme must be one of {', '.join(VALUE_SCHEMES)}, got {self.scheme!r}")
         if self.psum not in PSUM_MODES:
             raise QuantloopError(f"bits: partial sums must be one of {', '.join(PSUM_MODES)}, got {self.psum!r}")
 
@@ -213,16 +213,24 @@ class Bits:
 
         Without `o`, outputs take the activation width: the next layer reads them as its inputs,
         which is how the core paper's fork was run (its partial sums share the output width).
+        `w32a32` is float32 (scheme "float", `quantloop.bits.is_float_bits`).
         """
         spec = parse_bits(text)
         outputs = spec.activations if spec.outputs is None else spec.outputs
+        if is_float_bits(spec):  # 32-bit values are float32 (there are no 32-bit integer widths)
+            if scheme not in ("int", FLOAT_SCHEME):
+                raise QuantloopError(f"bits {text!r}: 32-bit values are float32; scheme {scheme} does not apply")
+            scheme = FLOAT_SCHEME
         return cls(weights=spec.weights, inputs=spec.activations, outputs=outputs, scheme=scheme)
 
     @property
     def accumulator_bits(self) -> int | None:
-        """The MAC's accumulator width max(o, w + a) (o alone when w or a is not given; None = stock)."""
+        """The MAC's accumulator width max(o, w + a) (o alone when w or a is not given; None = stock);
+        float PEs accumulate in float32 (`bits.FLOAT_ACCUMULATOR_BITS`)."""
         if self.outputs is None:
             return None
+        if self.scheme == FLOAT_SCHEME:
+            return FLOAT_ACCUMULATOR_BITS
         if self.weights is None or self.inputs is None:
             return self.outputs
         return max(self.outputs, self.weights + self.inputs)

@@ -233,7 +233,7 @@ def _shape_text(p) -> str:
 
 
 def _bits_text(prefix: str, operand) -> str:
-    suffix = {"int": "", "uint": "u"}.get(operand.scheme, operand.scheme)
+    suffix = {"int": "", "uint": "u", "float": "f"}.get(operand.scheme, operand.scheme)
     return f"{prefix}{operand.bits}{suffix}"
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
+from quantloop.bits import FLOAT_SCHEME
 from quantloop.backend.weights import QuantizedWeights, WeightLayer, quantize_bias, uniform_codes
 from quantloop.mapping import Mapping
 from quantloop.costmodel.model import CostResult, evaluate
@@ -32,7 +33,7 @@ class OperandInfo:
     """Bits, scheme and signedness of one data space (accel's `uint` is scheme int, unsigned)."""
 
     bits: int
-    scheme: str  # int | pot | pot2
+    scheme: str  # int | pot | pot2 | float
     signed: bool
 
 
@@ -145,10 +146,16 @@ def _weight_layer(op: accel.LayerOp, dram_loops) -> WeightLayer | None:
     if const is None:
         return None
     name = op.label
-    weights = quantized_constant(const)
+    is_float = op.bits.data.weights.scheme == FLOAT_SCHEME
+    weights = QuantizedWeights.float32(const.array) if is_float else quantized_constant(const)
     dims, extents, layout = canonical_weight_view(op, tuple(weights.codes.shape))
     bias = bias_scales = None
-    if op.bias is not None:
+    if op.bias is not None and is_float:
+        bias_const = _constant(op.bias)
+        if bias_const is None:
+            raise QuantloopError(f"layer {name}: the bias must be a constant to be stored")
+        bias = np.asarray(bias_const.array, dtype=np.float32).ravel()
+    elif op.bias is not None:
         bias_const = _constant(op.bias)
         in_scale = _input_scale(op)
         if bias_const is None or in_scale is None:

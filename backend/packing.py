@@ -10,19 +10,26 @@ Packing is vectorised: the codes are laid out as a (words, opw) matrix; when a w
 8/16/32/64-bit lanes that each hold whole values, each lane is assembled with a few shifts over all lanes
 at once; otherwise every value slot is ORed into the lanes it touches, one slot at a time over all words.
 Large inputs are processed in chunks of words to bound memory.
+
+Float32 values (layers on float PEs) are stored as their raw IEEE-754 bit patterns, 32 bits per value in
+the same layout (`pack_float32` / `unpack_float32`): one per 32-bit word, two per 64-bit word.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from quantloop.bits import LEGAL_BITS
+from quantloop.bits import FLOAT_BITS, LEGAL_BITS
 from quantloop.problem import values_per_word as _values_per_word
 
 
+_STORED_BITS = LEGAL_BITS + FLOAT_BITS
+"""Integer codes of the legal widths, and 32-bit patterns (float32 values, `pack_float32`)."""
+
+
 def _check(bits: int, word_bits: int) -> int:
-    if bits not in LEGAL_BITS:
-        raise ValueError(f"packing: {bits} bits per value is not supported (legal: {LEGAL_BITS})")
+    if bits not in _STORED_BITS:
+        raise ValueError(f"packing: {bits} bits per value is not supported (legal: {_STORED_BITS})")
     if word_bits < 8 or word_bits > 512 or word_bits % 8:
         raise ValueError(f"packing: a word of {word_bits} bits is not supported (8..512, a multiple of 8)")
     if bits > word_bits:
@@ -176,3 +183,15 @@ def _unpack_words(raw: np.ndarray, bits: int, word_bits: int, opw: int) -> np.nd
         piece = (lanes[lane] >> shift) & ((1 << take) - 1)
         rows[slot] |= piece.astype(np.uint32) << np.uint32(done)
     return rows.T.ravel().view(np.int32)
+
+
+def pack_float32(values: np.ndarray, word_bits: int) -> bytes:
+    """Float32 values (any shape, C order) as their IEEE-754 bit patterns, 32 bits per value, packed as `pack`
+    packs 32-bit codes."""
+    patterns = np.ascontiguousarray(values, dtype="<f4").ravel().view(np.int32)
+    return pack(patterns, FLOAT_BITS[0], word_bits, signed=True)
+
+
+def unpack_float32(data: bytes, count: int, word_bits: int) -> np.ndarray:
+    """Inverse of `pack_float32`: the first ``count`` float32 values, bit for bit."""
+    return unpack(data, count, FLOAT_BITS[0], word_bits, signed=True).view(np.float32)

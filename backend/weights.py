@@ -15,6 +15,10 @@ File layout (all little-endian):
   word): ``bias_code = round_half_even(bias / bias_scale)`` with ``bias_scale[m] = float32(w_scale[m] ·
   in_scale)``, the accumulator scale of output channel m, clipped to the int32 range; zero point 0.
 
+A layer on float PEs (scheme ``float``) stores its float32 weights' IEEE-754 bit patterns (32 bits per value,
+``backend/packing.py``'s ``pack_float32``) in the same tiled layout, with no scales or zero points, and its
+bias as float32 values.
+
 ``weights.json`` lists per layer the byte offset and length, shape and layout, bits, scheme, signedness,
 scales, zero points, quantization axis, word width, codes per word, padding bits per word, tile shape,
 tile count, words per tile, tile order (the weight loops) and the full DRAM loop nest the tiles follow,
@@ -33,6 +37,7 @@ import numpy as np
 
 from quantloop.backend import packing
 from quantloop.backend.tiling import TilePlan
+from quantloop.bits import FLOAT_BITS, FLOAT_SCHEME
 from quantloop.costmodel.weight_memory import packed_weight_words
 from quantloop.errors import QuantloopError
 from quantloop.ir import quantization as q
@@ -48,7 +53,7 @@ class QuantizedWeights:
     """Integer codes of one weight tensor (model layout) and how they map back to floats.
 
     ``scheme`` int: ``w = (code − zero_point)·scale``; pot / pot2: ``w = decode(code)·scale``
-    (:mod:`quantloop.ir.quantization`). ``scales``/``zero_points`` have one entry per index of ``axis``
+    (:mod:`quantloop.ir.quantization`); float: ``codes`` are the float32 weights themselves (no scales). ``scales``/``zero_points`` have one entry per index of ``axis``
     (or one entry and ``axis`` None for a per-tensor scale).
     """
 
@@ -61,6 +66,13 @@ class QuantizedWeights:
     axis: int | None
     narrow_range: bool = False
 
+    @classmethod
+    def float32(cls, values: np.ndarray) -> "QuantizedWeights":
+        """Unquantized weights of a layer on float PEs."""
+        empty = np.zeros(0, dtype=np.float32)
+        return cls(np.ascontiguousarray(values, dtype=np.float32), FLOAT_BITS[0], FLOAT_SCHEME, True, empty,
+                   empty.astype(np.int64), None)
+
     def dequantize(self) -> np.ndarray:
         return dequantize_codes(self.codes, self.scheme, self.bits, self.scales, self.zero_points, self.axis)
 
@@ -68,7 +80,10 @@ class QuantizedWeights:
 def dequantize_codes(
     codes: np.ndarray, scheme: str, bits: int, scales: np.ndarray, zero_points: np.ndarray, axis: int | None
 ) -> np.ndarray:
-    """Float32 weights of codes, the same numerics the fake-quant model is built with."""
+    """Float32 weights of codes, the same numerics the fake-quant model is built with (float weights are
+    their own values)."""
+    if scheme == FLOAT_SCHEME:
+        return np.asarray(codes, dtype=np.float32)
     scales = np.asarray(scales, dtype=np.float32)
     if axis is None:
         scales = scales.reshape(())
@@ -187,6 +202,10 @@ def packed_layer_words(plan: TilePlan, bits: int, word_bits: int) -> int:
 
 
 def _check_codes(layer: str, w: QuantizedWeights) -> None:
+    if w.scheme == FLOAT_SCHEME:
+        if w.codes.dtype != np.float32:
+            raise ValueError(f"layer {layer}: float weights must be float32, got {w.codes.dtype}")
+        return
     if w.scheme == "int":
         lo, hi = q.qrange(w.bits, w.signed, w.narrow_range)
     else:
@@ -230,22 +249,25 @@ def _pack_all(binary, layers: Sequence[WeightLayer], word_bits: int, computed: S
         _check_codes(layer.name, w)
         plan = layer.plan
         signed = w.signed or w.scheme != "int"
-        data = pack_tiles(w.codes.reshape(plan.extents), plan, w.bits, word_bits, signed)
+        codes = w.codes.view(np.int32) if w.scheme == FLOAT_SCHEME else w.codes  # float32: the bit patterns
+        data = pack_tiles(codes.reshape(plan.extents), plan, w.bits, word_bits, signed)
         binary.write(data)
         entry = _layer_entry(layer, plan, offset, len(data), word_bits, signed)
         offset += len(data)
         if layer.bias is not None:
-            raw = np.ascontiguousarray(layer.bias, dtype="<i4").tobytes()
+            is_float = w.scheme == FLOAT_SCHEME
+            raw = np.ascontiguousarray(layer.bias, dtype="<f4" if is_float else "<i4").tobytes()
             pad = (-len(raw)) % word_bytes
             binary.write(raw + bytes(pad))
             entry["bias"] = {
                 "offset": offset,
                 "length": len(raw),
                 "count": int(np.size(layer.bias)),
-                "dtype": "int32",
-                "scales": [float(s) for s in np.asarray(layer.bias_scales, dtype=np.float32).ravel()],
-                "zero_point": 0,
+                "dtype": "float32" if is_float else "int32",
             }
+            if not is_float:
+                entry["bias"].update(
+                    scales=[float(s) for s in np.asarray(layer.bias_scales, dtype=np.float32).ravel()], zero_point=0)
             offset += len(raw) + pad
         entries.append(entry)
     manifest = {
@@ -258,7 +280,9 @@ def _pack_all(binary, layers: Sequence[WeightLayer], word_bits: int, computed: S
         "tile_order": "tiles in the order the DRAM temporal loops over weight dims stream them (outer loop "
         "slowest); loops over dims that do not index Weights re-stream tiles and add none",
         "within_tile_order": "the model's layout order of the tile's elements (row-major over the tensor's axes)",
-        "bias": "int32 codes, scale = float32(weight_scale[m] * input_scale), zero point 0",
+        "bias": "int32 codes, scale = float32(weight_scale[m] * input_scale), zero point 0; float32 values on "
+        "layers of scheme float",
+        "float": "layers of scheme float hold float32 values as IEEE-754 bit patterns, 32 bits each, no scales",
         "total_bytes": offset,
         "layers": entries,
         "layers_without_stored_weights": list(computed),
@@ -319,6 +343,8 @@ def _entry_codes(entry: dict, blob: memoryview, source: Path) -> np.ndarray:
         tuple((d, int(f)) for d, f in entry["tile_order"]),
     )
     canonical = unpack_tiles(blob[entry["offset"] : end], plan, entry["bits"], entry["word_bits"], entry["signed"])
+    if entry["scheme"] == FLOAT_SCHEME:
+        canonical = canonical.view(np.float32)
     return canonical.reshape(entry["shape"])
 
 
@@ -327,6 +353,7 @@ def unpack(out_dir: str | Path, dequantize: bool = False) -> dict[str, np.ndarra
 
     Integer codes (int32) by default; with ``dequantize=True`` float32 weights computed with the
     manifest's scales and zero points, the values the fake-quant model ``model.quant.onnx`` holds.
+    Layers of scheme float give their float32 weights either way.
     """
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
@@ -347,7 +374,8 @@ def unpack(out_dir: str | Path, dequantize: bool = False) -> dict[str, np.ndarra
 
 
 def unpack_biases(out_dir: str | Path, dequantize: bool = False) -> dict[str, np.ndarray]:
-    """Each layer's int32 bias codes (or float32 ``code · scale`` with ``dequantize=True``)."""
+    """Each layer's int32 bias codes (or float32 ``code · scale`` with ``dequantize=True``); a float layer's
+    float32 bias either way."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     blob = _read_binary(out_dir / manifest["binary"], manifest)
@@ -355,6 +383,9 @@ def unpack_biases(out_dir: str | Path, dequantize: bool = False) -> dict[str, np
     for entry in manifest["layers"]:
         bias = entry.get("bias")
         if not bias:
+            continue
+        if bias["dtype"] == "float32":
+            result[entry["name"]] = np.frombuffer(blob, dtype="<f4", count=bias["count"], offset=bias["offset"]).copy()
             continue
         codes = np.frombuffer(blob, dtype="<i4", count=bias["count"], offset=bias["offset"]).astype(np.int32)
         result[entry["name"]] = (

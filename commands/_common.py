@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from quantloop.bits import LEGAL_BITS, legal_text
+from quantloop.bits import FLOAT_BITS, FLOAT_SCHEME, LEGAL_BITS, legal_text
 from quantloop.errors import QuantloopError
 
 
@@ -52,10 +52,12 @@ def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
     base = base or Bits(scheme=scheme)
     psum = getattr(args, "psum_bits", None) or base.psum
     values = {k: (v if v is not None else getattr(base, k)) for k, v in overrides.items()}
+    legal = FLOAT_BITS if base.scheme == FLOAT_SCHEME else LEGAL_BITS
     for key, value in values.items():
-        if value is not None and value not in LEGAL_BITS:
+        if value is not None and value not in legal:
             raise QuantloopError(
-                f"bits of {key}: {value} is not a supported bit-width (use {legal_text()})"
+                f"bits of {key}: {value} is not a supported {'float ' if legal is FLOAT_BITS else ''}bit-width "
+                f"(use {legal_text(legal)})"
             )
     return Bits(**values, scheme=base.scheme, psum=psum)
 

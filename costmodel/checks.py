@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from quantloop.bits import FLOAT_BITS, FLOAT_SCHEME, legal_text
 from quantloop.costmodel.legality import (
     FREE, SPATIAL_X, SPATIAL_Y, TEMPORAL, bound_usage, fanout_table, slot_table, tile_bounds,
 )
@@ -19,8 +20,16 @@ from quantloop.targets.arch import Arch
 
 def check_bits(arch: Arch, bits: Bits) -> None:
     """A value may not be wider than the word of any storage level (the fork aborts there too,
-    even at a level that bypasses the data space); and the PEs must execute the weights' width and
-    scheme (a LightPE-1 array only shifts by power-of-two weights)."""
+    even at a level that bypasses the data space); float values are 32 bits; and the PEs must execute the
+    weights' width and scheme (a LightPE-1 array only shifts by power-of-two weights, an fp32 array runs
+    float layers only)."""
+    why = arch.compute.unsupported(bits.weights, bits.scheme)
+    if bits.scheme == FLOAT_SCHEME:  # float layers run on float PEs only (said first: the widths follow from it)
+        if why is not None:
+            raise QuantloopError(f"bits: {why} (target {arch.name})")
+        for ds, b in zip(DATASPACES, bits.as_tuple()):
+            if b is not None and b not in FLOAT_BITS:
+                raise QuantloopError(f"bits: float {ds} are {legal_text(FLOAT_BITS)} bits, not {b} (target {arch.name})")
     for ds, b in zip(DATASPACES, bits.as_tuple()):
         if b is None:
             continue
@@ -29,7 +38,6 @@ def check_bits(arch: Arch, bits: Bits) -> None:
                 raise QuantloopError(
                     f"bits: {ds} are {b} bits, wider than the {lvl.word_bits}-bit word of level {lvl.name} of target {arch.name}"
                 )
-    why = arch.compute.unsupported(bits.weights, bits.scheme)
     if why is not None:
         raise QuantloopError(f"bits: {why} (target {arch.name})")
 

@@ -197,6 +197,19 @@ def _prod_dims(ext: np.ndarray, dims) -> np.ndarray:
     return out
 
 
+_LITTLE_U64 = np.dtype("<u8")
+
+
+def _last_true(flags: np.ndarray) -> np.ndarray:
+    """Index of the last True along the last axis (length 8) of a bool array, -1 where none.
+
+    The 8 flags are read as the bytes of one little-endian uint64: the highest set bit lies in the
+    last True's byte, and float64's exponent (frexp) finds it exactly (a 0/1 byte pattern never
+    rounds up to the next power of two). Many times faster than a max over a length-8 axis."""
+    code = np.ascontiguousarray(flags).view(_LITTLE_U64)[..., 0]
+    return (np.frexp(code.astype(np.float64))[1] - 1) // 8
+
+
 class _Nest:
     """Per-batch loop-nest tables shared by every (level, data space) analysis.
 
@@ -216,21 +229,28 @@ class _Nest:
         self.spatial_x = arrays.spatial_x.astype(np.float64)
         self.spatial_y = arrays.spatial_y.astype(np.float64)
         per_level = T * SP
+        # cumulative products along short axes: a loop of whole-slice products beats np.cumprod's
+        # per-row loops (exact either way: integer products below 2**53)
         inner = np.ones((B, L + 1, 8))  # inner[:, l]: tile extents of level l
-        inner[:, :L] = np.cumprod(per_level[:, ::-1], axis=1)[:, ::-1]
+        for l in range(L - 1, -1, -1):
+            np.multiply(inner[:, l + 1], per_level[:, l], out=inner[:, l])
         self.inner = inner
         above = np.ones((B, L + 1, 8))  # spatial factors of levels < l
-        above[:, 1:] = np.cumprod(SP, axis=1)
+        for l in range(L):
+            np.multiply(above[:, l], SP[:, l], out=above[:, l + 1])
         self.spatial_above = above
         order = arrays.order
         self.order = order
         gather = order + (np.arange(B * L, dtype=np.int64) * 8).reshape(B, L, 1)
         self.f = T.ravel().take(gather)  # [B, L, 8] factors in nest order
-        flat = self.f.reshape(B, L * 8)
-        incl = np.ones((B, L * 8 + 1))  # incl[:, j + 1] = product of loops 0..j
-        np.cumprod(flat, axis=1, out=incl[:, 1:])
-        self.incl = incl
-        self.total_steps = incl[:, -1]
+        self.active = self.f > 1
+        flat_t = self.f.reshape(B, L * 8).T
+        incl_t = np.empty((L * 8 + 1, B))  # built loop by loop along the leading axis, read as [B, 8L + 1]
+        incl_t[0] = 1
+        for j in range(L * 8):
+            np.multiply(incl_t[j], flat_t[j], out=incl_t[j + 1])
+        self.incl = incl_t.T  # incl[:, j + 1] = product of loops 0..j
+        self.total_steps = incl_t[-1]
         # a loop's stride in its own dim: the factors of that dim inside it. A dim appears once per
         # level, so that is the level's own spatial factor times all inner levels' factors.
         stride = (inner[:, 1:] * SP).ravel().take(gather)
@@ -239,11 +259,6 @@ class _Nest:
         # how far one step of a loop over each dim moves the input window, per unit of stride
         self.coef_w = np.array([0, 0, 0, 0, pr.Wstride, 0, pr.Wdilation, 0], dtype=np.float64)
         self.coef_h = np.array([0, 0, 0, 0, 0, pr.Hstride, 0, pr.Hdilation], dtype=np.float64)
-        positions = np.arange(L * 8, dtype=np.int64).reshape(L, 8)
-        self.active_positions = np.where(self.f > 1, positions, -1)
-        self.relevant = RELEVANT[:, order]  # [3, B, L, 8]: loop indexes data space
-        self.row_incl = (np.arange(B, dtype=np.int64) * (L * 8 + 1))[:, None]
-        self.row_flat = (np.arange(B, dtype=np.int64) * (L * 8))[:, None]
 
     def footprint(self, ds: int, ext: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(volume, width, height) of data space ds for per-dim extents ext[..., 8]."""
@@ -255,24 +270,25 @@ class _Nest:
         vol = _prod_dims(ext, _DS_DIMS[ds])
         return vol, vol, vol
 
-    def visits(self, ds: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """Values received by one instance of each level (arrays [B, L]) over the whole run,
-        with halo-aware deltas (see the module docstring). Closed form: with j* the innermost
-        loop above the level that indexes ds, visits = tile · Π_{i≤j*} f_i, minus the window
-        overlap of every step of j* when j* is a sliding-window loop of Inputs."""
+    def visits(self, ds: int, vol: np.ndarray, w: np.ndarray, h: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Values received by one instance of each level in `levels` (bool [L]; 0 at the other
+        levels) over the whole run, [B, L], with halo-aware deltas (see the module docstring).
+        Closed form: with j* the innermost loop above the level that indexes ds, visits =
+        tile · Π_{i≤j*} f_i, minus the window overlap of every step of j* when j* is a
+        sliding-window loop of Inputs."""
+        if ds == _INPUTS:
+            return self._input_visits(vol, w, h, levels)
         B, L = self.B, self.L
-        last = np.where(self.relevant[ds], self.active_positions, -1).max(axis=2)  # innermost indexing loop per level
+        # innermost active loop of each level that indexes ds (position 8·l + i, -1 where none)
+        inner_i = _last_true(RELEVANT[ds].take(self.order) & self.active)
+        last = np.where(inner_i >= 0, inner_i + 8 * np.arange(L), -1)
         jstar = np.empty((B, L), dtype=np.int64)
         jstar[:, 0] = -1
-        if L > 1:
-            np.maximum.accumulate(last[:, :-1], axis=1, out=jstar[:, 1:])
-        incl = self.incl.ravel()
-        result = vol * incl.take(jstar + 1 + self.row_incl)
-        if ds != _INPUTS:
-            return result
-        return self._input_visits(vol, w, h)
+        for l in range(1, L):
+            np.maximum(jstar[:, l - 1], last[:, l - 1], out=jstar[:, l])
+        return vol * np.take_along_axis(self.incl, jstar + 1, axis=1) * levels
 
-    def _input_visits(self, vol: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    def _input_visits(self, vol: np.ndarray, w: np.ndarray, h: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """Inputs, counted as timeloop-model counts them (module docstring, "Sliding windows").
 
         A step of loop j above level l (the loops inside j wrap) translates the tile by t_j: along
@@ -280,42 +296,67 @@ class _Nest:
         and into new N/G/C values when j or a loop inside it indexes them. With k the innermost loop
         above l that indexes Inputs, a step of j charges 0 when t_j = 0, the part of the tile not in
         the previous one when t_j = t_k (the steady stride), and the whole tile otherwise; the part
-        not in the previous tile is the whole tile unless t moves along one axis only."""
+        not in the previous tile is the whole tile unless t moves along one axis only.
+
+        All `levels` at once: loops with factor 1 charge nothing and wrap nothing, so only the
+        active loops above the innermost level asked for are kept ([B, K], nest order). The loops
+        above level l are then the first n_l of them, and every "inside j, above l" sum is a
+        difference of prefix sums. All counts are integers below 2**52: exact in any order."""
         B, L = self.B, self.L
-        f = self.f.reshape(B, L * 8)
+        result = np.zeros((B, L))
+        result[:, 0] = vol[:, 0] * levels[0]  # nothing above the outermost level
+        lv = np.flatnonzero(levels[1:]) + 1
+        if lv.size == 0:
+            return result
+        E = 8 * int(lv[-1])  # the loops above the innermost level asked for
+        f = self.f.reshape(B, L * 8)[:, :E]
         active = f > 1
-        dim = self.order.reshape(B, L * 8)
-        stride = self.stride.reshape(B, L * 8)
+        # n[:, i]: active loops above level lv[i] (a 0/1 matrix product: exact, and BLAS-fast)
+        n = (active @ (np.arange(E)[:, None] < 8 * lv[None, :]).astype(np.float64)).astype(np.int64)
+        K = int(n[:, -1].max(initial=0))
+        if K == 0:
+            result[:, lv] = vol[:, lv]
+            return result
+        # active loops first, then the inactive ones, each in nest order (sorting unique keys is
+        # several times faster than a stable argsort)
+        pick = np.sort(np.where(active, np.arange(E), np.arange(E) + E), axis=1)[:, :K] % E
+        f = np.take_along_axis(f, pick, axis=1)
+        on = f > 1  # [B, K]; False on padding
+        dim = np.take_along_axis(self.order.reshape(B, L * 8), pick, axis=1)
+        stride = np.take_along_axis(self.stride.reshape(B, L * 8), pick, axis=1)
+        weight = (f - 1) * np.take_along_axis(self.incl, pick, axis=1)  # steps × epochs
         sw, sh = stride * self.coef_w[dim], stride * self.coef_h[dim]
-        hard = active & _HARD[_INPUTS][dim]
-        moves = active & RELEVANT[_INPUTS][dim]
-
-        def suffix(a: np.ndarray) -> np.ndarray:  # suffix[:, k] = sum of a[:, k:]
-            out = np.zeros((B, L * 8 + 1))
-            out[:, :-1] = np.cumsum(a[:, ::-1], axis=1)[:, ::-1]
-            return out
-
+        hard = on & _HARD[_INPUTS][dim]
+        moves = on & RELEVANT[_INPUTS][dim]
+        # the loops above level lv[i] are the first n[:, i] (levels are in nest order)
+        last = n - 1  # the innermost loop above the level; -1 where none
+        lastc = np.maximum(last, 0)
+        cw, ch = np.cumsum(sw, axis=1), np.cumsum(sh, axis=1)
         # Timeloop's temporal extrapolation runs iterations #0 and #1 of every loop and counts #1's
-        # deltas for the f − 1 steps after #0: a wrapping loop comes back from index 1, one step
-        wrap_w, wrap_h, n_hard = suffix(active * sw), suffix(active * sh), suffix(hard)
-        rows = np.arange(B)
-        positions = np.arange(L * 8)
-        result = vol.copy()
-        for l in range(1, L):
-            end = 8 * l
-            v, ww, hh = vol[:, l:l + 1], w[:, l:l + 1], h[:, l:l + 1]
-            dw = sw[:, :end] - (wrap_w[:, 1:end + 1] - wrap_w[:, end:end + 1])
-            dh = sh[:, :end] - (wrap_h[:, 1:end + 1] - wrap_h[:, end:end + 1])
-            new_nwc = n_hard[:, :end] > n_hard[:, end:end + 1]
-            k = np.where(moves[:, :end], positions[:end], -1).max(axis=1)  # innermost loop moving the tile
-            kk = np.maximum(k, 0)
-            dwk, dhk, hardk = sw[rows, kk][:, None], sh[rows, kk][:, None], hard[rows, kk][:, None]
-            still = ~new_nwc & (dw == 0) & (dh == 0)
-            kept = np.maximum(ww - np.abs(dw), 0) * np.maximum(hh - np.abs(dh), 0) * (v / (ww * hh))
-            minus = np.where(new_nwc | ((dw != 0) & (dh != 0)), v, v - kept)
-            steady = (new_nwc & hardk) | (~new_nwc & ~hardk & (dw == dwk) & (dh == dhk))
-            delta = np.where(still, 0, np.where(steady, minus, v))
-            result[:, l] += ((f[:, :end] - 1) * self.incl[:, :end] * delta).sum(axis=1)
+        # deltas for the f − 1 steps after #0: a wrapping loop comes back from index 1, one step.
+        # dw[l, j] = sw_j − Σ sw_i over loops i inside j and above l
+        tot_w = np.where(last >= 0, np.take_along_axis(cw, lastc, axis=1), 0)
+        tot_h = np.where(last >= 0, np.take_along_axis(ch, lastc, axis=1), 0)
+        dw = (sw + cw)[:, None, :] - tot_w[:, :, None]  # [B, len(lv), K]
+        dh = (sh + ch)[:, None, :] - tot_h[:, :, None]
+        j = np.arange(K)
+        # new N/G/C values: a hard loop at j or inside it, above the level
+        last_hard = np.maximum.accumulate(np.where(hard, j, -1), axis=1)
+        new_nwc = np.take_along_axis(last_hard, lastc, axis=1)[:, :, None] >= j
+        # k: the innermost loop above the level that moves the tile
+        k = np.take_along_axis(np.maximum.accumulate(np.where(moves, j, -1), axis=1), lastc, axis=1)
+        kk = np.maximum(k, 0)
+        dwk = np.take_along_axis(sw, kk, axis=1)[:, :, None]
+        dhk = np.take_along_axis(sh, kk, axis=1)[:, :, None]
+        hardk = np.take_along_axis(hard, kk, axis=1)[:, :, None]
+        v, ww, hh = vol[:, lv, None], w[:, lv, None], h[:, lv, None]
+        still = ~new_nwc & (dw == 0) & (dh == 0)
+        kept = np.maximum(ww - np.abs(dw), 0) * np.maximum(hh - np.abs(dh), 0) * (v / (ww * hh))
+        minus = np.where(new_nwc | ((dw != 0) & (dh != 0)), v, v - kept)
+        steady = (new_nwc & hardk) | (~new_nwc & ~hardk & (dw == dwk) & (dh == dhk))
+        delta = np.where(still, 0, np.where(steady, minus, v))
+        above = j[None, None, :] < n[:, :, None]
+        result[:, lv] = vol[:, lv] + np.einsum("blk,bk->bl", np.where(above, delta, 0), weight)
         return result
 
 
@@ -350,9 +391,9 @@ def holds_partial_sums(arrays: MappingArrays) -> np.ndarray:
     """bool[B, L]: level l holds Outputs below the last reduction, i.e. a reduction loop (C, R or
     S with factor > 1) is temporal at l or outside it, or spatial above l (reduced only when the
     instances' results meet)."""
-    reduce = [_C, _R, _S]
-    temporal = (arrays.temporal[:, :, reduce] > 1).any(axis=2)
-    spatial = ((arrays.spatial_x[:, :, reduce] > 1) | (arrays.spatial_y[:, :, reduce] > 1)).any(axis=2)
+    temporal = (arrays.temporal[:, :, _C] > 1) | (arrays.temporal[:, :, _R] > 1) | (arrays.temporal[:, :, _S] > 1)
+    spread = arrays.spatial_x * arrays.spatial_y
+    spatial = (spread[:, :, _C] > 1) | (spread[:, :, _R] > 1) | (spread[:, :, _S] > 1)
     out = np.logical_or.accumulate(temporal, axis=1)
     out[:, 1:] |= np.logical_or.accumulate(spatial, axis=1)[:, :-1]
     return out
@@ -370,6 +411,7 @@ def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray,
     tiles = np.zeros((B, L, 3))
     part = np.zeros((B, L, 3))
     rows = np.arange(B)[:, None]
+    partition_ext = dims / nest.spatial_above[:, :L]  # per-dim extents of what passes through one instance
 
     for ds in range(3):
         kept = keep[:, :, ds]
@@ -382,9 +424,9 @@ def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray,
         if L > 1:
             has_outer[:, 1:] = np.logical_or.accumulate(kept[:, :-1], axis=1)
         vol, w, h = nest.footprint(ds, nest.inner[:, :L])
-        pvol = nest.footprint(ds, dims / nest.spatial_above[:, :L])[0]
+        pvol = nest.footprint(ds, partition_ext)[0]
         vis = np.empty((B, L + 1))
-        vis[:, :L] = nest.visits(ds, vol, w, h)
+        vis[:, :L] = nest.visits(ds, vol, w, h, kept.any(axis=0))  # only where some candidate keeps ds
         vis[:, L] = nest.total_steps  # the MACs take one operand per step
         # fan-out factors of dims that index ds (multicast over the others)
         rel_above = _prod_dims(nest.spatial_above, _DS_DIMS[ds])  # [B, L + 1]
@@ -467,8 +509,8 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
 
     compute_cycles = nest.total_steps
     level_cycles = np.repeat(compute_cycles[:, None], L, axis=1)
-    rsum = reads.sum(axis=2)
-    wsum = fills.sum(axis=2) + updates.sum(axis=2)
+    rsum = reads[:, :, 0] + reads[:, :, 1] + reads[:, :, 2]  # integer counts: exact in any order
+    wsum = (fills[:, :, 0] + fills[:, :, 1] + fills[:, :, 2]) + (updates[:, :, 0] + updates[:, :, 1] + updates[:, :, 2])
     for l, lvl in enumerate(arch.levels):
         for bw, words in ((lvl.read_bandwidth, rsum[:, l]), (lvl.write_bandwidth, wsum[:, l]),
                           (lvl.shared_bandwidth, rsum[:, l] + wsum[:, l])):
@@ -477,7 +519,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     cycles = level_cycles.max(axis=1)
 
     leak = np.array([lvl.leak_per_cycle for lvl in arch.levels])[None, :]
-    leakage = leak * cycles[:, None] * np.where(keep.any(axis=2), uinst, 0)
+    leakage = leak * cycles[:, None] * np.where(keep[:, :, 0] | keep[:, :, 1] | keep[:, :, 2], uinst, 0)
 
     macs = problem.macs
     mac_e = arch.compute.mac_energy(bits.weights, bits.inputs, bits.outputs, bits.scheme)
@@ -486,7 +528,7 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     utilization = macs / (cycles * arch.compute.instances)
     fx = np.array([lvl.fanout_x for lvl in arch.levels])
     fy = np.array([lvl.fanout_y for lvl in arch.levels])
-    fanout_ok = np.all((arrays.spatial_x.prod(axis=2) <= fx) & (arrays.spatial_y.prod(axis=2) <= fy), axis=1)
+    fanout_ok = np.all((_prod_dims(arrays.spatial_x, range(8)) <= fx) & (_prod_dims(arrays.spatial_y, range(8)) <= fy), axis=1)
     factors_ok = np.all(nest.inner[:, 0] == dims, axis=1)
     return BatchResult(
         energy=energy, cycles=cycles, compute_cycles=compute_cycles, utilization=utilization,

@@ -25,9 +25,12 @@ class EvalSettings:
 
 
 def compile_options(point: DesignPoint, settings: EvalSettings):
+    """The compile of one point; a float point (float PEs) runs the float model: nothing to calibrate."""
+    from quantloop.bits import FLOAT_SCHEME
     from quantloop.options import CompileOptions
 
-    return CompileOptions(target=point.target, bits=point.bits, weight_scheme=point.scheme, data=settings.data,
+    data = None if point.scheme == FLOAT_SCHEME else settings.data
+    return CompileOptions(target=point.target, bits=point.bits, weight_scheme=point.scheme, data=data,
                           objective=settings.objective, cache_dir=settings.cache_dir, use_cache=settings.use_cache)
 
 

@@ -3,7 +3,7 @@ bit-widths / weight scheme each point runs at.
 
 A point's bits are the ones given (`--bits w4a8,w8a8`, crossed with the hardware) or, by default, the
 native operands of its PE type (`native_bits`: int8 → w8a8, int16 → w16a16, LightPE-1 → w4a8 pot,
-LightPE-2 → w8a8 pot2). A combination the PEs cannot execute is not evaluated and is listed as skipped,
+LightPE-2 → w8a8 pot2, FP32 → w32a32 float: the float model, unquantized). A combination the PEs cannot execute is not evaluated and is listed as skipped,
 with the reason.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantloop.bits import FLOAT_BITS_TEXT, FLOAT_SCHEME
 from quantloop.errors import QuantloopError
 from quantloop.targets.arch import Arch
 from quantloop.targets.template import canonical_query, split_spec
@@ -71,6 +72,8 @@ def native_bits(arch: Arch) -> tuple[str, str]:
     """The bits and weight scheme a target's PEs are built for: widest executable weights, the MAC's
     reference input width, and int where the PEs multiply (else their shift scheme)."""
     c = arch.compute
+    if c.float_only:
+        return FLOAT_BITS_TEXT, FLOAT_SCHEME
     weights = c.max_weight_bits or c.ref_weight_bits
     schemes = c.schemes or frozenset({"int"})
     scheme = "int" if "int" in schemes else ("pot" if "pot" in schemes else "pot2")

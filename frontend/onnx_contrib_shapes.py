@@ -36,6 +36,8 @@ _TWINS: dict[str, _Twin] = {
     "QLinearAdd": _Twin("Add", (0, 3), 6, 7),
     "QLinearMul": _Twin("Mul", (0, 3), 6, 7),
     "QLinearGlobalAveragePool": _Twin("GlobalAveragePool", (0,), 3, 4),
+    "QLinearAveragePool": _Twin("AveragePool", (0,), 3, 4,
+                                ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")),
     "QLinearConcat": _Twin("Concat", None, 0, 1, ("axis",)),
     "QLinearSigmoid": _Twin("Sigmoid", (0,), 3, 4),
     "QLinearLeakyRelu": _Twin("LeakyRelu", (0,), 3, 4, ("alpha",)),

@@ -327,8 +327,19 @@ class _Importer:
                 raise self.fail("MaxPool indices are not supported")
             op = MaxPoolOp(x, kernel, out_type, **common)
         else:
-            op = AvgPoolOp(x, kernel, out_type, count_include_pad=bool(a.get("count_include_pad", 0)), **common)
+            op = self.avgpool_op(node, x, out_type)
         self.emit(op, node.output[0])
+
+    def avgpool_op(self, node: onnx.NodeProto, x: SSAValue, result_type) -> AvgPoolOp:
+        """A 2-D AvgPoolOp with `node`'s attributes (AveragePool and QLinearAveragePool share them)."""
+        a = _attrs(node)
+        kernel = list(a["kernel_shape"])
+        if len(kernel) != 2:
+            raise self.fail(f"only 2-D average pooling is supported (kernel_shape {kernel})")
+        strides = list(a.get("strides", [1, 1]))
+        pads = self.pads(a, x.type.get_shape()[2:], kernel, strides, [1, 1])
+        return AvgPoolOp(x, kernel, result_type, strides=strides, pads=pads, ceil_mode=bool(a.get("ceil_mode", 0)),
+                         count_include_pad=bool(a.get("count_include_pad", 0)), name=node.name or None)
 
     def global_avgpool(self, node: onnx.NodeProto) -> None:
         self.emit(GlobalAvgPoolOp(self.value(node.input[0]), name=node.name or None), node.output[0])

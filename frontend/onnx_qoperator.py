@@ -1,7 +1,7 @@
 """ONNX QOperator form -> qnn ops with quantized operand and result types.
 
 `QLinearConv`, `QLinearMatMul` (standard) and onnxruntime's `QGemm`, `QLinearAdd`, `QLinearMul`,
-`QLinearConcat`, `QLinearGlobalAveragePool`, `QLinearSigmoid`, `QLinearLeakyRelu` (`com.microsoft`) carry each operand's and the result's scale and zero point
+`QLinearConcat`, `QLinearGlobalAveragePool`, `QLinearAveragePool`, `QLinearSigmoid`, `QLinearLeakyRelu` (`com.microsoft`) carry each operand's and the result's scale and zero point
 as inputs. They become the plain qnn op whose operands are the quantized values (integer initializers
 become quantized `qnn.constant`s holding the model's codes) and whose result type is the output's
 `!qnn.uniform`: the same IR `qnn-fold-quant` makes of the QDQ form. A runtime operand must already carry
@@ -160,6 +160,14 @@ def qlinear_global_avgpool(imp: _Importer, node: onnx.NodeProto) -> None:
     _emit_quantized(imp, node, lambda t: GlobalAvgPoolOp(x, t, name=node.name or None), node.input[3], _input(node, 4))
 
 
+def qlinear_avgpool(imp: _Importer, node: onnx.NodeProto) -> None:
+    """QLinearAveragePool (X, X_scale, X_zp, Y_scale, Y_zp; AveragePool's attributes): DenseNet's transitions."""
+    if int(_attrs(node).get("channels_last", 0)):
+        raise imp.fail("channels_last=1 (NHWC) is not supported")
+    x = quantized_operand(imp, node.input[0], node.input[1], _input(node, 2), 1)
+    _emit_quantized(imp, node, lambda t: imp.avgpool_op(node, x, t), node.input[3], _input(node, 4))
+
+
 def _host(imp: _Importer, node: onnx.NodeProto, op_type: str, operands: list[SSAValue]):
     """A builder of the `qnn.host` op `op_type` with `node`'s attributes (channels_last excepted)."""
     from quantloop.frontend.onnx_import import _xdsl_attr
@@ -300,6 +308,7 @@ MICROSOFT_QOPERATOR_CONVERTERS: dict[str, Callable[[_Importer, onnx.NodeProto], 
     "QGemm": qgemm,
     "QLinearAdd": qlinear_add,
     "QLinearGlobalAveragePool": qlinear_global_avgpool,
+    "QLinearAveragePool": qlinear_avgpool,
     "QLinearMul": qlinear_mul,
     "QLinearConcat": qlinear_concat,
     "QLinearSigmoid": qlinear_unary("Sigmoid"),

@@ -6,7 +6,8 @@ Attributes (each prints and parses back to identical text):
   Hdilation = 1, Wdilation = 1>` — Timeloop's conv problem (`quantloop.problem.Problem`). As in the Timeloop
   exercises, P pairs with R, Wstride and Wdilation, Q pairs with S, Hstride and Hdilation.
 - `#accel.bits<W = 4 : int, I = 8 : uint, O = 8 : uint>` — bits, scheme and signedness per data space
-  (`int` signed, `uint` unsigned, `pot` sign + exponent, `pot2` sign + two exponents); `quantloop.problem.Bits`.
+  (`int` signed, `uint` unsigned, `pot` sign + exponent, `pot2` sign + two exponents, `float` IEEE float32:
+  a layer on float PEs, all three data spaces `32 : float`); `quantloop.problem.Bits`.
 - `#accel.mapping<DRAM: t[M4 C2 P14] keep[W I O], shared_glb: t[Q8 P4] x[Q7 M2] y[M8] keep[I O], ...>` —
   per storage level (outer to inner) the temporal loops outer to inner, the spatial fan-out to the next
   inner level on X and Y, and the kept data spaces; `quantloop.mapping.Mapping`. Loops of factor 1 are not printed.
@@ -51,7 +52,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.str_enum import StrEnum
 
-from quantloop.bits import PSUM_MODES, legal_text, legal_widths
+from quantloop.bits import FLOAT_SCHEME, PSUM_MODES, legal_text, legal_widths
 from quantloop.mapping import LevelMapping, Mapping
 from quantloop.problem import DATASPACES, DIMS, Bits, Problem, ProblemShape, non_positive_field
 from quantloop.errors import QuantloopError
@@ -63,7 +64,7 @@ from quantloop.ir.types import Pot2Type, PotType, _IntegerStorage, float_text
 STRIDE_KEYS: tuple[str, ...] = ("Hstride", "Wstride", "Hdilation", "Wdilation")
 SHORT_DATASPACE: dict[str, str] = {"Weights": "W", "Inputs": "I", "Outputs": "O"}
 LONG_DATASPACE: dict[str, str] = {v: k for k, v in SHORT_DATASPACE.items()}
-SCHEMES: tuple[str, ...] = ("int", "uint", "pot", "pot2")
+SCHEMES: tuple[str, ...] = ("int", "uint", "pot", "pot2", FLOAT_SCHEME)
 TARGET_ATTR = "accel.target"
 HOST_ATTR = "accel.host"
 
@@ -213,6 +214,10 @@ class BitsAttr(Data[LayerBits]):
             if operand.bits not in legal:
                 raise VerifyException(f"#accel.bits: {ds} {operand.bits} bits is not a legal {operand.scheme} width "
                                       f"(legal: {legal_text(legal)})")
+        floats = [ds for ds in DATASPACES if self.data.of(ds).scheme == FLOAT_SCHEME]
+        if floats and len(floats) != len(DATASPACES):
+            raise VerifyException(f"#accel.bits: {', '.join(floats)} are float but not every data space is: a layer runs "
+                                  "all in float (float PEs) or all quantized")
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> LayerBits:

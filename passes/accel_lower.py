@@ -10,7 +10,9 @@ Problem (Timeloop's conv problem, see `quantloop.ir.accel`):
 
 Bits come from the element types: weights from the weight operand, Inputs from the input,
 Outputs from the result (`!qnn.int` / `!qnn.uniform` → `int` or `uint`, `!qnn.pot` → `pot`,
-`!qnn.pot2` → `pot2`); a float operand is an error that says to run qnn-assign-bits first.
+`!qnn.pot2` → `pot2`). A layer left all in f32 runs on float PEs (`#accel.bits<W = 32 : float, ...>`) when
+the target's PEs execute float (the `fp32` PE type); elsewhere a float operand is an error that says to
+run qnn-assign-bits first, and a layer mixing float and quantized operands is refused.
 
 Partial sums: option `psum` (`quantloop compile --psum-bits`, `CompileOptions.psum_bits`) is recorded
 in every layer's `#accel.bits` (`psum = outputs`, printed only when not the default) and so reaches the
@@ -30,12 +32,12 @@ import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr, UnitAttr
+from xdsl.dialects.builtin import Float32Type, ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from quantloop.bits import PSUM_MODES
+from quantloop.bits import FLOAT_BITS, FLOAT_SCHEME, PSUM_MODES
 from quantloop.errors import QuantloopError
 from quantloop.ir.accel import (
     SourceOp,
@@ -61,6 +63,8 @@ def _shape(value: SSAValue) -> tuple[int, ...]:
 
 def _operand_bits(value: SSAValue, layer: str, what: str) -> OperandBits:
     elem = element_type(value)
+    if isinstance(elem, Float32Type):
+        return OperandBits(FLOAT_BITS[0], FLOAT_SCHEME)
     if isinstance(elem, PotType):
         return OperandBits(elem.bits, "pot")
     if isinstance(elem, Pot2Type):
@@ -68,7 +72,7 @@ def _operand_bits(value: SSAValue, layer: str, what: str) -> OperandBits:
     if isinstance(elem, (IntType, UniformType, UniformPerAxisType)):
         return OperandBits(elem.bits, "int" if elem.signed else "uint")
     raise QuantloopError(
-        f"accel-lower: layer '{layer}': {what} have element type {elem}, not a quantized type; "
+        f"accel-lower: layer '{layer}': {what} have element type {elem}, neither quantized nor float32; "
         "run qnn-assign-bits (or pass --bits) before accel-lower"
     )
 
@@ -144,9 +148,17 @@ def lower_op(op: Operation, arch, name: str, psum: str = PSUM_MODES[0]) -> Layer
         x, w, bias = op.a, op.b, None
     else:
         raise TypeError(f"lower_op: {op.name} is not a compute op")
-    bits = LayerBits(
-        _operand_bits(w, name, "weights"), _operand_bits(x, name, "inputs"), _operand_bits(op.results[0], name, "outputs"), psum
-    )
+    operands = {"weights": w, "inputs": x, "outputs": op.results[0]}
+    found = {what: _operand_bits(value, name, what) for what, value in operands.items()}
+    floats = [what for what, b in found.items() if b.scheme == FLOAT_SCHEME]
+    if floats and (len(floats) < len(found) or not arch.compute.float_only):
+        what = floats[0]
+        raise QuantloopError(
+            f"accel-lower: layer '{name}': {what} have element type {element_type(operands[what])}, not a quantized type; "
+            "run qnn-assign-bits (or pass --bits) before accel-lower"
+            + ("" if len(floats) < len(found) else f" (the PEs of target {arch.name} do not execute float layers)")
+        )
+    bits = LayerBits(found["weights"], found["inputs"], found["outputs"], psum)
     check_bits_fit(arch, name, bits)
     extra = _layer_attrs(op)
     extra["source"] = SourceOpAttr(SourceOp(op.name))

@@ -10,7 +10,7 @@
 - An op that reads or writes quantized values (as `qnn-fold-quant` leaves a conv: quantized input, weights
   and result) means: dequantize the operands, the float op, quantize the result. It exports as exactly that
   (DequantizeLinear, the float op, QuantizeLinear), since ONNX's Conv, Gemm, Add, ... take no integer codes.
-  Only ops that move codes unchanged and take every storage type (`CODE_MOVES`) run on the codes.
+  Only ops that move 8-bit codes unchanged (`CODE_MOVES`) run on the codes.
 
 The per-op emitters live in `EMITTERS` (op class -> function); the fake-quant export extends the
 exporter by overriding `graph_input` / `emit_op` (and the type hooks) rather than rewriting the walk.
@@ -353,18 +353,21 @@ def _host(ex: OnnxExporter, op: HostOp) -> None:
     ex.node(op.op_type, names, [ex.name(r) for r in op.results], op, **attrs)
 
 
-#: Ops that move codes unchanged and whose ONNX op takes every storage type (int4/uint4 included, opset 21):
-#: on a value of one per-tensor quantization they run on the codes. Others (MaxPool: 8 bits only; Dropout:
-#: floats only) run on dequantized values (`OnnxExporter.emit_in_float`), which moves the same values.
+#: Ops that move codes unchanged: on 8-bit codes of one per-tensor quantization they run on the codes
+#: (onnxruntime implements them for int8/uint8, not for int4 though ONNX allows it: no Flatten kernel). Others
+#: (MaxPool; Dropout: floats only) and other widths run on dequantized values (`OnnxExporter.emit_in_float`),
+#: which moves the same values.
 CODE_MOVES = (ReshapeOp, FlattenOp, IdentityOp)
 CODE_MOVING_HOST_OPS = frozenset({"Transpose"})
+CODE_MOVE_BITS = 8
 
 
 def _moves_codes(op: Operation) -> bool:
     if not (isinstance(op, CODE_MOVES) or isinstance(op, HostOp) and op.op_type in CODE_MOVING_HOST_OPS):
         return False
     source = op.operands[0].type.element_type if op.operands else None
-    return isinstance(source, UniformType) and all(r.type.element_type == source for r in op.results)
+    return (isinstance(source, UniformType) and source.bits == CODE_MOVE_BITS
+            and all(r.type.element_type == source for r in op.results))
 
 
 EMITTERS: dict[type[Operation], Callable[[OnnxExporter, Operation], None]] = {

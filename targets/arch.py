@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping as TMapping
 
+from quantloop.bits import FLOAT_SCHEME, SCHEMES
 from quantloop.problem import DATASPACES, DIMS
 
 
@@ -137,11 +138,23 @@ class ComputeLevel:
     schemes: frozenset[str] | None = None  # weight schemes the PEs execute; None: any
     max_weight_bits: int | None = None
 
+    @property
+    def executed_schemes(self) -> frozenset[str]:
+        """The weight schemes the PEs execute: the declared ones, else every quantization scheme (float
+        only where a target declares it: integer PEs do not run float layers)."""
+        return self.schemes if self.schemes is not None else frozenset(SCHEMES)
+
+    @property
+    def float_only(self) -> bool:
+        """The PEs execute float layers only (the `fp32` PE type): a compile leaves every layer in float32."""
+        return self.executed_schemes == {FLOAT_SCHEME}
+
     def unsupported(self, weight_bits: int | None, scheme: str) -> str | None:
         """Why these PEs cannot execute weights of this width and scheme, or None when they can."""
         kind = f"the {self.pe_type} PEs" if self.pe_type else "the PEs"
-        if self.schemes is not None and scheme not in self.schemes:
-            return f"{kind} execute {'/'.join(sorted(self.schemes))} weights, not {scheme}"
+        schemes = self.executed_schemes
+        if scheme not in schemes:
+            return f"{kind} execute {'/'.join(sorted(schemes))} weights, not {scheme}"
         if self.max_weight_bits is not None and weight_bits is not None and weight_bits > self.max_weight_bits:
             return f"{kind} execute weights of at most {self.max_weight_bits} bits, not {weight_bits}"
         return None

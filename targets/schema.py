@@ -28,6 +28,8 @@ The schema mirrors Timeloop v0.4 architecture semantics so a Timeloop spec carri
   + (1 − multiplier_fraction) · o/acc_ref); `energy_mode: fixed`: E = energy_pj whatever the
   bits (the quantization fork); `shift_add_energy_pj: {pot: e, pot2: e}`: shift-add PEs
   (QUIDAM LightPE-1/-2) used for those weight schemes, whose energy does not scale with w·a.
+  `schemes` lists the weight schemes the PEs execute (default: int, pot, pot2); `float` PEs
+  (`schemes: [float]`) run layers left in float32, 32 bits per value.
   The default multiplier_fraction 0.8 comes from Horowitz (ISSCC 2014, 45 nm): an 8-bit
   multiply costs ≈0.2 pJ and a 16-bit add ≈0.05 pJ; Accelergy's ERT for `intmac`
   (aladdin_multiplier + aladdin_adder) only reports the compound energy, so the split cannot be
@@ -208,8 +210,9 @@ class Compute(_Strict):
     area_um2: float | None = Field(default=None, ge=0, le=MAX_AREA_UM2, description="area of ONE MAC in µm² (Accelergy ART)")
     clock_mhz: float | None = Field(default=None, ge=1e-3, le=1e6, description="clock of the array; cycles -> seconds")
     pe_type: str | None = Field(default=None, description="the PE type chosen from the file's pe_types")
-    schemes: list[Literal["int", "pot", "pot2"]] | None = Field(
-        default=None, min_length=1, description="weight schemes the PEs execute (None: any)")
+    schemes: list[Literal["int", "pot", "pot2", "float"]] | None = Field(
+        default=None, min_length=1,
+        description="weight schemes the PEs execute (None: any quantized one; float only when listed)")
     max_weight_bits: int | None = Field(default=None, ge=1, le=64, description="widest weight the PEs execute")
 
 

@@ -7,11 +7,12 @@ A target file may carry two keys beside the schema's (`targets/schema.py`):
   `RxC` (two integers); `pe_type` chooses an entry of `pe_types`.
 * `pe_types: {name: {energy_pj, area_um2, clock_mhz, schemes, max_weight_bits, word_bits, ...}}`:
   the processing elements the array can be built with. The chosen one's entries (all but
-  `word_bits`) replace the keys of `compute`, and its name becomes `compute.pe_type`.
+  `word_bits` and `psum_bits`) replace the keys of `compute`, and its name becomes `compute.pe_type`.
 
 Any string value of the form `${expression}` is replaced by the expression evaluated over the
 parameters (`pe[0]`, `glb_kib * 1024 * 8 // 64`, `max(16, word_bits)`), where `word_bits` is the
-chosen PE type's operand width. Only arithmetic, comparisons, conditionals, indexing of grids and
+chosen PE type's operand width and `psum_bits` the width of its partial sums (default
+`2 * word_bits`, an integer accumulator; an `fp32` PE accumulates in 32 bits). Only arithmetic, comparisons, conditionals, indexing of grids and
 `min` / `max` are allowed. The resolved data is then validated by the schema as any target, so an
 invalid combination is the schema's one-line error, prefixed with the spec.
 """
@@ -168,6 +169,7 @@ def resolve(data: object, values: Mapping[str, str], source: str) -> object:
                 raise ValueError(f"parameter {PE_TYPE_PARAMETER}: {chosen!r} is not one of {', '.join(pe_types)}")
             pe = dict(pe_types[chosen])
             names["word_bits"] = pe.pop("word_bits", 8)
+            names["psum_bits"] = pe.pop("psum_bits", 2 * names["word_bits"])
             compute = dict(resolved.get("compute") or {})
             compute.update(pe)
             compute["pe_type"] = chosen

@@ -74,7 +74,8 @@ positive = st.integers(min_value=1, max_value=4096)
 problems = st.builds(ProblemShape, **{k: positive for k in DIMS}, Hstride=st.integers(1, 4), Wstride=st.integers(1, 4),
                      Hdilation=st.integers(1, 3), Wdilation=st.integers(1, 3))
 # legal combinations only (the verifier refuses the rest): weights any scheme at its widths, activations int/uint
-weight_bits = st.sampled_from(SCHEMES).flatmap(
+# float weights come with float inputs and outputs only (tests/test_fp32_pe.py round-trips that layer)
+weight_bits = st.sampled_from([s for s in SCHEMES if s != "float"]).flatmap(
     lambda scheme: st.builds(OperandBits, st.sampled_from(legal_widths("int" if scheme == "uint" else scheme)), st.just(scheme)))
 operand_bits = st.builds(OperandBits, st.sampled_from(LEGAL_BITS), st.sampled_from(["int", "uint"]))
 loops = st.lists(st.tuples(st.sampled_from(DIMS), st.integers(2, 64)), max_size=4, unique_by=lambda x: x[0]).map(tuple)
@@ -161,7 +162,7 @@ def test_bits_rejects_illegal_widths_and_schemes(text):
 
 def test_bits_rejects_unknown_scheme():
     with pytest.raises(ParseError, match="scheme"):
-        Parser(_context(), "#accel.bits<W = 4 : float, I = 8 : int, O = 8 : int>").parse_attribute()
+        Parser(_context(), "#accel.bits<W = 4 : bf16, I = 8 : int, O = 8 : int>").parse_attribute()
 
 
 # ------------------------------------------------------------------------------------------- mapping

@@ -134,6 +134,26 @@ def test_default_workers_one_per_core_only_when_enough_layers_need_searching(mon
     assert api.default_workers(api.POOL_MIN_LAYERS) == min(api.POOL_MAX_WORKERS, api.POOL_MIN_LAYERS)
 
 
+def _default_workers_in_child(queue) -> None:
+    from quantloop.mapper import api
+
+    queue.put(api.default_workers(100))
+
+
+def test_default_workers_is_one_in_a_daemonic_process_such_as_a_dask_worker(monkeypatch):
+    """A daemonic process may not have children (a Dask worker compiling an explore point would crash)."""
+    import multiprocessing
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_default_workers_in_child, args=(queue,), daemon=True)
+    child.start()
+    assert queue.get(timeout=30) == 1
+    child.join()
+
+
 def test_unnamed_workers_map_in_a_pool_when_cold_and_in_process_when_cached(tmp_path, monkeypatch):
     """The default (workers=None) searches on every core when enough layers miss the cache; a cached
     run answers in the calling process (never slower than one worker)."""
@@ -151,3 +171,20 @@ def test_unnamed_workers_map_in_a_pool_when_cold_and_in_process_when_cached(tmp_
     warm = map_layers(requests, "eyeriss", workers=None, cache=MapCache(tmp_path), budget=SMALL)
     assert pools == [2] and all(r.cache_hit for r in warm)
     assert [r.mapping for r in warm] == [r.mapping for r in cold]
+
+
+def test_pool_progress_names_the_layers_being_searched():
+    heard = []
+
+    class Listener:
+        def start(self, name):
+            heard.append(("start", name))
+
+        def advance(self, name="", cache_hit=False):
+            heard.append(("done", name))
+
+    requests = [(f"l{i}", Problem(M=4 * (i + 1), C=4, P=2, Q=2), Bits(8, 8, 8)) for i in range(3)]
+    map_layers(requests, "eyeriss", workers=2, cache=None, budget=SMALL, progress=Listener())
+    assert heard[0][0] == "start" and len(heard[0][1].split(", ")) == 2
+    assert sorted(name for kind, name in heard if kind == "done") == ["l0", "l1", "l2"]
+    assert heard[-1][0] == "done"  # nothing left to search once the last layer is done

@@ -88,3 +88,15 @@ def test_search_names_the_model_and_decomposes_the_chosen_point_once(tmp_path, c
     assert len(calls) == 1
     assert stdout.count("saving against w8a8, decomposed") == 1
     assert "zoo:cnn_digits on eyeriss, searched bits (energy)" in stdout and "model on eyeriss" not in stdout
+
+
+def test_the_compiled_points_decomposition_is_the_one_of_the_point_compiled():
+    """--search --synergy hands over the search's decomposition: of the QAT'd point `qat-front` chose, else of
+    the search's chosen point (QAT in the loop, whose summary has none of its own, chose that very point)."""
+    from quantloop.cosearch import search_decomposition
+
+    search, front = {"of": "search's chosen"}, {"of": "qat-front's chosen"}
+    assert search_decomposition({"synergy": search}) is search
+    assert search_decomposition({"synergy": search, "qat": {"chosen": {"label": "w4a4"}, "synergy": front}}) is front
+    assert search_decomposition({"synergy": search, "qat": {"mode": "loop", "chosen": {"label": "w4a4"}}}) is search
+    assert search_decomposition({"synergy": search, "qat": {"chosen": None, "synergy": None}}) is search

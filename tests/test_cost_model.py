@@ -178,7 +178,7 @@ def test_bits_parse():
     with pytest.raises(QuantloopError, match="expected the form"):
         Bits.parse("int8")
     with pytest.raises(QuantloopError, match="scheme"):
-        Bits(4, 8, 8, "float")
+        Bits(4, 8, 8, "bf16")  # float is a scheme (float PEs); bf16 is none
 
 
 def test_mapping_arrays_round_trip():

@@ -123,7 +123,7 @@ def test_explore_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     from quantloop.cli import main
 
     for argv, message in [
-        (["--grid", "pe_type=fp32"], "parameter pe_type: 'fp32' is not one of"),
+        (["--grid", "pe_type=fp16"], "parameter pe_type: 'fp16' is not one of"),
         (["--grid", "pe"], "--grid 'pe': expected NAME=V1,V2"),
         (["--grid", "pe=8x8", "--sampling", "random"], "--samples: must be at least 1"),
         (["--target", "simba", "--grid", "pe=8x8"], "unknown parameter pe (known: pe_type)"),

@@ -19,6 +19,7 @@ from quantloop.ir import (
     ConstantOp,
     Conv2dOp,
     DropoutOp,
+    FlattenOp,
     IdentityOp,
     IntType,
     QuantizeOp,
@@ -314,3 +315,21 @@ def test_folded_qdq_module_exports_valid_onnx_with_the_models_outputs(tmp_path, 
         expected = run(qdq, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         assert np.array_equal(run(exported, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL), expected)
         assert np.abs(expected).max() > 0.1  # the bar is meaningful: outputs are not tiny
+
+
+def test_folded_int4_module_moves_codes_through_float_where_onnxruntime_has_no_int4_kernel(tmp_path):
+    """uint4 activations through Flatten / MaxPool after qnn-fold-quant: ONNX allows Flatten on int4 but
+    onnxruntime has no kernel for it, so the export dequantizes around it; the outputs stay bit-exact."""
+    from quantloop.passes.fold_quant import FoldQuantPass
+
+    model = load_zoo_model("zoo:mobilenet_v1?width=0.25&resolution=32&num_classes=10&opset=21")
+    qdq = quantize(model, tmp_path, True, weight_type=QuantType.QInt4, activation_type=QuantType.QUInt4)
+    module = canonical(qdq)
+    FoldQuantPass().apply(make_context(), module)
+    moved = [op for op in module.walk() if isinstance(op, FlattenOp)]
+    assert moved and moved[0].input.type.element_type.bits == 4
+    exported = export_onnx(module)
+    onnx.checker.check_model(exported, full_check=True)
+    for x in random_inputs(qdq):
+        expected = run(qdq, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        assert np.array_equal(run(exported, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL), expected)

@@ -67,7 +67,7 @@ def test_parameters_set_the_geometry_and_area_scales_with_the_buffer():
     ("eyeriss?pe=0x4", "parameter pe: 0x4 is below the minimum 1"),
     ("eyeriss?pe=16", "parameter pe: '16' is not ROWSxCOLS"),
     ("eyeriss?glb_kib=lots", "parameter glb_kib: 'lots' is not an integer"),
-    ("eyeriss?pe_type=fp32", "parameter pe_type: 'fp32' is not one of int8, int16, lightpe1, lightpe2, hybrid"),
+    ("eyeriss?pe_type=fp16", "parameter pe_type: 'fp16' is not one of int8, int16, lightpe1, lightpe2, hybrid, fp32"),
     ("eyeriss?bogus=1", "unknown parameter bogus"),
     ("eyeriss?pe=2x2&pe=4x4", "parameter pe given twice"),
     ("eyeriss?pe", "expected NAME?key=value"),

@@ -333,6 +333,17 @@ def test_qoperator_channel_shuffle_after_qlinear_concat(tmp_path, cache):
     compile_and_check(src, tmp_path, cache, ("simba",), integer_kernels=True)
 
 
+def test_qoperator_average_pool(tmp_path, cache):
+    """DenseNet's transition layers in QOperator form: onnxruntime's com.microsoft QLinearAveragePool."""
+    b = GraphBuilder("avgpool_cnn", seed=7)
+    x = b.input("input", (1, 3, 8, 8))
+    y = b.relu(b.conv(x, 8, 3, bias=True))
+    z = b.gemm(b.flatten(b.global_avgpool(b.conv(b.avgpool(y, 2, 2), 8, 3, bias=True))), 4)
+    src = quantize(b.build(z), tmp_path, "qop-avgpool", fmt=QuantFormat.QOperator)
+    assert ("com.microsoft", "QLinearAveragePool") in {(n.domain, n.op_type) for n in onnx.load(src).graph.node}
+    compile_and_check(src, tmp_path, cache, ("simba",), integer_kernels=True)
+
+
 def test_qlinear_matmul(tmp_path, cache):
     b = GraphBuilder("mlp", seed=1)
     x = b.input("x", (4, 16))
