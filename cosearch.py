@@ -146,7 +146,7 @@ def qat_loop_choice(result, data: SearchData, settings: SearchSettings,
 
 
 def qat_choice(result, data: SearchData, settings: SearchSettings) -> tuple[Any, dict | None, dict[str, Any]]:
-    """`--accuracy qat`: fine-tune the front in cost order (`passes.search.qat.qat_front`); the chosen
+    """`--accuracy qat-front`: fine-tune the front in cost order (`passes.search.qat.qat_front`); the chosen
     point's QONNX model, its bits table and the summary for pareto.json (with its decomposition)."""
     from quantloop.passes.search.engine import decompose_chosen
     from quantloop.passes.search.qat import export_qonnx, qat_front

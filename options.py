@@ -26,6 +26,7 @@ from typing import Any
 
 from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
+from quantloop.parallel import POOL_MAX_WORKERS, POOL_MIN_LAYERS
 
 OBJECTIVES = ("energy", "latency", "edp")
 """What the mapper minimises per layer (and the search over the network)."""
@@ -89,9 +90,15 @@ def _input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | N
 
 
 def _workers(value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise QuantloopError(f"--workers {value}: must be at least 1")
-    return value
+    from quantloop.parallel import check_workers
+
+    return value if value is None else check_workers(value)
+
+
+def _scheduler(value: str | None) -> str | None:
+    from quantloop.parallel import check_scheduler
+
+    return value if value is None else check_scheduler(value)
 
 
 def _elide_weights(value: int) -> int | None:
@@ -123,6 +130,16 @@ def _emit_help() -> str:
 # ----------------------------------------------------------------------------- the search
 
 PROXY_SAMPLES = 64
+DEFAULT_QAT_EPOCHS = 6
+"""QAT epochs per fine-tuned candidate: digits MobileNetV2 at w4a4, 2 epochs leave 0.5 pp of validation drop,
+6 none (README)."""
+
+
+def check_epochs(value: int, flag: str) -> int:
+    """The one rule on a count of training epochs (`--qat-epochs`, `quantloop qat --epochs`)."""
+    if value < 1:
+        raise QuantloopError(f"{flag} {value}: must be at least 1")
+    return value
 ACCURACY_MODES = ("ptq", "qat", "qat-front")
 DEFAULT_POPULATION = 24
 DEFAULT_GENERATIONS = 14
@@ -143,7 +160,10 @@ class SearchSettings:
     proxy_samples: int = PROXY_SAMPLES
     accuracy: str = "ptq"
     train_data: str | None = None
-    qat_epochs: int = 6  # digits MobileNetV2 at w4a4: 2 epochs leave 0.5 pp of validation drop, 6 none (README)
+    qat_epochs: int = DEFAULT_QAT_EPOCHS
+
+    def __post_init__(self) -> None:
+        check_epochs(self.qat_epochs, "--qat-epochs")
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,14 +289,14 @@ class CompileOptions:
     workers: int | None = field(
         default=None, metadata=flag(
             "--workers", type=int, convert=_workers,
-            help="map layers in this many processes (default: one per core, up to 4, when 8 or more layers need "
-                 "searching; a cached run starts none); with --search, evaluate candidates on a Dask LocalCluster of "
+            help=f"map layers in this many processes (default: one per core, up to {POOL_MAX_WORKERS}, when "
+                 f"{POOL_MIN_LAYERS} or more layers need searching; a cached run starts none); with --search, evaluate candidates on a Dask LocalCluster of "
                  "this many workers (default 1)",
         ),
     )
     """None: `quantloop.mapper.api.default_workers` decides for the mapping, and --search runs in one process."""
     scheduler: str | None = field(
-        default=None, metadata=flag("--scheduler", metavar="tcp://HOST:PORT",
+        default=None, metadata=flag("--scheduler", metavar="tcp://HOST:PORT", convert=_scheduler,
                                     help="with --search, evaluate candidates on this existing Dask cluster"),
     )
     """Where `--search` runs its evaluations (`quantloop.parallel.open_pool`, as `quantloop explore`)."""

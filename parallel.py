@@ -17,6 +17,12 @@ from typing import Any
 
 from quantloop.errors import QuantloopError
 
+#: `quantloop.mapper.api.default_workers`: a process pool pays for its start-up once this many distinct layers
+#: need searching
+POOL_MIN_LAYERS = 8
+#: ... and uses at most this many processes (one per core below that)
+POOL_MAX_WORKERS = 4
+
 Progress = Callable[[int, int], None]
 """Called with (completed, total) after every evaluation of a `map`."""
 
@@ -91,9 +97,26 @@ def local_cluster_config() -> dict[str, Any]:
 
 
 def check_workers(workers: int) -> int:
+    """The one rule on a worker count (every `--workers` and `workers=` asks it)."""
     if workers < 1:
         raise QuantloopError(f"--workers {workers}: must be at least 1")
     return workers
+
+
+def check_scheduler(address: str) -> str:
+    """`address` when Dask can connect to it (`SCHEME://LOCATION` with one of Dask's comm schemes: tcp, tls,
+    inproc, ucx, ws, wss), else a one-line user error: checked before any work, not as a traceback on connect."""
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import backends
+
+    try:
+        scheme, location = parse_address(address, strict=True)
+    except (ValueError, TypeError):
+        scheme, location = "", ""
+    if scheme not in backends or not location:
+        raise QuantloopError(f"--scheduler {address}: expected SCHEME://HOST:PORT with SCHEME one of "
+                             f"{', '.join(sorted(backends))}, e.g. tcp://127.0.0.1:8786")
+    return address
 
 
 @contextmanager
@@ -108,9 +131,10 @@ def open_pool(workers: int = 1, scheduler: str | None = None) -> Iterator[LocalP
     except ImportError:  # pragma: no cover - a dependency; the message says what to install
         raise QuantloopError("evaluating on several workers needs dask.distributed (pip install 'dask[distributed]')") from None
     if scheduler is not None:
+        check_scheduler(scheduler)
         try:
             client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:
             raise QuantloopError(f"--scheduler {scheduler}: cannot connect ({err})") from None
         with client:
             yield DaskPool(client)

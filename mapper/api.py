@@ -14,6 +14,7 @@ from quantloop.mapping import Mapping
 from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
 from quantloop.problem import Bits, Problem
 from quantloop.errors import QuantloopError
+from quantloop.parallel import POOL_MAX_WORKERS, POOL_MIN_LAYERS, check_workers
 from quantloop.mapper.cache import MapCache, cache_key
 from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.search import OBJECTIVES, Budget, search
@@ -124,17 +125,13 @@ def _map_one(args) -> MapResult:
     return map_layer(problem, arch, bits, objective, cache=cache, seed=seed, name=name, budget=budget)
 
 
-#: `default_workers`: a process pool pays for its start-up once this many distinct layers need searching
-POOL_MIN_LAYERS = 8
-#: ... and uses at most this many processes (one per core below that)
-POOL_MAX_WORKERS = 4
-
-
 def default_workers(todo: int) -> int:
     """Processes `map_layers` uses when the caller names none, for `todo` layers still to search: one
     per core available to this process (at most `POOL_MAX_WORKERS`) once there are `POOL_MIN_LAYERS`,
-    else 1 (a handful of small searches finish before a pool has started)."""
-    if todo < POOL_MIN_LAYERS:
+    else 1 (a handful of small searches finish before a pool has started). Always 1 in a daemonic process
+    (a Dask worker evaluating an `explore` point): it may not start processes, and its cluster already
+    runs one evaluation per core."""
+    if todo < POOL_MIN_LAYERS or multiprocessing.current_process().daemon:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, POOL_MAX_WORKERS, todo))
@@ -150,8 +147,8 @@ def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, ob
     `progress` (a `quantloop.progress.Phase`) hears `start(name)` before a layer is searched and
     `advance(name, cache_hit)` after each distinct layer."""
     arch = load_target(target)
-    if workers is not None and workers < 1:
-        raise QuantloopError(f"workers must be at least 1, got {workers}")
+    if workers is not None:
+        check_workers(workers)
     cache_root = None if cache is None else cache.root.parent
     first: dict[tuple, int] = {}
     jobs = []

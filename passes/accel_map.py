@@ -95,8 +95,6 @@ class AccelMapPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.objective not in OBJECTIVES:
             raise QuantloopError(f"accel-map: objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
-        if self.workers < 0:
-            raise QuantloopError(f"accel-map: workers must be 0 (the mapper's default) or more, got {self.workers}")
         arch = load_module_target(op, self.name)
         todo = layers(op)
         if not todo:

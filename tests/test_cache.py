@@ -134,6 +134,26 @@ def test_default_workers_one_per_core_only_when_enough_layers_need_searching(mon
     assert api.default_workers(api.POOL_MIN_LAYERS) == min(api.POOL_MAX_WORKERS, api.POOL_MIN_LAYERS)
 
 
+def _default_workers_in_child(queue) -> None:
+    from quantloop.mapper import api
+
+    queue.put(api.default_workers(100))
+
+
+def test_default_workers_is_one_in_a_daemonic_process_such_as_a_dask_worker(monkeypatch):
+    """A daemonic process may not have children (a Dask worker compiling an explore point would crash)."""
+    import multiprocessing
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_default_workers_in_child, args=(queue,), daemon=True)
+    child.start()
+    assert queue.get(timeout=30) == 1
+    child.join()
+
+
 def test_unnamed_workers_map_in_a_pool_when_cold_and_in_process_when_cached(tmp_path, monkeypatch):
     """The default (workers=None) searches on every core when enough layers miss the cache; a cached
     run answers in the calling process (never slower than one worker)."""

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+quantloop\.(\w+)", re.M)
 ROOT_IMPORT = re.compile(r"^\s*from\s+quantloop\s+import\b", re.M)
 LEAVES = {"errors": set(), "version": set(), "parallel": {"errors"}, "bits": {"errors"}, "files": {"errors"},
-          "options": {"errors", "bits", "backend"}, "problem": {"errors", "bits"}, "mapping": {"errors", "problem"}}
+          "options": {"errors", "bits", "backend", "parallel"}, "problem": {"errors", "bits"}, "mapping": {"errors", "problem"}}
 """Light modules every layer may ask (legal bit-widths, options and their defaults, the problem and mapping data
 model the IR, the cost model, the mapper and the backend share): they import nothing else (options reads bits for
 the --psum-bits choices, and backend.emit, itself light, lazily for the --emit choices)."""

@@ -42,3 +42,21 @@ def test_local_cluster_workers_start_with_those_settings_and_return_results_in_o
         states = pool.client.run(_worker_state)
         assert len(states) == 2 and set(states.values()) == {(None, "1", False, "1s")}
         assert pool.map(_square, list(range(10)), offset=1) == [x * x + 1 for x in range(10)]
+
+
+def _map_tiny_layers(count: int) -> int:
+    """On a worker: `map_layers` with the default workers, cold, `count` distinct small layers."""
+    from quantloop.mapper import map_layers
+    from quantloop.problem import Bits, Problem
+
+    requests = [(f"l{c}", Problem(N=1, G=1, C=c, M=4, P=2, Q=2, R=1, S=1), Bits(8, 8, 8)) for c in range(1, count + 1)]
+    return len(map_layers(requests, "eyeriss", workers=None))
+
+
+@pytest.mark.slow
+def test_a_dask_task_maps_many_layers_in_its_own_process():
+    """Enough cold layers for the mapper's own process pool, which a (daemonic) Dask worker may not start."""
+    from quantloop.mapper.api import POOL_MIN_LAYERS
+
+    with open_pool(2) as pool:
+        assert pool.map(_map_tiny_layers, [POOL_MIN_LAYERS]) == [POOL_MIN_LAYERS]

@@ -50,3 +50,23 @@ def test_scheduler_without_search_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--scheduler" in proc.stderr and "--search" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", ["notaurl", "foo://x:1"])
+@pytest.mark.parametrize("command", [["compile", "zoo:cnn_digits", "--target", "eyeriss", "--search"],
+                                     ["explore", "zoo:cnn_digits"]])
+def test_malformed_scheduler_is_one_line_exit_2_before_any_work(tmp_path, command, address):
+    proc = subprocess.run([sys.executable, "-m", "quantloop", *command, "--scheduler", address, "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and f"--scheduler {address}" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_open_pool_refuses_a_malformed_scheduler_address():
+    from quantloop.errors import QuantloopError
+    from quantloop.parallel import open_pool
+
+    with pytest.raises(QuantloopError, match="--scheduler notaurl"):
+        with open_pool(1, "notaurl"):
+            pass
