@@ -220,6 +220,7 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
     if any(len(o) == 0 for o in opts):
         return np.zeros((0, space.L, 3, 8), dtype=np.int64)
     opt_cum = [np.flip(np.cumprod(np.flip(o.prod(axis=2), axis=1), axis=1), axis=1) for o in opts]  # [n, L]
+    opt_spatial = [np.ascontiguousarray(o[:, :, 1:]) for o in opts]  # [n, L, 2]: contiguous rows gather fast
     weights = [_prime_weights(o, int(space.problem.dim_array[d])) for d, o in enumerate(opts)]
     found: list[np.ndarray] = []
     have = 0
@@ -230,8 +231,8 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
         spatial = np.ones((batch, space.L, 2), dtype=np.int64)
         cum = np.empty((batch, space.L, 8), dtype=np.int64)
         for d in range(8):
-            spatial *= opts[d][idx[:, d], :, 1:]
-            cum[:, :, d] = opt_cum[d][idx[:, d]]
+            spatial *= opt_spatial[d].take(idx[:, d], axis=0)
+            cum[:, :, d] = opt_cum[d].take(idx[:, d], axis=0)
         ok = np.all(spatial <= space.fanout, axis=(1, 2))
         ok[ok] = space.fits(cum[ok], space.must_keep)  # capacities only where the fan-outs hold
         if ok.any():
