@@ -128,6 +128,22 @@ def test_raw_float32_packing_is_bit_exact():
         assert np.array_equal(unpack_float32(data, x.size, word_bits).view(np.int32), x.view(np.int32))
 
 
+def test_tiled_float_weights_go_through_pack_float32_bit_for_bit():
+    """`backend.weights.pack_tiles` / `unpack_tiles` store float weights as `pack_float32` does (the writer and
+    the reader of weights.bin share it): -0.0, NaN and subnormals survive, and the padding is +0.0."""
+    from quantloop.backend.packing import pack_float32
+    from quantloop.backend.weights import TilePlan, pack_tiles, unpack_tiles
+
+    w = np.array([1.5, -0.0, np.nan, 3e-40, -7.25, np.inf], np.float32).reshape(2, 3, 1, 1)
+    one_tile = TilePlan.from_nest(("M", "C", "R", "S"), (2, 3, 1, 1), [])
+    assert pack_tiles(w, one_tile, 32, 32, True, "float") == pack_float32(w, 32)
+    plan = TilePlan.from_nest(("M", "C", "R", "S"), (2, 3, 1, 1), [("M", 2)])  # 2 tiles of 3, padded to 2 words
+    data = pack_tiles(w, plan, 32, 64, True, "float")
+    assert len(data) == 2 * 2 * 8
+    back = unpack_tiles(data, plan, 32, 64, True, "float")
+    assert back.dtype == np.float32 and np.array_equal(back.view(np.int32), w.view(np.int32))
+
+
 def test_compile_on_fp32_maps_float_layers_and_writes_float32_weights_that_reproduce_the_model(tmp_path):
     import onnxruntime as ort
 
