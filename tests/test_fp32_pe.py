@@ -283,6 +283,12 @@ def test_map_and_cost_default_to_the_targets_native_float_bits(tmp_path, capsys)
     assert json.loads(capsys.readouterr().out)["mac_energy_pj"] == stock["mac_energy_pj"]
     assert main([*args, "--scheme", "int"]) == 2  # asked for int: the PEs refuse it
     assert "the fp32 PEs execute float weights, not int" in capsys.readouterr().err
+    mapping = problem.with_name("map.yaml")
+    assert main(["cost", "--target", "eyeriss_fp32", "--problem", str(problem), "--mapping", str(mapping), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert cost["mac_energy_pj"] == pytest.approx(cost["macs"] * FP32_MAC_PJ)
+    assert main(["cost", "--target", "eyeriss_fp32", "--problem", str(problem), "--mapping", str(mapping), "--scheme", "int"]) == 2
+    assert "the fp32 PEs execute float weights, not int" in capsys.readouterr().err
     assert load_target("eyeriss").compute.native_scheme == "int"
 
 
