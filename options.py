@@ -130,6 +130,16 @@ def _emit_help() -> str:
 # ----------------------------------------------------------------------------- the search
 
 PROXY_SAMPLES = 64
+DEFAULT_QAT_EPOCHS = 6
+"""QAT epochs per fine-tuned candidate: digits MobileNetV2 at w4a4, 2 epochs leave 0.5 pp of validation drop,
+6 none (README)."""
+
+
+def check_epochs(value: int, flag: str) -> int:
+    """The one rule on a count of training epochs (`--qat-epochs`, `quantloop qat --epochs`)."""
+    if value < 1:
+        raise QuantloopError(f"{flag} {value}: must be at least 1")
+    return value
 ACCURACY_MODES = ("ptq", "qat", "qat-front")
 DEFAULT_POPULATION = 24
 DEFAULT_GENERATIONS = 14
@@ -150,7 +160,10 @@ class SearchSettings:
     proxy_samples: int = PROXY_SAMPLES
     accuracy: str = "ptq"
     train_data: str | None = None
-    qat_epochs: int = 6  # digits MobileNetV2 at w4a4: 2 epochs leave 0.5 pp of validation drop, 6 none (README)
+    qat_epochs: int = DEFAULT_QAT_EPOCHS
+
+    def __post_init__(self) -> None:
+        check_epochs(self.qat_epochs, "--qat-epochs")
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:

@@ -172,8 +172,10 @@ def _word_bytes(word_bits: int) -> int:
     return word_bits // 8
 
 
-def pack_tiles(codes_canonical: np.ndarray, plan: TilePlan, bits: int, word_bits: int, signed: bool) -> bytes:
-    """Tile-ordered, per-tile word-aligned packed codes (see the module docstring)."""
+def pack_tiles(codes_canonical: np.ndarray, plan: TilePlan, bits: int, word_bits: int, signed: bool,
+               scheme: str = "int") -> bytes:
+    """Tile-ordered, per-tile word-aligned packed codes (see the module docstring); float weights (scheme
+    float) as their IEEE-754 bit patterns (`packing.pack_float32`)."""
     opw = packing.values_per_word(bits=bits, word_bits=word_bits)
     tiles = plan.to_tiles(codes_canonical)
     words_per_tile = -(-plan.tile_size // opw)
@@ -182,15 +184,21 @@ def pack_tiles(codes_canonical: np.ndarray, plan: TilePlan, bits: int, word_bits
         padded = np.zeros((plan.tile_count, slots), dtype=tiles.dtype)
         padded[:, : plan.tile_size] = tiles
         tiles = padded
+    if scheme == FLOAT_SCHEME:
+        return packing.pack_float32(tiles, word_bits)
     return packing.pack(tiles, bits, word_bits, signed)
 
 
-def unpack_tiles(data: bytes, plan: TilePlan, bits: int, word_bits: int, signed: bool) -> np.ndarray:
-    """Inverse of :func:`pack_tiles`: int32 codes in the canonical view."""
+def unpack_tiles(data: bytes, plan: TilePlan, bits: int, word_bits: int, signed: bool,
+                 scheme: str = "int") -> np.ndarray:
+    """Inverse of :func:`pack_tiles`: int32 codes (float32 weights for scheme float) in the canonical view."""
     opw = packing.values_per_word(bits=bits, word_bits=word_bits)
     words_per_tile = -(-plan.tile_size // opw)
     slots = words_per_tile * opw
-    flat = packing.unpack(data, plan.tile_count * slots, bits, word_bits, signed)
+    if scheme == FLOAT_SCHEME:
+        flat = packing.unpack_float32(data, plan.tile_count * slots, word_bits)
+    else:
+        flat = packing.unpack(data, plan.tile_count * slots, bits, word_bits, signed)
     return plan.from_tiles(flat.reshape(plan.tile_count, slots)[:, : plan.tile_size])
 
 
@@ -249,8 +257,7 @@ def _pack_all(binary, layers: Sequence[WeightLayer], word_bits: int, computed: S
         _check_codes(layer.name, w)
         plan = layer.plan
         signed = w.signed or w.scheme != "int"
-        codes = w.codes.view(np.int32) if w.scheme == FLOAT_SCHEME else w.codes  # float32: the bit patterns
-        data = pack_tiles(codes.reshape(plan.extents), plan, w.bits, word_bits, signed)
+        data = pack_tiles(w.codes.reshape(plan.extents), plan, w.bits, word_bits, signed, w.scheme)
         binary.write(data)
         entry = _layer_entry(layer, plan, offset, len(data), word_bits, signed)
         offset += len(data)
@@ -342,9 +349,8 @@ def _entry_codes(entry: dict, blob: memoryview, source: Path) -> np.ndarray:
         tuple(entry["canonical_shape"]),
         tuple((d, int(f)) for d, f in entry["tile_order"]),
     )
-    canonical = unpack_tiles(blob[entry["offset"] : end], plan, entry["bits"], entry["word_bits"], entry["signed"])
-    if entry["scheme"] == FLOAT_SCHEME:
-        canonical = canonical.view(np.float32)
+    canonical = unpack_tiles(blob[entry["offset"] : end], plan, entry["bits"], entry["word_bits"], entry["signed"],
+                             entry["scheme"])
     return canonical.reshape(entry["shape"])
 
 

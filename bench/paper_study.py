@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quantloop.options import DEFAULT_QAT_EPOCHS
+
 PROTOCOLS = {
     "paper": {"targets": ("eyeriss_paper", "simba_paper"), "objective": "edp", "population": 10, "generations": 25},
     "own": {"targets": ("eyeriss", "simba"), "objective": "energy", "population": None, "generations": None},
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--networks", nargs="+", default=["mobilenet_v1_digits", "mobilenet_v2_digits"])
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--targets", nargs="+", help="only these of the protocols' targets")
-    parser.add_argument("--qat-epochs", type=int, default=6)
+    parser.add_argument("--qat-epochs", type=int, default=DEFAULT_QAT_EPOCHS)
     parser.add_argument("--qat-modes", nargs="+", choices=("loop", "front"), default=["loop", "front"])
     parser.add_argument("--val", choices=("val+calib", "val"), default="val+calib")
     parser.add_argument("--seed", type=int, default=0)

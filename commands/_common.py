@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from quantloop.bits import FLOAT_BITS, FLOAT_SCHEME, LEGAL_BITS, legal_text
+from quantloop.bits import FLOAT_SCHEME, legal_text, legal_widths
 from quantloop.errors import QuantloopError
 
 
@@ -35,6 +35,28 @@ def add_psum_argument(parser: argparse.ArgumentParser) -> None:
     psum.metadata["cli"].add(parser, psum)
 
 
+def add_scheme_argument(parser: argparse.ArgumentParser) -> None:
+    from quantloop.bits import SCHEMES
+
+    parser.add_argument("--scheme", choices=list(SCHEMES),
+                        help="weight quantization scheme (default: the target's, int; float on fp32 PEs)")
+
+
+def layer_bits(args: argparse.Namespace, arch, file_bits=None):
+    """The bits `quantloop map` / `cost` cost a layer at: --bits and its overrides over the problem file's
+    bits, in --scheme, else as --bits spells it, else in the target's native scheme
+    (`ComputeLevel.native_scheme`: float on fp32 PEs); no widths given: one value per word."""
+    import dataclasses
+
+    from quantloop.problem import Bits
+
+    # --bits spells its own scheme (w32a32 is float); without it the target's native one applies
+    scheme = args.scheme or ("int" if getattr(args, "bits", None) else arch.compute.native_scheme)
+    if file_bits is not None:
+        file_bits = dataclasses.replace(file_bits, scheme=scheme)
+    return bits_from_args(args, default=file_bits, scheme=scheme) or Bits(scheme=scheme)
+
+
 def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
     """Bits from --bits and the per-data-space overrides; `default` (a Bits or None) fills the rest.
 
@@ -52,11 +74,13 @@ def bits_from_args(args: argparse.Namespace, default=None, scheme: str = "int"):
     base = base or Bits(scheme=scheme)
     psum = getattr(args, "psum_bits", None) or base.psum
     values = {k: (v if v is not None else getattr(base, k)) for k, v in overrides.items()}
-    legal = FLOAT_BITS if base.scheme == FLOAT_SCHEME else LEGAL_BITS
     for key, value in values.items():
+        # weights are stored in the scheme; activations uniformly (or in float, with float weights)
+        scheme = base.scheme if key == "weights" or base.scheme == FLOAT_SCHEME else "int"
+        legal = legal_widths(scheme)
         if value is not None and value not in legal:
             raise QuantloopError(
-                f"bits of {key}: {value} is not a supported {'float ' if legal is FLOAT_BITS else ''}bit-width "
+                f"bits of {key}: {value} is not a supported {'' if scheme == 'int' else scheme + ' '}bit-width "
                 f"(use {legal_text(legal)})"
             )
     return Bits(**values, scheme=base.scheme, psum=psum)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args, print_cost_tables
+from quantloop.commands._common import add_bits_arguments, add_scheme_argument, add_target_argument, layer_bits, print_cost_tables
 from quantloop.errors import QuantloopError
 
 HELP = "energy, cycles and per-level accesses of one mapping (Timeloop problem + map YAML) on a target"
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problem", required=True, help="Timeloop v0.4 problem YAML (fork `bitwidths` honoured)")
     parser.add_argument("--mapping", required=True, help="Timeloop v0.4 mapping YAML")
     add_bits_arguments(parser)
-    parser.add_argument("--scheme", choices=["int", "pot", "pot2"], default="int", help="weight quantization scheme")
+    add_scheme_argument(parser)
     parser.add_argument(
         "--mac-energy",
         choices=["target", "fixed"],
@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from quantloop.costmodel.model import evaluate
-    from quantloop.problem import Bits
     from quantloop.costmodel.timeloop_yaml import read_mapping, read_problem
     from quantloop.targets.area import format_mm2, target_area
     from quantloop.targets.registry import load_target
@@ -57,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.mac_energy == "fixed":
         arch = dataclasses.replace(arch, compute=dataclasses.replace(arch.compute, energy_mode="fixed"))
     problem, file_bits = read_problem(args.problem)
-    if file_bits is not None:
-        file_bits = dataclasses.replace(file_bits, scheme=args.scheme)
-    bits = bits_from_args(args, default=file_bits, scheme=args.scheme) or Bits(scheme=args.scheme)
+    bits = layer_bits(args, arch, file_bits)
     try:
         mapping = read_mapping(args.mapping, arch)
     except QuantloopError as err:

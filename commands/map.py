@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from quantloop.commands._common import add_bits_arguments, add_target_argument, bits_from_args, print_cost_tables
+from quantloop.commands._common import add_bits_arguments, add_scheme_argument, add_target_argument, layer_bits, print_cost_tables
 
 HELP = "find the best mapping of one layer (Timeloop problem YAML) on a target for energy, latency or EDP"
 
@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_argument(parser)
     parser.add_argument("--problem", required=True, help="Timeloop v0.4 problem YAML (fork `bitwidths` honoured)")
     add_bits_arguments(parser)
-    parser.add_argument("--scheme", choices=["int", "pot", "pot2"], default="int", help="weight quantization scheme")
+    add_scheme_argument(parser)
     parser.add_argument("--objective", choices=["energy", "latency", "edp"], default="energy", help="what to minimise")
     parser.add_argument("--json", action="store_true", help="print JSON (the keys of `quantloop cost --json` plus the mapping)")
     parser.add_argument("--emit-timeloop", metavar="DIR", help="write the inputs timeloop-model needs (arch, ERT, ART, problem, map, constraints) to DIR")
@@ -23,11 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
     from pathlib import Path
 
-    from quantloop.problem import Bits
     from quantloop.costmodel.timeloop_yaml import format_map_txt, mapping_to_list, read_problem
     from quantloop.errors import QuantloopError
     from quantloop.mapper import MapCache, map_layer
@@ -35,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     arch = load_target(args.target)
     problem, file_bits = read_problem(args.problem)
-    if file_bits is not None:
-        file_bits = dataclasses.replace(file_bits, scheme=args.scheme)
-    bits = bits_from_args(args, default=file_bits, scheme=args.scheme) or Bits(scheme=args.scheme)
+    bits = layer_bits(args, arch, file_bits)
     cache = None if args.no_cache else MapCache(args.cache_dir)
     name = problem.name or Path(args.problem).stem
     result = map_layer(problem, arch, bits, args.objective, cache=cache, seed=args.seed, name=name)

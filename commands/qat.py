@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import onnx
 
     from quantloop.errors import QuantloopError
+    from quantloop.options import check_epochs
     from quantloop.frontend import import_onnx
     from quantloop.runtime.dataset import load_dataset
     from quantloop.frontend.zoo.digits import packaged_data
@@ -40,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and not args.force:
         raise QuantloopError(f"{output}: exists (use --force to replace it)")
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
-    if epochs < 1:
-        raise QuantloopError(f"--epochs {epochs}: must be at least 1")
+    check_epochs(epochs, "--epochs")
     table = load_bits_file(args.bits_file)
     module = import_onnx(args.model)
     CanonicalizePass().apply(make_context(), module)

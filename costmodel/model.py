@@ -528,7 +528,8 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     utilization = macs / (cycles * arch.compute.instances)
     fx = np.array([lvl.fanout_x for lvl in arch.levels])
     fy = np.array([lvl.fanout_y for lvl in arch.levels])
-    fanout_ok = np.all((_prod_dims(arrays.spatial_x, range(8)) <= fx) & (_prod_dims(arrays.spatial_y, range(8)) <= fy), axis=1)
+    fanout_ok = np.all((_prod_dims(arrays.spatial_x, range(8)) <= fx) & (_prod_dims(arrays.spatial_y, range(8)) <= fy),
+                       axis=1)
     factors_ok = np.all(nest.inner[:, 0] == dims, axis=1)
     return BatchResult(
         energy=energy, cycles=cycles, compute_cycles=compute_cycles, utilization=utilization,

@@ -160,10 +160,9 @@ def _ort_session(model: onnx.ModelProto):
     """An onnxruntime CPU session without graph optimizations (cheap: construct every kernel, nothing more)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.log_severity_level = 4  # the refusal becomes our one line; no log output of its own
+    from quantloop.runtime.ort_options import session_options
+
+    options = session_options(silent=True, optimize=False)  # the refusal becomes our one line
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

@@ -143,9 +143,26 @@ class Mapspace:
         out = out[ok]
         if not prune_capacity:
             return out
-        cum = np.ones((len(out), self.L, 8), dtype=np.int64)
-        cum[:, :, dim] = np.flip(np.cumprod(np.flip(out.prod(axis=2), axis=1), axis=1), axis=1)
-        return out[self.fits(cum, self.must_keep)]  # tiles only grow with the other dims
+        extents = np.flip(np.cumprod(np.flip(out.prod(axis=2), axis=1), axis=1), axis=1)  # [n, L] of this dim
+        return out[self._fits_one_dim(dim, extents)]  # tiles only grow with the other dims
+
+    def _fits_one_dim(self, dim: int, extents: np.ndarray) -> np.ndarray:
+        """`fits` (must-keep) of tilings that spread only `dim` (per-level extents [n, L], every other dim
+        1). Every tile bound concerns one level, and there the tile is a function of that level's extent
+        (a divisor of the dim): the bounds are checked once per (divisor, level) and looked up."""
+        divs = np.array(divisors(int(self.problem.dim_array[dim])), dtype=np.int64)
+        ext = np.ones((len(divs), 8), dtype=np.int64)
+        ext[:, dim] = divs
+        values = np.repeat(self.tile_values(ext)[:, None, :], self.L, axis=1)  # [U, L, 3]
+        words = -(-values // self.opw)
+        level = np.arange(self.L)
+        ok_at = np.stack([tiles_ok(self.bounds, values, words, self.must_keep & (level == l)[:, None])
+                          for l in range(self.L)], axis=1)  # [U, L]: the bounds of level l hold
+        idx = np.searchsorted(divs, extents)
+        ok = np.ones(len(extents), dtype=bool)
+        for l in range(self.L):
+            ok &= ok_at[idx[:, l], l]
+        return ok
 
     # ---- tiles -------------------------------------------------------------------------------
     def tile_values(self, cum: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from quantloop.options import OBJECTIVES
 from quantloop.costmodel.model import BatchResult, evaluate_batch
 from quantloop.problem import DATASPACES, DIMS, Bits, Problem, prime_factors
 from quantloop.costmodel.legality import FREE
-from quantloop.mapper.mapspace import Mapspace
+from quantloop.mapper.mapspace import Mapspace, divisors
 from quantloop.mapper.orders import level_candidates, present_masks, stationary_orders, window_variants
 from quantloop.targets.arch import Arch
 
@@ -191,6 +191,15 @@ class _Expansion:
         return _arrays(self.factors[t], order, self.keeps[self.ki[pair]])
 
 
+def _exponent(n: int, p: int) -> int:
+    """The exponent of prime p in n."""
+    e = 0
+    while n % p == 0:
+        n //= p
+        e += 1
+    return e
+
+
 def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
     """Probability of each option [n, L, 3] when every prime factor of the dim picks a free slot
     uniformly: Π over primes of the multinomial count of the option's exponents."""
@@ -199,15 +208,10 @@ def _prime_weights(options: np.ndarray, size: int) -> np.ndarray:
     weights = np.ones(len(options))
     flat = options.reshape(len(options), -1)
     flat = flat[:, flat.max(axis=0, initial=1) > 1]  # slots at 1 in every option add no exponent
+    divs = divisors(size)  # every slot's factor divides the dim: exponents are looked up per divisor
+    at = np.searchsorted(np.array(divs, dtype=np.int64), flat)
     for p in sorted(set(prime_factors(size))):
-        exps = np.zeros_like(flat)
-        rest = flat.copy()
-        while True:
-            hit = rest % p == 0
-            if not hit.any():
-                break
-            exps += hit
-            rest = np.where(hit, rest // p, rest)
+        exps = np.array([_exponent(d, p) for d in divs], dtype=np.int64)[at]
         fact = np.array([float(factorial(i)) for i in range(int(exps.sum(axis=1).max()) + 1)])
         weights *= fact[exps.sum(axis=1)] / np.prod(fact[exps], axis=1)
     return weights / weights.sum()
@@ -220,6 +224,7 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
     if any(len(o) == 0 for o in opts):
         return np.zeros((0, space.L, 3, 8), dtype=np.int64)
     opt_cum = [np.flip(np.cumprod(np.flip(o.prod(axis=2), axis=1), axis=1), axis=1) for o in opts]  # [n, L]
+    opt_spatial = [np.ascontiguousarray(o[:, :, 1:]) for o in opts]  # [n, L, 2]: contiguous rows gather fast
     weights = [_prime_weights(o, int(space.problem.dim_array[d])) for d, o in enumerate(opts)]
     found: list[np.ndarray] = []
     have = 0
@@ -230,8 +235,8 @@ def sample_tilings(space: Mapspace, count: int, rng: np.random.Generator, rounds
         spatial = np.ones((batch, space.L, 2), dtype=np.int64)
         cum = np.empty((batch, space.L, 8), dtype=np.int64)
         for d in range(8):
-            spatial *= opts[d][idx[:, d], :, 1:]
-            cum[:, :, d] = opt_cum[d][idx[:, d]]
+            spatial *= opt_spatial[d].take(idx[:, d], axis=0)
+            cum[:, :, d] = opt_cum[d].take(idx[:, d], axis=0)
         ok = np.all(spatial <= space.fanout, axis=(1, 2))
         ok[ok] = space.fits(cum[ok], space.must_keep)  # capacities only where the fan-outs hold
         if ok.any():

@@ -151,7 +151,7 @@ def lower_op(op: Operation, arch, name: str, psum: str = PSUM_MODES[0]) -> Layer
     operands = {"weights": w, "inputs": x, "outputs": op.results[0]}
     found = {what: _operand_bits(value, name, what) for what, value in operands.items()}
     floats = [what for what, b in found.items() if b.scheme == FLOAT_SCHEME]
-    if floats and (len(floats) < len(found) or not arch.compute.float_only):
+    if floats and (len(floats) < len(found) or arch.compute.unsupported(FLOAT_BITS[0], FLOAT_SCHEME) is not None):
         what = floats[0]
         raise QuantloopError(
             f"accel-lower: layer '{name}': {what} have element type {element_type(operands[what])}, not a quantized type; "

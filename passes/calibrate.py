@@ -71,6 +71,7 @@ from quantloop.ir.qnn import (
     op_label,
 )
 from quantloop.ir.ops import MOVES_VALUES, WEIGHT_OPERAND
+from quantloop.runtime.ort_options import session_options
 from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_WEIGHT_CLIP
 
 PERCENTILE_SAMPLE_CAP = 1 << 20  # values kept per activation (4 MiB): every observer holds up to this many
@@ -322,13 +323,9 @@ class CalibratePass(ModulePass):
                 cached = cache.get(key)
                 if cached is not None and set(cached) == set(fetch_names):
                     return {v: tuple(cached[name_of[v]]) for v in values}
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            options.enable_cpu_mem_arena = False  # calibration runs once: no arena kept at its high-water mark
             # one run per batch of the model's (static, usually 1) batch size is too little work to spread
             # over threads: a second one, spinning while it waits, took 2-3x the CPU on a 2-core machine
-            options.intra_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options = session_options(run_once=True)
             rng = np.random.default_rng(self.seed)
             updates = len(inputs[0]) // batch if inputs else 1
             observers = {v: RangeObserver(self.act_range, self.percentile, rng, updates) for v in values}

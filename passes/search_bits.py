@@ -102,7 +102,7 @@ def resolve_data(module: ModuleOp, packaged: dict[str, str] | None, data: str | 
                  settings: SearchSettings) -> SearchData:
     """Calibration, validation and test data for the search (see the module docstring).
 
-    `packaged`: the data set packaged with a zoo model by split (`frontend.zoo.packaged_data`: split → data
+    `packaged`: the data set packaged with a zoo model by split (`frontend.zoo.digits.packaged_data`: split → data
     spec), `{}` for a zoo model without one (the fidelity proxy stands in), None for a model from outside the zoo.
     """
     defaults = packaged or {}

@@ -13,6 +13,7 @@ from typing import Union
 import numpy as np
 
 from quantloop.errors import QuantloopError, onnxruntime_failures
+from quantloop.runtime.ort_options import session_options
 
 ModelLike = Union[str, Path, bytes, "onnx.ModelProto"]  # noqa: F821
 
@@ -31,10 +32,7 @@ def make_session(model: ModelLike, intra_op_threads: int = 1):
     """An onnxruntime CPU session for a path, serialized bytes or an `onnx.ModelProto`."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options = session_options(intra_op_threads=intra_op_threads)
     if isinstance(model, (str, Path)):
         if not Path(model).is_file():
             raise QuantloopError(f"{model}: no such model file")

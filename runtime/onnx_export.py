@@ -37,6 +37,8 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from quantloop.errors import QuantloopError
+from quantloop.ir.builder import main_func
+from quantloop.ir.ops import MOVES_VALUES
 from quantloop.runtime.onnx_types import STORAGE_ONNX
 from quantloop.ir.types import quant_params
 from quantloop.ir import (
@@ -79,16 +81,9 @@ def int_tensor(name: str, codes: np.ndarray, onnx_type: int) -> onnx.TensorProto
     return numpy_helper.from_array(np.asarray(codes).astype(helper.tensor_dtype_to_np_dtype(onnx_type)), name)
 
 
-def _main(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
-            return op
-    raise QuantloopError("module: it has no func.func @main to export")
-
-
 class OnnxExporter:
     def __init__(self, module: ModuleOp) -> None:
-        self.function = _main(module)
+        self.function = main_func(module)
         self.nodes: list[onnx.NodeProto] = []
         # Weights go straight into the model being built (append copies a tensor in; the temporary is
         # dropped), so they are never held twice: half a gigabyte each time for VGG.
@@ -353,11 +348,12 @@ def _host(ex: OnnxExporter, op: HostOp) -> None:
     ex.node(op.op_type, names, [ex.name(r) for r in op.results], op, **attrs)
 
 
-#: Ops that move codes unchanged: on 8-bit codes of one per-tensor quantization they run on the codes
-#: (onnxruntime implements them for int8/uint8, not for int4 though ONNX allows it: no Flatten kernel). Others
-#: (MaxPool; Dropout: floats only) and other widths run on dequantized values (`OnnxExporter.emit_in_float`),
-#: which moves the same values.
-CODE_MOVES = (ReshapeOp, FlattenOp, IdentityOp)
+#: The value-moving ops (`ir.ops.MOVES_VALUES`) that run on the codes: on 8-bit codes of one per-tensor
+#: quantization (onnxruntime implements them for int8/uint8, not for int4 though ONNX allows it: no Flatten
+#: kernel). `FLOAT_ONLY_MOVES` (MaxPool; Dropout: floats only) and other widths run on dequantized values
+#: (`OnnxExporter.emit_in_float`), which moves the same values.
+FLOAT_ONLY_MOVES = (MaxPoolOp, DropoutOp)
+CODE_MOVES = tuple(op for op in MOVES_VALUES if op not in FLOAT_ONLY_MOVES)
 CODE_MOVING_HOST_OPS = frozenset({"Transpose"})
 CODE_MOVE_BITS = 8
 

@@ -149,6 +149,13 @@ class ComputeLevel:
         """The PEs execute float layers only (the `fp32` PE type): a compile leaves every layer in float32."""
         return self.executed_schemes == {FLOAT_SCHEME}
 
+    @property
+    def native_scheme(self) -> str:
+        """The weight scheme a layer is costed in when none is asked for: int where the PEs execute it, else
+        one they do execute (float on fp32 PEs)."""
+        schemes = self.executed_schemes
+        return "int" if "int" in schemes else min(schemes)
+
     def unsupported(self, weight_bits: int | None, scheme: str) -> str | None:
         """Why these PEs cannot execute weights of this width and scheme, or None when they can."""
         kind = f"the {self.pe_type} PEs" if self.pe_type else "the PEs"

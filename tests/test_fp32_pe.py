@@ -4,6 +4,7 @@ raw float32 weights that reproduce the float model in onnxruntime."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,22 @@ def test_raw_float32_packing_is_bit_exact():
         data = pack_float32(x, word_bits)
         assert len(data) == size
         assert np.array_equal(unpack_float32(data, x.size, word_bits).view(np.int32), x.view(np.int32))
+
+
+def test_tiled_float_weights_go_through_pack_float32_bit_for_bit():
+    """`backend.weights.pack_tiles` / `unpack_tiles` store float weights as `pack_float32` does (the writer and
+    the reader of weights.bin share it): -0.0, NaN and subnormals survive, and the padding is +0.0."""
+    from quantloop.backend.packing import pack_float32
+    from quantloop.backend.weights import TilePlan, pack_tiles, unpack_tiles
+
+    w = np.array([1.5, -0.0, np.nan, 3e-40, -7.25, np.inf], np.float32).reshape(2, 3, 1, 1)
+    one_tile = TilePlan.from_nest(("M", "C", "R", "S"), (2, 3, 1, 1), [])
+    assert pack_tiles(w, one_tile, 32, 32, True, "float") == pack_float32(w, 32)
+    plan = TilePlan.from_nest(("M", "C", "R", "S"), (2, 3, 1, 1), [("M", 2)])  # 2 tiles of 3, padded to 2 words
+    data = pack_tiles(w, plan, 32, 64, True, "float")
+    assert len(data) == 2 * 2 * 8
+    back = unpack_tiles(data, plan, 32, 64, True, "float")
+    assert back.dtype == np.float32 and np.array_equal(back.view(np.int32), w.view(np.int32))
 
 
 def test_compile_on_fp32_maps_float_layers_and_writes_float32_weights_that_reproduce_the_model(tmp_path):
@@ -250,3 +267,74 @@ def test_map_cli_costs_a_layer_on_fp32_pes(tmp_path, capsys):
     assert "the fp32 PEs execute float weights, not int" in capsys.readouterr().err
     assert main(["map", "--target", "eyeriss", "--problem", str(problem), "--bits", "w32a32", "--no-cache"]) == 2
     assert "the int8 PEs execute int/pot/pot2 weights, not float" in capsys.readouterr().err
+
+
+def test_map_and_cost_default_to_the_targets_native_float_bits(tmp_path, capsys):
+    """Without --bits (or with 32-bit per-data-space overrides) fp32 PEs cost the layer in float, as
+    `ComputeLevel.native_scheme` says, instead of refusing int weights nobody asked for."""
+    from quantloop.cli import main
+
+    problem = Path(__file__).parent / "data" / "timeloop" / "eyeriss_like" / "default_problem" / "problem.yaml"
+    args = ["map", "--target", "eyeriss_fp32", "--problem", str(problem), "--cache-dir", str(tmp_path), "--json"]
+    assert main(args) == 0
+    stock = json.loads(capsys.readouterr().out)
+    assert stock["mac_energy_pj"] == pytest.approx(stock["macs"] * FP32_MAC_PJ)
+    assert main([*args, "--bits-weights", "32", "--bits-inputs", "32", "--bits-outputs", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["mac_energy_pj"] == stock["mac_energy_pj"]
+    assert main([*args, "--scheme", "int"]) == 2  # asked for int: the PEs refuse it
+    assert "the fp32 PEs execute float weights, not int" in capsys.readouterr().err
+    mapping = problem.with_name("map.yaml")
+    assert main(["cost", "--target", "eyeriss_fp32", "--problem", str(problem), "--mapping", str(mapping), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert cost["mac_energy_pj"] == pytest.approx(cost["macs"] * FP32_MAC_PJ)
+    assert main(["cost", "--target", "eyeriss_fp32", "--problem", str(problem), "--mapping", str(mapping), "--scheme", "int"]) == 2
+    assert "the fp32 PEs execute float weights, not int" in capsys.readouterr().err
+    assert load_target("eyeriss").compute.native_scheme == "int"
+
+
+def test_accel_lower_asks_the_target_whether_its_pes_run_float_layers():
+    """A target whose PEs execute int and float (`schemes: [int, float]`) lowers float layers; `float_only`
+    is not the question."""
+    import dataclasses
+
+    from quantloop.frontend import import_onnx
+    from quantloop.ir import make_context
+    from quantloop.passes.canonicalize import CanonicalizePass
+    from quantloop.passes.accel_lower import COMPUTE_OPS, lower_op
+
+    fp32 = load_target("eyeriss_fp32")
+    both = dataclasses.replace(fp32, compute=dataclasses.replace(fp32.compute, schemes=frozenset({"int", "float"})))
+    assert not both.compute.float_only
+    module = import_onnx(_tiny_float_model())
+    CanonicalizePass().apply(make_context(), module)
+    ops = [op for op in module.walk() if isinstance(op, COMPUTE_OPS)]
+    lowered = [lower_op(op, both, f"l{i}") for i, op in enumerate(ops)]
+    assert [str(op.bits.data.weights) for op in lowered] == ["32 : float"] * 3
+    with pytest.raises(QuantloopError, match="do not execute float"):
+        lower_op(ops[0], load_target("eyeriss"), "l0")
+
+
+def test_a_qdq_model_on_eyeriss_fp32_is_a_one_line_error_naming_the_layer(tmp_path, capsys):
+    """targets/README.md: float PEs refuse quantized layers, so a QDQ model on eyeriss_fp32 is an error naming
+    the layer (one line, exit 2, nothing written)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from quantloop.cli import main
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"x": rng.standard_normal((1, 1, 6, 6)).astype(np.float32)} for _ in range(2)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    src, qdq = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(_tiny_float_model(), src)
+    quantize_static(str(src), str(qdq), Reader(), quant_format=QuantFormat.QDQ)
+    out = tmp_path / "out"
+    assert main(["compile", str(qdq), "--target", "eyeriss_fp32", "-o", str(out)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert re.search(r"qdq\.onnx: accel-lower: layer '[^']+': bits: the fp32 PEs execute float weights, not int", errors[0])
+    assert not out.exists()

@@ -353,3 +353,14 @@ def test_weights_whose_data_does_not_match_their_shape():
     model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-8]
     with pytest.raises(QuantloopError, match=r"initializer 'w': its data does not match its type and shape \[64, 64\]"):
         import_onnx(model)
+
+
+def test_every_microsoft_qoperator_converter_has_a_shape_inference_twin():
+    """`frontend.onnx_contrib_shapes` infers the shapes of com.microsoft nodes through standard twins: a converter
+    added without a twin would import a model whose contrib outputs have no shapes."""
+    from quantloop.frontend.onnx_contrib_shapes import _TWINS
+    from quantloop.frontend.onnx_qoperator import MICROSOFT_QOPERATOR_CONVERTERS
+
+    assert set(MICROSOFT_QOPERATOR_CONVERTERS) <= set(_TWINS)
+    # the twins beyond the converters: com.microsoft Quantize/DequantizeLinear, which the QDQ path reads
+    assert set(_TWINS) - set(MICROSOFT_QOPERATOR_CONVERTERS) == {"QuantizeLinear", "DequantizeLinear"}

@@ -69,3 +69,10 @@ def test_every_artefact_step_has_one_writer():
     from quantloop.backend.emit import STEPS
 
     assert tuple(writers()) == STEPS
+
+
+def test_onnxruntime_session_options_have_one_home():
+    """Threads, logging and arena settings of every onnxruntime session: `runtime/ort_options.py` only."""
+    library = [p for p in ROOT.rglob("*.py") if not {"tests", "bench", ".git"} & set(p.relative_to(ROOT).parts)]
+    bad = [str(p.relative_to(ROOT)) for p in library if "SessionOptions()" in p.read_text()]
+    assert bad == ["runtime/ort_options.py"], bad

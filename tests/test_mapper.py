@@ -102,6 +102,23 @@ def test_numpy_enumeration_agrees_with_cpsat_on_the_number_of_legal_tilings():
     assert len(tilings) == count_tilings(space) > 0
 
 
+@pytest.mark.parametrize("target", ["eyeriss", "simba"])
+@pytest.mark.parametrize("bits", [Bits(), Bits(2, 4, 8)])
+def test_dim_options_drop_exactly_the_options_whose_tiles_do_not_fit(target, bits):
+    """dim_options checks capacity once per (divisor, level); it must keep exactly the options that
+    `Mapspace.fits` keeps on the full per-level extents of each option."""
+    space = Mapspace(load_target(target), Problem(C=32, M=96, P=112, Q=112, R=3, S=3, Wstride=2, Hstride=2), bits)
+    dropped = 0
+    for d in range(8):
+        every = space.dim_options(d, prune_capacity=False)
+        cum = np.ones((len(every), space.L, 8), dtype=np.int64)
+        cum[:, :, d] = np.flip(np.cumprod(np.flip(every.prod(axis=2), axis=1), axis=1), axis=1)
+        expected = every[space.fits(cum, space.must_keep)]
+        assert np.array_equal(space.dim_options(d), expected), d
+        dropped += len(every) - len(expected)
+    assert dropped > 0  # the capacities do prune here
+
+
 def _layer(draw) -> Problem:
     depthwise = draw(st.booleans())
     c = 1 if depthwise else draw(st.sampled_from([1, 2, 3, 4, 6, 8, 16]))

@@ -46,6 +46,23 @@ def test_bad_flag_values_are_user_errors(flag, value):
         CompileOptions.from_args(_parse([flag, value]))
 
 
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_qat_epochs_below_one_are_refused_as_quantloop_qat_refuses_them(value):
+    from quantloop.errors import QuantloopError
+
+    with pytest.raises(QuantloopError, match=f"--qat-epochs {value}: must be at least 1"):
+        CompileOptions.from_args(_parse(["--search", "--qat-epochs", value]))
+    with pytest.raises(QuantloopError, match=f"--qat-epochs {value}"):
+        SearchSettings(qat_epochs=int(value))
+
+
+def test_search_defaults_have_one_home():
+    from quantloop.options import DEFAULT_QAT_EPOCHS
+    from quantloop.passes.search.engine import SearchOptions
+
+    assert SearchSettings().qat_epochs == SearchOptions(target="eyeriss").qat_epochs == DEFAULT_QAT_EPOCHS
+
+
 def test_keyword_api_builds_options_and_rejects_unknown_names():
     assert CompileOptions.build(target="eyeriss", bits="w4a8") == CompileOptions(target="eyeriss", bits="w4a8")
     base = CompileOptions(target="simba")

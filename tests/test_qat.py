@@ -218,3 +218,27 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
     assert chosen["energy_pj"] < 0.8 * ptq["points"][ptq["chosen"]]["energy_pj"]
     assert doc["qat"]["chosen"]["label"] == chosen["label"]
     assert (tmp_path / "qat" / "model.qat.onnx").is_file() and (tmp_path / "qat" / "weights.bin").is_file()
+
+
+def test_qat_accuracy_goes_through_the_shared_accuracy_cache(cnn, tmp_path):
+    """`QatAccuracy` is a `CachedTop1`: the same lookup, key and store as the PTQ accuracies; a second search
+    with the same settings trains nothing."""
+    from quantloop.passes.search.accuracy_cache import AccuracyCache, CachedTop1
+    from quantloop.passes.search.qat import QatAccuracy
+
+    space, evaluator = cnn
+    config = space.decode(space.uniform(4, 4))
+    train_x, train_y = digits.load_digits_split("train")
+    val_x, val_y = load_dataset("zoo:digits-val")
+
+    def judge() -> QatAccuracy:
+        return QatAccuracy(space, lambda: evaluator, load_dataset("zoo:digits-calib")[0], train_x[:64],
+                           train_y[:64], val_x[:64], val_y[:64], epochs=1, seed=0,
+                           cache=AccuracyCache(tmp_path), settings={"weight_clip": "mse"})
+
+    first, second = judge(), judge()
+    assert isinstance(first, CachedTop1)
+    accuracy = first.top1(config)
+    assert (first.stats.evaluated, first.stats.cache_hits) == (1, 0)
+    assert second.top1(config) == accuracy and (second.stats.evaluated, second.stats.cache_hits) == (0, 1)
+    assert AccuracyCache(tmp_path).get(first.key(config)) == {"accuracy": accuracy}

@@ -81,14 +81,20 @@ def test_tensor_range():
 
 @pytest.mark.parametrize("kind", ["normal", "relu", "relu6", "few values"])
 @pytest.mark.parametrize("percentile", [99.99, 99.9, 99.0, 90.0, 100.0])
-def test_percentile_range_equals_numpy_to_the_last_bit(kind, percentile):
-    """Large tensors take the tail-selection path (`_percentile_pair`); it must give np.percentile's floats."""
+def test_percentile_range_equals_numpy_to_the_last_bit(kind, percentile, monkeypatch):
+    """Large tensors take the tail-selection path (`_percentile_pair`); it must give np.percentile's floats.
+    For 99.x the tails are thin and the fast path must answer (the fallback is watched); 90 % and 100 %
+    take the np.percentile fallback."""
     rng = np.random.default_rng(len(kind) * 100 + int(percentile))
     x = 3 * rng.standard_normal(300_001)
     x = {"normal": x, "relu": np.maximum(x, 0), "relu6": np.clip(x, 0, 6), "few values": np.round(x)}[kind]
     x = x.astype(np.float32)
     expected = tuple(float(v) for v in np.percentile(x, [100.0 - percentile, percentile]))
+    fallbacks = []
+    fallback = q._np_percentile_pair
+    monkeypatch.setattr(q, "_np_percentile_pair", lambda *a: fallbacks.append(a) or fallback(*a))
     assert q.tensor_range(x, "percentile", percentile) == expected
+    assert bool(fallbacks) == (percentile in (90.0, 100.0))
 
 
 def test_pot_codes_by_hand():

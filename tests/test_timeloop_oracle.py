@@ -184,15 +184,21 @@ def test_link_transfers_of_sliding_windows(timeloop, problem, mapping, glb_reads
     over links (costmodel/link_transfers.py). Without link transfers
     (TIMELOOP_DISABLE_LINK_TRANSFERS=1) the first case is 1008 glb reads and 168 reads and fills per
     ifmap_spad — what the cost model counted before it modelled them."""
+    _assert_inputs_as_timeloop_counts(timeloop, load_target("eyeriss"), problem, mapping,
+                                      ("shared_glb", glb_reads), ("ifmap_spad", spad_reads, spad_fills))
+
+
+def _assert_inputs_as_timeloop_counts(timeloop, arch, problem, mapping, parent, child):
+    """Ours and real Timeloop both give the expected Inputs reads at `parent` = (level, reads) and
+    reads and fills at `child` = (level, reads, fills); energy and cycles agree."""
     from quantloop.costmodel.timeloop_engine import evaluate_timeloop
 
-    arch = load_target("eyeriss")
     ours = evaluate(arch, problem, mapping)
     theirs, _ = evaluate_timeloop(arch, problem, mapping, tool=timeloop)
     for r in (ours, theirs):
-        assert r.stats("shared_glb", "Inputs").reads_per_instance == glb_reads
-        assert r.stats("ifmap_spad", "Inputs").reads_per_instance == spad_reads
-        assert r.stats("ifmap_spad", "Inputs").fills_per_instance == spad_fills
+        assert r.stats(parent[0], "Inputs").reads_per_instance == parent[1]
+        assert r.stats(child[0], "Inputs").reads_per_instance == child[1]
+        assert r.stats(child[0], "Inputs").fills_per_instance == child[2]
     assert ours.total_energy_pj == pytest.approx(theirs.total_energy_pj, rel=1e-6)
     assert ours.cycles == theirs.cycles
 
@@ -227,14 +233,5 @@ def test_windows_over_a_2d_mesh(timeloop, problem, mapping, glb_reads, reg_reads
     """Sliding dims on both axes of one fan-out (`tests/data/timeloop/pe_mesh`): Timeloop multicasts
     children whose windows coincide and links neighbours on the physical 4 × 4 mesh
     (costmodel/link_transfers.py, `coinciding_windows`)."""
-    from quantloop.costmodel.timeloop_engine import evaluate_timeloop
-
-    arch = load_target(str(DATA / "pe_mesh"))
-    ours = evaluate(arch, problem, mapping)
-    theirs, _ = evaluate_timeloop(arch, problem, mapping, tool=timeloop)
-    for r in (ours, theirs):
-        assert r.stats("GlobalBuffer", "Inputs").reads_per_instance == glb_reads
-        assert r.stats("InputReg", "Inputs").reads_per_instance == reg_reads
-        assert r.stats("InputReg", "Inputs").fills_per_instance == reg_fills
-    assert ours.total_energy_pj == pytest.approx(theirs.total_energy_pj, rel=1e-6)
-    assert ours.cycles == theirs.cycles
+    _assert_inputs_as_timeloop_counts(timeloop, load_target(str(DATA / "pe_mesh")), problem, mapping,
+                                      ("GlobalBuffer", glb_reads), ("InputReg", reg_reads, reg_fills))

@@ -65,7 +65,52 @@ class AccuracyStats:
         return self.cache_hits / self.lookups if self.lookups else 0.0
 
 
-class CachedAccuracy:
+class CachedTop1:
+    """A candidate's top-1 through the on-disk cache: the entry is named by `base` (everything the number
+    depends on besides the candidate; empty without a cache) and the candidate's bits; `compute(config)`
+    gives the number of a miss. Subclasses set `cache`, `base` and `stats`."""
+
+    cache: AccuracyCache | None
+    base: dict
+    stats: AccuracyStats
+
+    def compute(self, config: Config) -> float:
+        raise NotImplementedError
+
+    def key(self, config: Config) -> str:
+        return cache_key(
+            {**self.base, "weights": list(config.weights), "activations": list(config.activations), "scheme": config.scheme}
+        )
+
+    def _cached(self, config: Config) -> tuple[str | None, float | None]:
+        """(cache key, cached accuracy or None); counts the lookup."""
+        self.stats.lookups += 1
+        key = self.key(config) if self.cache is not None else None
+        if key is not None:
+            entry = self.cache.get(key)
+            if entry is not None and isinstance(entry.get("accuracy"), float):
+                self.stats.cache_hits += 1
+                return key, entry["accuracy"]
+        return key, None
+
+    def _store(self, key: str | None, accuracy: float) -> float:
+        self.stats.evaluated += 1
+        if key is not None:
+            self.cache.put(key, {"accuracy": accuracy})
+        return accuracy
+
+    def top1(self, config: Config) -> float:
+        started = time.perf_counter()
+        try:
+            key, cached = self._cached(config)
+            if cached is not None:
+                return cached
+            return self._store(key, float(self.compute(config)))
+        finally:
+            self.stats.seconds += time.perf_counter() - started
+
+
+class CachedAccuracy(CachedTop1):
     """Accuracy (top-1 on `y`) of candidates on fixed data, through the on-disk cache when given one."""
 
     def __init__(
@@ -107,39 +152,10 @@ class CachedAccuracy:
             else {}
         )
 
-    def key(self, config: Config) -> str:
-        return cache_key(
-            {**self.base, "weights": list(config.weights), "activations": list(config.activations), "scheme": config.scheme}
-        )
-
-    def _cached(self, config: Config) -> tuple[str | None, float | None]:
-        """(cache key, cached accuracy or None); counts the lookup."""
-        self.stats.lookups += 1
-        key = self.key(config) if self.cache is not None else None
-        if key is not None:
-            entry = self.cache.get(key)
-            if entry is not None and isinstance(entry.get("accuracy"), float):
-                self.stats.cache_hits += 1
-                return key, entry["accuracy"]
-        return key, None
-
-    def _store(self, key: str | None, accuracy: float) -> float:
-        self.stats.evaluated += 1
-        if key is not None:
-            self.cache.put(key, {"accuracy": accuracy})
-        return accuracy
-
-    def top1(self, config: Config) -> float:
-        started = time.perf_counter()
-        try:
-            key, cached = self._cached(config)
-            if cached is not None:
-                return cached
-            if self.evaluator is None:
-                self.evaluator = self.make_evaluator()
-            return self._store(key, float(self.evaluator.top1(config, self.x, self.y)))
-        finally:
-            self.stats.seconds += time.perf_counter() - started
+    def compute(self, config: Config) -> float:
+        if self.evaluator is None:
+            self.evaluator = self.make_evaluator()
+        return self.evaluator.top1(config, self.x, self.y)
 
     def top1_many(self, configs: Sequence[Config], pool=None, progress=None) -> list[float]:
         """`top1` of every config; the cache misses on `pool`'s workers when it is distributed (each

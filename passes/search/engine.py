@@ -20,7 +20,7 @@ import numpy as np
 from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
 from quantloop.mapper import MapCache
-from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_WEIGHT_CLIP, OBJECTIVES
+from quantloop.options import DEFAULT_ACT_RANGE, DEFAULT_GENERATIONS, DEFAULT_MAX_CALIB_SAMPLES, DEFAULT_PERCENTILE, DEFAULT_POPULATION, DEFAULT_QAT_EPOCHS, DEFAULT_WEIGHT_CLIP, OBJECTIVES
 from quantloop.passes.calibrate import first_samples
 from quantloop.passes.search.accuracy_cache import AccuracyCache, AccuracyStats, CachedAccuracy
 from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs, float_predict
@@ -49,7 +49,7 @@ class SearchOptions:
     progress: bool = True
     psum_bits: str = PSUM_MODES[0]  # how partial sums are stored (CompileOptions.psum_bits)
     accuracy: str = "ptq"  # "qat": candidates PTQ leaves infeasible are judged after QAT (passes.search.qat)
-    qat_epochs: int = 6
+    qat_epochs: int = DEFAULT_QAT_EPOCHS
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.quantization import qrange
+from quantloop.passes.search.accuracy_cache import CachedTop1
 from quantloop.passes.search.space import Config, SearchSpace
 
 DEFAULT_EPOCHS = 3
@@ -328,7 +329,7 @@ def qat_front(result, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
     return QatChoice(tried, None, None)
 
 
-class QatAccuracy:
+class QatAccuracy(CachedTop1):
     """QAT in the loop: the validation top-1 of a candidate after `epochs` of `train_qat`, cached on disk
     (beside the PTQ accuracies, `accuracy/`) by the model, the candidate, the calibration, training and
     validation data, the epochs, seed, learning rate, batch size, calibration settings, torch version and
@@ -357,26 +358,5 @@ class QatAccuracy:
             self.evaluator = self.make_evaluator()
         return train_qat(self.space, config, self.evaluator, self.train_x, self.train_y, epochs=self.epochs, seed=self.seed)
 
-    def top1(self, config: Config) -> float:
-        import time
-
-        from quantloop.mapper.cache import cache_key
-
-        started = time.perf_counter()
-        try:
-            self.stats.lookups += 1
-            key = None
-            if self.cache is not None:
-                key = cache_key({**self.base, "weights": list(config.weights), "activations": list(config.activations),
-                                 "scheme": config.scheme})
-                entry = self.cache.get(key)
-                if entry is not None and isinstance(entry.get("accuracy"), float):
-                    self.stats.cache_hits += 1
-                    return entry["accuracy"]
-            accuracy = self.train(config).top1(self.val_x, self.val_y)
-            self.stats.evaluated += 1
-            if key is not None:
-                self.cache.put(key, {"accuracy": accuracy})
-            return accuracy
-        finally:
-            self.stats.seconds += time.perf_counter() - started
+    def compute(self, config: Config) -> float:
+        return self.train(config).top1(self.val_x, self.val_y)

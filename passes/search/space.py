@@ -31,6 +31,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
 from quantloop.errors import QuantloopError
+from quantloop.ir.builder import main_func
 from quantloop.ir.ops import (
     MOVES_VALUES,
     ConstantOp,
@@ -271,13 +272,6 @@ def _weight_axis(op) -> int:
     return len(op.b.type.get_shape()) - 1
 
 
-def _main(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
-            return op
-    raise QuantloopError("qnn-search-bits: the module has no func.func @main")
-
-
 def build_space(module: ModuleOp, widths: tuple[int, ...], schemes: tuple[str, ...] = ("int",)) -> SearchSpace:
     """The space of a canonicalized float qnn module (not modified: a clone is assigned w8a8 to learn
     which tensors are signed, and exported to float ONNX with every tensor named)."""
@@ -295,7 +289,7 @@ def build_space(module: ModuleOp, widths: tuple[int, ...], schemes: tuple[str, .
     exporter = OnnxExporter(assigned)
     model = exporter.export("quantloop_search")
     names = exporter.names
-    main = _main(assigned)
+    main = main_func(assigned)
 
     layers: list[ComputeLayer] = []
     quantizers: list[Quantizer] = []
