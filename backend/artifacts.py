@@ -1,7 +1,7 @@
 """Write every artefact of a compile into one output folder, all or nothing.
 
 Folder contents: ``schedule.json`` (+ schema in the package), ``schedule.txt``, ``timeloop/<layer>/``
-(``problem.yaml``, ``map.yaml``), ``weights.bin`` + ``weights.json``, ``model.quant.onnx``, ``report.json``,
+(``problem.yaml``, ``map.yaml``), ``weights.bin`` + ``weights.json``, ``model.quant.onnx`` (+ ``model.quant.onnx.data`` for large models), ``report.json``,
 ``energy_by_level.png`` and ``energy_by_dataspace.png``. The writers run in ``STEPS`` order inside a
 temporary folder beside the destination (:mod:`quantloop.backend.atomic`).
 
@@ -95,11 +95,34 @@ def write_onnx(tmp: Path, ctx: ArtifactContext) -> dict[str, Path]:
         return {}
     import onnx
 
-    from quantloop.runtime.fakequant_export import export_fakequant_onnx
+    from quantloop.runtime.fakequant_export import FakeQuantExporter, export_fakequant_onnx
 
     path = tmp / "model.quant.onnx"
-    onnx.save(export_fakequant_onnx(ctx.qnn_module), path)
-    return {"model_quant_onnx": path}
+    if _weight_bytes(ctx.qnn_module) < ONNX_EXTERNAL_WEIGHTS_BYTES:
+        onnx.save(export_fakequant_onnx(ctx.qnn_module), path)
+        return {"model_quant_onnx": path}
+    data = path.with_name(path.name + ".data")
+    with open(data, "wb") as weights_file:
+        model = FakeQuantExporter(ctx.qnn_module, weights_file=weights_file, weights_location=data.name).export(
+            "quantloop_fakequant"
+        )
+    onnx.save(model, path)
+    return {"model_quant_onnx": path, "model_quant_onnx_data": data}
+
+
+#: From this many bytes of float weights on, ``model.quant.onnx`` keeps its weights in ONNX external
+#: data (``model.quant.onnx.data`` beside it, written straight from the module's arrays): the protobuf
+#: then never holds a copy of them (VGG-16: 3.0 GB peak otherwise) and stays under protobuf's 2 GB limit.
+ONNX_EXTERNAL_WEIGHTS_BYTES = 64 * 2**20
+
+
+def _weight_bytes(module: ModuleOp) -> int:
+    """Bytes of the module's constants as the fake-quant model stores them (float32)."""
+    import math
+
+    from quantloop.ir import ConstantOp
+
+    return sum(4 * math.prod(o.output.type.get_shape()) for o in module.walk() if isinstance(o, ConstantOp))
 
 
 def _report_data(ctx: ArtifactContext) -> dict:

@@ -373,3 +373,25 @@ def test_a_matmul_of_two_activations_is_listed_without_stored_weights(tmp_path):
     assert manifest["layers_without_stored_weights"] == [{"name": "mm", "weight_producer": "qnn.relu"}]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {r["name"]: r["weight_bytes"] for r in report["layers"]}["mm"] == 0
+
+
+def test_a_large_model_keeps_its_onnx_weights_as_external_data(small_build, tmp_path, monkeypatch):
+    """Past `ONNX_EXTERNAL_WEIGHTS_BYTES` the fake-quant model's weights go to `model.quant.onnx.data`
+    (so writing VGG-16 does not hold them twice); the pair loads from the model's path and gives the
+    same outputs as the single-file model of the same module."""
+    import quantloop.backend.artifacts as artifacts
+
+    out, qnn, accel, _ = small_build
+    monkeypatch.setattr(artifacts, "ONNX_EXTERNAL_WEIGHTS_BYTES", 0)
+    big = tmp_path / "big"
+    paths = write_artifacts(big, qnn_module=qnn, accel_module=accel, target="eyeriss", emit="onnx", command_line="")
+    assert {p.name for p in big.iterdir()} == {"model.quant.onnx", "model.quant.onnx.data"}
+    assert set(paths) - {"dir"} == {"model_quant_onnx", "model_quant_onnx_data"}
+    assert (big / "model.quant.onnx").stat().st_size < (out / "model.quant.onnx").stat().st_size / 10
+    external = onnx.load(big / "model.quant.onnx")
+    inline = onnx.load(out / "model.quant.onnx")
+    onnx.checker.check_model(str(big / "model.quant.onnx"))
+    shape = [d.dim_value for d in inline.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for a, b in zip(_run(external, x), _run(inline, x)):
+        assert np.array_equal(a, b)
