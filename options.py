@@ -26,7 +26,7 @@ from typing import Any
 
 from quantloop.bits import PSUM_MODES
 from quantloop.errors import QuantloopError
-from quantloop.parallel import POOL_MAX_WORKERS, POOL_MIN_LAYERS
+from quantloop.parallel import CLUSTER_MIN_CANDIDATES, POOL_MAX_WORKERS, POOL_MIN_LAYERS
 
 OBJECTIVES = ("energy", "latency", "edp")
 """What the mapper minimises per layer (and the search over the network)."""
@@ -291,10 +291,12 @@ class CompileOptions:
             "--workers", type=int, convert=_workers,
             help=f"map layers in this many processes (default: one per core, up to {POOL_MAX_WORKERS}, when "
                  f"{POOL_MIN_LAYERS} or more layers need searching; a cached run starts none); with --search, evaluate candidates on a Dask LocalCluster of "
-                 "this many workers (default 1)",
+                 f"this many workers (1: this process; default: one per core, up to {POOL_MAX_WORKERS}, when population × "
+                 f"generations is {CLUSTER_MIN_CANDIDATES} or more, else this process)",
         ),
     )
-    """None: `quantloop.mapper.api.default_workers` decides for the mapping, and --search runs in one process."""
+    """None: `quantloop.mapper.api.default_workers` decides for the mapping, and `quantloop.parallel.auto_workers`
+    whether --search runs on a LocalCluster."""
     scheduler: str | None = field(
         default=None, metadata=flag("--scheduler", metavar="tcp://HOST:PORT", convert=_scheduler,
                                     help="with --search, evaluate candidates on this existing Dask cluster"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from quantloop.parallel import CLUSTER_MIN_DESIGNS, POOL_MAX_WORKERS
+
 HELP = "hardware/model co-exploration: sweep target parameters and bits, Pareto front of energy, latency, area, accuracy"
 
 DEFAULT_AXES = ("pe=8x8,14x12,16x16", "glb_kib=64,128", "pe_type=int8,int16,lightpe1,lightpe2")
@@ -29,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="NPZ", help="calibration data (.npz x, or zoo:digits-calib)")
     parser.add_argument("--val-data", metavar="NPZ", help="labelled data: accuracy becomes an objective")
     parser.add_argument("--objective", choices=["energy", "latency", "edp"], default="energy", help="what the mapper minimises")
-    parser.add_argument("--workers", type=int, default=1, help="evaluate on a Dask LocalCluster of this many processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="evaluate on a Dask LocalCluster of this many processes (1: this process; default: one per "
+                             f"core, up to {POOL_MAX_WORKERS}, for {CLUSTER_MIN_DESIGNS} or more designs, else this process)")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="evaluate on this existing Dask cluster")
     parser.add_argument("--cache-dir", help="mapper cache folder (shared by every worker)")
     parser.add_argument("--compile-front", action="store_true", help="write each front design's full compile under designs/")

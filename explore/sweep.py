@@ -22,20 +22,22 @@ def spread(rows: Sequence[dict], key: str) -> float | None:
 
 
 def run_sweep(settings: EvalSettings, target: str, axes: Mapping[str, Sequence[str]], *, bits: Sequence[str] = (),
-              scheme: str | None = None, sampling: str = "grid", samples: int = 0, seed: int = 0, workers: int = 1,
+              scheme: str | None = None, sampling: str = "grid", samples: int = 0, seed: int = 0, workers: int | None = None,
               scheduler: str | None = None, progress: Progress | None = None, population: int = 8,
               generations: int = 3) -> dict:
     """The sweep's document: every evaluated point, the front (indices), what was skipped and why.
 
     `sampling`: "grid", "random" (`samples` of the grid, `seed`), or "nsga2" (`population` ×
-    `generations`, `seed`; every design NSGA-II evaluated is a point)."""
-    with open_pool(workers, scheduler) as pool:  # one cluster for every batch of the sweep
-        if sampling == "nsga2":
+    `generations`, `seed`; every design NSGA-II evaluated is a point). `workers=None`: a `LocalCluster` when the
+    sweep is large enough (`quantloop.parallel.auto_workers`), else this process."""
+    if sampling == "nsga2":
+        with open_pool(workers, scheduler, evaluations=population * generations) as pool:  # one cluster for every batch
             points, skipped, rows = _nsga2(settings, target, axes, bits, scheme, population, generations, seed,
                                            pool, progress)
-        else:
-            configs = hardware_configs(axes, sampling, samples, seed)
-            points, skipped = design_points(target, configs, bits, scheme)
+    else:
+        configs = hardware_configs(axes, sampling, samples, seed)
+        points, skipped = design_points(target, configs, bits, scheme)
+        with open_pool(workers, scheduler, evaluations=len(points)) as pool:
             rows = run_points(points, settings, pool=pool, progress=progress)
     front = pareto_front(rows)
     return {

@@ -14,7 +14,7 @@ from quantloop.mapping import Mapping
 from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
 from quantloop.problem import Bits, Problem
 from quantloop.errors import QuantloopError
-from quantloop.parallel import POOL_MAX_WORKERS, POOL_MIN_LAYERS, check_workers
+from quantloop.parallel import POOL_MAX_WORKERS, POOL_MIN_LAYERS, check_workers, usable_cores
 from quantloop.mapper.cache import MapCache, cache_key
 from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.search import OBJECTIVES, Budget, search
@@ -133,8 +133,7 @@ def default_workers(todo: int) -> int:
     runs one evaluation per core."""
     if todo < POOL_MIN_LAYERS or multiprocessing.current_process().daemon:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, POOL_MAX_WORKERS, todo))
+    return max(1, min(usable_cores(), POOL_MAX_WORKERS, todo))
 
 
 def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, objective: str = "energy", *,

@@ -148,7 +148,7 @@ def search_options(options: CompileOptions) -> SearchOptions:
     return SearchOptions(
         target=options.target, objective=options.objective, max_accuracy_drop=settings.max_accuracy_drop,
         widths=parse_bits_range(settings.bits_range), population=settings.population,
-        generations=settings.generations, seed=settings.seed, workers=options.workers or 1, scheduler=options.scheduler,
+        generations=settings.generations, seed=settings.seed, workers=options.workers, scheduler=options.scheduler,
         cache_dir=options.cache_dir or None, use_cache=options.use_cache, weight_clip=options.weight_clip,
         act_range=options.act_range, percentile=options.percentile, max_calib_samples=options.max_calib_samples,
         progress=settings.progress, psum_bits=options.psum_bits, accuracy="qat" if settings.accuracy == "qat" else "ptq",

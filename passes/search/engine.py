@@ -38,7 +38,9 @@ class SearchOptions:
     population: int = DEFAULT_POPULATION
     generations: int = DEFAULT_GENERATIONS
     seed: int = 0
-    workers: int = 1
+    workers: int | None = None
+    """None: a `LocalCluster` when the search is large enough (`quantloop.parallel.auto_workers`), else this
+    process (the mapper then maps in this process too, as with 1)."""
     scheduler: str | None = None
     cache_dir: str | None = None
     use_cache: bool = True
@@ -259,7 +261,7 @@ def search_bits(
     if names != [layer.name for layer in space.layers]:
         raise QuantloopError("qnn-search-bits: accel-lower names the layers differently from the search space")
     cache = MapCache(options.cache_dir) if options.use_cache else None
-    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers, cache=cache, seed=options.seed,
+    energy = EnergyModel(problems, names, arch, options.objective, workers=options.workers or 1, cache=cache, seed=options.seed,
                          psum=options.psum_bits)
     accuracy = CachedAccuracy(
         space, calib_x, val_x, val_y, metric=metric, weight_clip=options.weight_clip, act_range=options.act_range,
@@ -336,11 +338,12 @@ def _evolve(space: SearchSpace, candidates: Candidates, energy: EnergyModel, opt
             console) -> tuple[Point, int]:
     """Score the uniform w8a8 reference, then run NSGA-II (on the Dask pool when there is one); returns the
     reference point and the generations run."""
-    from quantloop.parallel import open_pool
+    from quantloop.parallel import CLUSTER_MIN_CANDIDATES, open_pool
     from quantloop.passes.search.nsga import run_nsga2
 
     generations_run = 0
-    with open_pool(options.workers, options.scheduler) as pool, _progress(console, options) as update:
+    with open_pool(options.workers, options.scheduler, evaluations=options.population * options.generations,
+                   min_evaluations=CLUSTER_MIN_CANDIDATES) as pool, _progress(console, options) as update:
         # on Dask, every generation's new mappings and accuracies are its tasks (the mapper's own
         # process pool is not used then); in one process, the mapper keeps its `workers` pool
         if pool.distributed:
@@ -362,7 +365,7 @@ def _evolve(space: SearchSpace, candidates: Candidates, energy: EnergyModel, opt
             )
         finally:
             candidates.pool = energy.pool = None
-            energy.workers = options.workers
+            energy.workers = options.workers or 1
     return reference, generations_run
 
 
