@@ -19,9 +19,10 @@ slab of new columns or rows; two deltas are equal when their boxes coincide.
 
 Per stage parent, `link` = Σ epochs × |delta| × children served over a link, `saved` = Σ
 epochs × |delta| × multicast groups removed. timeloop-model then charges, per instance of c,
-`fills = visits − link / stage children + ⌊link / instances of c⌋` and `reads += ⌊link /
-instances of c⌋` (peer fills and reads, one per value a neighbour sends), and the parent keeper
-reads `saved` fewer values per stage parent.
+`fills = ⌊visits − link / stage children + link / instances of c⌋` and `reads = round(reads +
+link / instances of c)` (peer fills and reads, one per value a neighbour sends; the rounding is
+how Timeloop reports them, applied in `model._accesses`), and the parent keeper reads `saved`
+fewer values per stage parent.
 
 Only the last fan-out stage of a level can link: an earlier stage feeds a dummy level that keeps
 nothing, and Timeloop drops the link transfers of a stage whose child is bypassed. Only deltas
@@ -34,10 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantloop.problem import RELEVANT
+from quantloop.costmodel.window_steps import step_kinds
+from quantloop.problem import DIM_INDEX, RELEVANT
 from quantloop.targets.arch import Arch
 
-_N, _G, _C, _M, _P, _Q, _R, _S = range(8)
+_N, _G, _C, _M, _P, _Q, _R, _S = (DIM_INDEX[d] for d in ("N", "G", "C", "M", "P", "Q", "R", "S"))
 _INPUTS = 1
 _SLIDING = [_P, _Q, _R, _S]
 _HARD_DIMS = [_N, _G, _C]
@@ -53,6 +55,13 @@ class LinkStage:
     use_y: bool
     mesh_x: int
     mesh_y: int
+
+    def factors(self, nest) -> tuple[np.ndarray, np.ndarray]:
+        """([B, 8] X factors, [B, 8] Y factors) of this stage for every mapping of `nest` (1 on an axis
+        the stage does not hold)."""
+        ones = np.ones((nest.B, len(DIM_INDEX)))
+        return (nest.spatial_x[:, self.level] if self.use_x else ones,
+                nest.spatial_y[:, self.level] if self.use_y else ones)
 
 
 def link_stages(arch: Arch) -> tuple[LinkStage, ...]:
@@ -103,8 +112,7 @@ def link_transfers(nest, stages: tuple[LinkStage, ...], keep_inputs: np.ndarray,
     n_children = np.ones((B, L))
     for st in stages:
         l, c = st.level, st.level + 1
-        sx = nest.spatial_x[:, l] if st.use_x else np.ones((B, 8))
-        sy = nest.spatial_y[:, l] if st.use_y else np.ones((B, 8))
+        sx, sy = st.factors(nest)
         n_s = (sx * sy).prod(axis=1)
         n_children[:, c] = n_s
         sliding = ((sx[:, _SLIDING] > 1) | (sy[:, _SLIDING] > 1)).any(axis=1)
@@ -164,8 +172,7 @@ def _previous_deltas(nest, rows: np.ndarray, l: int, c: int, ww: np.ndarray, hh:
     kk, aa = np.maximum(k, 0), np.maximum(a, 0)
     ar = np.arange(R)
     dwk, dhk, hardk = dw[ar, kk][:, None], dh[ar, kk][:, None], hard[ar, kk][:, None]
-    still = ~new_hard & (dw == 0) & (dh == 0)
-    steady = (new_hard & hardk) | (~new_hard & ~hardk & (dw == dwk) & (dh == dhk))
+    still, steady = step_kinds(dw, dh, new_hard, dwk, dhk, hardk)
     slab_w = steady & ~new_hard & (dh == 0) & (np.abs(dw) < ww) & (dw != 0)
     slab_h = steady & ~new_hard & (dw == 0) & (np.abs(dh) < hh) & (dh != 0)
     # the delta box of a step of each loop, relative to the tile's low corner: extent and offset
@@ -253,8 +260,7 @@ def coinciding_windows(nest, stages: tuple[LinkStage, ...]) -> np.ndarray:
     ratio = np.ones((B, L + 1))
     for st in stages:
         l, c = st.level, st.level + 1
-        sx = nest.spatial_x[:, l] if st.use_x else np.ones((B, 8))
-        sy = nest.spatial_y[:, l] if st.use_y else np.ones((B, 8))
+        sx, sy = st.factors(nest)
         f = sx * sy
         rows = np.flatnonzero(((f[:, _P] > 1) & (f[:, _R] > 1)) | ((f[:, _Q] > 1) & (f[:, _S] > 1)))
         if rows.size == 0:
@@ -262,8 +268,7 @@ def coinciding_windows(nest, stages: tuple[LinkStage, ...]) -> np.ndarray:
         n_max = int(f[rows].prod(axis=1).max())
         stride = nest.inner[rows, c]
         ow, oh, ohard, n_r = _children(sx[rows], sy[rows], stride, nest.coef_w, nest.coef_h, n_max)
-        width = (pr.P - 1) * pr.Wstride + (pr.R - 1) * pr.Wdilation + 1
-        height = (pr.Q - 1) * pr.Hstride + (pr.S - 1) * pr.Hdilation + 1
+        width, height = pr.input_width, pr.input_height
         key = ((ohard[0] * pr.G + ohard[1]) * pr.C + ohard[2]) * (width * height) + oh * width + ow
         exists = np.arange(n_max)[None, :] < n_r[:, None]
         key = np.sort(np.where(exists, key, -1), axis=1)

@@ -66,6 +66,7 @@ import numpy as np
 from quantloop.costmodel.checks import check_bits, check_mapping, check_tiles
 from quantloop.costmodel.legality import tile_bounds, tiles_ok
 from quantloop.costmodel.link_transfers import LinkStage, coinciding_windows, link_stages, link_transfers
+from quantloop.costmodel.window_steps import step_kinds
 from quantloop.mapping import Mapping, MappingArrays
 from quantloop.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
@@ -350,10 +351,9 @@ class _Nest:
         dhk = np.take_along_axis(sh, kk, axis=1)[:, :, None]
         hardk = np.take_along_axis(hard, kk, axis=1)[:, :, None]
         v, ww, hh = vol[:, lv, None], w[:, lv, None], h[:, lv, None]
-        still = ~new_nwc & (dw == 0) & (dh == 0)
+        still, steady = step_kinds(dw, dh, new_nwc, dwk, dhk, hardk)
         kept = np.maximum(ww - np.abs(dw), 0) * np.maximum(hh - np.abs(dh), 0) * (v / (ww * hh))
         minus = np.where(new_nwc | ((dw != 0) & (dh != 0)), v, v - kept)
-        steady = (new_nwc & hardk) | (~new_nwc & ~hardk & (dw == dwk) & (dh == dhk))
         delta = np.where(still, 0, np.where(steady, minus, v))
         above = j[None, None, :] < n[:, :, None]
         result[:, lv] = vol[:, lv] + np.einsum("blk,bk->bl", np.where(above, delta, 0), weight)
@@ -455,8 +455,7 @@ def _accesses(nest: _Nest, keep: np.ndarray, opw: np.ndarray, dims: np.ndarray,
                 peer = link / _prod_dims(nest.spatial_above[:, :L], range(8))
                 rel_stage = np.ones((B, L + 1))
                 for st in stages:
-                    sx = nest.spatial_x[:, st.level] if st.use_x else np.ones((B, 8))
-                    sy = nest.spatial_y[:, st.level] if st.use_y else np.ones((B, 8))
+                    sx, sy = st.factors(nest)
                     rel_stage[:, st.level + 1] = _prod_dims(sx * sy, _DS_DIMS[ds])
                 saved_at = np.zeros((B, L + 1))
                 saved_at[:, :L] = saved * rel_above[:, :L] / rel_stage[:, :L]
