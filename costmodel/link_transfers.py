@@ -259,7 +259,7 @@ def coinciding_windows(nest, stages: tuple[LinkStage, ...]) -> np.ndarray:
     pr = nest.problem
     ratio = np.ones((B, L + 1))
     for st in stages:
-        l, c = st.level, st.level + 1
+        c = st.level + 1
         sx, sy = st.factors(nest)
         f = sx * sy
         rows = np.flatnonzero(((f[:, _P] > 1) & (f[:, _R] > 1)) | ((f[:, _Q] > 1) & (f[:, _S] > 1)))

@@ -68,7 +68,7 @@ from quantloop.costmodel.legality import tile_bounds, tiles_ok
 from quantloop.costmodel.link_transfers import LinkStage, coinciding_windows, link_stages, link_transfers
 from quantloop.costmodel.window_steps import step_kinds
 from quantloop.mapping import Mapping, MappingArrays
-from quantloop.problem import DATASPACES, DIM_INDEX, RELEVANT, Bits, Problem, values_per_word
+from quantloop.problem import DATASPACES, RELEVANT, Bits, Problem, values_per_word
 from quantloop.targets.arch import Arch
 from quantloop.targets.registry import load_target
 
