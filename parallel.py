@@ -110,8 +110,9 @@ def usable_cores() -> int:
 
 def auto_workers(evaluations: int, min_evaluations: int) -> int:
     """Workers of the `LocalCluster` a job of `evaluations` runs on when the user names none: one per core (at
-    most `POOL_MAX_WORKERS`) once the job has `min_evaluations` (`CLUSTER_MIN_DESIGNS` for a sweep,
-    `CLUSTER_MIN_CANDIDATES` for a search), else 1 (this process). Also 1 on a 1-core machine and in a daemonic
+    most `POOL_MAX_WORKERS` and `evaluations`) once the job has `min_evaluations` (`CLUSTER_MIN_DESIGNS` for a
+    sweep, `CLUSTER_MIN_CANDIDATES` for a search, `POOL_MIN_LAYERS` for the mapper's own process pool), else 1
+    (this process). Also 1 on a 1-core machine and in a daemonic
     process (a Dask worker may not start processes).
 
     Why those sizes (2-core machine, cold, results identical either way): a cluster costs ~1.5 CPU-s to start
@@ -123,7 +124,7 @@ def auto_workers(evaluations: int, min_evaluations: int) -> int:
     gain outweighs the CPU the cluster adds."""
     if evaluations < min_evaluations or multiprocessing.current_process().daemon:
         return 1
-    return max(1, min(usable_cores(), POOL_MAX_WORKERS))
+    return max(1, min(usable_cores(), POOL_MAX_WORKERS, evaluations))
 
 
 def check_workers(workers: int) -> int:

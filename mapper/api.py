@@ -14,7 +14,7 @@ from quantloop.mapping import Mapping
 from quantloop.costmodel.model import COSTMODEL_VERSION, CostResult, evaluate
 from quantloop.problem import Bits, Problem
 from quantloop.errors import QuantloopError
-from quantloop.parallel import POOL_MAX_WORKERS, POOL_MIN_LAYERS, check_workers, usable_cores
+from quantloop.parallel import POOL_MIN_LAYERS, auto_workers, check_workers
 from quantloop.mapper.cache import MapCache, cache_key
 from quantloop.mapper.mapspace import Mapspace
 from quantloop.mapper.search import OBJECTIVES, Budget, search
@@ -131,9 +131,7 @@ def default_workers(todo: int) -> int:
     else 1 (a handful of small searches finish before a pool has started). Always 1 in a daemonic process
     (a Dask worker evaluating an `explore` point): it may not start processes, and its cluster already
     runs one evaluation per core."""
-    if todo < POOL_MIN_LAYERS or multiprocessing.current_process().daemon:
-        return 1
-    return max(1, min(usable_cores(), POOL_MAX_WORKERS, todo))
+    return auto_workers(todo, POOL_MIN_LAYERS)
 
 
 def map_layers(requests: list[tuple[str, Problem, Bits]], target: Arch | str, objective: str = "energy", *,

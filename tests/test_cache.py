@@ -124,14 +124,15 @@ def test_key_covers_partial_sum_mode_and_both_versions(monkeypatch):
 def test_default_workers_one_per_core_only_when_enough_layers_need_searching(monkeypatch):
     import os
 
+    from quantloop import parallel
     from quantloop.mapper import api
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert api.default_workers(0) == api.default_workers(api.POOL_MIN_LAYERS - 1) == 1
-    assert api.default_workers(api.POOL_MIN_LAYERS) == 2
+    assert api.default_workers(0) == api.default_workers(parallel.POOL_MIN_LAYERS - 1) == 1
+    assert api.default_workers(parallel.POOL_MIN_LAYERS) == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    assert api.default_workers(100) == api.POOL_MAX_WORKERS
-    assert api.default_workers(api.POOL_MIN_LAYERS) == min(api.POOL_MAX_WORKERS, api.POOL_MIN_LAYERS)
+    assert api.default_workers(100) == parallel.POOL_MAX_WORKERS
+    assert api.default_workers(parallel.POOL_MIN_LAYERS) == min(parallel.POOL_MAX_WORKERS, parallel.POOL_MIN_LAYERS)
 
 
 def _default_workers_in_child(queue) -> None:
