@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from quantloop.options import DEFAULT_QAT_EPOCHS
+
 HELP = "fine-tune a model at per-layer bits (QAT: LSQ step sizes) and write it as a quantized QONNX model"
 
 
@@ -14,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="NPZ", help="labelled training data (.npz x, y, or zoo:digits-train)")
     parser.add_argument("--calib-data", metavar="NPZ",
                         help="calibration data the step sizes start from (default: zoo:digits-calib for digits models, else --data)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: quantloop.passes.search.qat.DEFAULT_EPOCHS)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_QAT_EPOCHS,
+                        help=f"training epochs (default {DEFAULT_QAT_EPOCHS}, as the search's --qat-epochs)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("-o", "--output", required=True, metavar="ONNX", help="the quantized model to write (QONNX Quant nodes)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -34,13 +37,13 @@ def run(args: argparse.Namespace) -> int:
     from quantloop.passes.assign_bits import load_bits_file
     from quantloop.passes.canonicalize import CanonicalizePass
     from quantloop.passes.search.fakequant import FakeQuantEvaluator, check_inputs
-    from quantloop.passes.search.qat import DEFAULT_EPOCHS, export_qonnx, train_qat
+    from quantloop.passes.search.qat import export_qonnx, train_qat
     from quantloop.passes.search.space import build_space, parse_bits_range
 
     output = Path(args.output)
     if output.exists() and not args.force:
         raise QuantloopError(f"{output}: exists (use --force to replace it)")
-    epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    epochs = args.epochs
     check_epochs(epochs, "--epochs")
     table = load_bits_file(args.bits_file)
     module = import_onnx(args.model)

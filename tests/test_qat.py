@@ -196,10 +196,56 @@ def test_qat_in_the_loop_fine_tunes_only_candidates_that_could_become_the_choice
     assert candidates.best_feasible() is points[2]
 
 
+def test_qat_in_the_loop_reconsiders_points_judged_before_qat_was_on(cnn):
+    """The QAT phase continues a PTQ phase: memoised PTQ-infeasible points are fine-tuned once QAT is on
+    (the PTQ search's final population is the QAT phase's start), and only once."""
+    from types import SimpleNamespace
+
+    from quantloop.passes.search.engine import Candidates
+
+    space, _ = cnn
+    options = SimpleNamespace(max_accuracy_drop=0.5, objective="energy")
+    qat = _Accuracy({(4, 4): 0.999}, 0.0)
+    candidates = Candidates(space, _Energy(space), _Accuracy({(8, 8): 1.0, (4, 4): 0.95}, 0.5), 1.0, options, None)
+    configs = [space.decode(space.uniform(w, a)) for w, a in ((8, 8), (4, 4))]
+    assert [p.feasible for p in candidates.evaluate(configs)] == [True, False]
+    candidates.qat = qat
+    for _ in range(2):
+        points = candidates.evaluate(configs)
+    assert [c.weights[0] for c in qat.calls] == [4]
+    assert points[1].qat and points[1].feasible and candidates.best_feasible() is points[1]
+
+
+def test_a_fine_tuned_candidate_is_feasible_only_if_a_second_seed_confirms_it(cnn):
+    """One lucky fine-tuning does not make a candidate feasible: a run that meets the constraint is repeated at
+    the next seed and the lower accuracy counts; a run that misses it is not repeated."""
+    from types import SimpleNamespace
+
+    from quantloop.passes.search.qat import CONFIRMING_RUNS, QatAccuracy
+
+    assert CONFIRMING_RUNS == 2
+    space, evaluator = cnn
+    table = {(3, 0): 1.0, (3, 1): 0.98, (4, 0): 1.0, (4, 1): 1.0, (2, 0): 0.9}
+    runs = []
+
+    class Judge(QatAccuracy):
+        def train(self, config, seed=None):
+            seed = self.seed if seed is None else seed
+            runs.append((config.weights[0], seed))
+            return SimpleNamespace(top1=lambda x, y: table[(config.weights[0], seed)])
+
+    x, y = load_dataset("zoo:digits-val")
+    judge = Judge(space, lambda: evaluator, x, x, y, x, y, epochs=1, seed=0, cache=None, settings={},
+                  constraint=(1.0, 0.5))
+    assert [judge.top1(space.decode(space.uniform(w, w))) for w in (3, 4, 2)] == [0.98, 1.0, 0.9]
+    assert runs == [(3, 0), (3, 1), (4, 0), (4, 1), (2, 0)]
+
+
 @pytest.mark.slow
 def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choice(tmp_path):
-    """`--accuracy qat` on cnn_digits: the search fine-tunes some candidates, chooses a point cheaper than
-    the PTQ search's at the same settings and seed, and compiles that point's QAT model."""
+    """`--accuracy qat` on cnn_digits: the PTQ search at the same settings and seed, continued with QAT in the
+    loop (its archive holds every PTQ candidate), fine-tunes some candidates, chooses a point cheaper than the
+    PTQ search's, and compiles that point's QAT model."""
     import json
 
     from quantloop.cli import main
@@ -213,11 +259,38 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
     ptq = json.loads((tmp_path / "ptq" / "pareto.json").read_text())
     doc = json.loads((tmp_path / "qat" / "pareto.json").read_text())
     assert doc["qat"]["mode"] == "loop" and doc["qat"]["qat_points"] >= 1
+    assert doc["search"]["generations_run"] == 2 * ptq["search"]["generations_run"] == 2
     chosen = doc["points"][doc["chosen"]]
     # measured: PTQ chooses w3 inside, w8 at the edges (a8); QAT w3a3 (validation 95.0 % -> 99.0 %), 36 % less energy
     assert chosen["energy_pj"] < 0.8 * ptq["points"][ptq["chosen"]]["energy_pj"]
     assert doc["qat"]["chosen"]["label"] == chosen["label"]
     assert (tmp_path / "qat" / "model.qat.onnx").is_file() and (tmp_path / "qat" / "weights.bin").is_file()
+
+
+@pytest.mark.slow
+def test_qat_in_the_loop_search_holds_the_ptq_search_and_never_chooses_worse(tmp_path):
+    """`--accuracy qat` is the PTQ search continued: its archive holds every candidate of the PTQ search at the
+    same settings and seed (the PTQ-feasible ones unchanged), so its choice costs at most the PTQ choice."""
+    from quantloop.cosearch import search_model
+    from quantloop.options import CompileOptions, SearchSettings
+
+    x, y = load_dataset("zoo:digits-train")
+    np.savez(tmp_path / "train.npz", x=x[:256], y=y[:256])
+
+    def search(accuracy: str):
+        settings = SearchSettings(progress=False, accuracy=accuracy, population=6, generations=2, qat_epochs=2,
+                                  bits_range="2,3,8", max_accuracy_drop=1.0, train_data=str(tmp_path / "train.npz"))
+        return search_model("zoo:cnn_digits", CompileOptions(target="eyeriss", search=settings)).result
+
+    ptq, qat = search("ptq"), search("qat")
+    continued = {p.config: p for p in qat.archive}
+    assert len(qat.archive) > len(ptq.archive) and qat.generations_run == 4
+    for point in ptq.archive:
+        assert point.config in continued
+        if point.feasible:
+            assert continued[point.config] == point
+    assert qat.chosen.energy_pj <= ptq.chosen.energy_pj
+    assert any(p.qat for p in qat.archive)
 
 
 def test_qat_accuracy_goes_through_the_shared_accuracy_cache(cnn, tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -52,6 +52,12 @@ class SearchOptions:
     psum_bits: str = PSUM_MODES[0]  # how partial sums are stored (CompileOptions.psum_bits)
     accuracy: str = "ptq"  # "qat": candidates PTQ leaves infeasible are judged after QAT (passes.search.qat)
     qat_epochs: int = DEFAULT_QAT_EPOCHS
+
+    @property
+    def total_generations(self) -> int:
+        """`accuracy="qat"` runs the PTQ search (`generations`), then continues from its final population with
+        QAT in the loop for `generations` more: its archive holds the PTQ search's, so it never chooses worse."""
+        return self.generations * (2 if self.accuracy == "qat" else 1)
 
 
 @dataclass(frozen=True)
@@ -168,18 +174,24 @@ class Candidates:
         accuracies = self.accuracy.top1_many(new, self.pool, progress=self._batch_progress(len(configs)))
         for config, acc in zip(new, accuracies):
             energy, cycles = totals[config]
-            feasible = within_drop(self.float_accuracy, acc, self.options.max_accuracy_drop)
             tiles = self.energy.weight_tiles(self.space.layer_bits(config), config.scheme)
             stored = weight_bytes(self.counts, config.weights, self.word_bits, tiles, self.bias_counts)
-            point = Point(config, energy, cycles, stored, acc, feasible)
-            if not feasible and self._worth_qat(point):
+            self._record(Point(config, energy, cycles, stored, acc,
+                               within_drop(self.float_accuracy, acc, self.options.max_accuracy_drop)))
+        # QAT in the loop, after the batch's PTQ-feasible points have lowered `best_cost`; memoised points
+        # are considered too (those of a PTQ phase, judged before QAT was on)
+        for config in dict.fromkeys(configs):
+            point = self.points[config]
+            if not point.feasible and not point.qat and self._worth_qat(point):
                 qat_acc = self.qat.top1(config)
-                point = Point(config, energy, cycles, stored, qat_acc,
-                              within_drop(self.float_accuracy, qat_acc, self.options.max_accuracy_drop), ptq_accuracy=acc)
-            if point.feasible:
-                self.best_cost = min(self.best_cost, point.cost(self.options.objective))
-            self.points[config] = point
+                self._record(replace(point, accuracy=qat_acc, ptq_accuracy=point.accuracy,
+                                     feasible=within_drop(self.float_accuracy, qat_acc, self.options.max_accuracy_drop)))
         return [self.points[c] for c in configs]
+
+    def _record(self, point: Point) -> None:
+        if point.feasible:
+            self.best_cost = min(self.best_cost, point.cost(self.options.objective))
+        self.points[point.config] = point
 
     def _worth_qat(self, point: Point) -> bool:
         """QAT in the loop fine-tunes a candidate PTQ leaves infeasible only if it could become the choice
@@ -191,11 +203,21 @@ class Candidates:
                 and point.cost(self.options.objective) < self.best_cost
                 and (self.float_accuracy - point.accuracy) * 100.0 <= LOOP_MARGIN_PP)
 
+    def worth_qat_front(self, limit: int) -> list[Point]:
+        """The archive's candidates QAT in the loop would fine-tune now (`_worth_qat`): their non-dominated set,
+        at most `limit` spread evenly over it by cost. The QAT phase starts from these beside the PTQ phase's
+        final population, whose constrained survival keeps few infeasible candidates."""
+        worth = [p for p in self.points.values() if not p.feasible and not p.qat and self._worth_qat(p)]
+        front = pareto_front(worth, self.options.objective)
+        if len(front) <= limit:
+            return front
+        return [front[i] for i in np.unique(np.linspace(0, len(front) - 1, limit).round().astype(int))]
+
     def _batch_progress(self, batch: int):
         """Progress of one batch's new evaluations, as completed / total of the whole search."""
         if self.on_progress is None:
             return None
-        base, total = self.requested, self.options.population * self.options.generations
+        base, total = self.requested, self.options.population * self.options.total_generations
         return lambda done, new: self.on_progress(min(total, base + round(done * batch / max(new, 1))), total)
 
     def objectives(self, genes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -272,7 +294,7 @@ def search_bits(
             percentile=options.percentile,
         ),
     )
-    qat = _qat_accuracy(space, accuracy, calib_x, val_x, val_y, metric, train, options)
+    qat = _qat_accuracy(space, accuracy, calib_x, val_x, val_y, metric, float_accuracy, train, options)
     candidates = Candidates(space, energy, accuracy, float_accuracy, options, qat)
     reference, generations_run = _evolve(space, candidates, energy, options, console)
 
@@ -289,8 +311,10 @@ def search_bits(
     )
 
 
-def _qat_accuracy(space, accuracy: CachedAccuracy, calib_x, val_x, val_y, metric: str, train, options: SearchOptions):
-    """QAT in the loop's judge (`passes.search.qat.QatAccuracy`), sharing the PTQ evaluator's calibration; None under PTQ."""
+def _qat_accuracy(space, accuracy: CachedAccuracy, calib_x, val_x, val_y, metric: str, float_accuracy: float, train,
+                  options: SearchOptions):
+    """QAT in the loop's judge (`passes.search.qat.QatAccuracy`, confirming accepted runs against the search's
+    constraint), sharing the PTQ evaluator's calibration; None under PTQ."""
     if options.accuracy != "qat":
         return None
     from quantloop.passes.search.qat import QatAccuracy
@@ -307,6 +331,7 @@ def _qat_accuracy(space, accuracy: CachedAccuracy, calib_x, val_x, val_y, metric
         space, shared_evaluator, calib_x, train[0], train[1], val_x, val_y, epochs=options.qat_epochs, seed=options.seed,
         cache=AccuracyCache(options.cache_dir) if options.use_cache else None,
         settings={"weight_clip": options.weight_clip, "act_range": options.act_range, "percentile": options.percentile},
+        constraint=(float_accuracy, options.max_accuracy_drop),
     )
 
 
@@ -342,31 +367,49 @@ def _evolve(space: SearchSpace, candidates: Candidates, energy: EnergyModel, opt
     from quantloop.passes.search.nsga import run_nsga2
 
     generations_run = 0
-    with open_pool(options.workers, options.scheduler, evaluations=options.population * options.generations,
+    with open_pool(options.workers, options.scheduler, evaluations=options.population * options.total_generations,
                    min_evaluations=CLUSTER_MIN_CANDIDATES) as pool, _progress(console, options) as update:
         # on Dask, every generation's new mappings and accuracies are its tasks (the mapper's own
         # process pool is not used then); in one process, the mapper keeps its `workers` pool
         if pool.distributed:
             candidates.pool = energy.pool = pool
             energy.workers = 1
+        qat, candidates.qat = candidates.qat, None  # the first (or only) phase judges by PTQ
         reference = candidates.evaluate([space.decode(space.uniform(8, 8))])[0]
         candidates.on_progress = lambda done, total: update(generations_run, candidates.best_feasible(),
                                                             energy.stats.hit_rate, done)
+        offset = 0
 
         def on_generation(gen: int) -> None:
             nonlocal generations_run
-            generations_run = gen
-            update(gen, candidates.best_feasible(), energy.stats.hit_rate, candidates.requested)
+            generations_run = offset + gen
+            update(generations_run, candidates.best_feasible(), energy.stats.hit_rate, candidates.requested)
 
         try:
-            run_nsga2(
+            final = run_nsga2(
                 space, candidates.objectives, population=options.population, generations=options.generations,
                 seed=options.seed, on_generation=on_generation,
             )
+            if qat is not None:  # QAT in the loop continues the PTQ search
+                candidates.qat, offset = qat, generations_run
+                run_nsga2(
+                    space, candidates.objectives, population=options.population, generations=options.generations,
+                    seed=options.seed, on_generation=on_generation, start=_qat_start(space, candidates, final),
+                )
         finally:
             candidates.pool = energy.pool = None
             energy.workers = options.workers or 1
     return reference, generations_run
+
+
+def _qat_start(space: SearchSpace, candidates: Candidates, final: np.ndarray) -> np.ndarray:
+    """The QAT phase's first population: up to half of it the PTQ archive's candidates QAT could rescue
+    (`Candidates.worth_qat_front`), the rest the PTQ phase's final population in its order."""
+    size = len(final)
+    rows = [space.encode(list(p.config.weights), list(p.config.activations), p.config.scheme)
+            for p in candidates.worth_qat_front(size // 2)]
+    unique = list({tuple(int(g) for g in row): row for row in [*rows, *final]}.values())
+    return np.array(unique[:size])
 
 
 def decompose_chosen(energy: EnergyModel, space: SearchSpace, chosen: Point, cache, seed: int) -> dict:
@@ -415,7 +458,7 @@ class _progress:
             return lambda *a: None
         objective = self.options.objective
         unit = {"edp": "pJ·cycles", "latency": "cycles"}.get(objective, "µJ")
-        total = self.options.generations
+        total = self.options.total_generations
         evaluations = self.options.population * total
 
         def best_text(best) -> str:

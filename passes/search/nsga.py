@@ -56,8 +56,11 @@ def run_nsga2(
     generations: int,
     seed: int,
     on_generation: Callable[[int], None] | None = None,
-) -> None:
-    """Run NSGA-II; `evaluate(genes)` returns (F [n, 3], G [n, 1]) and records what it sees."""
+    start: np.ndarray | None = None,
+) -> np.ndarray:
+    """Run NSGA-II; `evaluate(genes)` returns (F [n, 3], G [n, 1]) and records what it sees. `start` (genes, one
+    row per individual) replaces the initial population: a search continued from another's final population.
+    Returns the final population's genes."""
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.callback import Callback
     from pymoo.core.problem import Problem
@@ -83,9 +86,10 @@ def run_nsga2(
 
     algorithm = NSGA2(
         pop_size=population,
-        sampling=initial_population(space, population, seed),
+        sampling=initial_population(space, population, seed) if start is None else np.asarray(start, dtype=float),
         crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
         mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
         eliminate_duplicates=True,
     )
-    minimize(BitsProblem(), algorithm, ("n_gen", generations), seed=seed, callback=Progress(), verbose=False)
+    result = minimize(BitsProblem(), algorithm, ("n_gen", generations), seed=seed, callback=Progress(), verbose=False)
+    return np.asarray(result.pop.get("X")).round().astype(int)

@@ -24,16 +24,22 @@ from onnx import numpy_helper
 
 from quantloop.errors import QuantloopError
 from quantloop.ir.quantization import qrange
+from quantloop.options import DEFAULT_QAT_EPOCHS
 from quantloop.passes.search.accuracy_cache import CachedTop1
 from quantloop.passes.search.space import Config, SearchSpace
 
-DEFAULT_EPOCHS = 3
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-4
 #: `--accuracy qat` (QAT in the loop) fine-tunes a candidate only when its PTQ accuracy is at most this many
 #: percentage points below the float model's: further down a short fine-tune rarely brings it back within the
 #: drop, and skipping such candidates keeps the search's QAT count, its cost, in check (see README).
 LOOP_MARGIN_PP = 30.0
+#: A fine-tuned candidate that meets the accuracy constraint is fine-tuned again with the next seed(s); its
+#: accuracy is the lowest of these runs, so it is feasible only if every run meets the constraint. One run's
+#: validation top-1 is a noisy draw (MobileNetV1-digits at w3a3, 6 epochs, seeds 0/1/2: 99.50 / 98.25 / 98.25 %
+#: on the 400 validation images, 97.6 / 98.0 / 98.0 % on test), and a search that fine-tunes many candidates keeps
+#: the lucky draws; a second run rejects most of them for one more fine-tuning per accepted candidate.
+CONFIRMING_RUNS = 2
 #: Bump when the training numerics change (cached QAT accuracies carry it).
 QAT_VERSION = 1
 SUPPORTED_OPS = frozenset("Conv Gemm Relu Clip MaxPool Add GlobalAveragePool Flatten Constant Identity".split())
@@ -200,7 +206,7 @@ class QatNetwork:
 
 
 def train_qat(space: SearchSpace, config: Config, evaluator, train_x: np.ndarray, train_y: np.ndarray, *,
-              epochs: int = DEFAULT_EPOCHS, seed: int = 0, lr: float = LEARNING_RATE) -> QatNetwork:
+              epochs: int = DEFAULT_QAT_EPOCHS, seed: int = 0, lr: float = LEARNING_RATE) -> QatNetwork:
     """Fine-tune the candidate `config` with LSQ fake quantization on (train_x, train_y); returns the
     trained network (its `result()` holds weights and scales). `evaluator` (a `FakeQuantEvaluator`
     on the calibration data) gives the post-training scales training starts from."""
@@ -307,21 +313,22 @@ class QatChoice:
 def qat_front(result, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, train_x: np.ndarray,
               train_y: np.ndarray, *, epochs: int, seed: int) -> QatChoice:
     """Fine-tune the Pareto front's points that cost less than w8a8, cheapest first, until one keeps
-    the validation accuracy within the search's drop; QAT only where PTQ is not already enough
-    (a point PTQ keeps feasible is fine-tuned too: QAT never hurts the choice's accuracy)."""
+    the validation accuracy within the search's drop (confirmed by a second seed, as in the loop: `QatAccuracy`);
+    a point PTQ keeps feasible is fine-tuned too (QAT never hurts the choice's accuracy)."""
     from quantloop.passes.search.engine import within_drop
     from quantloop.passes.search.fakequant import FakeQuantEvaluator
 
     options = result.options
     evaluator = FakeQuantEvaluator(result.space, calib_x, weight_clip=options.weight_clip,
                                    act_range=options.act_range, percentile=options.percentile)
+    judge = QatAccuracy(result.space, lambda: evaluator, calib_x, train_x, train_y, val_x, val_y, epochs=epochs,
+                        seed=seed, cache=None, settings={}, constraint=(result.float_accuracy, options.max_accuracy_drop))
     reference_cost = result.reference.cost(options.objective)
     tried: list[dict] = []
     for point in result.front:
         if point.cost(options.objective) >= reference_cost or point.config.scheme != "int":
             continue
-        net = train_qat(result.space, point.config, evaluator, train_x, train_y, epochs=epochs, seed=seed)
-        accuracy = net.top1(val_x, val_y)
+        accuracy, net = judge.fine_tune(point.config)
         tried.append({"label": point.config.label(), "energy_pj": point.energy_pj, "cycles": point.cycles,
                       "ptq_accuracy": point.accuracy, "qat_accuracy": accuracy})
         if within_drop(result.float_accuracy, accuracy, options.max_accuracy_drop):
@@ -334,29 +341,50 @@ class QatAccuracy(CachedTop1):
     (beside the PTQ accuracies, `accuracy/`) by the model, the candidate, the calibration, training and
     validation data, the epochs, seed, learning rate, batch size, calibration settings, torch version and
     `QAT_VERSION`. Retraining the same key gives the same network (training is deterministic), which is
-    how the chosen point's model is rebuilt for export without storing weights."""
+    how the chosen point's model is rebuilt for export without storing weights.
+
+    With `constraint` (the float accuracy and the allowed drop in pp: the search's), a run that meets it is confirmed by `CONFIRMING_RUNS` − 1
+    more runs at the next seeds and the candidate's accuracy is the lowest; the network `train` gives (and the
+    search deploys) is always the first seed's."""
 
     def __init__(self, space: SearchSpace, evaluator_factory, calib_x: np.ndarray, train_x: np.ndarray,
                  train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *, epochs: int, seed: int, cache,
-                 settings: dict) -> None:
+                 settings: dict, constraint: tuple[float, float] | None = None) -> None:
         from quantloop.passes.search.accuracy_cache import AccuracyStats, array_digest, space_digest
 
         self.space, self.make_evaluator, self.evaluator = space, evaluator_factory, None
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
-        self.epochs, self.seed, self.cache = epochs, seed, cache
+        self.epochs, self.seed, self.cache, self.constraint = epochs, seed, cache, constraint
         self.stats = AccuracyStats()
         self.base = {
             "qat_version": QAT_VERSION, "torch": _torch().__version__, "model": space_digest(space),
             "calibration": array_digest(calib_x), "train_x": array_digest(train_x), "train_y": array_digest(train_y),
             "x": array_digest(val_x), "y": array_digest(val_y), "epochs": epochs, "seed": seed, "lr": LEARNING_RATE,
             "batch": BATCH_SIZE, **settings,
+            "confirming_runs": CONFIRMING_RUNS if constraint is not None else 1,
+            "max_drop_pp": None if constraint is None else constraint[1],
         } if cache is not None else {}
 
-    def train(self, config: Config) -> QatNetwork:
-        """The fine-tuned network of `config` (deterministic: the one whose accuracy `top1` reports)."""
+    def train(self, config: Config, seed: int | None = None) -> QatNetwork:
+        """The fine-tuned network of `config` (deterministic); by default the first seed's, the one deployed."""
         if self.evaluator is None:
             self.evaluator = self.make_evaluator()
-        return train_qat(self.space, config, self.evaluator, self.train_x, self.train_y, epochs=self.epochs, seed=self.seed)
+        return train_qat(self.space, config, self.evaluator, self.train_x, self.train_y, epochs=self.epochs,
+                         seed=self.seed if seed is None else seed)
+
+    def fine_tune(self, config: Config) -> tuple[float, QatNetwork]:
+        """The (confirmed) validation top-1 of `config` and its first seed's network."""
+        from quantloop.passes.search.engine import within_drop
+
+        network = self.train(config)
+        accuracy = network.top1(self.val_x, self.val_y)
+        runs = CONFIRMING_RUNS if self.constraint is not None else 1
+        for extra in range(1, runs):
+            float_accuracy, max_drop_pp = self.constraint
+            if not within_drop(float_accuracy, accuracy, max_drop_pp):
+                break
+            accuracy = min(accuracy, self.train(config, self.seed + extra).top1(self.val_x, self.val_y))
+        return accuracy, network
 
     def compute(self, config: Config) -> float:
-        return self.train(config).top1(self.val_x, self.val_y)
+        return self.fine_tune(config)[0]
