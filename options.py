@@ -181,9 +181,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     group.add_argument("--bits-range", default="2..8", metavar="LOW..HIGH", help="bit-widths searched (default 2..8)")
     group.add_argument("--accuracy", choices=ACCURACY_MODES, default=SearchSettings.accuracy,
-                       help="ptq: post-training quantization; qat: QAT in the loop, candidates PTQ leaves below the "
-                            "drop are judged after a short LSQ fine-tune (cached), and a fine-tuned choice compiles as its "
-                            "QAT model; qat-front: PTQ search, then fine-tune the Pareto front's points in cost order until "
+                       help="ptq: post-training quantization; qat: the PTQ search continued for --generations more "
+                            "with QAT in the loop, candidates PTQ leaves below the drop judged after a short LSQ fine-tune "
+                            "(confirmed by a second seed; cached), and a fine-tuned choice compiles as its QAT model; qat-front: PTQ search, then fine-tune the Pareto front's points in cost order until "
                             "one keeps the accuracy (default ptq)")
     group.add_argument("--train-data", metavar="NPZ", help="labelled QAT training data; default zoo:digits-train for digits models")
     group.add_argument("--qat-epochs", type=int, default=SearchSettings.qat_epochs,

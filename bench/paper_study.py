@@ -193,7 +193,7 @@ def print_summary(rows: dict) -> None:
             c = cells.get(name)
             text.append(f"{'—':>26s}" if c is None else
                         f"{c['energy']:5.1f} / {c['edp']:5.1f} ({c['test_drop']:+.2f}){' Q' if c['qat'] else '  '}")
-        q, p, p2 = (cells.get(n) for n in names)
+        p, p2, q = (cells.get(n) for n in names)
         checks = ["—"] * 4 if q is None else [
             q["energy"] >= 37.0, p is None or q["energy"] > p["energy"], p2 is None or q["energy"] > p2["energy"],
             q["test_drop"] <= 0.5]
