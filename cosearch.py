@@ -117,15 +117,16 @@ def search_model(model: Any, options: CompileOptions, *, console=None) -> Search
 def qat_loop_choice(result, data: SearchData, settings: SearchSettings,
                     test: dict | None) -> tuple[Any, dict | None, dict[str, Any]]:
     """`--accuracy qat` (QAT in the loop): the search already judged candidates after QAT; when its choice
-    is a QAT'd point, train it again (deterministic: the same network) for its QONNX model and its test
-    accuracy (which replaces the PTQ one in `test`)."""
+    is a QAT'd point, train it again (deterministic: the same network) for its QONNX model, its validation
+    accuracy (the deployed network's; `confirmed_validation_accuracy` is the lowest over the confirming runs, the
+    search's figure) and its test accuracy (which replaces the PTQ one in `test`)."""
     from quantloop.passes.search.qat import export_qonnx
 
     stats = result.qat.stats
     summary: dict[str, Any] = {
         "mode": "loop", "train_data": data.train_name, "epochs": settings.qat_epochs, "chosen": None,
-        "fine_tuned": stats.evaluated, "lookups": stats.lookups, "cache_hits": stats.cache_hits, "seconds": stats.seconds,
-        "qat_points": sum(p.qat for p in result.archive),
+        "fine_tuned": stats.evaluated, "trainings": result.qat.trainings, "lookups": stats.lookups,
+        "cache_hits": stats.cache_hits, "seconds": stats.seconds, "qat_points": sum(p.qat for p in result.archive),
     }
     point = result.chosen
     if point is None or not point.qat:
@@ -134,7 +135,8 @@ def qat_loop_choice(result, data: SearchData, settings: SearchSettings,
     ref = result.reference
     summary["chosen"] = {
         "label": point.config.label(), "energy_pj": point.energy_pj, "cycles": point.cycles, "edp": point.edp,
-        "weight_bytes": point.weight_bytes, "validation_accuracy": point.accuracy, "ptq_validation_accuracy": point.ptq_accuracy,
+        "weight_bytes": point.weight_bytes, "validation_accuracy": network.top1(result.qat.val_x, result.qat.val_y),
+        "confirmed_validation_accuracy": point.accuracy, "ptq_validation_accuracy": point.ptq_accuracy,
         "saving_vs_w8a8": {"energy": 1 - point.energy_pj / ref.energy_pj, "edp": 1 - point.edp / ref.edp},
     }
     if data.test_x is not None and data.test_y is not None:
@@ -246,8 +248,9 @@ def report_summary(document: dict[str, Any]) -> dict[str, Any]:
 
 def print_qat_summary(console, qat: dict[str, Any]) -> None:
     if qat.get("mode") == "loop":
-        console.print(f"QAT in the loop: {qat['fine_tuned']} candidates fine-tuned ({qat['cache_hits']} cached) in "
-                      f"{qat['seconds']:.1f} s", markup=False, highlight=False)
+        console.print(f"QAT in the loop: {qat['fine_tuned']} candidates fine-tuned ({qat['cache_hits']} cached; "
+                      f"{qat['trainings']} trainings with the confirming runs) in {qat['seconds']:.1f} s",
+                      markup=False, highlight=False)
         if qat["chosen"] is None:
             console.print("QAT: the chosen point needs no fine-tuning (PTQ keeps its accuracy)")
             return

@@ -187,7 +187,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                             "one keeps the accuracy (default ptq)")
     group.add_argument("--train-data", metavar="NPZ", help="labelled QAT training data; default zoo:digits-train for digits models")
     group.add_argument("--qat-epochs", type=int, default=SearchSettings.qat_epochs,
-                       help=f"QAT epochs per fine-tuned candidate (default {SearchSettings.qat_epochs})")
+                       help=f"QAT epochs per fine-tuning run (default {SearchSettings.qat_epochs})")
 
 
 def search_settings(args: argparse.Namespace) -> SearchSettings | None:

@@ -239,10 +239,15 @@ def test_a_fine_tuned_candidate_is_feasible_only_if_a_second_seed_confirms_it(cn
                   constraint=(1.0, 0.5))
     assert [judge.top1(space.decode(space.uniform(w, w))) for w in (3, 4, 2)] == [0.98, 1.0, 0.9]
     assert runs == [(3, 0), (3, 1), (4, 0), (4, 1), (2, 0)]
+    accuracy, network = judge.fine_tune(space.decode(space.uniform(3, 3)))
+    assert accuracy == 0.98 and network.top1(x, y) == 1.0  # the lower run counts; the first seed's is deployed
+    runs.clear()
+    unconstrained = Judge(space, lambda: evaluator, x, x, y, x, y, epochs=1, seed=0, cache=None, settings={})
+    assert unconstrained.top1(space.decode(space.uniform(3, 3))) == 1.0 and runs == [(3, 0)]
 
 
 @pytest.mark.slow
-def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choice(tmp_path):
+def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choice(tmp_path, monkeypatch):
     """`--accuracy qat` on cnn_digits: the PTQ search at the same settings and seed, continued with QAT in the
     loop (its archive holds every PTQ candidate), fine-tunes some candidates, chooses a point cheaper than the
     PTQ search's, and compiles that point's QAT model."""
@@ -250,6 +255,7 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
 
     from quantloop.cli import main
 
+    monkeypatch.setenv("QUANTLOOP_CACHE_DIR", str(tmp_path / "cache"))  # fine-tunings really run
     x, y = load_dataset("zoo:digits-train")
     np.savez(tmp_path / "train.npz", x=x[:256], y=y[:256])
     common = ["--target", "eyeriss", "--search", "--population", "6", "--generations", "1", "--bits-range", "2,3,8",
@@ -259,6 +265,8 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
     ptq = json.loads((tmp_path / "ptq" / "pareto.json").read_text())
     doc = json.loads((tmp_path / "qat" / "pareto.json").read_text())
     assert doc["qat"]["mode"] == "loop" and doc["qat"]["qat_points"] >= 1
+    assert doc["qat"]["fine_tuned"] >= 1 and doc["qat"]["trainings"] >= doc["qat"]["fine_tuned"]
+    assert doc["qat"]["chosen"]["confirmed_validation_accuracy"] <= doc["qat"]["chosen"]["validation_accuracy"]
     assert doc["search"]["generations_run"] == 2 * ptq["search"]["generations_run"] == 2
     chosen = doc["points"][doc["chosen"]]
     # measured: PTQ chooses w3 inside, w8 at the edges (a8); QAT w3a3 (validation 95.0 % -> 99.0 %), 36 % less energy
@@ -268,11 +276,13 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
 
 
 @pytest.mark.slow
-def test_qat_in_the_loop_search_holds_the_ptq_search_and_never_chooses_worse(tmp_path):
+def test_qat_in_the_loop_search_holds_the_ptq_search_and_never_chooses_worse(tmp_path, monkeypatch):
     """`--accuracy qat` is the PTQ search continued: its archive holds every candidate of the PTQ search at the
     same settings and seed (the PTQ-feasible ones unchanged), so its choice costs at most the PTQ choice."""
     from quantloop.cosearch import search_model
     from quantloop.options import CompileOptions, SearchSettings
+
+    monkeypatch.setenv("QUANTLOOP_CACHE_DIR", str(tmp_path / "cache"))  # fine-tunings really run
 
     x, y = load_dataset("zoo:digits-train")
     np.savez(tmp_path / "train.npz", x=x[:256], y=y[:256])
@@ -290,7 +300,7 @@ def test_qat_in_the_loop_search_holds_the_ptq_search_and_never_chooses_worse(tmp
         if point.feasible:
             assert continued[point.config] == point
     assert qat.chosen.energy_pj <= ptq.chosen.energy_pj
-    assert any(p.qat for p in qat.archive)
+    assert any(p.qat for p in qat.archive) and qat.qat.stats.evaluated >= 1 and qat.qat.trainings >= qat.qat.stats.evaluated
 
 
 def test_qat_accuracy_goes_through_the_shared_accuracy_cache(cnn, tmp_path):
@@ -315,3 +325,34 @@ def test_qat_accuracy_goes_through_the_shared_accuracy_cache(cnn, tmp_path):
     assert (first.stats.evaluated, first.stats.cache_hits) == (1, 0)
     assert second.top1(config) == accuracy and (second.stats.evaluated, second.stats.cache_hits) == (0, 1)
     assert AccuracyCache(tmp_path).get(first.key(config)) == {"accuracy": accuracy}
+
+
+def test_a_model_qat_cannot_train_is_refused_before_the_search_runs(cnn, tmp_path, monkeypatch):
+    """`check_trainable` names the ops the torch interpreter lacks, and `--accuracy qat` asks it before the PTQ
+    phase (not half a search later)."""
+    import copy
+
+    from quantloop.cosearch import search_model
+    from quantloop.errors import QuantloopError
+    from quantloop.options import CompileOptions, SearchSettings
+    from quantloop.passes.search import engine, qat
+
+    space, _ = cnn
+    other = copy.copy(space)
+    other.model = copy.deepcopy(space.model)
+    next(n for n in other.model.graph.node if n.op_type == "Relu").op_type = "Sigmoid"
+    with pytest.raises(QuantloopError, match="ops Sigmoid are not supported"):
+        qat.check_trainable(other)
+    qat.check_trainable(space)
+
+    def refuse(space):
+        raise QuantloopError("qat: ops Sigmoid are not supported by the torch interpreter")
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the search ran before the QAT check")
+
+    monkeypatch.setattr(qat, "check_trainable", refuse)
+    monkeypatch.setattr(engine, "_evolve", no_search)
+    settings = SearchSettings(progress=False, accuracy="qat", population=4, generations=1)
+    with pytest.raises(QuantloopError, match="not supported"):
+        search_model("zoo:cnn_digits", CompileOptions(target="eyeriss", search=settings))

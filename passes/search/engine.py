@@ -54,10 +54,14 @@ class SearchOptions:
     qat_epochs: int = DEFAULT_QAT_EPOCHS
 
     @property
+    def phases(self) -> tuple[bool, ...]:
+        """Whether QAT is on in each NSGA-II phase of `generations`: `accuracy="qat"` runs the PTQ search, then
+        continues it with QAT in the loop, so its archive holds the PTQ search's and it never chooses worse."""
+        return (False, True) if self.accuracy == "qat" else (False,)
+
+    @property
     def total_generations(self) -> int:
-        """`accuracy="qat"` runs the PTQ search (`generations`), then continues from its final population with
-        QAT in the loop for `generations` more: its archive holds the PTQ search's, so it never chooses worse."""
-        return self.generations * (2 if self.accuracy == "qat" else 1)
+        return self.generations * len(self.phases)
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ class Candidates:
         # are considered too (those of a PTQ phase, judged before QAT was on)
         for config in dict.fromkeys(configs):
             point = self.points[config]
-            if not point.feasible and not point.qat and self._worth_qat(point):
+            if self._worth_qat(point):
                 qat_acc = self.qat.top1(config)
                 self._record(replace(point, accuracy=qat_acc, ptq_accuracy=point.accuracy,
                                      feasible=within_drop(self.float_accuracy, qat_acc, self.options.max_accuracy_drop)))
@@ -194,12 +198,12 @@ class Candidates:
         self.points[point.config] = point
 
     def _worth_qat(self, point: Point) -> bool:
-        """QAT in the loop fine-tunes a candidate PTQ leaves infeasible only if it could become the choice
+        """QAT in the loop fine-tunes a candidate PTQ leaves infeasible (once) only if it could become the choice
         (it costs less than the cheapest feasible point so far) and its PTQ accuracy is within
         `qat.LOOP_MARGIN_PP` of the float model's (further down a short fine-tune rarely recovers)."""
         from quantloop.passes.search.qat import LOOP_MARGIN_PP
 
-        return (self.qat is not None and point.config.scheme == "int"
+        return (self.qat is not None and not point.feasible and not point.qat and point.config.scheme == "int"
                 and point.cost(self.options.objective) < self.best_cost
                 and (self.float_accuracy - point.accuracy) * 100.0 <= LOOP_MARGIN_PP)
 
@@ -207,7 +211,7 @@ class Candidates:
         """The archive's candidates QAT in the loop would fine-tune now (`_worth_qat`): their non-dominated set,
         at most `limit` spread evenly over it by cost. The QAT phase starts from these beside the PTQ phase's
         final population, whose constrained survival keeps few infeasible candidates."""
-        worth = [p for p in self.points.values() if not p.feasible and not p.qat and self._worth_qat(p)]
+        worth = [p for p in self.points.values() if self._worth_qat(p)]
         front = pareto_front(worth, self.options.objective)
         if len(front) <= limit:
             return front
@@ -317,10 +321,11 @@ def _qat_accuracy(space, accuracy: CachedAccuracy, calib_x, val_x, val_y, metric
     constraint), sharing the PTQ evaluator's calibration; None under PTQ."""
     if options.accuracy != "qat":
         return None
-    from quantloop.passes.search.qat import QatAccuracy
+    from quantloop.passes.search.qat import QatAccuracy, check_trainable
 
     if train is None or metric != "top1":
         raise QuantloopError("--accuracy qat: needs labelled training and validation data")
+    check_trainable(space)  # before the PTQ phase, not after it
 
     def shared_evaluator():
         if accuracy.evaluator is None:
@@ -374,7 +379,7 @@ def _evolve(space: SearchSpace, candidates: Candidates, energy: EnergyModel, opt
         if pool.distributed:
             candidates.pool = energy.pool = pool
             energy.workers = 1
-        qat, candidates.qat = candidates.qat, None  # the first (or only) phase judges by PTQ
+        qat, candidates.qat = candidates.qat, None  # phases judge by PTQ until QAT is on
         reference = candidates.evaluate([space.decode(space.uniform(8, 8))])[0]
         candidates.on_progress = lambda done, total: update(generations_run, candidates.best_feasible(),
                                                             energy.stats.hit_rate, done)
@@ -386,15 +391,15 @@ def _evolve(space: SearchSpace, candidates: Candidates, energy: EnergyModel, opt
             update(generations_run, candidates.best_feasible(), energy.stats.hit_rate, candidates.requested)
 
         try:
-            final = run_nsga2(
-                space, candidates.objectives, population=options.population, generations=options.generations,
-                seed=options.seed, on_generation=on_generation,
-            )
-            if qat is not None:  # QAT in the loop continues the PTQ search
-                candidates.qat, offset = qat, generations_run
-                run_nsga2(
+            final = None
+            for qat_on in options.phases:
+                if qat_on:  # continue the PTQ phase from its final population and the archive's rescuable points
+                    candidates.qat = qat
+                offset = generations_run
+                final = run_nsga2(
                     space, candidates.objectives, population=options.population, generations=options.generations,
-                    seed=options.seed, on_generation=on_generation, start=_qat_start(space, candidates, final),
+                    seed=options.seed, on_generation=on_generation,
+                    start=None if final is None else _qat_start(space, candidates, final),
                 )
         finally:
             candidates.pool = energy.pool = None

@@ -51,6 +51,14 @@ def _torch():
     return torch
 
 
+def check_trainable(space: SearchSpace) -> None:
+    """The torch interpreter runs the search space's model (and torch imports): else one line naming the ops."""
+    _torch()
+    unsupported = sorted({n.op_type for n in space.model.graph.node} - SUPPORTED_OPS)
+    if unsupported:
+        raise QuantloopError(f"qat: ops {', '.join(unsupported)} are not supported by the torch interpreter")
+
+
 def _attrs(node) -> dict:
     from onnx import helper
 
@@ -81,9 +89,7 @@ class QatNetwork:
 
     def __init__(self, space: SearchSpace, config: Config, evaluator) -> None:
         torch = _torch()
-        unsupported = sorted({n.op_type for n in space.model.graph.node} - SUPPORTED_OPS)
-        if unsupported:
-            raise QuantloopError(f"qat: ops {', '.join(unsupported)} are not supported by the torch interpreter")
+        check_trainable(space)
         if config.scheme != "int":
             raise QuantloopError("qat: only the int weight scheme is trained (pot / pot2 codes have no LSQ step)")
         self.space, self.config = space, config
@@ -314,7 +320,7 @@ def qat_front(result, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
               train_y: np.ndarray, *, epochs: int, seed: int) -> QatChoice:
     """Fine-tune the Pareto front's points that cost less than w8a8, cheapest first, until one keeps
     the validation accuracy within the search's drop (confirmed by a second seed, as in the loop: `QatAccuracy`);
-    a point PTQ keeps feasible is fine-tuned too (QAT never hurts the choice's accuracy)."""
+    a point PTQ keeps feasible is fine-tuned too (its fine-tuned model is deployed only if it meets the drop too)."""
     from quantloop.passes.search.engine import within_drop
     from quantloop.passes.search.fakequant import FakeQuantEvaluator
 
@@ -339,13 +345,14 @@ def qat_front(result, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
 class QatAccuracy(CachedTop1):
     """QAT in the loop: the validation top-1 of a candidate after `epochs` of `train_qat`, cached on disk
     (beside the PTQ accuracies, `accuracy/`) by the model, the candidate, the calibration, training and
-    validation data, the epochs, seed, learning rate, batch size, calibration settings, torch version and
-    `QAT_VERSION`. Retraining the same key gives the same network (training is deterministic), which is
-    how the chosen point's model is rebuilt for export without storing weights.
+    validation data, the epochs, seed, learning rate, batch size, calibration settings, the confirming runs and
+    allowed drop, torch version and `QAT_VERSION`. Retraining the same key gives the same network (training is
+    deterministic), which is how the chosen point's model is rebuilt for export without storing weights.
 
-    With `constraint` (the float accuracy and the allowed drop in pp: the search's), a run that meets it is confirmed by `CONFIRMING_RUNS` − 1
-    more runs at the next seeds and the candidate's accuracy is the lowest; the network `train` gives (and the
-    search deploys) is always the first seed's."""
+    With `constraint` (the float accuracy and the allowed drop in pp: the search's), a run that meets it is
+    confirmed by `CONFIRMING_RUNS` − 1 more runs at the next seeds and the candidate's accuracy is the lowest of
+    them; the network `train` gives (and the search deploys) is always the first seed's. `trainings` counts the
+    runs, confirmations included."""
 
     def __init__(self, space: SearchSpace, evaluator_factory, calib_x: np.ndarray, train_x: np.ndarray,
                  train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *, epochs: int, seed: int, cache,
@@ -355,20 +362,22 @@ class QatAccuracy(CachedTop1):
         self.space, self.make_evaluator, self.evaluator = space, evaluator_factory, None
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.epochs, self.seed, self.cache, self.constraint = epochs, seed, cache, constraint
+        self.runs = CONFIRMING_RUNS if constraint is not None else 1
+        self.trainings = 0
         self.stats = AccuracyStats()
         self.base = {
             "qat_version": QAT_VERSION, "torch": _torch().__version__, "model": space_digest(space),
             "calibration": array_digest(calib_x), "train_x": array_digest(train_x), "train_y": array_digest(train_y),
             "x": array_digest(val_x), "y": array_digest(val_y), "epochs": epochs, "seed": seed, "lr": LEARNING_RATE,
             "batch": BATCH_SIZE, **settings,
-            "confirming_runs": CONFIRMING_RUNS if constraint is not None else 1,
-            "max_drop_pp": None if constraint is None else constraint[1],
+            "confirming_runs": self.runs, "max_drop_pp": None if constraint is None else float(constraint[1]),
         } if cache is not None else {}
 
     def train(self, config: Config, seed: int | None = None) -> QatNetwork:
         """The fine-tuned network of `config` (deterministic); by default the first seed's, the one deployed."""
         if self.evaluator is None:
             self.evaluator = self.make_evaluator()
+        self.trainings += 1
         return train_qat(self.space, config, self.evaluator, self.train_x, self.train_y, epochs=self.epochs,
                          seed=self.seed if seed is None else seed)
 
@@ -378,8 +387,7 @@ class QatAccuracy(CachedTop1):
 
         network = self.train(config)
         accuracy = network.top1(self.val_x, self.val_y)
-        runs = CONFIRMING_RUNS if self.constraint is not None else 1
-        for extra in range(1, runs):
+        for extra in range(1, self.runs):
             float_accuracy, max_drop_pp = self.constraint
             if not within_drop(float_accuracy, accuracy, max_drop_pp):
                 break
