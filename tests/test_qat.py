@@ -268,6 +268,7 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
     assert doc["qat"]["fine_tuned"] >= 1 and doc["qat"]["trainings"] >= doc["qat"]["fine_tuned"]
     assert doc["qat"]["chosen"]["confirmed_validation_accuracy"] <= doc["qat"]["chosen"]["validation_accuracy"]
     assert doc["search"]["generations_run"] == 2 * ptq["search"]["generations_run"] == 2
+    assert (doc["search"]["phases"], ptq["search"]["phases"]) == (["ptq", "qat"], ["ptq"])
     chosen = doc["points"][doc["chosen"]]
     # measured: PTQ chooses w3 inside, w8 at the edges (a8); QAT w3a3 (validation 95.0 % -> 99.0 %), 36 % less energy
     assert chosen["energy_pj"] < 0.8 * ptq["points"][ptq["chosen"]]["energy_pj"]

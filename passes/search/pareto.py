@@ -56,6 +56,7 @@ def build_pareto(result, *, model: str, extra: dict | None = None) -> dict[str, 
         "search": {
             "population": options.population,
             "generations": options.generations,
+            "phases": ["qat" if qat_on else "ptq" for qat_on in options.phases],  # each of `generations`
             "generations_run": result.generations_run,
             "seed": options.seed,
             "bits": list(result.space.widths),
