@@ -125,7 +125,7 @@ def counts_line(searched, seconds: float) -> str:
     if result.qat is not None:
         s = result.qat.stats
         line += (f"; QAT {s.lookups} candidates fine-tuned ({s.evaluated} trained, {s.cache_hits} cached; "
-                 f"{result.qat.trainings} training runs incl. confirmations, {s.seconds:.1f} s)")
+                 f"{searched.document['qat']['trainings']} training runs incl. confirmations, {s.seconds:.1f} s)")
     qat = searched.document.get("qat")
     if qat and qat.get("mode") == "front":
         line += f"; QAT of the front: {len(qat['tried'])} fine-tunings"
