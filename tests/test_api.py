@@ -190,11 +190,11 @@ def test_search_progress_is_plain_lines_when_piped():
 
     from rich.console import Console
 
-    from quantloop.passes.search.engine import _progress
+    from quantloop.passes.search.engine import SearchOptions, _progress
     from quantloop.progress import is_progress_line
 
     stream = io.StringIO()
-    options = SimpleNamespace(progress=True, objective="energy", generations=2, population=24)
+    options = SearchOptions(target="eyeriss", progress=True, objective="energy", generations=2, population=24)
     with _progress(Console(file=stream), options) as update:
         update(1, None, 0.0, 24)
         update(1, None, 0.0, 30)  # evaluations completing within a generation: no extra line when piped
@@ -203,3 +203,7 @@ def test_search_progress_is_plain_lines_when_piped():
     assert len(lines) == 2 and all(is_progress_line(line) for line in lines), lines
     assert lines[0].startswith("quantloop: search generation 1 of 2 ") and "best feasible — µJ" in lines[0]
     assert "best feasible 1.5000 µJ, cache hits 50%, 48/48 evaluations" in lines[1]
+    stream = io.StringIO()  # QAT in the loop: the PTQ phase, then as many generations again
+    with _progress(Console(file=stream), SearchOptions(target="eyeriss", generations=2, population=24, accuracy="qat")) as update:
+        update(3, None, 0.0, 72)
+    assert stream.getvalue().startswith("quantloop: search generation 3 of 4 ") and "72/96 evaluations" in stream.getvalue()
