@@ -125,7 +125,7 @@ def qat_loop_choice(result, data: SearchData, settings: SearchSettings,
     stats = result.qat.stats
     summary: dict[str, Any] = {
         "mode": "loop", "train_data": data.train_name, "epochs": settings.qat_epochs, "chosen": None,
-        "fine_tuned": stats.evaluated, "trainings": result.qat.trainings, "lookups": stats.lookups,
+        "fine_tuned": stats.lookups, "trained": stats.evaluated, "trainings": result.qat.trainings,
         "cache_hits": stats.cache_hits, "seconds": stats.seconds, "qat_points": sum(p.qat for p in result.archive),
     }
     point = result.chosen
@@ -248,8 +248,8 @@ def report_summary(document: dict[str, Any]) -> dict[str, Any]:
 
 def print_qat_summary(console, qat: dict[str, Any]) -> None:
     if qat.get("mode") == "loop":
-        console.print(f"QAT in the loop: {qat['fine_tuned']} candidates fine-tuned ({qat['cache_hits']} cached; "
-                      f"{qat['trainings']} trainings with the confirming runs) in {qat['seconds']:.1f} s",
+        console.print(f"QAT in the loop: {qat['fine_tuned']} candidates judged after fine-tuning ({qat['cache_hits']} from "
+                      f"the cache; {qat['trainings']} training runs with the confirming runs) in {qat['seconds']:.1f} s",
                       markup=False, highlight=False)
         if qat["chosen"] is None:
             console.print("QAT: the chosen point needs no fine-tuning (PTQ keeps its accuracy)")

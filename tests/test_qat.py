@@ -265,7 +265,8 @@ def test_search_with_qat_in_the_loop_beats_ptq_and_compiles_its_fine_tuned_choic
     ptq = json.loads((tmp_path / "ptq" / "pareto.json").read_text())
     doc = json.loads((tmp_path / "qat" / "pareto.json").read_text())
     assert doc["qat"]["mode"] == "loop" and doc["qat"]["qat_points"] >= 1
-    assert doc["qat"]["fine_tuned"] >= 1 and doc["qat"]["trainings"] >= doc["qat"]["fine_tuned"]
+    assert doc["qat"]["trained"] >= 1 and doc["qat"]["trainings"] >= doc["qat"]["trained"]
+    assert doc["qat"]["fine_tuned"] == doc["qat"]["trained"] + doc["qat"]["cache_hits"]
     assert doc["qat"]["chosen"]["confirmed_validation_accuracy"] <= doc["qat"]["chosen"]["validation_accuracy"]
     assert doc["search"]["generations_run"] == 2 * ptq["search"]["generations_run"] == 2
     assert (doc["search"]["phases"], ptq["search"]["phases"]) == (["ptq", "qat"], ["ptq"])

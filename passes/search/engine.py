@@ -50,13 +50,13 @@ class SearchOptions:
     max_calib_samples: int = DEFAULT_MAX_CALIB_SAMPLES
     progress: bool = True
     psum_bits: str = PSUM_MODES[0]  # how partial sums are stored (CompileOptions.psum_bits)
-    accuracy: str = "ptq"  # "qat": candidates PTQ leaves infeasible are judged after QAT (passes.search.qat)
+    accuracy: str = "ptq"  # "qat": a PTQ phase, then a QAT phase judging PTQ-infeasible candidates after QAT (`phases`)
     qat_epochs: int = DEFAULT_QAT_EPOCHS
 
     @property
     def phases(self) -> tuple[bool, ...]:
         """Whether QAT is on in each NSGA-II phase of `generations`: `accuracy="qat"` runs the PTQ search, then
-        continues it with QAT in the loop, so its archive holds the PTQ search's and it never chooses worse."""
+        continues it with QAT in the loop, so its archive holds the PTQ search's and it never chooses a costlier point."""
         return (False, True) if self.accuracy == "qat" else (False,)
 
     @property

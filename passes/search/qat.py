@@ -38,7 +38,7 @@ LOOP_MARGIN_PP = 30.0
 #: accuracy is the lowest of these runs, so it is feasible only if every run meets the constraint. One run's
 #: validation top-1 is a noisy draw (MobileNetV1-digits at w3a3, 6 epochs, seeds 0/1/2: 99.50 / 98.25 / 98.25 %
 #: on the 400 validation images, 97.6 / 98.0 / 98.0 % on test), and a search that fine-tunes many candidates keeps
-#: the lucky draws; a second run rejects most of them for one more fine-tuning per accepted candidate.
+#: the lucky draws; a second run rejects such a draw, for one more fine-tuning per candidate whose first run passes.
 CONFIRMING_RUNS = 2
 #: Bump when the training numerics change (cached QAT accuracies carry it).
 QAT_VERSION = 1
@@ -352,7 +352,7 @@ class QatAccuracy(CachedTop1):
     With `constraint` (the float accuracy and the allowed drop in pp: the search's), a run that meets it is
     confirmed by `CONFIRMING_RUNS` − 1 more runs at the next seeds and the candidate's accuracy is the lowest of
     them; the network `train` gives (and the search deploys) is always the first seed's. `trainings` counts the
-    runs, confirmations included."""
+    training runs, confirmations included (and any later `train`, such as the export's rebuild)."""
 
     def __init__(self, space: SearchSpace, evaluator_factory, calib_x: np.ndarray, train_x: np.ndarray,
                  train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *, epochs: int, seed: int, cache,
