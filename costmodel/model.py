@@ -387,6 +387,16 @@ def packing_tables(arch: Arch, bits: Bits) -> tuple[np.ndarray, np.ndarray]:
     return opw, psum
 
 
+def word_packing(arch: Arch, bits: Bits, arrays: MappingArrays) -> np.ndarray:
+    """int[B, L, 3]: values per word of each data space's tile in each mapping; Outputs pack at the partial-sum
+    width at the levels where the mapping leaves a reduction open (`holds_partial_sums`). The exact rule that
+    capacities are checked against (the mapspace's enumeration takes the wider width everywhere)."""
+    opw_table, psum_opw = packing_tables(arch, bits)
+    opw = np.repeat(opw_table[None], arrays.batch, axis=0)
+    opw[:, :, _OUTPUTS] = np.where(holds_partial_sums(arrays), psum_opw[None, :], opw_table[None, :, _OUTPUTS])
+    return opw
+
+
 def holds_partial_sums(arrays: MappingArrays) -> np.ndarray:
     """bool[B, L]: level l holds Outputs below the last reduction, i.e. a reduction loop (C, R or
     S with factor > 1) is temporal at l or outside it, or spatial above l (reduced only when the
@@ -485,13 +495,11 @@ def evaluate_batch(arch: Arch | str, problem: Problem, arrays: MappingArrays, bi
     arch = _as_arch(arch)
     check_bits(arch, bits)
     nest = _Nest(problem, arrays)
-    B, L = nest.B, nest.L
+    L = nest.L
     if L != arch.num_levels:
         raise ValueError(f"evaluate_batch: mapping has {L} levels, target {arch.name} has {arch.num_levels}")
     keep = arrays.keep
-    opw_table, psum_opw = packing_tables(arch, bits)
-    opw = np.repeat(opw_table[None].astype(np.float64), B, axis=0)  # [B, L, 3]
-    opw[:, :, _OUTPUTS] = np.where(holds_partial_sums(arrays), psum_opw[None, :], opw_table[None, :, _OUTPUTS])
+    opw = word_packing(arch, bits, arrays).astype(np.float64)  # [B, L, 3]
     dims = problem.dim_array.astype(np.float64)
     uinst = _prod_dims(nest.spatial_above[:, :L], range(8))  # [B, L]
     reads, fills, updates, ucap, tiles, part = _accesses(nest, keep, opw, dims, link_stages(arch))

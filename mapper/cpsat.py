@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
+from quantloop.mapping import MappingArrays
 from quantloop.problem import DATASPACES, DIMS
 from quantloop.costmodel.legality import FREE, SPATIAL_X, TEMPORAL
 from quantloop.mapper.mapspace import KIND_NAMES, Mapspace, divisors
@@ -44,14 +45,15 @@ def _product(m: cp_model.CpModel, terms: list, ub: int, name: str):
     return cur
 
 
-def build(space: Mapspace, keep: np.ndarray | None = None) -> Model:
-    """The legality model at keep sets `keep` [L, 3] (default: must-keep)."""
+def build(space: Mapspace, keep: np.ndarray | None = None, opw: np.ndarray | None = None) -> Model:
+    """The legality model at keep sets `keep` [L, 3] (default: must-keep) and values per word `opw` [L, 3]
+    (default: the mapspace's, Outputs at the wider of their and the partial sums' width)."""
     keep = space.must_keep if keep is None else keep
     out = Model(cp_model.CpModel(), {}, {})
     sizes = [int(x) for x in space.problem.dim_array]
     _add_factors(out, space, sizes)
     cum = _add_tile_extents(out, space, sizes)
-    tiles = _add_kept_tiles(out, space, keep, cum)
+    tiles = _add_kept_tiles(out, space, keep, cum, space.opw if opw is None else opw)
     _add_tile_bounds(out, space, tiles)
     return out
 
@@ -110,7 +112,8 @@ def _add_tile_extents(out: Model, space: Mapspace, sizes: list[int]) -> dict[tup
     return cum
 
 
-def _add_kept_tiles(out: Model, space: Mapspace, keep: np.ndarray, cum: dict) -> dict[tuple[int, int], tuple]:
+def _add_kept_tiles(out: Model, space: Mapspace, keep: np.ndarray, cum: dict,
+                    opw: np.ndarray) -> dict[tuple[int, int], tuple]:
     """(values, words) of each kept tile at the levels a tile bound reads, keyed by (level, data space)."""
     m, pr = out.model, space.problem
     width_ub, height_ub = pr.input_width, pr.input_height
@@ -129,9 +132,9 @@ def _add_kept_tiles(out: Model, space: Mapspace, keep: np.ndarray, cum: dict) ->
                 tile = _product(m, [cum[l, _N], cum[l, _G], cum[l, _C], w, h], ub, f"tile_{l}_{ds}")
             else:
                 tile = _product(m, [cum[l, d] for d in _DS_DIMS[ds]], ub, f"tile_{l}_{ds}")
-            opw = int(space.opw[l, k])
+            per_word = int(opw[l, k])
             words = m.NewIntVar(1, ub, f"words_{l}_{ds}")
-            m.AddDivisionEquality(words, tile + (opw - 1), opw)
+            m.AddDivisionEquality(words, tile + (per_word - 1), per_word)
             out.words[l, k] = words
             tiles[l, k] = (tile, words)
     return tiles
@@ -165,8 +168,15 @@ def _factors(solver, model: Model, L: int) -> np.ndarray:
 
 
 def verify(space: Mapspace, factors: np.ndarray, keep: np.ndarray) -> bool:
-    """True when the tiling factors [L, 3, 8] with keep sets [L, 3] satisfy every rule."""
-    model = build(space, keep)
+    """True when the tiling factors [L, 3, 8] with keep sets [L, 3] satisfy every rule, with the exact packing
+    of this mapping's tiles (Outputs at the partial-sum width only where a reduction is still open:
+    `costmodel.model.word_packing`, as the cost model checks them)."""
+    from quantloop.costmodel.model import word_packing
+
+    L = space.L
+    arrays = MappingArrays(factors[None, :, 0], factors[None, :, 1], factors[None, :, 2],
+                           np.tile(np.arange(8), (1, L, 1)), np.asarray(keep, dtype=bool)[None])
+    model = build(space, keep, word_packing(space.arch, space.bits, arrays)[0])
     for (l, k, d), var in model.f.items():
         model.model.Add(var == int(factors[l, k, d]))
     model.model.AddAssumptions(model.literals)

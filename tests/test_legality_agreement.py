@@ -104,6 +104,51 @@ def test_the_four_judges_agree(data, arch, problem, w, a, start):
     assert len(set(verdicts.values())) == 1, verdicts
 
 
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), targets(), problems, st.sampled_from([2, 4, 8]), st.sampled_from([4, 8]), st.sampled_from([2, 3, 8]))
+def test_with_accumulator_wide_partial_sums_the_exact_judges_agree_and_the_enumerator_is_conservative(
+        data, arch, problem, w, a, o):
+    """With partial sums at the accumulator width, whether a level holds them depends on the whole mapping:
+    CP-SAT's verification, the brute-force reference and the cost model read the mapping's exact packing and
+    agree; the enumerator takes the wider width everywhere, so what it calls legal is legal (never the
+    reverse guaranteed). A verifier stricter than the cost model stopped a search with an internal error."""
+    bits = Bits(w, a, o)
+    L = arch.num_levels
+    keep = np.array([[l == 0 or ds in lvl.must_keep for ds in DATASPACES] for l, lvl in enumerate(arch.levels)])
+    tilings = legal_tilings(arch, problem)
+    factors = tilings[data.draw(st.integers(0, len(tilings) - 1))] if tilings else _random_tiling(data.draw, problem, L)
+    verdicts = _judges(arch, problem, bits, factors, keep)
+    assert verdicts["cpsat"] == verdicts["exhaustive"] == verdicts["costmodel"], verdicts
+    assert not verdicts["numpy"] or verdicts["cpsat"], verdicts
+
+
+def test_a_mapping_legal_only_at_the_exact_packing_passes_verification():
+    """The case a MobileNetV1-digits search on simba hit (seed 1): Outputs at PEAccuBuffer fill its 128 words at
+    the 3-bit output width and would overflow at the 14-bit partial-sum width; the cost model counts them as
+    final outputs there, so the verifier must too (it rejected the mapper's choice: an internal error)."""
+    from quantloop.mapper.cpsat import verify
+    from quantloop.targets.registry import load_target
+
+    arch = load_target("simba")
+    problem = Problem(C=16, M=32, P=16, Q=16)
+    bits = Bits(2, 8, 3)
+    factors = np.ones((arch.num_levels, 3, 8), dtype=np.int64)
+    C, M, P, Q = (DIMS.index(d) for d in "CMPQ")
+    factors[2, 2, M] = 4      # PEInputBuffer: spatial Y M4
+    factors[3, 0, M] = 2      # PEWeightBuffer: temporal M2
+    factors[4, 0, M], factors[4, 0, P], factors[4, 2, C] = 4, 8, 4  # PEAccuBuffer: temporal M4 P8, spatial Y C4
+    factors[5, 0, C], factors[5, 0, P], factors[5, 0, Q] = 4, 2, 16  # PEWeightRegs: temporal C4 P2 Q16
+    keep = np.array([[True, True, True], [False, True, True], [False, True, False], [True, False, False],
+                     [False, False, True], [True, False, False]])
+    assert [lvl.name for lvl in arch.levels][4] == "PEAccuBuffer"
+    arrays = MappingArrays(factors[None, :, 0], factors[None, :, 1], factors[None, :, 2],
+                           np.tile(np.arange(8), (1, arch.num_levels, 1)), keep[None])
+    evaluate(arch, problem, arrays.mapping(0), bits, check=True)  # legal for the cost model
+    assert verify(Mapspace(arch, problem, bits), factors, keep)
+    assert not Mapspace(arch, problem, bits).fits(Mapspace.cumulative(factors), keep)  # the conservative enumerator
+
+
 @pytest.mark.parametrize("limit, legal", [(8, False), (9, True)])
 def test_max_tile_values_is_enforced_by_every_judge(limit, legal):
     """The example rule kind: a 3×3 weight tile (9 values) kept at `pe` against a limit of 8 / 9."""
