@@ -183,9 +183,10 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--accuracy", choices=ACCURACY_MODES, default=SearchSettings.accuracy,
                        help="ptq: post-training quantization; qat: the PTQ search continued for --generations more "
                             "with QAT in the loop: a candidate PTQ puts outside the allowed drop that is cheaper than the "
-                            "best feasible one is judged after a short LSQ fine-tune (a passing run is repeated at the next "
-                            "seed and the lower accuracy counts; cached), and a fine-tuned choice compiles as its QAT model; qat-front: PTQ search, then fine-tune the Pareto front's "
-                            "points cheaper than w8a8, cheapest first, until one keeps the accuracy (default ptq)")
+                            "best feasible one is judged after a short LSQ fine-tune (a passing run is repeated at the "
+                            "next seed and the lower accuracy counts; cached), and a fine-tuned choice compiles as its "
+                            "QAT model; qat-front: PTQ search, then fine-tune the Pareto front's points cheaper than "
+                            "w8a8, cheapest first, until one keeps the accuracy (default ptq)")
     group.add_argument("--train-data", metavar="NPZ", help="labelled QAT training data; default zoo:digits-train for digits models")
     group.add_argument("--qat-epochs", type=int, default=SearchSettings.qat_epochs,
                        help=f"QAT epochs per fine-tuning run (default {SearchSettings.qat_epochs})")

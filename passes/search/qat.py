@@ -387,9 +387,8 @@ class QatAccuracy(CachedTop1):
 
         network = self.train(config)
         accuracy = network.top1(self.val_x, self.val_y)
-        for extra in range(1, self.runs):
-            float_accuracy, max_drop_pp = self.constraint
-            if not within_drop(float_accuracy, accuracy, max_drop_pp):
+        for extra in range(1, self.runs):  # runs > 1 only with a constraint
+            if not within_drop(self.constraint[0], accuracy, self.constraint[1]):
                 break
             accuracy = min(accuracy, self.train(config, self.seed + extra).top1(self.val_x, self.val_y))
         return accuracy, network
